@@ -1,0 +1,95 @@
+//! Command-line types (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Prove PostgreSQL backups can be restored: restore the newest backup into a throwaway
+/// server, wait until recovery really finished, run assertions, report, clean up.
+#[derive(Debug, Parser)]
+#[command(name = "restorecheck", version, about)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug). RESTORECHECK_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every [[check]] in the config. Exit 0 all passed, 1 a check failed, 2 could not run.
+    Run(RunArgs),
+    /// List the backups each check's source sees, newest first.
+    List(ConfigArgs),
+    /// Parse and check the config and the tooling; restores nothing.
+    Validate(ConfigArgs),
+    /// Write an annotated restorecheck.toml to start from.
+    Init(InitArgs),
+    /// Build a sample database, back it up with pg_basebackup, restore-test it, clean up.
+    Demo(DemoArgs),
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// For people (and cron mails).
+    Text,
+    /// The versioned JSON report.
+    Json,
+}
+
+/// `-c FILE` and `--format`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Configuration file.
+    #[arg(short, long, default_value = "restorecheck.toml")]
+    pub config: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// Options of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Config and format.
+    #[command(flatten)]
+    pub common: ConfigArgs,
+    /// Only run the named check (repeatable).
+    #[arg(long = "check")]
+    pub checks: Vec<String>,
+    /// Test this backup id instead of the newest (with one check).
+    #[arg(long)]
+    pub backup: Option<String>,
+    /// Folder for work directories (overrides work_dir in the config).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// Options of `init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write.
+    #[arg(short, long, default_value = "restorecheck.toml")]
+    pub output: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Options of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Output format of the report.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Folder for the sample cluster and work directories (default: TMPDIR or /var/tmp).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}

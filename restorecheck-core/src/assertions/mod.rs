@@ -1,0 +1,7 @@
+//! Built-in assertions, one per file.
+
+pub mod backup_age;
+pub mod sql;
+
+pub use backup_age::BackupAgeAssertion;
+pub use sql::{SqlAssertion, SqlAssertionConfig};

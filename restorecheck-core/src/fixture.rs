@@ -1,0 +1,255 @@
+//! A real, throwaway *production-like* PostgreSQL cluster with WAL archiving, for `restorecheck
+//! demo`, the integration tests and the benchmark: it makes real backups with the real
+//! `pg_basebackup`, so everything downstream is tested against what PostgreSQL really writes.
+//!
+//! Not meant for production use; everything lives under one folder removed on drop.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::postgres::binaries::{self, BinDir};
+use crate::postgres::user::OsUser;
+
+/// A running sample cluster that archives its WAL to `archive_dir()`.
+#[derive(Debug)]
+pub struct SampleCluster {
+    root: PathBuf,
+    bin: BinDir,
+    user: OsUser,
+    port: u16,
+    running: bool,
+    keep: bool,
+}
+
+/// Options for [`SampleCluster::create`].
+#[derive(Debug, Clone, Default)]
+pub struct SampleOptions {
+    /// PostgreSQL major version to use (default: the newest installed).
+    pub major: Option<u32>,
+    /// Extra lines for postgresql.conf.
+    pub extra_conf: Vec<String>,
+    /// Enable data checksums.
+    pub checksums: bool,
+}
+
+impl SampleCluster {
+    /// Creates, configures and starts a cluster under `root` (which must not exist).
+    pub async fn create(root: &Path, opts: SampleOptions) -> Result<Self> {
+        let bin = match opts.major {
+            Some(m) => binaries::find(m, None)?,
+            None => binaries::newest()?,
+        };
+        let user = OsUser::resolve(None)?;
+        for d in ["", "backups", "archive", "sock"] {
+            let p = root.join(d);
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&p).map_err(|e| Error::io("creating", &p, e))?;
+        }
+        // The server user must be able to reach the root (it may sit in a root-only folder).
+        user.chown_tree(root)?;
+        let port = 20000 + (std::process::id() % 20000) as u16;
+        let mut c = SampleCluster { root: root.to_path_buf(), bin, user, port, running: false, keep: false };
+        let mut initdb = vec!["-D".to_string(), c.pgdata().display().to_string(), "-U".into(), "postgres".into(), "--auth=trust".into(), "--no-sync".into(), "-E".into(), "UTF8".into(), "--locale=C".into()];
+        if opts.checksums {
+            initdb.push("-k".into());
+        }
+        c.tool("initdb", &initdb).await?;
+        let mut conf = vec![
+            format!("port = {}", c.port),
+            "listen_addresses = ''".into(),
+            format!("unix_socket_directories = '{}'", c.socket_dir().display()),
+            "wal_level = replica".into(),
+            "archive_mode = on".into(),
+            format!("archive_command = 'test ! -f {a}/%f && cp %p {a}/%f'", a = c.archive_dir().display()),
+            "max_wal_senders = 5".into(),
+            "fsync = off".into(),
+            "shared_buffers = 64MB".into(),
+            "max_connections = 40".into(),
+        ];
+        conf.extend(opts.extra_conf);
+        let path = c.pgdata().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&path).map_err(|e| Error::io("reading", &path, e))?;
+        text.push_str("\n# restorecheck sample cluster\n");
+        text.push_str(&conf.join("\n"));
+        text.push('\n');
+        std::fs::write(&path, text).map_err(|e| Error::io("writing", &path, e))?;
+        c.start().await?;
+        Ok(c)
+    }
+
+    /// Keeps the folder on drop (for debugging).
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// The cluster's root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The data directory.
+    pub fn pgdata(&self) -> PathBuf {
+        self.root.join("pgdata")
+    }
+    /// The WAL archive (`archive_command` copies here).
+    pub fn archive_dir(&self) -> PathBuf {
+        self.root.join("archive")
+    }
+    /// A folder for backups.
+    pub fn backups_dir(&self) -> PathBuf {
+        self.root.join("backups")
+    }
+    /// The socket directory.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.root.join("sock")
+    }
+    /// The binaries in use.
+    pub fn bin(&self) -> &BinDir {
+        &self.bin
+    }
+    /// The OS user the cluster runs as.
+    pub fn os_user(&self) -> &OsUser {
+        &self.user
+    }
+
+    /// Runs a PostgreSQL program from the cluster's bin dir as the server's OS user.
+    pub async fn tool(&self, name: &str, args: &[String]) -> Result<String> {
+        let exe = self.bin.exe(name);
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.args(args).stdin(Stdio::null()).env("LC_ALL", "C").current_dir(&self.root);
+        self.user.apply(&mut cmd);
+        let out = cmd.output().await.map_err(|e| Error::io(format!("running {name}"), &exe, e))?;
+        if !out.status.success() {
+            return Err(Error::Tooling {
+                what: format!(
+                    "{name} {} failed ({}): {}",
+                    args.join(" "),
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                hint: "see the message above".into(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts the cluster (`pg_ctl -w`: this is the *source* cluster, not a restore).
+    pub async fn start(&mut self) -> Result<()> {
+        let log = self.root.join("server.log").display().to_string();
+        self.tool("pg_ctl", &["-D".into(), self.pgdata().display().to_string(), "-l".into(), log, "-w".into(), "start".into()]).await?;
+        self.running = true;
+        Ok(())
+    }
+
+    /// Stops the cluster (fast shutdown).
+    pub async fn stop(&mut self) -> Result<()> {
+        if self.running {
+            self.tool("pg_ctl", &["-D".into(), self.pgdata().display().to_string(), "-m".into(), "fast".into(), "-w".into(), "stop".into()]).await?;
+            self.running = false;
+        }
+        Ok(())
+    }
+
+    /// Connects as `postgres` to `db`.
+    pub async fn client(&self, db: &str) -> Result<tokio_postgres::Client> {
+        let conn = crate::target::Connection {
+            host: self.socket_dir().display().to_string(),
+            port: self.port,
+            user: "postgres".into(),
+        };
+        conn.connect(db).await
+    }
+
+    /// Runs SQL statements in `db`.
+    pub async fn exec(&self, db: &str, sql: &str) -> Result<()> {
+        self.client(db)
+            .await?
+            .batch_execute(sql)
+            .await
+            .map_err(|e| Error::postgres(format!("sample cluster: {sql}"), e))
+    }
+
+    /// Creates database `app` with table `registrations(id, email, created_at)` holding `rows` rows.
+    pub async fn create_app(&self, rows: u32) -> Result<()> {
+        self.exec("postgres", "create database app").await?;
+        self.exec(
+            "app",
+            &format!(
+                "create table registrations (id bigserial primary key, email text not null, created_at timestamptz not null default now());\n\
+                 insert into registrations (email) select 'user' || g || '@example.com' from generate_series(1, {rows}) g;"
+            ),
+        )
+        .await
+    }
+
+    /// Adds `rows` registrations.
+    pub async fn add_rows(&self, rows: u32) -> Result<()> {
+        self.exec(
+            "app",
+            &format!("insert into registrations (email) select 'later' || g || '@example.com' from generate_series(1, {rows}) g;"),
+        )
+        .await
+    }
+
+    /// Switches to a new WAL segment and waits (bounded) until the finished one is archived.
+    /// Returns the archived segment's name.
+    pub async fn switch_and_archive(&self) -> Result<String> {
+        let c = self.client("postgres").await?;
+        let row = c
+            .query_one("select pg_walfile_name(pg_switch_wal())", &[])
+            .await
+            .map_err(|e| Error::postgres("pg_switch_wal", e))?;
+        let seg: String = row.get(0);
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.archive_dir().join(&seg).exists() {
+                return Ok(seg);
+            }
+            if std::time::Instant::now() > until {
+                return Err(Error::Tooling { what: format!("segment {seg} was not archived within 60s"), hint: "see the sample cluster's server.log".into() });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Takes a backup with `pg_basebackup` into `backups/<name>` with the given extra options
+    /// (e.g. `["-Ft", "-z", "-Xstream"]`) and returns its folder.
+    pub async fn basebackup(&self, name: &str, options: &[&str]) -> Result<PathBuf> {
+        let dest = self.backups_dir().join(name);
+        let mut args = vec![
+            "-D".to_string(),
+            dest.display().to_string(),
+            "-h".into(),
+            self.socket_dir().display().to_string(),
+            "-p".into(),
+            self.port.to_string(),
+            "-U".into(),
+            "postgres".into(),
+            "-c".into(),
+            "fast".into(),
+            "--no-sync".into(),
+            "-l".into(),
+            format!("restorecheck {name}"),
+        ];
+        args.extend(options.iter().map(|s| s.to_string()));
+        self.tool("pg_basebackup", &args).await?;
+        Ok(dest)
+    }
+}
+
+impl Drop for SampleCluster {
+    fn drop(&mut self) {
+        if self.running {
+            let mut cmd = std::process::Command::new(self.bin.exe("pg_ctl"));
+            cmd.args(["-D", &self.pgdata().display().to_string(), "-m", "immediate", "-w", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            self.user.apply_std(&mut cmd);
+            let _ = cmd.status();
+        }
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Waiting for a restored server to *really* finish recovery, and reading where it ended.
+//!
+//! No sleeps stand in for readiness: the wait polls (100 ms) whether the server process is
+//! still alive, whether it accepts connections (57P03 and a missing socket mean "not yet") and
+//! whether `pg_is_in_recovery()` turned false, all bounded by the caller's deadline and
+//! cancellation. Shared by every target.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use tokio_postgres::error::SqlState;
+
+use crate::context::RunContext;
+use crate::error::{Error, Result};
+use crate::postgres::Lsn;
+use crate::report::Phase;
+use crate::target::{Connection, RecoveryInfo};
+
+/// How a target tells the wait loop about its server.
+pub trait ServerProbe: Send {
+    /// `Some(description)` once the server process has exited.
+    fn exited(&mut self) -> Option<String>;
+    /// The server log so far (all of it, or a generous tail).
+    fn log(&self) -> Option<String>;
+    /// The target kind, for error messages.
+    fn target_kind(&self) -> &'static str;
+}
+
+/// Log lines the startup process writes once it has begun recovering the backup. A server that
+/// dies after any of these died *recovering*: the backup (or its WAL) is at fault.
+const RECOVERY_STARTED: &[&str] = &[
+    "database system was ",
+    "starting archive recovery",
+    "starting backup recovery",
+    "starting point-in-time recovery",
+    "redo starts at",
+    "restored log file",
+];
+
+/// FATAL messages that point at the testing host (memory, disk, libraries, settings), not at
+/// the backup, even when they come after recovery started.
+const TESTER_FAULTS: &[&str] = &[
+    "insufficient parameter settings",
+    "could not load library",
+    "could not access file",
+    "out of memory",
+    "No space left on device",
+    "could not create shared memory",
+    "could not map anonymous shared memory",
+    "Permission denied",
+];
+
+/// Turns a dead server into the right error: a backup defect when recovery was under way,
+/// a target error when it never got that far (configuration, binaries, permissions).
+pub fn died_error(kind: &'static str, exit: &str, log: Option<String>) -> Error {
+    let log = log.unwrap_or_default();
+    let tail = last_lines(&log, 25);
+    let first_fatal = log
+        .lines()
+        .find(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+        .map(|l| l.split_once("FATAL:").or_else(|| l.split_once("PANIC:")).map(|x| x.1.trim()).unwrap_or(l))
+        .unwrap_or("no FATAL line in the log");
+    let tester_side = TESTER_FAULTS.iter().any(|m| first_fatal.contains(m));
+    if !tester_side && RECOVERY_STARTED.iter().any(|m| log.contains(m)) {
+        Error::BackupDefect {
+            message: format!("PostgreSQL stopped during recovery ({exit}): {first_fatal}"),
+            log_tail: Some(tail),
+        }
+    } else {
+        Error::Target {
+            target_kind: kind,
+            message: format!("PostgreSQL exited before recovery began ({exit}): {first_fatal}"),
+            log_tail: Some(tail),
+        }
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Polls until the server has left recovery. `users` are role names tried in order (the
+/// restored cluster's superuser name is not known in advance). Returns the working connection
+/// and where recovery ended.
+pub async fn wait_until_promoted(
+    ctx: &RunContext,
+    probe: &mut dyn ServerProbe,
+    base: &Connection,
+    users: &[String],
+) -> Result<(Connection, RecoveryInfo)> {
+    let mut user_idx = 0usize;
+    let mut db_idx = 0usize;
+    const DBS: [&str; 2] = ["template1", "postgres"];
+    let mut last_status = String::new();
+    let mut client: Option<tokio_postgres::Client> = None;
+    loop {
+        if ctx.cancel.is_cancelled() {
+            return Err(Error::Cancelled { phase: Phase::Recovery });
+        }
+        if let Some(exit) = probe.exited() {
+            return Err(died_error(probe.target_kind(), &exit, probe.log()));
+        }
+        let Some(user) = users.get(user_idx) else {
+            return Err(Error::Target {
+                target_kind: probe.target_kind(),
+                message: format!(
+                    "none of the roles {users:?} exist in the restored cluster; set target.user to its superuser"
+                ),
+                log_tail: None,
+            });
+        };
+        let conn = Connection { user: user.clone(), ..base.clone() };
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            client = None;
+            let mut cfg = conn.config(DBS[db_idx]);
+            cfg.connect_timeout(Duration::from_secs(2));
+            match cfg.connect(tokio_postgres::NoTls).await {
+                Ok((c, connection)) => {
+                    tokio::spawn(async move {
+                        let _ = connection.await;
+                    });
+                    client = Some(c);
+                }
+                Err(e) => match e.as_db_error().map(|d| d.code().clone()) {
+                    Some(code) if code == SqlState::CANNOT_CONNECT_NOW => {
+                        let msg = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+                        status(ctx, &mut last_status, &msg);
+                    }
+                    Some(code) if code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => {
+                        tracing::debug!("role {user:?} does not exist in the restored cluster; trying the next");
+                        user_idx += 1;
+                        continue;
+                    }
+                    Some(code) if code == SqlState::UNDEFINED_DATABASE && db_idx + 1 < DBS.len() => {
+                        db_idx += 1;
+                        continue;
+                    }
+                    Some(_) => {
+                        return Err(Error::postgres("connecting to the restored server", e));
+                    }
+                    None => status(ctx, &mut last_status, "waiting for the server socket"),
+                },
+            }
+        }
+        if let Some(c) = &client {
+            match c.query_one("select pg_is_in_recovery(), pg_last_wal_replay_lsn()::text", &[]).await {
+                Ok(row) => {
+                    let in_recovery: bool = row.get(0);
+                    if !in_recovery {
+                        let info = recovery_facts(c, probe.log().as_deref()).await?;
+                        return Ok((conn, info));
+                    }
+                    let at: Option<String> = row.get(1);
+                    status(ctx, &mut last_status, &format!("replaying WAL, at {}", at.unwrap_or_default()));
+                }
+                Err(e) => {
+                    tracing::debug!("poll query failed (server may be stopping): {e}");
+                    client = None;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = ctx.cancel.cancelled() => {}
+        }
+    }
+}
+
+fn status(ctx: &RunContext, last: &mut String, msg: &str) {
+    if msg != last {
+        ctx.progress.status(msg);
+        tracing::debug!("recovery: {msg}");
+        *last = msg.to_string();
+    }
+}
+
+/// Reads where recovery ended, from SQL first and from the server log where SQL has no answer
+/// (after crash recovery the replay functions return NULL).
+async fn recovery_facts(c: &tokio_postgres::Client, log: Option<&str>) -> Result<RecoveryInfo> {
+    let row = c
+        .query_one(
+            "select pg_last_wal_replay_lsn()::text, \
+                    extract(epoch from pg_last_xact_replay_timestamp())::float8, \
+                    pg_walfile_name(pg_current_wal_lsn()), \
+                    current_setting('server_version'), \
+                    (select setting::bigint from pg_settings where name = 'wal_segment_size')",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::postgres("reading recovery results", e))?;
+    let lsn: Option<String> = row.get(0);
+    let ts: Option<f64> = row.get(1);
+    let walfile: String = row.get(2);
+    let version: String = row.get(3);
+    let seg: Option<i64> = row.get(4);
+    let log = log.unwrap_or("");
+    let end_lsn = lsn.and_then(|s| s.parse::<Lsn>().ok()).or_else(|| parse_redo_done(log));
+    let last_replayed_at = ts
+        .and_then(|t| Utc.timestamp_micros((t * 1e6) as i64).single())
+        .or_else(|| parse_last_transaction(log));
+    let timeline = u32::from_str_radix(walfile.get(0..8).unwrap_or(""), 16).ok();
+    Ok(RecoveryInfo {
+        end_lsn,
+        last_replayed_at,
+        timeline,
+        server_version: Some(version),
+        mode: None,
+        expected_end: Vec::new(),
+        wal_segment_size: seg.map(|s| s as u64),
+    })
+}
+
+/// `redo done at 0/3000148 system usage: …` → the LSN. Takes the last occurrence.
+pub fn parse_redo_done(log: &str) -> Option<Lsn> {
+    log.lines()
+        .rev()
+        .find_map(|l| l.split_once("redo done at ").map(|x| x.1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+}
+
+/// `last completed transaction was at log time 2026-11-26 05:01:02.123456+00` → the time
+/// (we force `log_timezone=UTC`).
+pub fn parse_last_transaction(log: &str) -> Option<DateTime<Utc>> {
+    let rest = log
+        .lines()
+        .rev()
+        .find_map(|l| l.split_once("last completed transaction was at log time ").map(|x| x.1))?;
+    let s = rest.trim().trim_end_matches("+00").trim_end_matches(" UTC");
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").ok().map(|n| n.and_utc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_log_lines() {
+        let log = "2026-11-26 05:00:00.000 UTC [12] LOG:  redo starts at 0/2000028\n\
+                   2026-11-26 05:00:01.000 UTC [12] LOG:  redo done at 0/3000148 system usage: CPU: user: 0.00 s\n\
+                   2026-11-26 05:00:01.000 UTC [12] LOG:  last completed transaction was at log time 2026-11-26 04:59:59.123456+00\n";
+        assert_eq!(parse_redo_done(log).unwrap().to_string(), "0/3000148");
+        let t = parse_last_transaction(log).unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-26T04:59:59.123456+00:00");
+    }
+
+    #[test]
+    fn death_during_recovery_is_a_backup_defect() {
+        let log = "LOG:  database system was interrupted; last known up at 2026\n\
+                   FATAL:  could not locate required checkpoint record\n";
+        let e = died_error("local", "exit status 1", Some(log.into()));
+        assert!(e.is_backup_defect(), "{e}");
+        assert!(e.to_string().contains("could not locate required checkpoint record"));
+        let e = died_error("local", "exit status 1", Some("FATAL:  could not load pg_hba.conf\n".into()));
+        assert!(!e.is_backup_defect());
+    }
+}

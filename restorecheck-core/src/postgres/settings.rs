@@ -1,0 +1,215 @@
+//! The settings that make a restored copy safe and throwaway.
+//!
+//! Everything here is passed as `-c name=value` on the `postgres` command line, which beats
+//! `postgresql.conf` and `postgresql.auto.conf` (verified: `pg_settings.source = command line`).
+//! The list is the single place that knows how a restored copy is cut off from production.
+
+use std::path::Path;
+
+/// Inputs that vary per restore.
+#[derive(Debug, Clone)]
+pub struct SafeSettingsInput<'a> {
+    /// Major version of the server (some settings exist only in some versions).
+    pub major: u32,
+    /// The data directory.
+    pub data_dir: &'a Path,
+    /// Unix socket directory.
+    pub socket_dir: &'a Path,
+    /// Port (names the socket file; nothing listens on TCP unless `listen_addresses` is given).
+    pub port: u16,
+    /// Our own `pg_hba.conf`.
+    pub hba_file: &'a Path,
+    /// Our own `pg_ident.conf`.
+    pub ident_file: &'a Path,
+    /// TCP listen addresses; empty = Unix socket only (the `local` target).
+    pub listen_addresses: &'a str,
+    /// `restore_command` for archive recovery, or `None` for crash recovery.
+    pub restore_command: Option<&'a str>,
+    /// Minimums recorded in pg_control (`max_connections`, …) that hot standby requires.
+    pub hot_standby_minimums: &'a [(&'static str, u64)],
+}
+
+/// Throwaway-instance defaults that make recovery faster; the user's `settings` may override.
+pub const FAST_DEFAULTS: &[(&str, &str)] = &[
+    ("fsync", "off"),
+    ("synchronous_commit", "off"),
+    ("full_page_writes", "off"),
+    ("shared_buffers", "128MB"),
+    ("huge_pages", "try"),
+    ("autovacuum", "off"),
+    ("max_parallel_workers_per_gather", "2"),
+    // Extensions preloaded on production may not be installed here; a missing one would stop
+    // the server from starting at all. Users who need one add it back through `settings`.
+    ("shared_preload_libraries", ""),
+    ("session_preload_libraries", ""),
+    ("local_preload_libraries", ""),
+];
+
+/// Settings the user may not override: each one is what keeps the copy away from production.
+pub fn safety_settings(i: &SafeSettingsInput<'_>) -> Vec<(String, String)> {
+    let p = |x: &Path| x.display().to_string();
+    let mut s: Vec<(&str, String)> = vec![
+        // Never take the production configuration's paths.
+        ("data_directory", p(i.data_dir)),
+        ("hba_file", p(i.hba_file)),
+        ("ident_file", p(i.ident_file)),
+        ("external_pid_file", String::new()),
+        // Reachable only by us.
+        ("listen_addresses", i.listen_addresses.to_string()),
+        ("port", i.port.to_string()),
+        ("unix_socket_directories", p(i.socket_dir)),
+        ("unix_socket_group", String::new()),
+        ("unix_socket_permissions", "0700".into()),
+        ("ssl", "off".into()),
+        // Never push WAL anywhere, never follow or feed a primary, never wait for standbys.
+        ("archive_mode", "off".into()),
+        ("archive_command", String::new()),
+        ("archive_cleanup_command", String::new()),
+        ("recovery_end_command", String::new()),
+        ("primary_conninfo", String::new()),
+        ("primary_slot_name", String::new()),
+        ("synchronous_standby_names", String::new()),
+        ("max_wal_senders", "0".into()),
+        // Logical replication subscriptions would connect to production publishers.
+        ("max_logical_replication_workers", "0".into()),
+        // Recovery: we decide how far to go (to the end of the available WAL) and to promote.
+        ("restore_command", i.restore_command.unwrap_or("").to_string()),
+        ("recovery_target", String::new()),
+        ("recovery_target_lsn", String::new()),
+        ("recovery_target_name", String::new()),
+        ("recovery_target_time", String::new()),
+        ("recovery_target_xid", String::new()),
+        ("recovery_target_timeline", "latest".into()),
+        ("recovery_target_action", "promote".into()),
+        ("recovery_min_apply_delay", "0".into()),
+        // Logs in a parseable, English form on stderr (the target captures it).
+        ("logging_collector", "off".into()),
+        ("log_destination", "stderr".into()),
+        ("lc_messages", "C".into()),
+        ("log_min_messages", "warning".into()),
+        ("log_line_prefix", "%m [%p] ".into()),
+        ("log_timezone", "UTC".into()),
+    ];
+    if i.major >= 15 {
+        s.push(("archive_library", String::new()));
+    }
+    if i.major <= 14 {
+        // The stats collector would otherwise write into production's stats_temp_directory
+        // (Debian points it at /var/run/postgresql/<ver>-<cluster>.pg_stat_tmp).
+        s.push(("stats_temp_directory", "pg_stat_tmp".into()));
+    }
+    let mut out: Vec<(String, String)> = s.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    for (k, v) in i.hot_standby_minimums {
+        if *k == "max_wal_senders" {
+            // Hot standby requires at least the primary's value; it stays unused (no replication hba).
+            out.retain(|(n, _)| n != "max_wal_senders");
+        }
+        out.push((k.to_string(), v.to_string()));
+    }
+    out
+}
+
+/// True when `name` is one of the settings [`safety_settings`] controls (users may not change it).
+pub fn is_protected(name: &str) -> bool {
+    const PROTECTED: &[&str] = &[
+        "data_directory", "hba_file", "ident_file", "external_pid_file", "listen_addresses", "port",
+        "unix_socket_directories", "unix_socket_group", "unix_socket_permissions", "archive_mode",
+        "archive_command", "archive_library", "archive_cleanup_command", "recovery_end_command",
+        "primary_conninfo", "primary_slot_name", "synchronous_standby_names", "max_wal_senders",
+        "max_logical_replication_workers", "restore_command", "recovery_target",
+        "recovery_target_lsn", "recovery_target_name", "recovery_target_time", "recovery_target_xid",
+        "recovery_target_timeline", "recovery_target_action", "logging_collector", "log_destination",
+        "lc_messages", "log_min_messages", "log_line_prefix", "log_timezone", "stats_temp_directory",
+        "config_file",
+    ];
+    PROTECTED.contains(&name)
+}
+
+/// The `pg_hba.conf` of a restored copy: local socket connections only, trusted. Replication
+/// connections are refused outright.
+pub const HBA_CONF: &str = "# written by restorecheck: only local socket connections, no replication\n\
+local   replication   all   reject\n\
+local   all           all   trust\n";
+
+/// The `pg_hba.conf` for targets reached over TCP on a private network (containers).
+pub const HBA_CONF_TCP: &str = "# written by restorecheck: no replication connections\n\
+local   replication   all   reject\n\
+host    replication   all   all   reject\n\
+local   all           all   trust\n\
+host    all           all   all   trust\n";
+
+/// Builds the `postgres` argument list: `-D dir` then `-c k=v` for every setting, with user
+/// `settings` applied between the fast defaults and the safety settings (which always win).
+pub fn command_line(
+    data_dir: &Path,
+    safety: &[(String, String)],
+    user: &[(String, String)],
+) -> Vec<String> {
+    let mut merged: Vec<(String, String)> =
+        FAST_DEFAULTS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    for (k, v) in user.iter().chain(safety.iter()) {
+        merged.retain(|(n, _)| n != k);
+        merged.push((k.clone(), v.clone()));
+    }
+    let mut args = vec!["-D".to_string(), data_dir.display().to_string()];
+    for (k, v) in merged {
+        args.push("-c".into());
+        args.push(format!("{k}={v}"));
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(major: u32) -> Vec<(String, String)> {
+        safety_settings(&SafeSettingsInput {
+            major,
+            data_dir: Path::new("/w/data"),
+            socket_dir: Path::new("/tmp/rc-x"),
+            port: 5433,
+            hba_file: Path::new("/w/hba"),
+            ident_file: Path::new("/w/ident"),
+            listen_addresses: "",
+            restore_command: Some("cp /a/%f %p"),
+            hot_standby_minimums: &[("max_connections", 300), ("max_wal_senders", 10)],
+        })
+    }
+
+    #[test]
+    fn production_touching_settings_are_overridden() {
+        let s = input(15);
+        let get = |k: &str| s.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("archive_mode"), Some("off"));
+        assert_eq!(get("archive_library"), Some(""));
+        assert_eq!(get("primary_conninfo"), Some(""));
+        assert_eq!(get("synchronous_standby_names"), Some(""));
+        assert_eq!(get("listen_addresses"), Some(""));
+        assert_eq!(get("max_logical_replication_workers"), Some("0"));
+        assert_eq!(get("max_connections"), Some("300"));
+        assert_eq!(get("max_wal_senders"), Some("10"));
+        assert_eq!(get("stats_temp_directory"), None);
+        let s13 = input(13);
+        assert!(s13.iter().any(|(k, _)| k == "stats_temp_directory"));
+        assert!(!s13.iter().any(|(k, _)| k == "archive_library"));
+    }
+
+    #[test]
+    fn safety_beats_user_settings() {
+        let safety = input(15);
+        let user = vec![
+            ("archive_mode".to_string(), "on".to_string()),
+            ("work_mem".to_string(), "64MB".to_string()),
+            ("fsync".to_string(), "on".to_string()),
+        ];
+        let args = command_line(Path::new("/w/data"), &safety, &user);
+        assert!(args.contains(&"archive_mode=off".to_string()));
+        assert!(!args.contains(&"archive_mode=on".to_string()));
+        assert!(args.contains(&"work_mem=64MB".to_string()));
+        assert!(args.contains(&"fsync=on".to_string()));
+        assert!(!args.contains(&"fsync=off".to_string()));
+        assert!(is_protected("archive_command"));
+        assert!(!is_protected("work_mem"));
+    }
+}

@@ -1,0 +1,363 @@
+//! The versioned report (the JSON contract) and its text rendering.
+//!
+//! JSON shape, version 1 (fields may be added, never renamed or removed):
+//! `{"version":1, "verdict":"pass|fail|error", "checks":[{"name", "verdict", "failure": null |
+//! {"phase", "message"}, "backup":{"id","taken_at","source"}, "recovery":{"end_lsn",
+//! "last_replayed_at","timeline"}, "assertions":[{"name","verdict","observed","expected",
+//! "message"}], "timings":{"fetch","restore","recovery","assert","teardown","total"}}]}`.
+
+use std::fmt;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// The pipeline phases, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Listing the source and choosing a backup.
+    Select,
+    /// Copying or extracting the backup into the work dir.
+    Fetch,
+    /// Preparing the data directory and starting the server.
+    Restore,
+    /// Waiting until recovery really finished, and checking where it ended.
+    Recovery,
+    /// Running the assertions.
+    Assert,
+    /// Stopping the server and removing the work dir.
+    Teardown,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Select => "select",
+            Phase::Fetch => "fetch",
+            Phase::Restore => "restore",
+            Phase::Recovery => "recovery",
+            Phase::Assert => "assert",
+            Phase::Teardown => "teardown",
+        })
+    }
+}
+
+/// Verdict of a check, an assertion or a whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Everything held.
+    Pass,
+    /// The backup or its data is bad.
+    Fail,
+    /// The check could not be carried out.
+    Error,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::Error => "ERROR",
+        })
+    }
+}
+
+/// Why a check did not pass.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Failure {
+    /// The phase that failed.
+    pub phase: Phase,
+    /// What went wrong and, where possible, what to do.
+    pub message: String,
+    /// The last server log lines, when the server was involved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_tail: Option<String>,
+}
+
+/// The backup a check restored.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct BackupReport {
+    /// Backup id within its source.
+    pub id: Option<String>,
+    /// When it was taken.
+    pub taken_at: Option<DateTime<Utc>>,
+    /// Where it came from (`basebackup:/backups/base/…`).
+    pub source: Option<String>,
+    /// Kind of backup (`tar.gz`, `plain`, …).
+    pub kind: Option<String>,
+    /// Stored size.
+    pub size_bytes: Option<u64>,
+    /// Age at the time of the check, in seconds.
+    pub age_seconds: Option<f64>,
+    /// PostgreSQL major version.
+    pub pg_major: Option<u32>,
+}
+
+/// Where recovery ended.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct RecoveryReport {
+    /// Last replayed WAL position (`X/Y`).
+    pub end_lsn: Option<String>,
+    /// Commit time of the last replayed transaction.
+    pub last_replayed_at: Option<DateTime<Utc>>,
+    /// Timeline after recovery.
+    pub timeline: Option<u32>,
+    /// `crash` or `archive`.
+    pub mode: Option<String>,
+    /// Points recovery was required to reach (`{"lsn","reason"}`).
+    pub expected_end: Vec<ExpectedEndReport>,
+    /// Version of the restored server.
+    pub server_version: Option<String>,
+}
+
+/// One required recovery end point.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ExpectedEndReport {
+    /// LSN that had to be reached.
+    pub lsn: String,
+    /// Where the requirement comes from.
+    pub reason: String,
+}
+
+/// One assertion's result.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AssertionReport {
+    /// Its name.
+    pub name: String,
+    /// pass, fail or error.
+    pub verdict: Verdict,
+    /// What was observed.
+    pub observed: Option<serde_json::Value>,
+    /// What was expected.
+    pub expected: Option<String>,
+    /// Why it failed or errored; null when it passed.
+    pub message: Option<String>,
+}
+
+/// Seconds spent per phase (`null` for phases that did not run).
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Timings {
+    /// Listing and choosing.
+    pub select: Option<f64>,
+    /// Fetching and extracting.
+    pub fetch: Option<f64>,
+    /// Preparing and starting.
+    pub restore: Option<f64>,
+    /// Waiting for recovery to finish.
+    pub recovery: Option<f64>,
+    /// Assertions.
+    pub assert: Option<f64>,
+    /// Stopping and cleaning up.
+    pub teardown: Option<f64>,
+    /// Everything.
+    pub total: f64,
+}
+
+impl Timings {
+    /// Records `secs` for `phase`.
+    pub fn set(&mut self, phase: Phase, secs: f64) {
+        let slot = match phase {
+            Phase::Select => &mut self.select,
+            Phase::Fetch => &mut self.fetch,
+            Phase::Restore => &mut self.restore,
+            Phase::Recovery => &mut self.recovery,
+            Phase::Assert => &mut self.assert,
+            Phase::Teardown => &mut self.teardown,
+        };
+        *slot = Some(secs);
+    }
+}
+
+/// One check's result.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CheckReport {
+    /// The check's name.
+    pub name: String,
+    /// pass, fail or error.
+    pub verdict: Verdict,
+    /// The first thing that went wrong, or null.
+    pub failure: Option<Failure>,
+    /// The restored backup.
+    pub backup: BackupReport,
+    /// Where recovery ended.
+    pub recovery: RecoveryReport,
+    /// Assertion results, in order.
+    pub assertions: Vec<AssertionReport>,
+    /// Seconds per phase.
+    pub timings: Timings,
+    /// Non-fatal observations (settings dropped, users tried…).
+    pub warnings: Vec<String>,
+}
+
+/// The result of a run: the JSON document `--format json` prints.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    /// Report format version; bumped only on incompatible change.
+    pub version: u32,
+    /// pass only when every check passed; error beats fail.
+    pub verdict: Verdict,
+    /// The run's id.
+    pub run_id: String,
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// restorecheck version.
+    pub restorecheck_version: String,
+    /// One entry per check.
+    pub checks: Vec<CheckReport>,
+}
+
+impl Report {
+    /// A report over `checks`, with the overall verdict computed.
+    pub fn new(run_id: String, started_at: DateTime<Utc>, checks: Vec<CheckReport>) -> Self {
+        let verdict = checks.iter().map(|c| c.verdict).max().unwrap_or(Verdict::Pass);
+        Report {
+            version: 1,
+            verdict,
+            run_id,
+            started_at,
+            restorecheck_version: env!("CARGO_PKG_VERSION").to_string(),
+            checks,
+        }
+    }
+
+    /// True when every check passed.
+    pub fn passed(&self) -> bool {
+        self.verdict == Verdict::Pass
+    }
+
+    /// The exit status this report stands for.
+    pub fn exit_status(&self) -> crate::ExitStatus {
+        match self.verdict {
+            Verdict::Pass => crate::ExitStatus::Success,
+            Verdict::Fail => crate::ExitStatus::Failure,
+            Verdict::Error => crate::ExitStatus::Error,
+        }
+    }
+
+    /// The JSON contract, pretty-printed.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// The text a person reads in a cron mail: a line per check, then only what went wrong.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for c in &self.checks {
+            let backup = match (&c.backup.id, c.backup.age_seconds) {
+                (Some(id), Some(age)) => format!(", backup {id} ({} old)", human_secs(age)),
+                (Some(id), None) => format!(", backup {id}"),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "{:<5} {} in {}{backup}", c.verdict, c.name, human_secs(c.timings.total));
+            if let Some(f) = &c.failure {
+                let _ = writeln!(out, "      {} phase: {}", f.phase, f.message);
+                if let Some(tail) = &f.log_tail {
+                    let _ = writeln!(out, "      server log (last lines):");
+                    for l in tail.lines() {
+                        let _ = writeln!(out, "        {l}");
+                    }
+                }
+            }
+            for a in c.assertions.iter().filter(|a| a.verdict != Verdict::Pass) {
+                let _ = writeln!(
+                    out,
+                    "      {} {}: {}",
+                    a.verdict,
+                    a.name,
+                    a.message.as_deref().unwrap_or("")
+                );
+            }
+            for w in &c.warnings {
+                let _ = writeln!(out, "      warning: {w}");
+            }
+        }
+        let counts = |v| self.checks.iter().filter(|c| c.verdict == v).count();
+        let _ = writeln!(
+            out,
+            "{}: {} passed, {} failed, {} errors",
+            self.verdict,
+            counts(Verdict::Pass),
+            counts(Verdict::Fail),
+            counts(Verdict::Error)
+        );
+        out
+    }
+}
+
+/// `95.3` → `1m35s`, `2.4` → `2.4s`.
+pub fn human_secs(s: f64) -> String {
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else if s < 3600.0 {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else if s < 86400.0 * 2.0 {
+        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+    } else {
+        format!("{}d{:02}h", (s / 86400.0) as u64, ((s % 86400.0) / 3600.0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overall_verdict_is_worst_of_checks() {
+        let mk = |v| CheckReport {
+            name: "x".into(),
+            verdict: v,
+            failure: None,
+            backup: BackupReport::default(),
+            recovery: RecoveryReport::default(),
+            assertions: vec![],
+            timings: Timings::default(),
+            warnings: vec![],
+        };
+        let r = Report::new("r".into(), Utc::now(), vec![mk(Verdict::Pass), mk(Verdict::Fail)]);
+        assert_eq!(r.verdict, Verdict::Fail);
+        assert_eq!(r.exit_status().code(), 1);
+        let r = Report::new("r".into(), Utc::now(), vec![mk(Verdict::Error), mk(Verdict::Fail)]);
+        assert_eq!(r.exit_status().code(), 2);
+        let r = Report::new("r".into(), Utc::now(), vec![]);
+        assert!(r.passed());
+    }
+
+    #[test]
+    fn json_has_contract_fields() {
+        let c = CheckReport {
+            name: "app".into(),
+            verdict: Verdict::Fail,
+            failure: Some(Failure { phase: Phase::Recovery, message: "gap".into(), log_tail: None }),
+            backup: BackupReport::default(),
+            recovery: RecoveryReport::default(),
+            assertions: vec![],
+            timings: Timings::default(),
+            warnings: vec![],
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&Report::new("r".into(), Utc::now(), vec![c]).to_json()).unwrap();
+        assert_eq!(v["version"], 1);
+        assert_eq!(v["verdict"], "fail");
+        let c = &v["checks"][0];
+        assert_eq!(c["failure"]["phase"], "recovery");
+        for k in ["id", "taken_at", "source"] {
+            assert!(c["backup"].get(k).is_some(), "backup.{k}");
+        }
+        for k in ["end_lsn", "last_replayed_at", "timeline"] {
+            assert!(c["recovery"].get(k).is_some(), "recovery.{k}");
+        }
+        for k in ["fetch", "restore", "recovery", "assert", "teardown", "total"] {
+            assert!(c["timings"].get(k).is_some(), "timings.{k}");
+        }
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human_secs(2.44), "2.4s");
+        assert_eq!(human_secs(95.0), "1m35s");
+        assert_eq!(human_secs(3.0 * 86400.0), "3d00h");
+    }
+}

@@ -1,0 +1,438 @@
+//! The pipeline, in one place: **select → fetch → restore → wait (recovery) → assert → report
+//! → teardown**, with a timing per phase, a deadline per check, and teardown on every path
+//! (failure, timeout, panic in an assertion, cancellation).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::assertion::{Assertion, AssertionContext, Outcome};
+use crate::context::RunContext;
+use crate::error::{Error, Result};
+use crate::postgres::{Lsn, WalSegment};
+use crate::report::{
+    AssertionReport, BackupReport, CheckReport, ExpectedEndReport, Failure, Phase, RecoveryReport, Report, Timings,
+    Verdict,
+};
+use crate::source::{BackupInfo, BackupSource, FetchRequest, FetchedBackup};
+use crate::target::{RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer};
+use crate::workdir::WorkDir;
+
+/// One check: a source, a target and the assertions, composed.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// Name in reports.
+    pub name: String,
+    /// Database assertions run in by default.
+    pub database: String,
+    /// Where the backup comes from.
+    pub source: Arc<dyn BackupSource>,
+    /// Where it is restored.
+    pub target: Arc<dyn RestoreTarget>,
+    /// What must hold afterwards, in order.
+    pub assertions: Vec<Arc<dyn Assertion>>,
+    /// Deadline for the whole check (teardown excluded).
+    pub timeout: Duration,
+    /// Backup id to test instead of the newest.
+    pub backup: Option<String>,
+}
+
+impl Check {
+    /// A check with the default database (`postgres`), timeout (30 min) and no assertions.
+    pub fn new(name: impl Into<String>, source: Arc<dyn BackupSource>, target: Arc<dyn RestoreTarget>) -> Self {
+        Check {
+            name: name.into(),
+            database: "postgres".into(),
+            source,
+            target,
+            assertions: Vec::new(),
+            timeout: crate::config::DEFAULT_TIMEOUT,
+            backup: None,
+        }
+    }
+
+    /// Sets the default database.
+    pub fn database(mut self, db: impl Into<String>) -> Self {
+        self.database = db.into();
+        self
+    }
+
+    /// Adds an assertion.
+    pub fn assert(mut self, a: impl Assertion + 'static) -> Self {
+        self.assertions.push(Arc::new(a));
+        self
+    }
+
+    /// Sets the deadline.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+}
+
+/// Options for a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Folder for work directories (default: `$TMPDIR`, else `/var/tmp`, which is on disk
+    /// rather than in memory on most systems).
+    pub work_root: Option<PathBuf>,
+}
+
+impl RunOptions {
+    /// The effective work root.
+    pub fn work_root(&self) -> PathBuf {
+        self.work_root.clone().unwrap_or_else(|| {
+            std::env::var_os("TMPDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/tmp"))
+        })
+    }
+}
+
+/// Runs every check in order and returns the report. Never panics; never leaves a server
+/// or work directory behind (a killed earlier run's leftovers are removed first).
+pub async fn run(checks: &[Check], opts: &RunOptions, ctx: &RunContext) -> Report {
+    let started_at = Utc::now();
+    let root = opts.work_root();
+    for note in crate::workdir::remove_stale(&root) {
+        tracing::warn!("{note}");
+    }
+    let mut reports = Vec::new();
+    for (i, check) in checks.iter().enumerate() {
+        if ctx.cancel.is_cancelled() {
+            reports.push(skipped(check, "the run was cancelled before this check started"));
+            continue;
+        }
+        reports.push(run_check(check, &root, i, ctx).await);
+    }
+    Report::new(ctx.run_id.clone(), started_at, reports)
+}
+
+fn skipped(check: &Check, why: &str) -> CheckReport {
+    CheckReport {
+        name: check.name.clone(),
+        verdict: Verdict::Error,
+        failure: Some(Failure { phase: Phase::Select, message: why.into(), log_tail: None }),
+        backup: BackupReport::default(),
+        recovery: RecoveryReport::default(),
+        assertions: vec![],
+        timings: Timings::default(),
+        warnings: vec![],
+    }
+}
+
+/// What the pipeline holds, kept outside its future so that teardown can reach it after a
+/// timeout, a cancellation or an error.
+struct State {
+    phase: Phase,
+    phase_started: Instant,
+    timings: Timings,
+    work: Option<WorkDir>,
+    server: Option<Box<dyn RunningServer>>,
+    report: CheckReport,
+}
+
+impl State {
+    fn enter(&mut self, phase: Phase, ctx: &RunContext) {
+        self.close_phase();
+        self.phase = phase;
+        self.phase_started = Instant::now();
+        ctx.progress.phase(&self.report.name, phase);
+    }
+    fn close_phase(&mut self) {
+        let secs = self.phase_started.elapsed().as_secs_f64();
+        self.timings.set(self.phase, secs);
+    }
+}
+
+/// Runs one check; `index` keeps work dirs of several checks in one run apart.
+pub async fn run_check(check: &Check, work_root: &Path, index: usize, ctx: &RunContext) -> CheckReport {
+    let started = Instant::now();
+    let mut st = State {
+        phase: Phase::Select,
+        phase_started: started,
+        timings: Timings::default(),
+        work: None,
+        server: None,
+        report: CheckReport {
+            name: check.name.clone(),
+            verdict: Verdict::Pass,
+            failure: None,
+            backup: BackupReport::default(),
+            recovery: RecoveryReport::default(),
+            assertions: vec![],
+            timings: Timings::default(),
+            warnings: vec![],
+        },
+    };
+    ctx.progress.phase(&check.name, Phase::Select);
+    enum End {
+        Done(Result<()>),
+        TimedOut,
+        Cancelled,
+    }
+    let end = {
+        let fut = pipeline(check, work_root, index, ctx, &mut st);
+        tokio::select! {
+            r = tokio::time::timeout(check.timeout, fut) => match r {
+                Ok(r) => End::Done(r),
+                Err(_) => End::TimedOut,
+            },
+            _ = ctx.cancel.cancelled() => End::Cancelled,
+        }
+    };
+    let result = match end {
+        End::Done(r) => r,
+        End::TimedOut => Err(Error::Timeout { phase: st.phase, after: check.timeout }),
+        End::Cancelled => Err(Error::Cancelled { phase: st.phase }),
+    };
+    if let Err(e) = result {
+        let log_tail = e.log_tail().map(str::to_string).or_else(|| match st.phase {
+            Phase::Restore | Phase::Recovery => st.server.as_ref().and_then(|s| s.log_tail(20)),
+            _ => None,
+        });
+        st.report.verdict = if e.is_backup_defect() { Verdict::Fail } else { Verdict::Error };
+        st.report.failure = Some(Failure { phase: st.phase, message: e.to_string(), log_tail });
+    }
+
+    // Teardown: always, bounded, and outside the check's deadline.
+    st.enter(Phase::Teardown, ctx);
+    if let Some(mut server) = st.server.take() {
+        st.report.warnings.extend(server.warnings());
+        match tokio::time::timeout(Duration::from_secs(120), server.teardown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => teardown_problem(&mut st.report, format!("stopping the server: {e}")),
+            Err(_) => teardown_problem(&mut st.report, "stopping the server took more than 120s".into()),
+        }
+    }
+    if let Some(work) = st.work.take() {
+        if let Err(e) = work.remove() {
+            teardown_problem(&mut st.report, format!("removing the work dir: {e}"));
+        }
+    }
+    st.close_phase();
+    st.timings.total = started.elapsed().as_secs_f64();
+    st.report.timings = st.timings.clone();
+    st.report
+}
+
+fn teardown_problem(report: &mut CheckReport, message: String) {
+    tracing::error!("teardown: {message}");
+    if report.failure.is_none() {
+        report.verdict = Verdict::Error;
+        report.failure = Some(Failure { phase: Phase::Teardown, message, log_tail: None });
+    } else {
+        report.warnings.push(format!("teardown: {message}"));
+    }
+}
+
+async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContext, st: &mut State) -> Result<()> {
+    // select
+    let backup = check.source.select(ctx, check.backup.as_deref()).await?;
+    st.report.backup = backup_report(&backup);
+    if let Some(major) = backup.pg_major {
+        check.target.preflight(Some(major)).await?;
+    }
+
+    // fetch
+    st.enter(Phase::Fetch, ctx);
+    let work = WorkDir::create(work_root, &ctx.run_id, index)?;
+    let req = FetchRequest::new(work.data_dir(), work.tablespace_dir(), work.scratch_dir());
+    st.work = Some(work.clone());
+    let fetched = check.source.fetch(ctx, &backup, &req).await?;
+    st.report.backup.pg_major = Some(fetched.pg_major);
+
+    // restore
+    st.enter(Phase::Restore, ctx);
+    let server = check.target.start(ctx, &fetched, &RestoreRequest::new(work.path().to_path_buf(), work.socket_dir())).await?;
+    st.server = Some(server);
+
+    // recovery: wait for the real end, then prove it reached everything the source holds
+    st.enter(Phase::Recovery, ctx);
+    let server = st.server.as_mut().ok_or_else(|| Error::config("internal: server vanished"))?;
+    let mut info = server.wait_recovered(ctx).await?;
+    let connection = server.connection();
+    let verdict = completeness(&fetched, &mut info);
+    st.report.recovery = recovery_report(&info);
+    verdict?;
+
+    // assert
+    st.enter(Phase::Assert, ctx);
+    let actx = AssertionContext {
+        connection,
+        database: check.database.clone(),
+        backup,
+        recovery: info,
+    };
+    for a in &check.assertions {
+        st.report.assertions.push(run_assertion(a.clone(), actx.clone()).await);
+    }
+    let failed: Vec<&AssertionReport> = st.report.assertions.iter().filter(|a| a.verdict == Verdict::Fail).collect();
+    let errored: Vec<&AssertionReport> = st.report.assertions.iter().filter(|a| a.verdict == Verdict::Error).collect();
+    let summary = |list: &[&AssertionReport]| {
+        list.iter().map(|a| format!("{}: {}", a.name, a.message.as_deref().unwrap_or(""))).collect::<Vec<_>>().join("; ")
+    };
+    if !failed.is_empty() {
+        st.report.verdict = Verdict::Fail;
+        st.report.failure = Some(Failure {
+            phase: Phase::Assert,
+            message: format!("{} of {} assertions failed: {}", failed.len(), st.report.assertions.len(), summary(&failed)),
+            log_tail: None,
+        });
+    } else if !errored.is_empty() {
+        st.report.verdict = Verdict::Error;
+        st.report.failure = Some(Failure {
+            phase: Phase::Assert,
+            message: format!("{} assertions could not be checked: {}", errored.len(), summary(&errored)),
+            log_tail: None,
+        });
+    }
+    Ok(())
+}
+
+/// Runs one assertion on its own task, so a panic becomes an `error` result, not a crash.
+async fn run_assertion(a: Arc<dyn Assertion>, ctx: AssertionContext) -> AssertionReport {
+    let name = a.name();
+    let task = tokio::spawn(async move { a.check(&ctx).await });
+    let (verdict, observed, expected, message) = match task.await {
+        Ok(Ok(Outcome::Pass { observed })) => (Verdict::Pass, observed, None, None),
+        Ok(Ok(Outcome::Fail { observed, expected, message })) => (Verdict::Fail, observed, expected, Some(message)),
+        Ok(Err(e)) => (Verdict::Error, None, None, Some(e.to_string())),
+        Err(join) => {
+            let msg = if join.is_panic() {
+                let p = join.into_panic();
+                let text = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                format!("the assertion panicked: {text}")
+            } else {
+                "the assertion was cancelled".into()
+            };
+            (Verdict::Error, None, None, Some(msg))
+        }
+    };
+    AssertionReport { name, verdict, observed, expected, message }
+}
+
+/// Recovery must have reached the backup's own end and every point the source says exists.
+/// Anything less is a failed check: the database would be older than the backup claims.
+pub fn completeness(fetched: &FetchedBackup, info: &mut RecoveryInfo) -> Result<()> {
+    let mut expected = fetched.expected_end.clone();
+    if let Some(lsn) = fetched.backup_end_lsn {
+        expected.insert(
+            0,
+            crate::source::ExpectedEnd {
+                lsn: Some(lsn),
+                wal_segment: None,
+                reason: "the backup's own end (backup_manifest WAL-Ranges)".into(),
+            },
+        );
+    }
+    let seg_size = info.wal_segment_size;
+    for e in &mut expected {
+        if e.lsn.is_none() {
+            if let (Some(seg), Some(size)) = (&e.wal_segment, seg_size) {
+                e.lsn = WalSegment::parse(seg, size).map(|s| s.start_lsn(size));
+            }
+        }
+    }
+    info.expected_end = expected.clone();
+    if expected.is_empty() {
+        return Ok(());
+    }
+    let Some(end) = info.end_lsn else {
+        return Err(Error::Target {
+            target_kind: "runner",
+            message: "the server did not say where recovery ended, so completeness cannot be proven".into(),
+            log_tail: None,
+        });
+    };
+    for e in &expected {
+        let Some(lsn) = e.lsn else {
+            return Err(Error::Target {
+                target_kind: "runner",
+                message: format!("cannot turn {:?} into a WAL position: {}", e.wal_segment, e.reason),
+                log_tail: None,
+            });
+        };
+        if end < lsn {
+            return Err(Error::defect(format!(
+                "recovery stopped at {end} but {} (at {lsn}): WAL is missing or damaged in between, \
+                 so the restored database is older than the backup it claims to be",
+                e.reason
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn backup_report(b: &BackupInfo) -> BackupReport {
+    BackupReport {
+        id: Some(b.id.clone()),
+        taken_at: b.taken_at,
+        source: Some(b.location.clone()),
+        kind: Some(b.kind.clone()),
+        size_bytes: b.size_bytes,
+        age_seconds: b.taken_at.map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0),
+        pg_major: b.pg_major,
+    }
+}
+
+fn recovery_report(i: &RecoveryInfo) -> RecoveryReport {
+    RecoveryReport {
+        end_lsn: i.end_lsn.map(|l: Lsn| l.to_string()),
+        last_replayed_at: i.last_replayed_at,
+        timeline: i.timeline,
+        mode: i.mode.clone(),
+        expected_end: i
+            .expected_end
+            .iter()
+            .map(|e| ExpectedEndReport {
+                lsn: e.lsn.map(|l| l.to_string()).or_else(|| e.wal_segment.clone()).unwrap_or_default(),
+                reason: e.reason.clone(),
+            })
+            .collect(),
+        server_version: i.server_version.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{ExpectedEnd, WalSupply};
+
+    fn fetched(expected: Vec<ExpectedEnd>, backup_end: Option<&str>) -> FetchedBackup {
+        let mut f = FetchedBackup::new(PathBuf::from("/x"), 15, WalSupply::SelfContained);
+        f.expected_end = expected;
+        f.backup_end_lsn = backup_end.map(|s| s.parse().unwrap());
+        f
+    }
+
+    #[test]
+    fn recovery_short_of_the_archive_fails() {
+        let f = fetched(
+            vec![ExpectedEnd { lsn: None, wal_segment: Some("000000010000000000000008".into()), reason: "archive".into() }],
+            Some("0/3000100"),
+        );
+        let mut info = RecoveryInfo { end_lsn: Some("0/5000060".parse().unwrap()), wal_segment_size: Some(16 << 20), ..Default::default() };
+        let e = completeness(&f, &mut info).unwrap_err();
+        assert!(e.is_backup_defect());
+        assert!(e.to_string().contains("recovery stopped at 0/5000060"), "{e}");
+        assert_eq!(info.expected_end[1].lsn.unwrap().to_string(), "0/8000000");
+
+        let mut info = RecoveryInfo { end_lsn: Some("0/8000108".parse().unwrap()), wal_segment_size: Some(16 << 20), ..Default::default() };
+        completeness(&f, &mut info).unwrap();
+    }
+
+    #[test]
+    fn unknown_end_with_expectations_is_an_error_not_a_pass() {
+        let f = fetched(vec![], Some("0/3000100"));
+        let mut info = RecoveryInfo::default();
+        let e = completeness(&f, &mut info).unwrap_err();
+        assert!(!e.is_backup_defect());
+        let f = fetched(vec![], None);
+        completeness(&f, &mut RecoveryInfo::default()).unwrap();
+    }
+}

@@ -1,0 +1,177 @@
+//! The [`BackupSource`] trait: where backups come from.
+
+use std::fmt::Debug;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::context::RunContext;
+use crate::error::Result;
+use crate::postgres::Lsn;
+
+/// One backup as a source sees it, before anything is fetched.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BackupInfo {
+    /// Identifier unique within the source (a folder name, a tool's backup label).
+    pub id: String,
+    /// When the backup was taken (its start time), if the source can tell.
+    pub taken_at: Option<DateTime<Utc>>,
+    /// Size in bytes as stored, if known.
+    pub size_bytes: Option<u64>,
+    /// What kind of backup this is (`plain`, `tar`, `tar.gz`, …).
+    pub kind: String,
+    /// Human description of where it lives (`basebackup:/backups/base/2026-11-26`).
+    pub location: String,
+    /// The backup's PostgreSQL major version, if known without fetching.
+    pub pg_major: Option<u32>,
+    /// Free-form label recorded with the backup (pg_basebackup `LABEL`).
+    pub label: Option<String>,
+}
+
+/// Options for [`BackupSource::fetch`]. New options become new fields, never new parameters.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FetchRequest {
+    /// Empty directory (mode 0700, owned by the tester) to write the data directory into.
+    pub data_dir: PathBuf,
+    /// Empty directory to put tablespaces into, one subfolder per tablespace OID.
+    pub tablespace_dir: PathBuf,
+    /// Scratch space the source may use; removed by the runner afterwards.
+    pub scratch_dir: PathBuf,
+}
+
+impl FetchRequest {
+    /// A request writing into the given directories.
+    pub fn new(data_dir: PathBuf, tablespace_dir: PathBuf, scratch_dir: PathBuf) -> Self {
+        Self { data_dir, tablespace_dir, scratch_dir }
+    }
+}
+
+/// How recovery gets further WAL after the backup's own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WalSupply {
+    /// The backup carries all the WAL it needs (`-X stream`/`fetch`): crash recovery to its end.
+    SelfContained,
+    /// Archive recovery: PostgreSQL runs this `restore_command` (with `%f`/`%p`). It must only
+    /// read; exit 0 when the file was restored, 1 when it does not exist, >125 on real errors.
+    RestoreCommand {
+        /// The command.
+        command: String,
+        /// Folders the command reads that the server's OS user must be able to read.
+        readable_paths: Vec<PathBuf>,
+    },
+}
+
+/// Where recovery must get to for the restore to count as complete.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExpectedEnd {
+    /// Recovery must replay at least up to here.
+    pub lsn: Option<Lsn>,
+    /// …or at least into this WAL segment (turned into an LSN once the segment size is known).
+    pub wal_segment: Option<String>,
+    /// Where this expectation comes from ("newest segment in the WAL archive 0000…").
+    pub reason: String,
+}
+
+/// What [`BackupSource::fetch`] produced.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FetchedBackup {
+    /// The data directory, ready for a target to prepare and start.
+    pub data_dir: PathBuf,
+    /// The PostgreSQL major version of the data directory (`PG_VERSION`).
+    pub pg_major: u32,
+    /// How recovery gets further WAL.
+    pub wal: WalSupply,
+    /// LSN at which the backup became consistent (manifest `WAL-Ranges` end), if known.
+    pub backup_end_lsn: Option<Lsn>,
+    /// Further points recovery must reach (e.g. the newest archived segment).
+    pub expected_end: Vec<ExpectedEnd>,
+    /// Database role names likely to be superusers, tried in order to connect after the target's
+    /// own configured user (e.g. the OS owner recorded in the backup).
+    pub superuser_hints: Vec<String>,
+    /// Bytes written into the data directory and tablespaces.
+    pub bytes_restored: u64,
+}
+
+impl FetchedBackup {
+    /// A fetched backup with the given data directory and version and no further facts.
+    pub fn new(data_dir: PathBuf, pg_major: u32, wal: WalSupply) -> Self {
+        Self {
+            data_dir,
+            pg_major,
+            wal,
+            backup_end_lsn: None,
+            expected_end: Vec::new(),
+            superuser_hints: Vec::new(),
+            bytes_restored: 0,
+        }
+    }
+}
+
+/// A place backups come from.
+///
+/// # Contract
+/// - [`list`](BackupSource::list) returns every backup the source can see, **newest first**;
+///   an empty list is not an error (the runner turns it into a failed check).
+/// - [`fetch`](BackupSource::fetch) writes one backup's data directory into
+///   [`FetchRequest::data_dir`] (and tablespaces under `tablespace_dir`), never writing,
+///   renaming or deleting anything at the backup's location. It returns
+///   [`Error::BackupDefect`](crate::Error::BackupDefect) when the backup is unreadable as a
+///   backup (truncated archive, missing files) and another error kind when the tester could not
+///   read it (permissions, missing tool).
+/// - Both honour [`RunContext::cancel`]: on cancellation they return promptly; partial output is
+///   removed by the runner.
+#[async_trait]
+pub trait BackupSource: Send + Sync + Debug {
+    /// Short kind name used in config and reports (`basebackup`).
+    fn kind(&self) -> &'static str;
+
+    /// Human description of the location, for reports (never containing credentials).
+    fn describe(&self) -> String;
+
+    /// The backups this source sees, newest first.
+    async fn list(&self, ctx: &RunContext) -> Result<Vec<BackupInfo>>;
+
+    /// Picks the backup to test: the one named `wanted`, or the newest. The default
+    /// implementation lists and selects; sources with a cheaper lookup may override it.
+    async fn select(&self, ctx: &RunContext, wanted: Option<&str>) -> Result<BackupInfo> {
+        let all = self.list(ctx).await?;
+        select_from(self.kind(), &self.describe(), all, wanted)
+    }
+
+    /// Fetches `backup` into the request's directories.
+    async fn fetch(
+        &self,
+        ctx: &RunContext,
+        backup: &BackupInfo,
+        req: &FetchRequest,
+    ) -> Result<FetchedBackup>;
+}
+
+/// Picks `wanted` (by id) or the first (newest) of `all`; the errors say what exists.
+pub fn select_from(
+    kind: &'static str,
+    location: &str,
+    all: Vec<BackupInfo>,
+    wanted: Option<&str>,
+) -> Result<BackupInfo> {
+    use crate::error::Error;
+    match wanted {
+        Some(id) => {
+            let ids: Vec<String> = all.iter().map(|b| b.id.clone()).collect();
+            all.into_iter().find(|b| b.id == id).ok_or_else(|| Error::Source {
+                source_kind: kind,
+                message: format!(
+                    "backup {id:?} not found in {location}; available: {}",
+                    if ids.is_empty() { "none".to_string() } else { ids.join(", ") }
+                ),
+            })
+        }
+        None => all.into_iter().next().ok_or_else(|| {
+            Error::defect(format!("no backup found in {location}: nothing to restore"))
+        }),
+    }
+}

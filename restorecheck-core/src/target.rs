@@ -1,0 +1,147 @@
+//! The [`RestoreTarget`] trait: where a fetched backup is brought up as a PostgreSQL server.
+
+use std::fmt::Debug;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::context::RunContext;
+use crate::error::Result;
+use crate::postgres::Lsn;
+use crate::source::FetchedBackup;
+
+/// Options for [`RestoreTarget::start`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RestoreRequest {
+    /// The run's private work directory (the fetched data dir lives inside it).
+    pub work_dir: PathBuf,
+    /// Short directory for the server's Unix socket (must fit in 107 bytes with the file name).
+    pub socket_dir: PathBuf,
+}
+
+impl RestoreRequest {
+    /// A request for the given work and socket directories.
+    pub fn new(work_dir: PathBuf, socket_dir: PathBuf) -> Self {
+        Self { work_dir, socket_dir }
+    }
+}
+
+/// Where recovery ended, as reported by the restored server.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RecoveryInfo {
+    /// Last WAL position replayed (`pg_last_wal_replay_lsn()` or the log's `redo done at`).
+    pub end_lsn: Option<Lsn>,
+    /// Commit time of the last replayed transaction.
+    pub last_replayed_at: Option<DateTime<Utc>>,
+    /// Timeline the server runs on after recovery.
+    pub timeline: Option<u32>,
+    /// `server_version` of the restored server.
+    pub server_version: Option<String>,
+    /// How recovery ran: `crash` (self-contained backup) or `archive` (restore_command).
+    pub mode: Option<String>,
+    /// What recovery was required to reach, and whether it did.
+    pub expected_end: Vec<crate::source::ExpectedEnd>,
+    /// WAL segment size of the cluster, in bytes.
+    pub wal_segment_size: Option<u64>,
+}
+
+/// How to reach a restored server.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// Socket directory (host starting with `/`) or host name.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// A superuser role that exists in the restored cluster.
+    pub user: String,
+}
+
+impl Connection {
+    /// A tokio-postgres config for `database` (no password: targets use local trust auth).
+    pub fn config(&self, database: &str) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        if self.host.starts_with('/') {
+            c.host_path(&self.host);
+        } else {
+            c.host(&self.host);
+        }
+        c.port(self.port)
+            .user(&self.user)
+            .dbname(database)
+            .application_name("restorecheck")
+            .connect_timeout(std::time::Duration::from_secs(5));
+        c
+    }
+
+    /// Connects to `database`, driving the connection on a background task.
+    pub async fn connect(&self, database: &str) -> Result<tokio_postgres::Client> {
+        let (client, conn) = self
+            .config(database)
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| crate::Error::postgres(format!("connecting to database {database:?}"), e))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection closed: {e}");
+            }
+        });
+        Ok(client)
+    }
+}
+
+/// A PostgreSQL server brought up by a target on a fetched backup.
+///
+/// # Contract
+/// - [`wait_recovered`](RunningServer::wait_recovered) returns once recovery has really
+///   finished (the server left recovery and accepts connections), never after a fixed sleep.
+///   A server that dies during recovery is [`Error::BackupDefect`](crate::Error::BackupDefect)
+///   with the log tail when the log shows recovery was under way.
+/// - [`teardown`](RunningServer::teardown) stops the server and removes what the target
+///   created; it is idempotent and must be safe to call in any state.
+#[async_trait]
+pub trait RunningServer: Send + Sync + Debug {
+    /// Waits until recovery has finished; reports where it ended.
+    async fn wait_recovered(&mut self, ctx: &RunContext) -> Result<RecoveryInfo>;
+
+    /// How to connect (valid after `wait_recovered` succeeded).
+    fn connection(&self) -> Connection;
+
+    /// The last lines of the server log.
+    fn log_tail(&self, lines: usize) -> Option<String>;
+
+    /// Notes for the report gathered while starting (user switched, files removed).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Stops the server and removes what the target created. Idempotent.
+    async fn teardown(&mut self) -> Result<()>;
+}
+
+/// A place to run PostgreSQL on fetched backup files.
+///
+/// # Contract
+/// [`start`](RestoreTarget::start) prepares the data directory (ownership, modes, signal
+/// files) and starts the server **cut off from production**: no archiving, no replication
+/// connections, no listening on the network, its own authentication file. It returns as soon
+/// as the server was started; the runner then calls [`RunningServer::wait_recovered`].
+#[async_trait]
+pub trait RestoreTarget: Send + Sync + Debug {
+    /// Short kind name used in config and reports (`local`).
+    fn kind(&self) -> &'static str;
+
+    /// Checks the target can serve a backup of `pg_major` (binaries, OS user), without starting
+    /// anything. Used by `validate` with `None` (any version) and before fetching.
+    async fn preflight(&self, pg_major: Option<u32>) -> Result<()>;
+
+    /// Starts PostgreSQL on `backup`.
+    async fn start(
+        &self,
+        ctx: &RunContext,
+        backup: &FetchedBackup,
+        req: &RestoreRequest,
+    ) -> Result<Box<dyn RunningServer>>;
+}

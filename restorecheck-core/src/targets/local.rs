@@ -1,0 +1,355 @@
+//! Target `local`: a `postgres` process of this machine, on a private socket, as an
+//! unprivileged OS user, cut off from production.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::context::RunContext;
+use crate::error::{Error, Result};
+use crate::postgres::binaries::{self, BinDir};
+use crate::postgres::control::ControlData;
+use crate::postgres::datadir;
+use crate::postgres::server::{self, ServerProbe};
+use crate::postgres::settings::{self, SafeSettingsInput};
+use crate::postgres::user::{self, OsUser};
+use crate::postgres::tail_file;
+use crate::source::{FetchedBackup, WalSupply};
+use crate::target::{Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer};
+
+/// Options of target `local` (`[check.target] kind = "local"`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalTargetConfig {
+    /// Directory of the PostgreSQL binaries; default: search for the backup's major version.
+    pub bin_dir: Option<PathBuf>,
+    /// OS user the server runs as when restorecheck runs as root (default `postgres`).
+    pub os_user: Option<String>,
+    /// Database superuser to connect as; default: tried from `postgres` and the backup's owner.
+    pub user: Option<String>,
+    /// Extra server settings (`-c name=value`); settings that keep the copy away from
+    /// production cannot be overridden.
+    #[serde(default)]
+    pub settings: BTreeMap<String, toml::Value>,
+    /// How long a fast shutdown may take before an immediate one (default 30s).
+    #[serde(default, with = "crate::config::opt_duration")]
+    pub stop_timeout: Option<Duration>,
+}
+
+/// Target `local`.
+#[derive(Debug, Clone)]
+pub struct LocalTarget {
+    cfg: LocalTargetConfig,
+}
+
+impl LocalTarget {
+    /// A local target with the given options; validates `settings`.
+    pub fn new(cfg: LocalTargetConfig) -> Result<Self> {
+        for k in cfg.settings.keys() {
+            if settings::is_protected(k) {
+                return Err(Error::config(format!(
+                    "target.settings.{k} cannot be changed: restorecheck sets it to keep the restored copy away from production"
+                )));
+            }
+        }
+        Ok(Self { cfg })
+    }
+
+    fn user_settings(&self) -> Vec<(String, String)> {
+        self.cfg
+            .settings
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl RestoreTarget for LocalTarget {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn preflight(&self, pg_major: Option<u32>) -> Result<()> {
+        OsUser::resolve(self.cfg.os_user.as_deref())?;
+        match pg_major {
+            Some(m) => binaries::find(m, self.cfg.bin_dir.as_deref()).map(|_| ()),
+            None => match &self.cfg.bin_dir {
+                Some(d) => binaries::probe(d).map(|_| ()).ok_or_else(|| Error::Tooling {
+                    what: format!("no usable `postgres` in target.bin_dir {}", d.display()),
+                    hint: "point bin_dir at a PostgreSQL bin directory".into(),
+                }),
+                None => binaries::newest().map(|_| ()),
+            },
+        }
+    }
+
+    async fn start(
+        &self,
+        ctx: &RunContext,
+        backup: &FetchedBackup,
+        req: &RestoreRequest,
+    ) -> Result<Box<dyn RunningServer>> {
+        if backup.pg_major < 12 {
+            return Err(Error::Tooling {
+                what: format!("backups of PostgreSQL {} are not supported (recovery.conf era)", backup.pg_major),
+                hint: "restorecheck supports PostgreSQL 12 and later".into(),
+            });
+        }
+        let os_user = OsUser::resolve(self.cfg.os_user.as_deref())?;
+        let bin = binaries::find(backup.pg_major, self.cfg.bin_dir.as_deref())?;
+        let data = &backup.data_dir;
+        let control = ControlData::read(&bin.path, data).await?;
+        let mut warnings = datadir::prepare(data, &backup.wal)?;
+
+        let hba = req.work_dir.join("pg_hba.conf");
+        let ident = req.work_dir.join("pg_ident.conf");
+        write(&hba, settings::HBA_CONF)?;
+        write(&ident, "")?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&req.socket_dir)
+            .map_err(|e| Error::io("creating socket dir", &req.socket_dir, e))?;
+        os_user.chown_tree(&req.work_dir)?;
+        os_user.chown_tree(&req.socket_dir)?;
+        if let WalSupply::RestoreCommand { readable_paths, .. } = &backup.wal {
+            for p in readable_paths {
+                user::check_readable(&os_user, p)?;
+            }
+        }
+        if os_user.switched {
+            let note = format!(
+                "running as root: the restored server runs as OS user {:?} (uid {})",
+                os_user.name, os_user.uid
+            );
+            tracing::info!("{note}");
+            warnings.push(note);
+        }
+
+        let port = free_port();
+        let restore_command = match &backup.wal {
+            WalSupply::RestoreCommand { command, .. } => Some(command.as_str()),
+            WalSupply::SelfContained => None,
+        };
+        let safety = settings::safety_settings(&SafeSettingsInput {
+            major: backup.pg_major,
+            data_dir: data,
+            socket_dir: &req.socket_dir,
+            port,
+            hba_file: &hba,
+            ident_file: &ident,
+            listen_addresses: "",
+            restore_command,
+            hot_standby_minimums: &control.hot_standby_minimums,
+        });
+        let args = settings::command_line(data, &safety, &self.user_settings());
+        let log_path = req.work_dir.join("postgres.log");
+        let child = spawn_postgres(&bin, &os_user, &args, &log_path)?;
+        tracing::info!(
+            "started PostgreSQL {} (pid {}) on {} [{}]",
+            bin.version,
+            child.id().unwrap_or_default(),
+            data.display(),
+            if restore_command.is_some() { "archive recovery" } else { "crash recovery" }
+        );
+        let _ = ctx;
+
+        let mut users: Vec<String> = Vec::new();
+        for u in self.cfg.user.iter().cloned().chain(["postgres".to_string()]).chain(backup.superuser_hints.iter().cloned()) {
+            if !users.contains(&u) {
+                users.push(u);
+            }
+        }
+        Ok(Box::new(LocalServer {
+            child: Some(child),
+            log_path,
+            socket_dir: req.socket_dir.clone(),
+            port,
+            users,
+            connection: None,
+            stop_timeout: self.cfg.stop_timeout.unwrap_or(Duration::from_secs(30)),
+            mode: if restore_command.is_some() { "archive" } else { "crash" },
+            warnings,
+        }))
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    fs::write(path, text).map_err(|e| Error::io("writing", path, e))
+}
+
+/// A port no one listens on now (the server only names its socket file with it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(5432)
+}
+
+/// Spawns `postgres` as `user` with output to `log_path`, in its own process group (a
+/// terminal's Ctrl-C reaches restorecheck, which then shuts the server down in order), and
+/// with a parent-death signal so a killed restorecheck never leaves a server running.
+fn spawn_postgres(bin: &BinDir, user: &OsUser, args: &[String], log_path: &Path) -> Result<tokio::process::Child> {
+    let log = fs::File::create(log_path).map_err(|e| Error::io("creating server log", log_path, e))?;
+    let log2 = log.try_clone().map_err(|e| Error::io("creating server log", log_path, e))?;
+    let exe = bin.exe("postgres");
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .env("LC_ALL", "C")
+        .env_remove("LANG")
+        .env_remove("PGDATA")
+        .process_group(0);
+    user.apply(&mut cmd);
+    set_parent_death_signal(&mut cmd);
+    cmd.spawn().map_err(|e| Error::Tooling {
+        what: format!("cannot start {}: {e}", exe.display()),
+        hint: "check the PostgreSQL installation".into(),
+    })
+}
+
+#[allow(unsafe_code)]
+fn set_parent_death_signal(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
+    // async-signal-safe. It runs after the uid/gid switch, which would otherwise clear the setting.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A server started by [`LocalTarget`].
+#[derive(Debug)]
+pub struct LocalServer {
+    child: Option<tokio::process::Child>,
+    log_path: PathBuf,
+    socket_dir: PathBuf,
+    port: u16,
+    users: Vec<String>,
+    connection: Option<Connection>,
+    stop_timeout: Duration,
+    mode: &'static str,
+    warnings: Vec<String>,
+}
+
+impl LocalServer {
+    /// Notes gathered while preparing (settings dropped, user switched).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+}
+
+struct LocalProbe<'a> {
+    child: &'a mut Option<tokio::process::Child>,
+    log_path: &'a Path,
+}
+
+impl ServerProbe for LocalProbe<'_> {
+    fn exited(&mut self) -> Option<String> {
+        let c = self.child.as_mut()?;
+        match c.try_wait() {
+            Ok(Some(st)) => Some(st.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot wait for the server process: {e}")),
+        }
+    }
+    fn log(&self) -> Option<String> {
+        fs::read(self.log_path).ok().map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+    fn target_kind(&self) -> &'static str {
+        "local"
+    }
+}
+
+#[async_trait]
+impl RunningServer for LocalServer {
+    async fn wait_recovered(&mut self, ctx: &RunContext) -> Result<RecoveryInfo> {
+        let base = Connection { host: self.socket_dir.display().to_string(), port: self.port, user: String::new() };
+        let mut probe = LocalProbe { child: &mut self.child, log_path: &self.log_path };
+        let (conn, mut info) = server::wait_until_promoted(ctx, &mut probe, &base, &self.users).await?;
+        info.mode = Some(self.mode.to_string());
+        self.connection = Some(conn);
+        Ok(info)
+    }
+
+    fn connection(&self) -> Connection {
+        self.connection.clone().unwrap_or_else(|| Connection {
+            host: self.socket_dir.display().to_string(),
+            port: self.port,
+            user: self.users.first().cloned().unwrap_or_else(|| "postgres".into()),
+        })
+    }
+
+    fn log_tail(&self, lines: usize) -> Option<String> {
+        tail_file(&self.log_path, lines)
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
+    }
+
+    async fn teardown(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        stop_child(&mut child, self.stop_timeout).await;
+        let _ = fs::remove_dir_all(&self.socket_dir);
+        Ok(())
+    }
+}
+
+/// Fast shutdown (SIGINT), then immediate (SIGQUIT) after `timeout`, then SIGKILL as a last resort.
+async fn stop_child(child: &mut tokio::process::Child, timeout: Duration) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let Some(pid) = child.id() else { return };
+    let pid = Pid::from_raw(pid as i32);
+    for (sig, wait) in [(Signal::SIGINT, timeout), (Signal::SIGQUIT, Duration::from_secs(10)), (Signal::SIGKILL, Duration::from_secs(10))] {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        if sig == Signal::SIGKILL {
+            tracing::warn!("PostgreSQL (pid {pid}) ignored SIGINT and SIGQUIT; killing it");
+        }
+        let _ = kill(pid, sig);
+        if tokio::time::timeout(wait, child.wait()).await.is_ok() {
+            return;
+        }
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        // Safety net for paths that never reached teardown (a panic, a dropped future):
+        // an immediate shutdown, so no server outlives the run.
+        if let Some(child) = &mut self.child {
+            if let Some(pid) = child.id() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGQUIT);
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while std::time::Instant::now() < deadline {
+                    if matches!(child.try_wait(), Ok(Some(_))) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}

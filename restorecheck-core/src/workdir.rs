@@ -1,0 +1,118 @@
+//! Private work directories: created per check, removed at teardown, and swept up at the start
+//! of the next run if a killed run left one behind.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+const PREFIX: &str = "restorecheck-";
+const OWNER_FILE: &str = "restorecheck.pid";
+
+/// A check's private work directory: `data/`, `tablespaces/`, `scratch/`, the server log, the
+/// socket directory (when its path is short enough) and a file naming the owning process.
+#[derive(Debug, Clone)]
+pub struct WorkDir {
+    path: PathBuf,
+    socket: PathBuf,
+}
+
+impl WorkDir {
+    /// Creates `<root>/restorecheck-<run>-<index>` (mode 0700).
+    pub fn create(root: &Path, run_id: &str, index: usize) -> Result<Self> {
+        let path = root.join(format!("{PREFIX}{run_id}-{index}"));
+        let mk = |p: &Path| {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(p).map_err(|e| Error::Tooling {
+                what: format!("cannot create work dir {}: {e}", p.display()),
+                hint: "set work_dir in the config (or TMPDIR) to a writable folder with room for the restored cluster".into(),
+            })
+        };
+        mk(&path)?;
+        fs::write(path.join(OWNER_FILE), std::process::id().to_string())
+            .map_err(|e| Error::io("writing", path.join(OWNER_FILE), e))?;
+        for sub in ["data", "tablespaces", "scratch"] {
+            mk(&path.join(sub))?;
+        }
+        // Unix socket paths must fit in 107 bytes including `/.s.PGSQL.NNNNN`.
+        let socket = if path.join("sock").as_os_str().len() <= 88 {
+            path.join("sock")
+        } else {
+            PathBuf::from(format!("/tmp/rc-{run_id}-{index}"))
+        };
+        Ok(WorkDir { path, socket })
+    }
+
+    /// The work directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Where the data directory goes.
+    pub fn data_dir(&self) -> PathBuf {
+        self.path.join("data")
+    }
+    /// Where tablespaces go.
+    pub fn tablespace_dir(&self) -> PathBuf {
+        self.path.join("tablespaces")
+    }
+    /// Scratch space.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.path.join("scratch")
+    }
+    /// The server's socket directory.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.socket.clone()
+    }
+
+    /// Removes everything.
+    pub fn remove(self) -> Result<()> {
+        if self.socket.exists() && !self.socket.starts_with(&self.path) {
+            let _ = fs::remove_dir_all(&self.socket);
+        }
+        fs::remove_dir_all(&self.path).map_err(|e| Error::io("removing work dir", &self.path, e))
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    pid > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// Removes work directories under `root` whose owning restorecheck process is gone, first
+/// stopping any PostgreSQL still running in them. Returns what it did, for the log.
+pub fn remove_stale(root: &Path) -> Vec<String> {
+    let mut notes = Vec::new();
+    let Ok(rd) = fs::read_dir(root) else { return notes };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(PREFIX) || !e.path().is_dir() {
+            continue;
+        }
+        let dir = e.path();
+        let owner = fs::read_to_string(dir.join(OWNER_FILE)).ok().and_then(|s| s.trim().parse::<i32>().ok());
+        match owner {
+            Some(pid) if pid_alive(pid) => continue, // another run in progress
+            None => continue,                        // not ours to judge
+            _ => {}
+        }
+        if let Some(pm) = fs::read_to_string(dir.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+        {
+            let is_ours = fs::read_link(format!("/proc/{pm}/cwd")).map(|c| c.starts_with(&dir)).unwrap_or(false);
+            if is_ours && pid_alive(pm) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pm), nix::sys::signal::Signal::SIGQUIT);
+                let until = std::time::Instant::now() + Duration::from_secs(10);
+                while pid_alive(pm) && std::time::Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                notes.push(format!("stopped PostgreSQL (pid {pm}) left running by a killed run in {}", dir.display()));
+            }
+        }
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => notes.push(format!("removed work dir {} left by a killed run", dir.display())),
+            Err(err) => notes.push(format!("could not remove stale work dir {}: {err}", dir.display())),
+        }
+    }
+    notes
+}
