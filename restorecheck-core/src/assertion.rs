@@ -71,6 +71,11 @@ pub trait Assertion: Send + Sync + Debug {
     /// Name shown in reports.
     fn name(&self) -> String;
 
+    /// What it expects, in words, for reports of passing runs too (`>= 1`).
+    fn expected(&self) -> Option<String> {
+        None
+    }
+
     /// Runs the check.
     async fn check(&self, ctx: &AssertionContext) -> Result<Outcome>;
 }

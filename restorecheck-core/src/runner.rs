@@ -293,9 +293,10 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
 /// Runs one assertion on its own task, so a panic becomes an `error` result, not a crash.
 async fn run_assertion(a: Arc<dyn Assertion>, ctx: AssertionContext) -> AssertionReport {
     let name = a.name();
+    let described = a.expected();
     let task = tokio::spawn(async move { a.check(&ctx).await });
     let (verdict, observed, expected, message) = match task.await {
-        Ok(Ok(Outcome::Pass { observed })) => (Verdict::Pass, observed, None, None),
+        Ok(Ok(Outcome::Pass { observed })) => (Verdict::Pass, observed, described.clone(), None),
         Ok(Ok(Outcome::Fail { observed, expected, message })) => (Verdict::Fail, observed, expected, Some(message)),
         Ok(Err(e)) => (Verdict::Error, None, None, Some(e.to_string())),
         Err(join) => {
@@ -313,7 +314,7 @@ async fn run_assertion(a: Arc<dyn Assertion>, ctx: AssertionContext) -> Assertio
             (Verdict::Error, None, None, Some(msg))
         }
     };
-    AssertionReport { name, verdict, observed, expected, message }
+    AssertionReport { name, verdict, observed, expected: expected.or(described), message }
 }
 
 /// Recovery must have reached the backup's own end and every point the source says exists.

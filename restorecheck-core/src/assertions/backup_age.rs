@@ -22,6 +22,10 @@ impl Assertion for BackupAgeAssertion {
         "max_backup_age".into()
     }
 
+    fn expected(&self) -> Option<String> {
+        Some(format!("younger than {}", humantime::format_duration(self.max_age)))
+    }
+
     async fn check(&self, ctx: &AssertionContext) -> Result<Outcome> {
         let Some(taken) = ctx.backup.taken_at else {
             return Err(Error::Assertion {

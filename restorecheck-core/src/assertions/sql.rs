@@ -65,7 +65,7 @@ impl SqlAssertion {
         Self { cfg: SqlAssertionConfig { name: None, sql: sql.into(), database: None, equals: None, min: None, max: None, max_age: Some(age) } }
     }
 
-    fn expected(&self) -> Option<String> {
+    fn describe_expected(&self) -> Option<String> {
         let mut parts = Vec::new();
         if let Some(v) = &self.cfg.equals {
             parts.push(format!("= {}", display_toml(v)));
@@ -87,7 +87,7 @@ impl SqlAssertion {
     }
 
     fn fail(&self, observed: Option<serde_json::Value>, message: String) -> Outcome {
-        Outcome::Fail { observed, expected: self.expected(), message }
+        Outcome::Fail { observed, expected: self.describe_expected(), message }
     }
 }
 
@@ -143,6 +143,10 @@ impl Assertion for SqlAssertion {
             let s: String = self.cfg.sql.split_whitespace().collect::<Vec<_>>().join(" ");
             if s.chars().count() > 60 { format!("{}…", s.chars().take(59).collect::<String>()) } else { s }
         })
+    }
+
+    fn expected(&self) -> Option<String> {
+        self.describe_expected()
     }
 
     async fn check(&self, ctx: &AssertionContext) -> Result<Outcome> {

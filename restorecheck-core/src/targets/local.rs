@@ -125,6 +125,8 @@ impl RestoreTarget for LocalTarget {
             .map_err(|e| Error::io("creating socket dir", &req.socket_dir, e))?;
         os_user.chown_tree(&req.work_dir)?;
         os_user.chown_tree(&req.socket_dir)?;
+        // The server user must reach its data dir through the folders above it.
+        user::check_readable(&os_user, data)?;
         if let WalSupply::RestoreCommand { readable_paths, .. } = &backup.wal {
             for p in readable_paths {
                 user::check_readable(&os_user, p)?;

@@ -1,0 +1,321 @@
+//! Real pg_basebackup backups restored by the `local` target: every layout passes, every
+//! damaged input fails in the phase where it must, and nothing is ever left behind.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use restorecheck_core::assertions::SqlAssertion;
+use restorecheck_core::report::{Phase, Verdict};
+use restorecheck_core::{Assertion, AssertionContext, Outcome};
+
+fn assert_pass(r: &restorecheck_core::report::CheckReport) {
+    assert_eq!(r.verdict, Verdict::Pass, "expected PASS, got {:?}", r.failure);
+    assert!(r.assertions.iter().all(|a| a.verdict == Verdict::Pass));
+}
+
+fn assert_fail_in(r: &restorecheck_core::report::CheckReport, phase: Phase) {
+    assert_eq!(r.verdict, Verdict::Fail, "expected FAIL, got {:?} {:?}", r.verdict, r.failure);
+    assert_eq!(r.failure.as_ref().map(|f| f.phase), Some(phase), "{:?}", r.failure);
+}
+
+/// Each pg_basebackup layout restores and shows exactly the rows it held.
+async fn layout_passes(name: &str, options: &[&str]) {
+    let dir = TestDir::new(name);
+    let c = cluster(&dir, 321).await;
+    c.basebackup("b1", options).await.unwrap();
+    let r = run(&dir, check(&c.backups_dir(), None).assert(sql_eq("select count(*) from registrations", 321))).await;
+    assert_pass(&r);
+    assert_eq!(r.recovery.mode.as_deref(), Some("crash"));
+    assert!(r.recovery.end_lsn.is_some());
+    assert!(r.timings.fetch.is_some() && r.timings.recovery.is_some() && r.timings.teardown.is_some());
+}
+
+#[tokio::test]
+async fn plain_format_with_streamed_wal_passes() {
+    layout_passes("plain", &["-Fp", "-Xstream"]).await;
+}
+
+#[tokio::test]
+async fn tar_format_with_streamed_wal_passes() {
+    layout_passes("tar", &["-Ft", "-Xstream"]).await;
+}
+
+#[tokio::test]
+async fn tar_gz_with_streamed_wal_passes() {
+    layout_passes("targz", &["-Ft", "-z", "-Xstream"]).await;
+}
+
+#[tokio::test]
+async fn tar_zst_server_compressed_passes() {
+    layout_passes("tarzst", &["-Ft", "--compress=server-zstd", "-Xstream"]).await;
+}
+
+#[tokio::test]
+async fn tar_lz4_with_fetched_wal_passes() {
+    layout_passes("tarlz4", &["-Ft", "--compress=client-lz4", "-Xfetch"]).await;
+}
+
+#[tokio::test]
+async fn tar_zst_without_wal_recovers_from_the_archive_including_later_writes() {
+    let dir = TestDir::new("zst-archive");
+    let c = cluster(&dir, 100).await;
+    c.basebackup("b1", &["-Ft", "--compress=client-zstd", "-Xnone"]).await.unwrap();
+    c.add_rows(50).await.unwrap();
+    c.switch_and_archive().await.unwrap();
+    c.add_rows(25).await.unwrap();
+    c.switch_and_archive().await.unwrap();
+    let archive = c.archive_dir();
+    let before = segments(&archive);
+    let r = run(&dir, check(&c.backups_dir(), Some(&archive)).assert(sql_eq("select count(*) from registrations", 175))).await;
+    assert_pass(&r);
+    assert_eq!(r.recovery.mode.as_deref(), Some("archive"));
+    assert_eq!(r.recovery.timeline, Some(2), "archive recovery promotes to a new timeline");
+    assert_eq!(r.recovery.expected_end.len(), 2, "backup end and archive end were both required");
+    // The promoted copy must never write into the production archive.
+    let after: Vec<String> = std::fs::read_dir(&archive).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(segments(&archive), before);
+    assert!(!after.iter().any(|n| n.ends_with(".history")), "restored copy archived a history file: {after:?}");
+}
+
+#[tokio::test]
+async fn compressed_archive_segments_are_served() {
+    let dir = TestDir::new("gz-archive");
+    let c = cluster(&dir, 10).await;
+    c.basebackup("b1", &["-Ft", "-Xnone"]).await.unwrap();
+    c.add_rows(5).await.unwrap();
+    c.switch_and_archive().await.unwrap();
+    let archive = dir.sub("archive-gz");
+    for s in segments(&c.archive_dir()) {
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("gzip -c {}/{s} > {}/{s}.gz", c.archive_dir().display(), archive.display()))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let r = run(&dir, check(&c.backups_dir(), Some(&archive)).assert(sql_eq("select count(*) from registrations", 15))).await;
+    assert_pass(&r);
+}
+
+#[tokio::test]
+async fn truncated_base_tar_gz_fails_in_fetch() {
+    let dir = TestDir::new("truncated");
+    let c = cluster(&dir, 2000).await;
+    let b = c.basebackup("b1", &["-Ft", "-z", "-Xstream"]).await.unwrap();
+    let broken = dir.sub("broken");
+    copy(&b, &broken.join("b1"));
+    let f = broken.join("b1/base.tar.gz");
+    let len = std::fs::metadata(&f).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 2).unwrap();
+    let r = run(&dir, check(&broken, None).assert(sql_eq("select count(*) from registrations", 2000))).await;
+    assert_fail_in(&r, Phase::Fetch);
+    assert!(r.failure.unwrap().message.contains("base.tar.gz"));
+}
+
+#[tokio::test]
+async fn missing_first_wal_segment_fails_in_recovery() {
+    let dir = TestDir::new("nofirst");
+    let c = cluster(&dir, 10).await;
+    let b = c.basebackup("b1", &["-Fp", "-Xnone"]).await.unwrap();
+    c.switch_and_archive().await.unwrap();
+    let label = std::fs::read_to_string(b.join("backup_label")).unwrap();
+    let archive = dir.sub("archive");
+    copy(&c.archive_dir(), &archive.join("a"));
+    let archive = archive.join("a");
+    std::fs::remove_file(archive.join(start_segment(&label))).unwrap();
+    let r = run(&dir, check(&c.backups_dir(), Some(&archive))).await;
+    assert_fail_in(&r, Phase::Recovery);
+    let f = r.failure.unwrap();
+    assert!(f.log_tail.is_some(), "the server log tail explains the failure");
+}
+
+#[tokio::test]
+async fn missing_wal_segment_in_the_middle_of_the_archive_fails_not_old_data() {
+    let dir = TestDir::new("gap");
+    let c = cluster(&dir, 10).await;
+    c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
+    let mut archived = Vec::new();
+    for _ in 0..4 {
+        c.add_rows(10).await.unwrap();
+        archived.push(c.switch_and_archive().await.unwrap());
+    }
+    let archive = dir.sub("archive");
+    copy(&c.archive_dir(), &archive.join("a"));
+    let archive = archive.join("a");
+    std::fs::remove_file(archive.join(&archived[1])).unwrap();
+    // Without the completeness check this database would answer with 20 of 50 rows.
+    let r = run(&dir, check(&c.backups_dir(), Some(&archive)).assert(SqlAssertion::min("select count(*) from registrations", 1.0))).await;
+    assert_fail_in(&r, Phase::Recovery);
+    let msg = r.failure.unwrap().message;
+    assert!(msg.contains("recovery stopped at") && msg.contains(&archived[3]), "{msg}");
+    assert!(r.assertions.is_empty(), "no assertion may run on a short recovery");
+}
+
+#[tokio::test]
+async fn backup_without_wal_and_without_archive_fails_in_recovery() {
+    let dir = TestDir::new("nowal");
+    let c = cluster(&dir, 10).await;
+    c.basebackup("b1", &["-Ft", "-Xnone"]).await.unwrap();
+    let r = run(&dir, check(&c.backups_dir(), None)).await;
+    assert_fail_in(&r, Phase::Recovery);
+}
+
+#[tokio::test]
+async fn removed_backup_label_fails_in_fetch() {
+    let dir = TestDir::new("nolabel");
+    let c = cluster(&dir, 10).await;
+    let b = c.basebackup("b1", &["-Fp", "-Xstream"]).await.unwrap();
+    std::fs::remove_file(b.join("backup_label")).unwrap();
+    let r = run(&dir, check(&b, None)).await;
+    assert_fail_in(&r, Phase::Fetch);
+    assert!(r.failure.unwrap().message.contains("backup_label"));
+}
+
+#[tokio::test]
+async fn empty_table_fails_min_in_assert_phase() {
+    let dir = TestDir::new("empty");
+    let c = cluster(&dir, 0).await;
+    c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
+    let r = run(&dir, check(&c.backups_dir(), None).assert(SqlAssertion::min("select count(1) from registrations", 1.0))).await;
+    assert_fail_in(&r, Phase::Assert);
+    assert_eq!(r.assertions[0].verdict, Verdict::Fail);
+    assert_eq!(r.assertions[0].observed, Some(serde_json::json!(0)));
+}
+
+#[tokio::test]
+async fn stale_data_fails_max_age_in_assert_phase() {
+    let dir = TestDir::new("stale");
+    let c = cluster(&dir, 10).await;
+    c.exec("app", "update registrations set created_at = now() - interval '3 days'").await.unwrap();
+    c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
+    let r = run(
+        &dir,
+        check(&c.backups_dir(), None)
+            .assert(SqlAssertion::max_age("select max(created_at) from registrations", Duration::from_secs(24 * 3600))),
+    )
+    .await;
+    assert_fail_in(&r, Phase::Assert);
+    assert!(r.assertions[0].message.as_deref().unwrap().contains("old"));
+}
+
+#[tokio::test]
+async fn newest_backup_is_chosen_and_a_named_one_can_be_picked() {
+    let dir = TestDir::new("newest");
+    let c = cluster(&dir, 10).await;
+    c.basebackup("a-older", &["-Ft", "-Xstream"]).await.unwrap();
+    // backup_label START TIME has one-second resolution.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.add_rows(5).await.unwrap();
+    c.basebackup("0-newer", &["-Ft", "-Xstream"]).await.unwrap();
+    let r = run(&dir, check(&c.backups_dir(), None).assert(sql_eq("select count(*) from registrations", 15))).await;
+    assert_pass(&r);
+    assert_eq!(r.backup.id.as_deref(), Some("0-newer"));
+    let mut ch = check(&c.backups_dir(), None).assert(sql_eq("select count(*) from registrations", 10));
+    ch.backup = Some("a-older".into());
+    let r = run(&dir, ch).await;
+    assert_pass(&r);
+    assert_eq!(r.backup.id.as_deref(), Some("a-older"));
+}
+
+#[tokio::test]
+async fn tablespaces_in_tar_and_plain_backups_are_restored_away_from_their_original_path() {
+    let dir = TestDir::new("tblspc");
+    let c = cluster(&dir, 1).await;
+    let ts = dir.sub("ts");
+    c.os_user().chown_tree(&ts).unwrap();
+    c.exec("app", &format!("create tablespace extra location '{}'", ts.display())).await.unwrap();
+    c.exec("app", "create table far (x int) tablespace extra; insert into far select generate_series(1, 77);").await.unwrap();
+    c.basebackup("tar", &["-Ft", "-z", "-Xstream"]).await.unwrap();
+    let moved = dir.sub("ts-plain-copy");
+    c.os_user().chown_tree(&moved).unwrap();
+    c.basebackup("plain", &["-Fp", "-Xstream", &format!("--tablespace-mapping={}={}", ts.display(), moved.display())]).await.unwrap();
+    for id in ["tar", "plain"] {
+        let mut ch = check(&c.backups_dir(), None).assert(sql_eq("select count(*) from far", 77));
+        ch.backup = Some(id.into());
+        let r = run(&dir, ch).await;
+        assert_pass(&r);
+    }
+    // The original tablespace folder was not touched by the restores.
+    let entries: Vec<_> = std::fs::read_dir(&ts).unwrap().flatten().collect();
+    assert_eq!(entries.len(), 1, "only the production PG_15_… folder: {entries:?}");
+}
+
+#[tokio::test]
+async fn primary_with_higher_connection_settings_restores() {
+    let dir = TestDir::new("maxconn");
+    let c = restorecheck_core::fixture::SampleCluster::create(
+        &dir.path().join("cluster"),
+        restorecheck_core::fixture::SampleOptions {
+            extra_conf: vec!["max_connections = 150".into(), "max_prepared_transactions = 10".into(), "max_locks_per_transaction = 128".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    c.create_app(3).await.unwrap();
+    c.basebackup("b1", &["-Ft", "-Xnone"]).await.unwrap();
+    c.add_rows(2).await.unwrap();
+    c.switch_and_archive().await.unwrap();
+    let r = run(&dir, check(&c.backups_dir(), Some(&c.archive_dir())).assert(sql_eq("select count(*) from registrations", 5))).await;
+    assert_pass(&r);
+}
+
+#[derive(Debug)]
+struct Panics;
+#[async_trait::async_trait]
+impl Assertion for Panics {
+    fn name(&self) -> String {
+        "panics".into()
+    }
+    async fn check(&self, _ctx: &AssertionContext) -> restorecheck_core::Result<Outcome> {
+        panic!("boom in a user assertion")
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_assertion_is_an_error_and_teardown_still_runs() {
+    let dir = TestDir::new("panic");
+    let c = cluster(&dir, 1).await;
+    c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
+    let mut ch = check(&c.backups_dir(), None).assert(sql_eq("select count(*) from registrations", 1));
+    ch.assertions.push(Arc::new(Panics));
+    let r = run(&dir, ch).await;
+    assert_eq!(r.verdict, Verdict::Error);
+    assert_eq!(r.assertions[0].verdict, Verdict::Pass);
+    assert!(r.assertions[1].message.as_deref().unwrap().contains("boom in a user assertion"));
+}
+
+#[tokio::test]
+async fn deadline_stops_the_check_with_an_error_and_cleans_up() {
+    let dir = TestDir::new("deadline");
+    let c = cluster(&dir, 1).await;
+    c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
+    let ch = check(&c.backups_dir(), None)
+        .assert(SqlAssertion::min("select count(*) from (select pg_sleep(30)) s", 1.0))
+        .timeout(Duration::from_secs(4));
+    let r = run(&dir, ch).await;
+    assert_eq!(r.verdict, Verdict::Error);
+    let f = r.failure.unwrap();
+    assert_eq!(f.phase, Phase::Assert);
+    assert!(f.message.contains("timed out"), "{}", f.message);
+}
+
+#[tokio::test]
+async fn a_missing_database_fails_the_assertion() {
+    let dir = TestDir::new("nodb");
+    let c = cluster(&dir, 1).await;
+    c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
+    let r = run(&dir, check(&c.backups_dir(), None).database("nope").assert(SqlAssertion::min("select 1", 1.0))).await;
+    assert_fail_in(&r, Phase::Assert);
+}
+
+#[tokio::test]
+async fn an_empty_backup_folder_fails_in_select() {
+    let dir = TestDir::new("nobackups");
+    let empty = dir.sub("empty");
+    let r = run(&dir, check(&empty, None)).await;
+    assert_fail_in(&r, Phase::Select);
+}
