@@ -21,6 +21,9 @@
 #   BASE_CACHE_DIR   where minbase root tarballs are cached
 #                    (default: /var/cache/restorecheck/debootstrap; "" = off)
 #   IMAGE_REPO       image repository name (default: restorecheck/postgres)
+#   LOCALES          extra locales to compile into the image, e.g.
+#                    "en_US.UTF-8 de_DE.UTF-8" (default: none; C and C.UTF-8
+#                    are always available)
 #
 # Must run as root. Safe to run next to other work: every build uses its own
 # mktemp directory under /var/tmp, removed on exit.
@@ -28,6 +31,7 @@
 set -Eeuo pipefail
 
 IMAGE_REPO=${IMAGE_REPO:-restorecheck/postgres}
+LOCALES=${LOCALES:-}
 BASE_CACHE_DIR=${BASE_CACHE_DIR-/var/cache/restorecheck/debootstrap}
 DEFAULT_VERSIONS=(13 15 17)
 CHROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -136,7 +140,7 @@ make_base_root() {
 # ---------------------------------------------------------------- one image
 build_one() {
     local major=$1 suite=${SUITE_FOR[$1]} image="$IMAGE_REPO:$1"
-    local t0=$SECONDS tmp root
+    local t0=$SECONDS tmp root old_id
 
     if [[ $FORCE -eq 0 ]] && docker image inspect "$image" >/dev/null 2>&1; then
         log "$image: cached (use --force to rebuild)"
@@ -144,6 +148,7 @@ build_one() {
         return
     fi
     log "$image: building from Debian $suite"
+    old_id=$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
 
     tmp=$(mktemp -d "/var/tmp/restorecheck-pg$major.XXXXXX")
     TMPDIRS+=("$tmp")
@@ -165,6 +170,7 @@ path-include=/usr/share/doc/*/copyright
 path-exclude=/usr/share/man/*
 path-exclude=/usr/share/info/*
 path-exclude=/usr/share/lintian/*
+path-exclude=/usr/share/locale/*
 EOF
     cat >"$root/etc/apt/apt.conf.d/90restorecheck" <<'EOF'
 APT::Install-Recommends "false";
@@ -197,7 +203,9 @@ EOF
     # Since PostgreSQL 10 the contrib modules live in postgresql-N itself and
     # "postgresql-contrib" is only a metapackage; add a real contrib package
     # only if the suite has one.
-    if in_chroot "$root" apt-cache show "postgresql-contrib-$major" >/dev/null 2>&1; then
+    # (postgresql-N "Provides: postgresql-contrib-N", so ask for a real stanza.)
+    if in_chroot "$root" apt-cache show --no-all-versions "postgresql-contrib-$major" 2>/dev/null |
+        grep -qx "Package: postgresql-contrib-$major"; then
         pkgs+=("postgresql-contrib-$major")
     fi
 
@@ -215,6 +223,18 @@ EOF
     log "  apt-get install ${pkgs[*]}"
     in_chroot "$root" apt-get install -y --no-install-recommends "${pkgs[@]}" >>"$LOG" 2>&1
 
+    if [[ -n $LOCALES ]]; then
+        STEP="generate locales $LOCALES ($suite)"
+        log "  generating locales: $LOCALES"
+        in_chroot "$root" apt-get install -y --no-install-recommends locales >>"$LOG" 2>&1
+        local l
+        for l in $LOCALES; do
+            # exit 1 = "created, with warnings" (-c); anything else is fatal
+            in_chroot "$root" localedef -i "${l%%.*}" -c -f "${l##*.}" "$l" >>"$LOG" 2>&1 ||
+                [[ $? -eq 1 ]] || die "localedef $l failed"
+        done
+    fi
+
     STEP="strip chroot ($suite)"
     # Drop any cluster that got created anyway.
     local c
@@ -231,13 +251,17 @@ EOF
         "$root"/etc/ssl/private/ssl-cert-snakeoil.key \
         "$root"/etc/ssl/certs/ssl-cert-snakeoil.pem
     find "$root/var/log" -type f -exec truncate -s 0 {} +
+    # Same trimming for files debootstrap installed before the dpkg excludes.
+    find "$root/usr/share/doc" -mindepth 1 -not -type d -not -name copyright -delete
+    find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete
+    rm -rf "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/*
     # Host files copied by debootstrap; Docker supplies its own.
     : >"$root/etc/resolv.conf"
     echo localhost >"$root/etc/hostname"
     [[ -f $root/etc/machine-id ]] && : >"$root/etc/machine-id"
 
     local full
-    full=$(in_chroot "$root" "/usr/lib/postgresql/$major/bin/postgres" --version | awk '{print $NF}')
+    full=$(in_chroot "$root" "/usr/lib/postgresql/$major/bin/postgres" --version | awk '{print $3}')
     umount "$root/proc"
 
     STEP="docker import $image"
@@ -249,6 +273,7 @@ EOF
             --change 'CMD ["postgres"]' \
             --change "LABEL org.restorecheck.pg-major=$major" \
             --change "LABEL org.restorecheck.pg-version=$full" \
+            --change "LABEL org.restorecheck.pg-package-version=$cand" \
             --change "LABEL org.restorecheck.debian-suite=$suite" \
             --message "restorecheck PostgreSQL $full on Debian $suite (build-images.sh)" \
             - "$image" >>"$LOG"
@@ -257,6 +282,10 @@ EOF
     LOG=""
 
     verify_one "$major"
+    # --force: drop the image this one replaced, unless something still uses it.
+    if [[ -n $old_id && $old_id != "$(docker image inspect -f '{{.Id}}' "$image")" ]]; then
+        docker image rm "$old_id" >/dev/null 2>&1 || true
+    fi
     local dt=$((SECONDS - t0))
     log "$image: built in $(fmt_secs $dt)"
     RESULTS+=("$image: built in $(fmt_secs $dt)")

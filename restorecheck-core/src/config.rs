@@ -65,8 +65,9 @@ pub mod opt_duration {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
         s.map(|s| {
-            humantime::parse_duration(&s)
-                .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. \"90s\", \"30m\", \"24h\"")))
+            humantime::parse_duration(&s).map_err(|e| {
+                serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. \"90s\", \"30m\", \"24h\""))
+            })
         })
         .transpose()
     }
@@ -104,7 +105,8 @@ impl Default for Registry {
     fn default() -> Self {
         let mut r = Registry { sources: BTreeMap::new(), targets: BTreeMap::new(), assertions: BTreeMap::new() };
         r.register_source("basebackup", |t| {
-            Ok(Arc::new(BaseBackupSource::new(options::<BaseBackupConfig>("source basebackup", t)?)) as Arc<dyn BackupSource>)
+            Ok(Arc::new(BaseBackupSource::new(options::<BaseBackupConfig>("source basebackup", t)?))
+                as Arc<dyn BackupSource>)
         });
         r.register_target("local", |t| {
             Ok(Arc::new(LocalTarget::new(options::<LocalTargetConfig>("target local", t)?)?) as Arc<dyn RestoreTarget>)
@@ -179,9 +181,7 @@ fn take_kind(table: &mut toml::Table, default: Option<&str>, what: &str) -> Resu
     match table.remove("kind") {
         Some(toml::Value::String(s)) => Ok(s),
         Some(other) => Err(Error::config(format!("{what}.kind must be a string, not {other}"))),
-        None => default
-            .map(str::to_string)
-            .ok_or_else(|| Error::config(format!("{what} needs kind = \"…\""))),
+        None => default.map(str::to_string).ok_or_else(|| Error::config(format!("{what} needs kind = \"…\""))),
     }
 }
 
@@ -248,12 +248,14 @@ impl Config {
             if !names.insert(c.name.clone()) {
                 return Err(Error::config(format!("two checks are named {:?}; names must be unique", c.name)));
             }
-            let at = |span: std::ops::Range<usize>| move |e: Error| match e {
-                Error::Config { message, line: None } => {
-                    let line = Some(line_in(text, span.clone(), &message));
-                    Error::Config { message, line }
+            let at = |span: std::ops::Range<usize>| {
+                move |e: Error| match e {
+                    Error::Config { message, line: None } => {
+                        let line = Some(line_in(text, span.clone(), &message));
+                        Error::Config { message, line }
+                    }
+                    other => other,
                 }
-                other => other,
             };
             let span = c.source.span();
             let source = registry.source(c.source.into_inner()).map_err(at(span))?;
@@ -359,7 +361,8 @@ max_age = "24h"
         let bad = GOOD.replace("kind = \"basebackup\"", "kind = \"tape\"");
         let e = Config::parse(&bad, &Registry::default()).unwrap_err();
         assert!(e.to_string().contains("unknown source kind \"tape\""), "{e}");
-        let bad = GOOD.replace("kind = \"local\"", "kind = \"local\"\nsettings = { archive_command = \"cp %p /prod\" }");
+        let bad =
+            GOOD.replace("kind = \"local\"", "kind = \"local\"\nsettings = { archive_command = \"cp %p /prod\" }");
         let e = Config::parse(&bad, &Registry::default()).unwrap_err();
         assert!(e.to_string().contains("archive_command cannot be changed"), "{e}");
         assert!(Config::parse("", &Registry::default()).is_err());

@@ -166,9 +166,7 @@ impl Error {
     /// The server log tail attached to this error, if any.
     pub fn log_tail(&self) -> Option<&str> {
         match self {
-            Error::BackupDefect { log_tail, .. } | Error::Target { log_tail, .. } => {
-                log_tail.as_deref()
-            }
+            Error::BackupDefect { log_tail, .. } | Error::Target { log_tail, .. } => log_tail.as_deref(),
             _ => None,
         }
     }

@@ -45,13 +45,27 @@ impl SampleCluster {
         let user = OsUser::resolve(None)?;
         for d in ["", "backups", "archive", "sock"] {
             let p = root.join(d);
-            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&p).map_err(|e| Error::io("creating", &p, e))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&p)
+                .map_err(|e| Error::io("creating", &p, e))?;
         }
         // The server user must be able to reach the root (it may sit in a root-only folder).
         user.chown_tree(root)?;
         let port = 20000 + (std::process::id() % 20000) as u16;
         let mut c = SampleCluster { root: root.to_path_buf(), bin, user, port, running: false, keep: false };
-        let mut initdb = vec!["-D".to_string(), c.pgdata().display().to_string(), "-U".into(), "postgres".into(), "--auth=trust".into(), "--no-sync".into(), "-E".into(), "UTF8".into(), "--locale=C".into()];
+        let mut initdb = vec![
+            "-D".to_string(),
+            c.pgdata().display().to_string(),
+            "-U".into(),
+            "postgres".into(),
+            "--auth=trust".into(),
+            "--no-sync".into(),
+            "-E".into(),
+            "UTF8".into(),
+            "--locale=C".into(),
+        ];
         if opts.checksums {
             initdb.push("-k".into());
         }
@@ -137,7 +151,11 @@ impl SampleCluster {
     /// Starts the cluster (`pg_ctl -w`: this is the *source* cluster, not a restore).
     pub async fn start(&mut self) -> Result<()> {
         let log = self.root.join("server.log").display().to_string();
-        self.tool("pg_ctl", &["-D".into(), self.pgdata().display().to_string(), "-l".into(), log, "-w".into(), "start".into()]).await?;
+        self.tool(
+            "pg_ctl",
+            &["-D".into(), self.pgdata().display().to_string(), "-l".into(), log, "-w".into(), "start".into()],
+        )
+        .await?;
         self.running = true;
         Ok(())
     }
@@ -145,7 +163,18 @@ impl SampleCluster {
     /// Stops the cluster (fast shutdown).
     pub async fn stop(&mut self) -> Result<()> {
         if self.running {
-            self.tool("pg_ctl", &["-D".into(), self.pgdata().display().to_string(), "-m".into(), "fast".into(), "-w".into(), "stop".into()]).await?;
+            self.tool(
+                "pg_ctl",
+                &[
+                    "-D".into(),
+                    self.pgdata().display().to_string(),
+                    "-m".into(),
+                    "fast".into(),
+                    "-w".into(),
+                    "stop".into(),
+                ],
+            )
+            .await?;
             self.running = false;
         }
         Ok(())
@@ -207,7 +236,10 @@ impl SampleCluster {
                 return Ok(seg);
             }
             if std::time::Instant::now() > until {
-                return Err(Error::Tooling { what: format!("segment {seg} was not archived within 60s"), hint: "see the sample cluster's server.log".into() });
+                return Err(Error::Tooling {
+                    what: format!("segment {seg} was not archived within 60s"),
+                    hint: "see the sample cluster's server.log".into(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -32,7 +32,7 @@ pub enum Phase {
 
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Phase::Select => "select",
             Phase::Fetch => "fetch",
             Phase::Restore => "restore",
@@ -57,7 +57,7 @@ pub enum Verdict {
 
 impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Verdict::Pass => "PASS",
             Verdict::Fail => "FAIL",
             Verdict::Error => "ERROR",
@@ -188,8 +188,10 @@ pub struct CheckReport {
     pub assertions: Vec<AssertionReport>,
     /// Seconds per phase.
     pub timings: Timings,
-    /// Non-fatal observations (settings dropped, users tried…).
+    /// Things a person should look at even when the check passed.
     pub warnings: Vec<String>,
+    /// What restorecheck did that is worth knowing (OS user switched, files removed).
+    pub notes: Vec<String>,
 }
 
 /// The result of a run: the JSON document `--format json` prints.
@@ -262,13 +264,7 @@ impl Report {
                 }
             }
             for a in c.assertions.iter().filter(|a| a.verdict != Verdict::Pass) {
-                let _ = writeln!(
-                    out,
-                    "      {} {}: {}",
-                    a.verdict,
-                    a.name,
-                    a.message.as_deref().unwrap_or("")
-                );
+                let _ = writeln!(out, "      {} {}: {}", a.verdict, a.name, a.message.as_deref().unwrap_or(""));
             }
             for w in &c.warnings {
                 let _ = writeln!(out, "      warning: {w}");
@@ -315,6 +311,7 @@ mod tests {
             assertions: vec![],
             timings: Timings::default(),
             warnings: vec![],
+            notes: vec![],
         };
         let r = Report::new("r".into(), Utc::now(), vec![mk(Verdict::Pass), mk(Verdict::Fail)]);
         assert_eq!(r.verdict, Verdict::Fail);
@@ -336,6 +333,7 @@ mod tests {
             assertions: vec![],
             timings: Timings::default(),
             warnings: vec![],
+            notes: vec![],
         };
         let v: serde_json::Value =
             serde_json::from_str(&Report::new("r".into(), Utc::now(), vec![c]).to_json()).unwrap();

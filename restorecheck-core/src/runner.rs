@@ -118,6 +118,7 @@ fn skipped(check: &Check, why: &str) -> CheckReport {
         assertions: vec![],
         timings: Timings::default(),
         warnings: vec![],
+        notes: vec![],
     }
 }
 
@@ -163,6 +164,7 @@ pub async fn run_check(check: &Check, work_root: &Path, index: usize, ctx: &RunC
             assertions: vec![],
             timings: Timings::default(),
             warnings: vec![],
+            notes: vec![],
         },
     };
     ctx.progress.phase(&check.name, Phase::Select);
@@ -198,7 +200,7 @@ pub async fn run_check(check: &Check, work_root: &Path, index: usize, ctx: &RunC
     // Teardown: always, bounded, and outside the check's deadline.
     st.enter(Phase::Teardown, ctx);
     if let Some(mut server) = st.server.take() {
-        st.report.warnings.extend(server.warnings());
+        st.report.notes.extend(server.notes());
         match tokio::time::timeout(Duration::from_secs(120), server.teardown()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => teardown_problem(&mut st.report, format!("stopping the server: {e}")),
@@ -244,7 +246,8 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
 
     // restore
     st.enter(Phase::Restore, ctx);
-    let server = check.target.start(ctx, &fetched, &RestoreRequest::new(work.path().to_path_buf(), work.socket_dir())).await?;
+    let server =
+        check.target.start(ctx, &fetched, &RestoreRequest::new(work.path().to_path_buf(), work.socket_dir())).await?;
     st.server = Some(server);
 
     // recovery: wait for the real end, then prove it reached everything the source holds
@@ -258,25 +261,28 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
 
     // assert
     st.enter(Phase::Assert, ctx);
-    let actx = AssertionContext {
-        connection,
-        database: check.database.clone(),
-        backup,
-        recovery: info,
-    };
+    let actx = AssertionContext { connection, database: check.database.clone(), backup, recovery: info };
     for a in &check.assertions {
         st.report.assertions.push(run_assertion(a.clone(), actx.clone()).await);
     }
     let failed: Vec<&AssertionReport> = st.report.assertions.iter().filter(|a| a.verdict == Verdict::Fail).collect();
     let errored: Vec<&AssertionReport> = st.report.assertions.iter().filter(|a| a.verdict == Verdict::Error).collect();
     let summary = |list: &[&AssertionReport]| {
-        list.iter().map(|a| format!("{}: {}", a.name, a.message.as_deref().unwrap_or(""))).collect::<Vec<_>>().join("; ")
+        list.iter()
+            .map(|a| format!("{}: {}", a.name, a.message.as_deref().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join("; ")
     };
     if !failed.is_empty() {
         st.report.verdict = Verdict::Fail;
         st.report.failure = Some(Failure {
             phase: Phase::Assert,
-            message: format!("{} of {} assertions failed: {}", failed.len(), st.report.assertions.len(), summary(&failed)),
+            message: format!(
+                "{} of {} assertions failed: {}",
+                failed.len(),
+                st.report.assertions.len(),
+                summary(&failed)
+            ),
             log_tail: None,
         });
     } else if !errored.is_empty() {
@@ -414,16 +420,28 @@ mod tests {
     #[test]
     fn recovery_short_of_the_archive_fails() {
         let f = fetched(
-            vec![ExpectedEnd { lsn: None, wal_segment: Some("000000010000000000000008".into()), reason: "archive".into() }],
+            vec![ExpectedEnd {
+                lsn: None,
+                wal_segment: Some("000000010000000000000008".into()),
+                reason: "archive".into(),
+            }],
             Some("0/3000100"),
         );
-        let mut info = RecoveryInfo { end_lsn: Some("0/5000060".parse().unwrap()), wal_segment_size: Some(16 << 20), ..Default::default() };
+        let mut info = RecoveryInfo {
+            end_lsn: Some("0/5000060".parse().unwrap()),
+            wal_segment_size: Some(16 << 20),
+            ..Default::default()
+        };
         let e = completeness(&f, &mut info).unwrap_err();
         assert!(e.is_backup_defect());
         assert!(e.to_string().contains("recovery stopped at 0/5000060"), "{e}");
         assert_eq!(info.expected_end[1].lsn.unwrap().to_string(), "0/8000000");
 
-        let mut info = RecoveryInfo { end_lsn: Some("0/8000108".parse().unwrap()), wal_segment_size: Some(16 << 20), ..Default::default() };
+        let mut info = RecoveryInfo {
+            end_lsn: Some("0/8000108".parse().unwrap()),
+            wal_segment_size: Some(16 << 20),
+            ..Default::default()
+        };
         completeness(&f, &mut info).unwrap();
     }
 

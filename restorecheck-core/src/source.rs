@@ -143,12 +143,7 @@ pub trait BackupSource: Send + Sync + Debug {
     }
 
     /// Fetches `backup` into the request's directories.
-    async fn fetch(
-        &self,
-        ctx: &RunContext,
-        backup: &BackupInfo,
-        req: &FetchRequest,
-    ) -> Result<FetchedBackup>;
+    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup>;
 }
 
 /// Picks `wanted` (by id) or the first (newest) of `all`; the errors say what exists.
@@ -170,8 +165,9 @@ pub fn select_from(
                 ),
             })
         }
-        None => all.into_iter().next().ok_or_else(|| {
-            Error::defect(format!("no backup found in {location}: nothing to restore"))
-        }),
+        None => all
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::defect(format!("no backup found in {location}: nothing to restore"))),
     }
 }

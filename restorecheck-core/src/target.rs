@@ -113,7 +113,7 @@ pub trait RunningServer: Send + Sync + Debug {
     fn log_tail(&self, lines: usize) -> Option<String>;
 
     /// Notes for the report gathered while starting (user switched, files removed).
-    fn warnings(&self) -> Vec<String> {
+    fn notes(&self) -> Vec<String> {
         Vec::new()
     }
 

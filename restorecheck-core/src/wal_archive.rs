@@ -61,11 +61,9 @@ impl WalArchive {
             })
         };
         let mut branches = vec![format!("if [ -f \"$a/$f\" ]; then cp \"$a/$f\" \"$t\" || exit 200")];
-        for (comp, name, args) in [
-            (Compression::Gzip, "gzip", "-dc"),
-            (Compression::Zstd, "zstd", "-qdc"),
-            (Compression::Lz4, "lz4", "-qdc"),
-        ] {
+        for (comp, name, args) in
+            [(Compression::Gzip, "gzip", "-dc"), (Compression::Zstd, "zstd", "-qdc"), (Compression::Lz4, "lz4", "-qdc")]
+        {
             if self.compressions.contains(&comp) {
                 let exe = tool(name)?;
                 branches.push(format!(
@@ -85,7 +83,11 @@ impl WalArchive {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| Error::io("chmod", &path, e))?;
-        Ok(format!("{} {} %f %p", shell_quote(&path.display().to_string()), shell_quote(&self.path.display().to_string())))
+        Ok(format!(
+            "{} {} %f %p",
+            shell_quote(&path.display().to_string()),
+            shell_quote(&self.path.display().to_string())
+        ))
     }
 }
 
@@ -96,9 +98,7 @@ pub fn shell_quote(s: &str) -> String {
 
 /// Finds `name` on PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p).map(|d| d.join(name)).find(|c| c.is_file())
-    })
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|c| c.is_file()))
 }
 
 #[cfg(test)]

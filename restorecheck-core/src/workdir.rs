@@ -26,7 +26,8 @@ impl WorkDir {
         let mk = |p: &Path| {
             fs::DirBuilder::new().recursive(true).mode(0o700).create(p).map_err(|e| Error::Tooling {
                 what: format!("cannot create work dir {}: {e}", p.display()),
-                hint: "set work_dir in the config (or TMPDIR) to a writable folder with room for the restored cluster".into(),
+                hint: "set work_dir in the config (or TMPDIR) to a writable folder with room for the restored cluster"
+                    .into(),
             })
         };
         mk(&path)?;

@@ -1,6 +1,8 @@
 //! Real pg_basebackup backups restored by the `local` target: every layout passes, every
 //! damaged input fails in the phase where it must, and nothing is ever left behind.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;
@@ -69,13 +71,16 @@ async fn tar_zst_without_wal_recovers_from_the_archive_including_later_writes() 
     c.switch_and_archive().await.unwrap();
     let archive = c.archive_dir();
     let before = segments(&archive);
-    let r = run(&dir, check(&c.backups_dir(), Some(&archive)).assert(sql_eq("select count(*) from registrations", 175))).await;
+    let r =
+        run(&dir, check(&c.backups_dir(), Some(&archive)).assert(sql_eq("select count(*) from registrations", 175)))
+            .await;
     assert_pass(&r);
     assert_eq!(r.recovery.mode.as_deref(), Some("archive"));
     assert_eq!(r.recovery.timeline, Some(2), "archive recovery promotes to a new timeline");
     assert_eq!(r.recovery.expected_end.len(), 2, "backup end and archive end were both required");
     // The promoted copy must never write into the production archive.
-    let after: Vec<String> = std::fs::read_dir(&archive).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let after: Vec<String> =
+        std::fs::read_dir(&archive).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(segments(&archive), before);
     assert!(!after.iter().any(|n| n.ends_with(".history")), "restored copy archived a history file: {after:?}");
 }
@@ -96,7 +101,8 @@ async fn compressed_archive_segments_are_served() {
             .unwrap();
         assert!(st.success());
     }
-    let r = run(&dir, check(&c.backups_dir(), Some(&archive)).assert(sql_eq("select count(*) from registrations", 15))).await;
+    let r = run(&dir, check(&c.backups_dir(), Some(&archive)).assert(sql_eq("select count(*) from registrations", 15)))
+        .await;
     assert_pass(&r);
 }
 
@@ -147,7 +153,11 @@ async fn missing_wal_segment_in_the_middle_of_the_archive_fails_not_old_data() {
     let archive = archive.join("a");
     std::fs::remove_file(archive.join(&archived[1])).unwrap();
     // Without the completeness check this database would answer with 20 of 50 rows.
-    let r = run(&dir, check(&c.backups_dir(), Some(&archive)).assert(SqlAssertion::min("select count(*) from registrations", 1.0))).await;
+    let r = run(
+        &dir,
+        check(&c.backups_dir(), Some(&archive)).assert(SqlAssertion::min("select count(*) from registrations", 1.0)),
+    )
+    .await;
     assert_fail_in(&r, Phase::Recovery);
     let msg = r.failure.unwrap().message;
     assert!(msg.contains("recovery stopped at") && msg.contains(&archived[3]), "{msg}");
@@ -179,7 +189,9 @@ async fn empty_table_fails_min_in_assert_phase() {
     let dir = TestDir::new("empty");
     let c = cluster(&dir, 0).await;
     c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
-    let r = run(&dir, check(&c.backups_dir(), None).assert(SqlAssertion::min("select count(1) from registrations", 1.0))).await;
+    let r =
+        run(&dir, check(&c.backups_dir(), None).assert(SqlAssertion::min("select count(1) from registrations", 1.0)))
+            .await;
     assert_fail_in(&r, Phase::Assert);
     assert_eq!(r.assertions[0].verdict, Verdict::Fail);
     assert_eq!(r.assertions[0].observed, Some(serde_json::json!(0)));
@@ -227,11 +239,15 @@ async fn tablespaces_in_tar_and_plain_backups_are_restored_away_from_their_origi
     let ts = dir.sub("ts");
     c.os_user().chown_tree(&ts).unwrap();
     c.exec("app", &format!("create tablespace extra location '{}'", ts.display())).await.unwrap();
-    c.exec("app", "create table far (x int) tablespace extra; insert into far select generate_series(1, 77);").await.unwrap();
+    c.exec("app", "create table far (x int) tablespace extra; insert into far select generate_series(1, 77);")
+        .await
+        .unwrap();
     c.basebackup("tar", &["-Ft", "-z", "-Xstream"]).await.unwrap();
     let moved = dir.sub("ts-plain-copy");
     c.os_user().chown_tree(&moved).unwrap();
-    c.basebackup("plain", &["-Fp", "-Xstream", &format!("--tablespace-mapping={}={}", ts.display(), moved.display())]).await.unwrap();
+    c.basebackup("plain", &["-Fp", "-Xstream", &format!("--tablespace-mapping={}={}", ts.display(), moved.display())])
+        .await
+        .unwrap();
     for id in ["tar", "plain"] {
         let mut ch = check(&c.backups_dir(), None).assert(sql_eq("select count(*) from far", 77));
         ch.backup = Some(id.into());
@@ -249,7 +265,11 @@ async fn primary_with_higher_connection_settings_restores() {
     let c = restorecheck_core::fixture::SampleCluster::create(
         &dir.path().join("cluster"),
         restorecheck_core::fixture::SampleOptions {
-            extra_conf: vec!["max_connections = 150".into(), "max_prepared_transactions = 10".into(), "max_locks_per_transaction = 128".into()],
+            extra_conf: vec![
+                "max_connections = 150".into(),
+                "max_prepared_transactions = 10".into(),
+                "max_locks_per_transaction = 128".into(),
+            ],
             ..Default::default()
         },
     )
@@ -259,7 +279,11 @@ async fn primary_with_higher_connection_settings_restores() {
     c.basebackup("b1", &["-Ft", "-Xnone"]).await.unwrap();
     c.add_rows(2).await.unwrap();
     c.switch_and_archive().await.unwrap();
-    let r = run(&dir, check(&c.backups_dir(), Some(&c.archive_dir())).assert(sql_eq("select count(*) from registrations", 5))).await;
+    let r = run(
+        &dir,
+        check(&c.backups_dir(), Some(&c.archive_dir())).assert(sql_eq("select count(*) from registrations", 5)),
+    )
+    .await;
     assert_pass(&r);
 }
 

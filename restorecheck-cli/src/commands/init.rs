@@ -17,7 +17,11 @@ pub fn run(args: InitArgs) -> ExitStatus {
     };
     match file.and_then(|mut f| f.write_all(TEMPLATE.as_bytes())) {
         Ok(()) => {
-            println!("wrote {}; edit the paths and queries, then: restorecheck validate -c {}", args.output.display(), args.output.display());
+            println!(
+                "wrote {}; edit the paths and queries, then: restorecheck validate -c {}",
+                args.output.display(),
+                args.output.display()
+            );
             ExitStatus::Success
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

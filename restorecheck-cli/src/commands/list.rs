@@ -32,11 +32,15 @@ pub async fn run(args: ConfigArgs) -> ExitStatus {
                         );
                     }
                 }
-                json.push(serde_json::json!({"check": check.name, "source": check.source.describe(), "backups": backups}));
+                json.push(
+                    serde_json::json!({"check": check.name, "source": check.source.describe(), "backups": backups}),
+                );
             }
             Err(e) => {
                 status = status.max_with(super::report_error(&e));
-                json.push(serde_json::json!({"check": check.name, "source": check.source.describe(), "error": e.to_string()}));
+                json.push(
+                    serde_json::json!({"check": check.name, "source": check.source.describe(), "error": e.to_string()}),
+                );
             }
         }
     }
@@ -51,6 +55,10 @@ trait MaxWith {
 }
 impl MaxWith for ExitStatus {
     fn max_with(self, other: ExitStatus) -> ExitStatus {
-        if other.code() > self.code() { other } else { self }
+        if other.code() > self.code() {
+            other
+        } else {
+            self
+        }
     }
 }

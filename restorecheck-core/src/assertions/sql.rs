@@ -57,12 +57,32 @@ impl SqlAssertion {
 
     /// A query that must return `min` or more (e.g. a row count).
     pub fn min(sql: &str, min: f64) -> Self {
-        Self { cfg: SqlAssertionConfig { name: None, sql: sql.into(), database: None, equals: None, min: Some(min), max: None, max_age: None } }
+        Self {
+            cfg: SqlAssertionConfig {
+                name: None,
+                sql: sql.into(),
+                database: None,
+                equals: None,
+                min: Some(min),
+                max: None,
+                max_age: None,
+            },
+        }
     }
 
     /// A query returning a timestamp that must be younger than `age`.
     pub fn max_age(sql: &str, age: Duration) -> Self {
-        Self { cfg: SqlAssertionConfig { name: None, sql: sql.into(), database: None, equals: None, min: None, max: None, max_age: Some(age) } }
+        Self {
+            cfg: SqlAssertionConfig {
+                name: None,
+                sql: sql.into(),
+                database: None,
+                equals: None,
+                min: None,
+                max: None,
+                max_age: Some(age),
+            },
+        }
     }
 
     fn describe_expected(&self) -> Option<String> {
@@ -141,7 +161,11 @@ impl Assertion for SqlAssertion {
     fn name(&self) -> String {
         self.cfg.name.clone().unwrap_or_else(|| {
             let s: String = self.cfg.sql.split_whitespace().collect::<Vec<_>>().join(" ");
-            if s.chars().count() > 60 { format!("{}…", s.chars().take(59).collect::<String>()) } else { s }
+            if s.chars().count() > 60 {
+                format!("{}…", s.chars().take(59).collect::<String>())
+            } else {
+                s
+            }
         })
     }
 
@@ -155,9 +179,19 @@ impl Assertion for SqlAssertion {
             match e.as_db_error() {
                 Some(d) if is_data_problem(d.code()) => Ok(self.fail(
                     None,
-                    format!("{what} failed in the restored database {db:?}: {} (SQLSTATE {})", d.message(), d.code().code()),
+                    format!(
+                        "{what} failed in the restored database {db:?}: {} (SQLSTATE {})",
+                        d.message(),
+                        d.code().code()
+                    ),
                 )),
-                _ => Err(Error::Assertion { name: self.name(), message: format!("{what} failed: {}", e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())) }),
+                _ => Err(Error::Assertion {
+                    name: self.name(),
+                    message: format!(
+                        "{what} failed: {}",
+                        e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+                    ),
+                }),
             }
         };
         let client = match ctx.connection.config(db).connect(tokio_postgres::NoTls).await {
@@ -191,7 +225,10 @@ impl Assertion for SqlAssertion {
         }
         if self.cfg.min.is_some() || self.cfg.max.is_some() {
             let Ok(n) = text.trim().parse::<f64>() else {
-                return Err(Error::Assertion { name: self.name(), message: format!("min/max need a number, the query returned {text:?}") });
+                return Err(Error::Assertion {
+                    name: self.name(),
+                    message: format!("min/max need a number, the query returned {text:?}"),
+                });
             };
             if let Some(min) = self.cfg.min {
                 if n < min {
@@ -207,13 +244,15 @@ impl Assertion for SqlAssertion {
         if let Some(max_age) = self.cfg.max_age {
             // Age computed by the server in the same session, so the value's own time zone and
             // DateStyle are interpreted exactly as the database meant them.
-            let row = client
-                .query_one("select extract(epoch from (now() - $1::text::timestamptz))::float8", &[&text])
-                .await;
+            let row =
+                client.query_one("select extract(epoch from (now() - $1::text::timestamptz))::float8", &[&text]).await;
             let age = match row {
                 Ok(r) => r.get::<_, f64>(0),
                 Err(e) => {
-                    return Err(Error::Assertion { name: self.name(), message: format!("max_age needs a timestamp, the query returned {text:?}: {e}") })
+                    return Err(Error::Assertion {
+                        name: self.name(),
+                        message: format!("max_age needs a timestamp, the query returned {text:?}: {e}"),
+                    })
                 }
             };
             if age > max_age.as_secs_f64() {

@@ -135,10 +135,7 @@ mod tests {
 
     #[test]
     fn version_strings() {
-        assert_eq!(
-            parse_version("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"),
-            Some((15, "15.18".into()))
-        );
+        assert_eq!(parse_version("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"), Some((15, "15.18".into())));
         assert_eq!(parse_version("postgres (PostgreSQL) 17beta1"), Some((17, "17beta1".into())));
         assert_eq!(parse_version("nonsense"), None);
     }

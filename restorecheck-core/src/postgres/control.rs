@@ -33,11 +33,8 @@ const MINIMUMS: &[(&str, &str)] = &[
 impl ControlData {
     /// Parses `pg_controldata` output (run with `LC_ALL=C`).
     pub fn parse(text: &str) -> Result<Self> {
-        let map: HashMap<&str, &str> = text
-            .lines()
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim(), v.trim()))
-            .collect();
+        let map: HashMap<&str, &str> =
+            text.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim(), v.trim())).collect();
         let num = |k: &str| map.get(k).and_then(|v| v.parse::<u64>().ok());
         let wal_segment_size = num("Bytes per WAL segment").ok_or_else(|| {
             Error::defect("pg_controldata did not report 'Bytes per WAL segment': pg_control is unreadable")
@@ -46,10 +43,7 @@ impl ControlData {
             state: map.get("Database cluster state").unwrap_or(&"").to_string(),
             wal_segment_size,
             checksum_version: num("Data page checksum version").unwrap_or(0) as u32,
-            hot_standby_minimums: MINIMUMS
-                .iter()
-                .filter_map(|(label, guc)| num(label).map(|v| (*guc, v)))
-                .collect(),
+            hot_standby_minimums: MINIMUMS.iter().filter_map(|(label, guc)| num(label).map(|v| (*guc, v))).collect(),
             timeline: num("Latest checkpoint's TimeLineID").map(|v| v as u32),
         })
     }

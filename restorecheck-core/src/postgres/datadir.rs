@@ -48,4 +48,3 @@ pub fn prepare(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
     fs::set_permissions(data, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io("chmod 0700", data, e))?;
     Ok(notes)
 }
-

@@ -197,9 +197,8 @@ async fn recovery_facts(c: &tokio_postgres::Client, log: Option<&str>) -> Result
     let seg: Option<i64> = row.get(4);
     let log = log.unwrap_or("");
     let end_lsn = lsn.and_then(|s| s.parse::<Lsn>().ok()).or_else(|| parse_redo_done(log));
-    let last_replayed_at = ts
-        .and_then(|t| Utc.timestamp_micros((t * 1e6) as i64).single())
-        .or_else(|| parse_last_transaction(log));
+    let last_replayed_at =
+        ts.and_then(|t| Utc.timestamp_micros((t * 1e6) as i64).single()).or_else(|| parse_last_transaction(log));
     let timeline = u32::from_str_radix(walfile.get(0..8).unwrap_or(""), 16).ok();
     Ok(RecoveryInfo {
         end_lsn,
@@ -224,10 +223,8 @@ pub fn parse_redo_done(log: &str) -> Option<Lsn> {
 /// `last completed transaction was at log time 2026-11-26 05:01:02.123456+00` → the time
 /// (we force `log_timezone=UTC`).
 pub fn parse_last_transaction(log: &str) -> Option<DateTime<Utc>> {
-    let rest = log
-        .lines()
-        .rev()
-        .find_map(|l| l.split_once("last completed transaction was at log time ").map(|x| x.1))?;
+    let rest =
+        log.lines().rev().find_map(|l| l.split_once("last completed transaction was at log time ").map(|x| x.1))?;
     let s = rest.trim().trim_end_matches("+00").trim_end_matches(" UTC");
     chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").ok().map(|n| n.and_utc())
 }

@@ -112,14 +112,40 @@ pub fn safety_settings(i: &SafeSettingsInput<'_>) -> Vec<(String, String)> {
 /// True when `name` is one of the settings [`safety_settings`] controls (users may not change it).
 pub fn is_protected(name: &str) -> bool {
     const PROTECTED: &[&str] = &[
-        "data_directory", "hba_file", "ident_file", "external_pid_file", "listen_addresses", "port",
-        "unix_socket_directories", "unix_socket_group", "unix_socket_permissions", "archive_mode",
-        "archive_command", "archive_library", "archive_cleanup_command", "recovery_end_command",
-        "primary_conninfo", "primary_slot_name", "synchronous_standby_names", "max_wal_senders",
-        "max_logical_replication_workers", "restore_command", "recovery_target",
-        "recovery_target_lsn", "recovery_target_name", "recovery_target_time", "recovery_target_xid",
-        "recovery_target_timeline", "recovery_target_action", "logging_collector", "log_destination",
-        "lc_messages", "log_min_messages", "log_line_prefix", "log_timezone", "stats_temp_directory",
+        "data_directory",
+        "hba_file",
+        "ident_file",
+        "external_pid_file",
+        "listen_addresses",
+        "port",
+        "unix_socket_directories",
+        "unix_socket_group",
+        "unix_socket_permissions",
+        "archive_mode",
+        "archive_command",
+        "archive_library",
+        "archive_cleanup_command",
+        "recovery_end_command",
+        "primary_conninfo",
+        "primary_slot_name",
+        "synchronous_standby_names",
+        "max_wal_senders",
+        "max_logical_replication_workers",
+        "restore_command",
+        "recovery_target",
+        "recovery_target_lsn",
+        "recovery_target_name",
+        "recovery_target_time",
+        "recovery_target_xid",
+        "recovery_target_timeline",
+        "recovery_target_action",
+        "logging_collector",
+        "log_destination",
+        "lc_messages",
+        "log_min_messages",
+        "log_line_prefix",
+        "log_timezone",
+        "stats_temp_directory",
         "config_file",
     ];
     PROTECTED.contains(&name)
@@ -140,13 +166,8 @@ host    all           all   all   trust\n";
 
 /// Builds the `postgres` argument list: `-D dir` then `-c k=v` for every setting, with user
 /// `settings` applied between the fast defaults and the safety settings (which always win).
-pub fn command_line(
-    data_dir: &Path,
-    safety: &[(String, String)],
-    user: &[(String, String)],
-) -> Vec<String> {
-    let mut merged: Vec<(String, String)> =
-        FAST_DEFAULTS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+pub fn command_line(data_dir: &Path, safety: &[(String, String)], user: &[(String, String)]) -> Vec<String> {
+    let mut merged: Vec<(String, String)> = FAST_DEFAULTS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     for (k, v) in user.iter().chain(safety.iter()) {
         merged.retain(|(n, _)| n != k);
         merged.push((k.clone(), v.clone()));

@@ -74,8 +74,7 @@ impl OsUser {
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-        .map_err(|e| Error::io("changing owner", path, e))?;
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| Error::io("changing owner", path, e))?;
     let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io("reading", path, e))?;
     if meta.is_dir() {
         for entry in std::fs::read_dir(path).map_err(|e| Error::io("listing", path, e))? {

@@ -264,7 +264,8 @@ impl BackupSource for BaseBackupSource {
 
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
         let dir = self.backup_dir(&backup.id);
-        let layout = detect(&dir).ok_or_else(|| Error::defect(format!("{} no longer holds a backup", dir.display())))?;
+        let layout =
+            detect(&dir).ok_or_else(|| Error::defect(format!("{} no longer holds a backup", dir.display())))?;
         let (_, owner) = read_label(&dir, &layout)?;
         let bytes = match &layout {
             Layout::Plain => copy_plain(ctx, &dir, req).await?,

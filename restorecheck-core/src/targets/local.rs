@@ -18,8 +18,8 @@ use crate::postgres::control::ControlData;
 use crate::postgres::datadir;
 use crate::postgres::server::{self, ServerProbe};
 use crate::postgres::settings::{self, SafeSettingsInput};
-use crate::postgres::user::{self, OsUser};
 use crate::postgres::tail_file;
+use crate::postgres::user::{self, OsUser};
 use crate::source::{FetchedBackup, WalSupply};
 use crate::target::{Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer};
 
@@ -112,7 +112,7 @@ impl RestoreTarget for LocalTarget {
         let bin = binaries::find(backup.pg_major, self.cfg.bin_dir.as_deref())?;
         let data = &backup.data_dir;
         let control = ControlData::read(&bin.path, data).await?;
-        let mut warnings = datadir::prepare(data, &backup.wal)?;
+        let mut notes = datadir::prepare(data, &backup.wal)?;
 
         let hba = req.work_dir.join("pg_hba.conf");
         let ident = req.work_dir.join("pg_ident.conf");
@@ -138,7 +138,7 @@ impl RestoreTarget for LocalTarget {
                 os_user.name, os_user.uid
             );
             tracing::info!("{note}");
-            warnings.push(note);
+            notes.push(note);
         }
 
         let port = free_port();
@@ -170,7 +170,9 @@ impl RestoreTarget for LocalTarget {
         let _ = ctx;
 
         let mut users: Vec<String> = Vec::new();
-        for u in self.cfg.user.iter().cloned().chain(["postgres".to_string()]).chain(backup.superuser_hints.iter().cloned()) {
+        for u in
+            self.cfg.user.iter().cloned().chain(["postgres".to_string()]).chain(backup.superuser_hints.iter().cloned())
+        {
             if !users.contains(&u) {
                 users.push(u);
             }
@@ -184,7 +186,7 @@ impl RestoreTarget for LocalTarget {
             connection: None,
             stop_timeout: self.cfg.stop_timeout.unwrap_or(Duration::from_secs(30)),
             mode: if restore_command.is_some() { "archive" } else { "crash" },
-            warnings,
+            notes,
         }))
     }
 }
@@ -195,10 +197,7 @@ fn write(path: &Path, text: &str) -> Result<()> {
 
 /// A port no one listens on now (the server only names its socket file with it).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(5432)
+    std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(5432)
 }
 
 /// Spawns `postgres` as `user` with output to `log_path`, in its own process group (a
@@ -250,14 +249,7 @@ pub struct LocalServer {
     connection: Option<Connection>,
     stop_timeout: Duration,
     mode: &'static str,
-    warnings: Vec<String>,
-}
-
-impl LocalServer {
-    /// Notes gathered while preparing (settings dropped, user switched).
-    pub fn warnings(&self) -> &[String] {
-        &self.warnings
-    }
+    notes: Vec<String>,
 }
 
 struct LocalProbe<'a> {
@@ -305,8 +297,8 @@ impl RunningServer for LocalServer {
         tail_file(&self.log_path, lines)
     }
 
-    fn warnings(&self) -> Vec<String> {
-        self.warnings.clone()
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
     }
 
     async fn teardown(&mut self) -> Result<()> {
@@ -323,7 +315,11 @@ async fn stop_child(child: &mut tokio::process::Child, timeout: Duration) {
     use nix::unistd::Pid;
     let Some(pid) = child.id() else { return };
     let pid = Pid::from_raw(pid as i32);
-    for (sig, wait) in [(Signal::SIGINT, timeout), (Signal::SIGQUIT, Duration::from_secs(10)), (Signal::SIGKILL, Duration::from_secs(10))] {
+    for (sig, wait) in [
+        (Signal::SIGINT, timeout),
+        (Signal::SIGQUIT, Duration::from_secs(10)),
+        (Signal::SIGKILL, Duration::from_secs(10)),
+    ] {
         if matches!(child.try_wait(), Ok(Some(_))) {
             return;
         }
@@ -343,7 +339,8 @@ impl Drop for LocalServer {
         // an immediate shutdown, so no server outlives the run.
         if let Some(child) = &mut self.child {
             if let Some(pid) = child.id() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGQUIT);
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGQUIT);
                 let deadline = std::time::Instant::now() + Duration::from_secs(10);
                 while std::time::Instant::now() < deadline {
                     if matches!(child.try_wait(), Ok(Some(_))) {

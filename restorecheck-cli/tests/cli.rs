@@ -1,0 +1,238 @@
+//! The CLI contract: commands, exit codes, the JSON report, and cleanup after SIGINT.
+
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use restorecheck_core::fixture::{SampleCluster, SampleOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_restorecheck");
+
+struct Dir(PathBuf);
+impl Dir {
+    fn new(name: &str) -> Self {
+        let p = PathBuf::from("/var/tmp/restorecheck-cli-tests").join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(p.join("work")).unwrap();
+        for d in [p.parent().unwrap(), p.as_path(), &p.join("work")] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        Dir(p)
+    }
+    fn work(&self) -> PathBuf {
+        self.0.join("work")
+    }
+}
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(dir: &Dir, backups: &Path, archive: Option<&Path>, asserts: &str) -> PathBuf {
+    let archive = archive.map(|a| format!("wal_archive = \"{}\"\n", a.display())).unwrap_or_default();
+    let text = format!(
+        "work_dir = \"{}\"\n\n[[check]]\nname = \"app\"\ndatabase = \"app\"\n\n[check.source]\nkind = \"basebackup\"\npath = \"{}\"\n{archive}\n{asserts}",
+        dir.work().display(),
+        backups.display()
+    );
+    let p = dir.0.join("restorecheck.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn rc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn no_server_under(root: &Path) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().all(|e| {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        !(cmd.contains("postgres") && cmd.contains(&*root.to_string_lossy()))
+    })
+}
+
+async fn sample(dir: &Dir, rows: u32) -> SampleCluster {
+    let c = SampleCluster::create(&dir.0.join("cluster"), SampleOptions::default()).await.unwrap();
+    c.create_app(rows).await.unwrap();
+    c
+}
+
+#[tokio::test]
+async fn run_exit_codes_and_json_contract() {
+    let dir = Dir::new("run");
+    let c = sample(&dir, 42).await;
+    c.basebackup("b1", &["-Ft", "-z", "-Xstream"]).await.unwrap();
+
+    let good = config(
+        &dir,
+        &c.backups_dir(),
+        None,
+        "[[check.assert]]\nname = \"rows\"\nsql = \"select count(*) from registrations\"\nequals = 42\n",
+    );
+    let (code, out, err) = rc(&["run", "-c", good.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["verdict"], "pass");
+    let ch = &v["checks"][0];
+    assert_eq!(ch["name"], "app");
+    assert_eq!(ch["failure"], serde_json::Value::Null);
+    assert_eq!(ch["backup"]["id"], "b1");
+    assert!(ch["backup"]["taken_at"].is_string());
+    assert!(ch["recovery"]["end_lsn"].is_string());
+    assert!(ch["recovery"]["timeline"].is_number());
+    assert_eq!(ch["assertions"][0]["name"], "rows");
+    assert_eq!(ch["assertions"][0]["verdict"], "pass");
+    assert_eq!(ch["assertions"][0]["observed"], 42);
+    for k in ["fetch", "restore", "recovery", "assert", "teardown", "total"] {
+        assert!(ch["timings"][k].is_number(), "timings.{k}");
+    }
+
+    let (code, out, _) = rc(&["run", "-c", good.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("PASS  app in "), "{out}");
+
+    let bad = config(
+        &dir,
+        &c.backups_dir(),
+        None,
+        "[[check.assert]]\nsql = \"select count(*) from registrations\"\nmin = 43\n",
+    );
+    let (code, out, _) = rc(&["run", "-c", bad.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["verdict"], "fail");
+    assert_eq!(v["checks"][0]["failure"]["phase"], "assert");
+    assert_eq!(v["checks"][0]["assertions"][0]["verdict"], "fail");
+    assert_eq!(v["checks"][0]["assertions"][0]["observed"], 42);
+
+    let (code, out, _) = rc(&["run", "-c", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("FAIL  app") && out.contains("expected at least 43"), "{out}");
+
+    assert!(std::fs::read_dir(dir.work()).unwrap().next().is_none(), "work dir left behind");
+}
+
+#[tokio::test]
+async fn list_and_validate() {
+    let dir = Dir::new("list");
+    let c = sample(&dir, 1).await;
+    c.basebackup("older", &["-Ft", "-Xstream"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.basebackup("newer", &["-Fp", "-Xstream"]).await.unwrap();
+    let cfg = config(&dir, &c.backups_dir(), None, "");
+    let (code, out, err) = rc(&["list", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let newer = out.find("newer").unwrap();
+    let older = out.find("older").unwrap();
+    assert!(newer < older, "newest first:\n{out}");
+    let (code, out, _) = rc(&["list", "-c", cfg.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["backups"][0]["id"], "newer");
+    assert_eq!(v[0]["backups"][1]["kind"], "tar");
+
+    let (code, out, err) = rc(&["validate", "-c", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok    app"), "{out}");
+
+    let missing = config(&dir, Path::new("/nonexistent/backups"), None, "");
+    let (code, out, _) = rc(&["validate", "-c", missing.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(out.contains("/nonexistent/backups"), "{out}");
+}
+
+#[test]
+fn config_errors_exit_2_with_line_numbers() {
+    let dir = Dir::new("cfg");
+    let p = dir.0.join("bad.toml");
+    std::fs::write(
+        &p,
+        "[[check]]\nname = \"x\"\n\n[check.source]\nkind = \"basebackup\"\npath = \"/b\"\nwal_arhive = \"/w\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = rc(&["run", "-c", p.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("line 7") && err.contains("wal_arhive"), "{err}");
+    let (code, _, err) = rc(&["validate", "-c", dir.0.join("missing.toml").to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("restorecheck init"), "{err}");
+    let (code, _, _) = rc(&["run", "--bogus"]);
+    assert_eq!(code, 2, "usage errors exit 2 (clap)");
+}
+
+#[test]
+fn init_writes_a_config_that_parses_and_refuses_to_overwrite() {
+    let dir = Dir::new("init");
+    let p = dir.0.join("restorecheck.toml");
+    let (code, _, err) = rc(&["init", "-o", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    restorecheck_core::Config::load(&p).expect("the annotated example parses");
+    let (code, _, err) = rc(&["init", "-o", p.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--force"));
+}
+
+#[tokio::test]
+async fn sigint_during_recovery_leaves_no_server_and_no_work_dir() {
+    let dir = Dir::new("sigint");
+    let c = sample(&dir, 10).await;
+    c.basebackup("b1", &["-Ft", "-Xnone"]).await.unwrap();
+    // Enough WAL that replaying it from the archive takes a while.
+    for _ in 0..6 {
+        c.exec("app", "insert into registrations (email) select md5(g::text) from generate_series(1, 150000) g")
+            .await
+            .unwrap();
+        c.switch_and_archive().await.unwrap();
+    }
+    let cfg = config(
+        &dir,
+        &c.backups_dir(),
+        Some(&c.archive_dir()),
+        "[[check.assert]]\nsql = \"select count(*) from registrations\"\nmin = 1\n",
+    );
+    let mut child = Command::new(BIN)
+        .args(["run", "-c", cfg.to_str().unwrap(), "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the restored server is replaying archived WAL, then interrupt.
+    let until = Instant::now() + Duration::from_secs(120);
+    let mut replaying = false;
+    while Instant::now() < until && !replaying {
+        if let Ok(rd) = std::fs::read_dir(dir.work()) {
+            for e in rd.flatten() {
+                let log = std::fs::read_to_string(e.path().join("postgres.log")).unwrap_or_default();
+                replaying |= log.contains("restored log file");
+            }
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(replaying, "the restore never reached WAL replay");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "cancelled runs exit 2\n{stdout}\n{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["verdict"], "error");
+    assert!(v["checks"][0]["failure"]["message"].as_str().unwrap().contains("cancelled"));
+    assert!(stderr.contains("received SIGINT"), "{stderr}");
+    assert!(no_server_under(&dir.work()), "a postgres process survived SIGINT");
+    let left: Vec<_> = std::fs::read_dir(dir.work()).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "work dir left behind: {left:?}");
+}
