@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what restorecheck's demo and tests need on Debian/Ubuntu: PostgreSQL server binaries
+# (pg_basebackup, initdb, …), the WAL decompressors, and GNU time for the benchmark.
+# Idempotent: installs only what is missing. Needs root (or sudo) when something is missing.
+set -euo pipefail
+
+need=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
+for tool in gzip zstd lz4; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
+[ -x /usr/bin/time ] || need+=(time)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian's package starts a cluster on 5432; restorecheck never uses it, so leave it as it is.
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install Rust from https://rustup.rs (or apt-get install cargo)" >&2
+  exit 2
+fi
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  echo "setup: running as root but there is no 'postgres' OS user for the server; creating one" >&2
+  useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+fi
+echo "setup: PostgreSQL $(ls /usr/lib/postgresql 2>/dev/null | tr '\n' ' ')ready" >&2
