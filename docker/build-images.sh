@@ -110,15 +110,17 @@ fmt_secs() { printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); }
 
 # Produce a minbase root for $suite in $root, via cache tarball if present.
 make_base_root() {
-    local suite=$1 root=$2 tmp=$3 arch cache=""
+    local suite=$1 root=$2 arch cache="" comp=()
     arch=$(dpkg --print-architecture)
-    [[ -n $BASE_CACHE_DIR ]] && cache="$BASE_CACHE_DIR/$suite-$arch-minbase.tar"
+    if command -v zstd >/dev/null; then comp=(--zstd); fi
+    [[ -n $BASE_CACHE_DIR ]] &&
+        cache="$BASE_CACHE_DIR/$suite-$arch-minbase.tar${comp:+.zst}"
 
     if [[ -n $cache && -s $cache && $REFRESH_BASE -eq 0 ]]; then
         STEP="unpack cached base $cache"
         log "  using cached minbase root $cache"
         mkdir -p "$root"
-        tar -C "$root" --numeric-owner -xpf "$cache"
+        tar -C "$root" --numeric-owner "${comp[@]}" -xpf "$cache"
         return
     fi
 
@@ -131,7 +133,9 @@ make_base_root() {
         mkdir -p "$BASE_CACHE_DIR"
         local part
         part=$(mktemp "$cache.XXXXXX")
-        tar -C "$root" --numeric-owner -cf "$part" .
+        tar -C "$root" --numeric-owner "${comp[@]}" \
+            --exclude='./var/cache/apt/archives/*.deb' \
+            --exclude='./var/lib/apt/lists/*' -cf "$part" .
         mv -f "$part" "$cache"       # atomic: parallel runs never see half a file
         log "  cached minbase root as $cache"
     fi
@@ -156,7 +160,7 @@ build_one() {
     LOG="$tmp/build.log"
     : >"$LOG"
 
-    make_base_root "$suite" "$root" "$tmp"
+    make_base_root "$suite" "$root"
 
     STEP="configure chroot ($suite)"
     mount -t proc proc "$root/proc"

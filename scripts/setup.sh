@@ -8,6 +8,8 @@ need=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
 for tool in gzip zstd lz4; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
 [ -x /usr/bin/time ] || need+=(time)
+# The docker target's tests build their PostgreSQL images from a Debian root (docker/build-images.sh).
+if command -v docker >/dev/null 2>&1; then command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap); fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -18,9 +18,18 @@ fn main() {
         }
     };
     let status = rt.block_on(commands::dispatch(args));
+    log_peak_rss();
     // Drop the runtime before exiting so background tasks end cleanly.
     drop(rt);
     std::process::exit(status.code());
+}
+
+/// Logs this process's own peak memory (RUSAGE_SELF excludes the PostgreSQL children, which
+/// external tools such as `/usr/bin/time` count in).
+fn log_peak_rss() {
+    if let Ok(u) = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
+        tracing::info!("peak RSS of restorecheck itself: {:.1} MB", u.max_rss() as f64 / 1024.0);
+    }
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

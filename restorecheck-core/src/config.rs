@@ -16,7 +16,7 @@ use crate::runner::Check;
 use crate::source::BackupSource;
 use crate::sources::{BaseBackupConfig, BaseBackupSource};
 use crate::target::RestoreTarget;
-use crate::targets::{LocalTarget, LocalTargetConfig};
+use crate::targets::{DockerTarget, DockerTargetConfig, LocalTarget, LocalTargetConfig};
 
 /// Default deadline of a check.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -110,6 +110,10 @@ impl Default for Registry {
         });
         r.register_target("local", |t| {
             Ok(Arc::new(LocalTarget::new(options::<LocalTargetConfig>("target local", t)?)?) as Arc<dyn RestoreTarget>)
+        });
+        r.register_target("docker", |t| {
+            Ok(Arc::new(DockerTarget::new(options::<DockerTargetConfig>("target docker", t)?)?)
+                as Arc<dyn RestoreTarget>)
         });
         r.register_assertion("sql", |t| {
             Ok(Arc::new(SqlAssertion::new(options::<SqlAssertionConfig>("assertion sql", t)?)?) as Arc<dyn Assertion>)

@@ -17,9 +17,10 @@ use crate::report::Phase;
 use crate::target::{Connection, RecoveryInfo};
 
 /// How a target tells the wait loop about its server.
+#[async_trait::async_trait]
 pub trait ServerProbe: Send {
     /// `Some(description)` once the server process has exited.
-    fn exited(&mut self) -> Option<String>;
+    async fn exited(&mut self) -> Option<String>;
     /// The server log so far (all of it, or a generous tail).
     fn log(&self) -> Option<String>;
     /// The target kind, for error messages.
@@ -99,14 +100,14 @@ pub async fn wait_until_promoted(
         if ctx.cancel.is_cancelled() {
             return Err(Error::Cancelled { phase: Phase::Recovery });
         }
-        if let Some(exit) = probe.exited() {
+        if let Some(exit) = probe.exited().await {
             return Err(died_error(probe.target_kind(), &exit, probe.log()));
         }
         let Some(user) = users.get(user_idx) else {
             return Err(Error::Target {
                 target_kind: probe.target_kind(),
                 message: format!(
-                    "none of the roles {users:?} exist in the restored cluster; set target.user to its superuser"
+                    "none of the roles {users:?} exist in the restored cluster; set target.superuser to its superuser role"
                 ),
                 log_tail: None,
             });

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -15,12 +14,11 @@ use crate::context::RunContext;
 use crate::error::{Error, Result};
 use crate::postgres::binaries::{self, BinDir};
 use crate::postgres::control::ControlData;
-use crate::postgres::datadir;
+use crate::postgres::launch::{self, Launch, LaunchSpec};
 use crate::postgres::server::{self, ServerProbe};
-use crate::postgres::settings::{self, SafeSettingsInput};
 use crate::postgres::tail_file;
-use crate::postgres::user::{self, OsUser};
-use crate::source::{FetchedBackup, WalSupply};
+use crate::postgres::user::OsUser;
+use crate::source::FetchedBackup;
 use crate::target::{Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer};
 
 /// Options of target `local` (`[check.target] kind = "local"`).
@@ -31,8 +29,8 @@ pub struct LocalTargetConfig {
     pub bin_dir: Option<PathBuf>,
     /// OS user the server runs as when restorecheck runs as root (default `postgres`).
     pub os_user: Option<String>,
-    /// Database superuser to connect as; default: tried from `postgres` and the backup's owner.
-    pub user: Option<String>,
+    /// Database superuser role to connect as; default: `postgres`, then the backup's owner.
+    pub superuser: Option<String>,
     /// Extra server settings (`-c name=value`); settings that keep the copy away from
     /// production cannot be overridden.
     #[serde(default)]
@@ -46,33 +44,14 @@ pub struct LocalTargetConfig {
 #[derive(Debug, Clone)]
 pub struct LocalTarget {
     cfg: LocalTargetConfig,
+    user_settings: Vec<(String, String)>,
 }
 
 impl LocalTarget {
-    /// A local target with the given options; validates `settings`.
+    /// A local target with the given options; rejects settings that would undo the isolation.
     pub fn new(cfg: LocalTargetConfig) -> Result<Self> {
-        for k in cfg.settings.keys() {
-            if settings::is_protected(k) {
-                return Err(Error::config(format!(
-                    "target.settings.{k} cannot be changed: restorecheck sets it to keep the restored copy away from production"
-                )));
-            }
-        }
-        Ok(Self { cfg })
-    }
-
-    fn user_settings(&self) -> Vec<(String, String)> {
-        self.cfg
-            .settings
-            .iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    toml::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                (k.clone(), v)
-            })
-            .collect()
+        let user_settings = launch::user_settings(&cfg.settings)?;
+        Ok(Self { cfg, user_settings })
     }
 }
 
@@ -102,81 +81,26 @@ impl RestoreTarget for LocalTarget {
         backup: &FetchedBackup,
         req: &RestoreRequest,
     ) -> Result<Box<dyn RunningServer>> {
-        if backup.pg_major < 12 {
-            return Err(Error::Tooling {
-                what: format!("backups of PostgreSQL {} are not supported (recovery.conf era)", backup.pg_major),
-                hint: "restorecheck supports PostgreSQL 12 and later".into(),
-            });
-        }
+        launch::check_version(backup.pg_major)?;
         let os_user = OsUser::resolve(self.cfg.os_user.as_deref())?;
         let bin = binaries::find(backup.pg_major, self.cfg.bin_dir.as_deref())?;
-        let data = &backup.data_dir;
-        let control = ControlData::read(&bin.path, data).await?;
-        let mut notes = datadir::prepare(data, &backup.wal)?;
-
-        let hba = req.work_dir.join("pg_hba.conf");
-        let ident = req.work_dir.join("pg_ident.conf");
-        write(&hba, settings::HBA_CONF)?;
-        write(&ident, "")?;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&req.socket_dir)
-            .map_err(|e| Error::io("creating socket dir", &req.socket_dir, e))?;
-        os_user.chown_tree(&req.work_dir)?;
-        os_user.chown_tree(&req.socket_dir)?;
-        // The server user must reach its data dir through the folders above it.
-        user::check_readable(&os_user, data)?;
-        if let WalSupply::RestoreCommand { readable_paths, .. } = &backup.wal {
-            for p in readable_paths {
-                user::check_readable(&os_user, p)?;
-            }
-        }
-        if os_user.switched {
-            let note = format!(
-                "running as root: the restored server runs as OS user {:?} (uid {})",
-                os_user.name, os_user.uid
-            );
-            tracing::info!("{note}");
-            notes.push(note);
-        }
-
-        let port = free_port();
-        let restore_command = match &backup.wal {
-            WalSupply::RestoreCommand { command, .. } => Some(command.as_str()),
-            WalSupply::SelfContained => None,
-        };
-        let safety = settings::safety_settings(&SafeSettingsInput {
-            major: backup.pg_major,
-            data_dir: data,
-            socket_dir: &req.socket_dir,
-            port,
-            hba_file: &hba,
-            ident_file: &ident,
-            listen_addresses: "",
-            restore_command,
-            hot_standby_minimums: &control.hot_standby_minimums,
-        });
-        let args = settings::command_line(data, &safety, &self.user_settings());
-        let log_path = req.work_dir.join("postgres.log");
+        let control = ControlData::read(&bin.path, &backup.data_dir).await?;
+        let Launch { args, log_path, port, users, mode, notes } = launch::prepare(&LaunchSpec {
+            backup,
+            req,
+            os_user: &os_user,
+            control: &control,
+            user_settings: &self.user_settings,
+            db_user: self.cfg.superuser.as_deref(),
+        })?;
         let child = spawn_postgres(&bin, &os_user, &args, &log_path)?;
         tracing::info!(
-            "started PostgreSQL {} (pid {}) on {} [{}]",
+            "started PostgreSQL {} (pid {}) on {} [{mode} recovery]",
             bin.version,
             child.id().unwrap_or_default(),
-            data.display(),
-            if restore_command.is_some() { "archive recovery" } else { "crash recovery" }
+            backup.data_dir.display(),
         );
         let _ = ctx;
-
-        let mut users: Vec<String> = Vec::new();
-        for u in
-            self.cfg.user.iter().cloned().chain(["postgres".to_string()]).chain(backup.superuser_hints.iter().cloned())
-        {
-            if !users.contains(&u) {
-                users.push(u);
-            }
-        }
         Ok(Box::new(LocalServer {
             child: Some(child),
             log_path,
@@ -185,19 +109,10 @@ impl RestoreTarget for LocalTarget {
             users,
             connection: None,
             stop_timeout: self.cfg.stop_timeout.unwrap_or(Duration::from_secs(30)),
-            mode: if restore_command.is_some() { "archive" } else { "crash" },
+            mode,
             notes,
         }))
     }
-}
-
-fn write(path: &Path, text: &str) -> Result<()> {
-    fs::write(path, text).map_err(|e| Error::io("writing", path, e))
-}
-
-/// A port no one listens on now (the server only names its socket file with it).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(5432)
 }
 
 /// Spawns `postgres` as `user` with output to `log_path`, in its own process group (a
@@ -257,8 +172,9 @@ struct LocalProbe<'a> {
     log_path: &'a Path,
 }
 
+#[async_trait]
 impl ServerProbe for LocalProbe<'_> {
-    fn exited(&mut self) -> Option<String> {
+    async fn exited(&mut self) -> Option<String> {
         let c = self.child.as_mut()?;
         match c.try_wait() {
             Ok(Some(st)) => Some(st.to_string()),

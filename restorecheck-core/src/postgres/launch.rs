@@ -1,0 +1,156 @@
+//! Everything between "fetched files" and "a server process to spawn" that every target shares:
+//! preparing the data directory, our own hba/ident files, the socket dir, ownership, the safe
+//! command line, and the list of roles to try. Targets only differ in *how* they run the
+//! resulting `postgres` command (a local process, a container) and how they stop it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::postgres::control::ControlData;
+use crate::postgres::datadir;
+use crate::postgres::settings::{self, SafeSettingsInput};
+use crate::postgres::user::{self, OsUser};
+use crate::source::{FetchedBackup, WalSupply};
+use crate::target::RestoreRequest;
+
+/// Inputs of [`prepare`].
+#[derive(Debug)]
+pub struct LaunchSpec<'a> {
+    /// The fetched backup.
+    pub backup: &'a FetchedBackup,
+    /// The work and socket dirs.
+    pub req: &'a RestoreRequest,
+    /// Who the server runs as (files are chowned to it).
+    pub os_user: &'a OsUser,
+    /// `pg_control` facts of the data directory.
+    pub control: &'a ControlData,
+    /// The user's extra settings.
+    pub user_settings: &'a [(String, String)],
+    /// Database role configured by the user, tried first.
+    pub db_user: Option<&'a str>,
+}
+
+/// What a target needs to run the server.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// `postgres` arguments (`-D … -c …`).
+    pub args: Vec<String>,
+    /// Where the server's stderr must go (targets read it for errors).
+    pub log_path: PathBuf,
+    /// Port naming the socket file.
+    pub port: u16,
+    /// Roles to try when connecting, in order.
+    pub users: Vec<String>,
+    /// `archive` or `crash`.
+    pub mode: &'static str,
+    /// Notes for the report.
+    pub notes: Vec<String>,
+}
+
+/// Rejects user settings that would undo the isolation, and renders values as strings.
+pub fn user_settings(map: &BTreeMap<String, toml::Value>) -> Result<Vec<(String, String)>> {
+    map.iter()
+        .map(|(k, v)| {
+            if settings::is_protected(k) {
+                return Err(Error::config(format!(
+                    "target.settings.{k} cannot be changed: restorecheck sets it to keep the restored copy away from production"
+                )));
+            }
+            let v = match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Ok((k.clone(), v))
+        })
+        .collect()
+}
+
+/// Refuses versions whose recovery works differently (recovery.conf era).
+pub fn check_version(major: u32) -> Result<()> {
+    if major < 12 {
+        return Err(Error::Tooling {
+            what: format!("backups of PostgreSQL {major} are not supported (recovery.conf era)"),
+            hint: "restorecheck supports PostgreSQL 12 and later".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Prepares the work dir and returns the launch plan.
+pub fn prepare(spec: &LaunchSpec<'_>) -> Result<Launch> {
+    let LaunchSpec { backup, req, os_user, control, user_settings, db_user } = spec;
+    check_version(backup.pg_major)?;
+    let data = &backup.data_dir;
+    let mut notes = datadir::prepare(data, &backup.wal)?;
+    let hba = req.work_dir.join("pg_hba.conf");
+    let ident = req.work_dir.join("pg_ident.conf");
+    write(&hba, settings::HBA_CONF)?;
+    write(&ident, "")?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&req.socket_dir)
+        .map_err(|e| Error::io("creating socket dir", &req.socket_dir, e))?;
+    os_user.chown_tree(&req.work_dir)?;
+    os_user.chown_tree(&req.socket_dir)?;
+    // The server user must reach its data dir through the folders above it.
+    user::check_readable(os_user, data)?;
+    if let WalSupply::RestoreCommand { readable_paths, .. } = &backup.wal {
+        for p in readable_paths {
+            user::check_readable(os_user, p)?;
+        }
+    }
+    if os_user.switched {
+        let note =
+            format!("running as root: the restored server runs as OS user {:?} (uid {})", os_user.name, os_user.uid);
+        tracing::info!("{note}");
+        notes.push(note);
+    }
+    let port = free_port();
+    let restore_command = match &backup.wal {
+        WalSupply::RestoreCommand { command, .. } => Some(command.as_str()),
+        WalSupply::SelfContained => None,
+    };
+    let safety = settings::safety_settings(&SafeSettingsInput {
+        major: backup.pg_major,
+        data_dir: data,
+        socket_dir: &req.socket_dir,
+        port,
+        hba_file: &hba,
+        ident_file: &ident,
+        listen_addresses: "",
+        restore_command,
+        hot_standby_minimums: &control.hot_standby_minimums,
+    });
+    let mut users: Vec<String> = Vec::new();
+    for u in db_user
+        .map(str::to_string)
+        .into_iter()
+        .chain(["postgres".to_string()])
+        .chain(backup.superuser_hints.iter().cloned())
+    {
+        if !users.contains(&u) {
+            users.push(u);
+        }
+    }
+    Ok(Launch {
+        args: settings::command_line(data, &safety, user_settings),
+        log_path: req.work_dir.join("postgres.log"),
+        port,
+        users,
+        mode: if restore_command.is_some() { "archive" } else { "crash" },
+        notes,
+    })
+}
+
+fn write(path: &Path, text: &str) -> Result<()> {
+    fs::write(path, text).map_err(|e| Error::io("writing", path, e))
+}
+
+/// A port no one listens on now (the server only names its socket file with it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(5432)
+}
