@@ -8,6 +8,9 @@ need=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
 for tool in gzip zstd lz4; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
 [ -x /usr/bin/time ] || need+=(time)
+# Backup tools the sources are tested against, for real.
+command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)
+command -v barman >/dev/null 2>&1 || need+=(barman)
 # The docker target's tests build their PostgreSQL images from a Debian root (docker/build-images.sh).
 if command -v docker >/dev/null 2>&1; then command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap); fi
 if [ ${#need[@]} -gt 0 ]; then
