@@ -118,6 +118,10 @@ impl SampleCluster {
     pub fn socket_dir(&self) -> PathBuf {
         self.root.join("sock")
     }
+    /// The port (it names the socket file in `socket_dir()`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
     /// The binaries in use.
     pub fn bin(&self) -> &BinDir {
         &self.bin

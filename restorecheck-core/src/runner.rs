@@ -246,8 +246,8 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
 
     // restore
     st.enter(Phase::Restore, ctx);
-    let server =
-        check.target.start(ctx, &fetched, &RestoreRequest::new(work.path().to_path_buf(), work.socket_dir())).await?;
+    let req = RestoreRequest::new(work.path().to_path_buf(), work.socket_dir()).with_database(&check.database);
+    let server = check.target.start(ctx, &fetched, &req).await?;
     st.server = Some(server);
 
     // recovery: wait for the real end, then prove it reached everything the source holds

@@ -75,6 +75,50 @@ pub struct ExpectedEnd {
     pub reason: String,
 }
 
+/// Format of a logical dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DumpFormat {
+    /// `pg_dump -Fc`.
+    Custom,
+    /// `pg_dump -Fd`.
+    Directory,
+    /// `pg_dump -Ft`.
+    Tar,
+    /// Plain SQL (`pg_dump -Fp`), restored with psql.
+    Plain,
+}
+
+impl std::fmt::Display for DumpFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            DumpFormat::Custom => "custom",
+            DumpFormat::Directory => "directory",
+            DumpFormat::Tar => "tar",
+            DumpFormat::Plain => "plain",
+        })
+    }
+}
+
+/// A logical dump to load into a fresh cluster the target creates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogicalDump {
+    /// The dump file or `-Fd` folder (read only).
+    pub path: PathBuf,
+    /// Its format.
+    pub format: DumpFormat,
+    /// Whole-file compression still to undo while reading (plain SQL only).
+    pub compression: crate::archive::Compression,
+    /// Database to create and restore into (`None`: the check's database).
+    pub database: Option<String>,
+    /// `pg_dumpall --globals-only` output to run first.
+    pub globals: Option<PathBuf>,
+    /// Skip ownership instead of creating the roles the dump references.
+    pub no_owner: bool,
+    /// `pg_restore -j` jobs.
+    pub jobs: u32,
+}
+
 /// What [`BackupSource::fetch`] produced.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -94,6 +138,9 @@ pub struct FetchedBackup {
     pub superuser_hints: Vec<String>,
     /// Bytes written into the data directory and tablespaces.
     pub bytes_restored: u64,
+    /// Set for logical dumps: `data_dir` is then empty and the target creates a fresh cluster
+    /// there and loads the dump into it.
+    pub logical: Option<LogicalDump>,
 }
 
 impl FetchedBackup {
@@ -107,6 +154,7 @@ impl FetchedBackup {
             expected_end: Vec::new(),
             superuser_hints: Vec::new(),
             bytes_restored: 0,
+            logical: None,
         }
     }
 }

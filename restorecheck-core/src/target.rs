@@ -20,12 +20,20 @@ pub struct RestoreRequest {
     pub work_dir: PathBuf,
     /// Short directory for the server's Unix socket (must fit in 107 bytes with the file name).
     pub socket_dir: PathBuf,
+    /// The check's database: where a logical dump is loaded when it names none.
+    pub database: String,
 }
 
 impl RestoreRequest {
     /// A request for the given work and socket directories.
     pub fn new(work_dir: PathBuf, socket_dir: PathBuf) -> Self {
-        Self { work_dir, socket_dir }
+        Self { work_dir, socket_dir, database: "postgres".into() }
+    }
+
+    /// Sets the check's database.
+    pub fn with_database(mut self, db: impl Into<String>) -> Self {
+        self.database = db.into();
+        self
     }
 }
 

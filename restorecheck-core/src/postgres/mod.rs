@@ -6,6 +6,7 @@ pub mod binaries;
 pub mod control;
 pub mod datadir;
 pub mod launch;
+pub mod logical;
 pub mod server;
 pub mod settings;
 pub mod user;

@@ -1,5 +1,7 @@
 //! Built-in backup sources, one per file.
 
 pub mod basebackup;
+pub mod pg_dump;
 
 pub use basebackup::{BaseBackupConfig, BaseBackupSource};
+pub use pg_dump::{PgDumpConfig, PgDumpSource};

@@ -245,6 +245,12 @@ impl RestoreTarget for DockerTarget {
         backup: &FetchedBackup,
         req: &RestoreRequest,
     ) -> Result<Box<dyn RunningServer>> {
+        if backup.logical.is_some() {
+            return Err(Error::Tooling {
+                what: "logical dumps (source pg_dump) are not yet restored by the docker target".into(),
+                hint: "use [check.target] kind = \"local\" for pg_dump sources".into(),
+            });
+        }
         launch::check_version(backup.pg_major)?;
         let docker = engine().await?;
         let image = self.image_for(backup.pg_major);

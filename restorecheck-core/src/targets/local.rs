@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::postgres::binaries::{self, BinDir};
 use crate::postgres::control::ControlData;
 use crate::postgres::launch::{self, Launch, LaunchSpec};
+use crate::postgres::logical;
 use crate::postgres::server::{self, ServerProbe};
 use crate::postgres::tail_file;
 use crate::postgres::user::OsUser;
@@ -81,10 +82,34 @@ impl RestoreTarget for LocalTarget {
         backup: &FetchedBackup,
         req: &RestoreRequest,
     ) -> Result<Box<dyn RunningServer>> {
-        launch::check_version(backup.pg_major)?;
         let os_user = OsUser::resolve(self.cfg.os_user.as_deref())?;
-        let bin = binaries::find(backup.pg_major, self.cfg.bin_dir.as_deref())?;
+        let mut early_notes = Vec::new();
+        let bin = if backup.logical.is_some() {
+            // A dump loads into the same major or any newer one (pg_restore reads older formats).
+            let bin = binaries::find(backup.pg_major, self.cfg.bin_dir.as_deref()).or_else(|e| {
+                binaries::newest().ok().filter(|b| b.major >= backup.pg_major && self.cfg.bin_dir.is_none()).ok_or(e)
+            })?;
+            if bin.major != backup.pg_major {
+                early_notes
+                    .push(format!("dump from PostgreSQL {} loaded into PostgreSQL {}", backup.pg_major, bin.version));
+            }
+            os_user.chown_tree(&req.work_dir)?;
+            logical::initdb(&bin, &os_user, &backup.data_dir).await?;
+            bin
+        } else {
+            launch::check_version(backup.pg_major)?;
+            binaries::find(backup.pg_major, self.cfg.bin_dir.as_deref())?
+        };
         let control = ControlData::read(&bin.path, &backup.data_dir).await?;
+        // The fresh cluster of a dump has its own version; settings must match the binaries.
+        let mut for_launch;
+        let backup = if backup.logical.is_some() {
+            for_launch = backup.clone();
+            for_launch.pg_major = bin.major;
+            &for_launch
+        } else {
+            backup
+        };
         let Launch { args, log_path, port, users, mode, notes } = launch::prepare(&LaunchSpec {
             backup,
             req,
@@ -100,8 +125,7 @@ impl RestoreTarget for LocalTarget {
             child.id().unwrap_or_default(),
             backup.data_dir.display(),
         );
-        let _ = ctx;
-        Ok(Box::new(LocalServer {
+        let mut server = Box::new(LocalServer {
             child: Some(child),
             log_path,
             socket_dir: req.socket_dir.clone(),
@@ -110,8 +134,31 @@ impl RestoreTarget for LocalTarget {
             connection: None,
             stop_timeout: self.cfg.stop_timeout.unwrap_or(Duration::from_secs(30)),
             mode,
-            notes,
-        }))
+            notes: early_notes.into_iter().chain(notes).collect(),
+            preloaded: None,
+        });
+        if let Some(dump) = &backup.logical {
+            // Load the dump now (restore phase); on any failure stop the server before returning.
+            let loaded = async {
+                let info = server.wait_recovered(ctx).await?;
+                let conn = server.connection();
+                let notes = logical::load(&bin, &os_user, &conn, dump, &req.database).await?;
+                Ok::<_, Error>((info, notes))
+            }
+            .await;
+            match loaded {
+                Ok((mut info, notes)) => {
+                    info.mode = Some("logical".into());
+                    server.notes.extend(notes);
+                    server.preloaded = Some(info);
+                }
+                Err(e) => {
+                    let _ = server.teardown().await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(server)
     }
 }
 
@@ -165,6 +212,8 @@ pub struct LocalServer {
     stop_timeout: Duration,
     mode: &'static str,
     notes: Vec<String>,
+    /// Set once a logical dump was loaded: recovery already happened (there was none).
+    preloaded: Option<RecoveryInfo>,
 }
 
 struct LocalProbe<'a> {
@@ -193,6 +242,9 @@ impl ServerProbe for LocalProbe<'_> {
 #[async_trait]
 impl RunningServer for LocalServer {
     async fn wait_recovered(&mut self, ctx: &RunContext) -> Result<RecoveryInfo> {
+        if let Some(info) = &self.preloaded {
+            return Ok(info.clone());
+        }
         let base = Connection { host: self.socket_dir.display().to_string(), port: self.port, user: String::new() };
         let mut probe = LocalProbe { child: &mut self.child, log_path: &self.log_path };
         let (conn, mut info) = server::wait_until_promoted(ctx, &mut probe, &base, &self.users).await?;
