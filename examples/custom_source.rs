@@ -55,7 +55,12 @@ async fn main() {
     };
     let source = HostBackups {
         host: host.clone(),
-        inner: BaseBackupSource::new(BaseBackupConfig { path: path.into(), backup: None, wal_archive: None }),
+        inner: BaseBackupSource::new(BaseBackupConfig {
+            path: path.into(),
+            backup: None,
+            wal_archive: None,
+            recovery_target: Default::default(),
+        }),
     };
     let mut target_cfg = LocalTargetConfig::default();
     target_cfg.settings.insert("work_mem".into(), "64MB".into());

@@ -15,6 +15,7 @@
 //! # async fn demo() -> Result<(), restorecheck_core::Error> {
 //! let source = BaseBackupSource::new(BaseBackupConfig {
 //!     path: "/backups/base".into(), backup: None, wal_archive: Some("/backups/wal".into()),
+//!     recovery_target: Default::default(),
 //! });
 //! let check = Check::new("app", Arc::new(source), Arc::new(LocalTarget::new(LocalTargetConfig::default())?))
 //!     .database("app")

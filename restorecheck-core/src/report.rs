@@ -111,6 +111,8 @@ pub struct RecoveryReport {
     pub expected_end: Vec<ExpectedEndReport>,
     /// Version of the restored server.
     pub server_version: Option<String>,
+    /// The recovery target that was asked for (`latest`, `immediate`, `time …`, …).
+    pub target: Option<String>,
 }
 
 /// One required recovery end point.

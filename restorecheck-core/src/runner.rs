@@ -257,6 +257,7 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
     let connection = server.connection();
     let verdict = completeness(&fetched, &mut info);
     st.report.recovery = recovery_report(&info);
+    st.report.recovery.target = Some(fetched.recovery_target.to_string());
     verdict?;
 
     // assert
@@ -326,11 +327,21 @@ async fn run_assertion(a: Arc<dyn Assertion>, ctx: AssertionContext) -> Assertio
 /// Recovery must have reached the backup's own end and every point the source says exists.
 /// Anything less is a failed check: the database would be older than the backup claims.
 pub fn completeness(fetched: &FetchedBackup, info: &mut RecoveryInfo) -> Result<()> {
-    let mut expected = fetched.expected_end.clone();
+    use crate::source::{ExpectedEnd, RecoveryTarget};
+    let mut expected = match (&fetched.recovery_target, &fetched.wal) {
+        // Stopping early on purpose: the archive's end is no longer the goal, the target is.
+        (RecoveryTarget::Latest, _) | (_, crate::source::WalSupply::SelfContained) => fetched.expected_end.clone(),
+        (RecoveryTarget::Lsn(l), _) => vec![ExpectedEnd {
+            lsn: Some(*l),
+            wal_segment: None,
+            reason: format!("recovery_target lsn {l} was configured"),
+        }],
+        _ => Vec::new(),
+    };
     if let Some(lsn) = fetched.backup_end_lsn {
         expected.insert(
             0,
-            crate::source::ExpectedEnd {
+            ExpectedEnd {
                 lsn: Some(lsn),
                 wal_segment: None,
                 reason: "the backup's own end (backup_manifest WAL-Ranges)".into(),
@@ -402,6 +413,7 @@ fn recovery_report(i: &RecoveryInfo) -> RecoveryReport {
             })
             .collect(),
         server_version: i.server_version.clone(),
+        target: None,
     }
 }
 

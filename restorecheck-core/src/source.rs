@@ -75,6 +75,70 @@ pub struct ExpectedEnd {
     pub reason: String,
 }
 
+/// How far recovery of a physical backup goes (`recovery_target` in a source's config).
+///
+/// TOML: `"latest"` (default: replay all archived WAL), `"immediate"` (stop at consistency),
+/// `{ time = "2026-11-26 03:00:00+00" }`, `{ lsn = "0/3000000" }`, `{ name = "before_migration" }`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryTarget {
+    /// Replay everything available.
+    #[default]
+    Latest,
+    /// Stop as soon as the backup is consistent.
+    Immediate,
+    /// Stop before the first commit after this time (PostgreSQL timestamp syntax).
+    Time(String),
+    /// Stop at this WAL position.
+    Lsn(Lsn),
+    /// Stop at this restore point (`pg_create_restore_point`).
+    Name(String),
+}
+
+impl std::fmt::Display for RecoveryTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecoveryTarget::Latest => f.write_str("latest"),
+            RecoveryTarget::Immediate => f.write_str("immediate"),
+            RecoveryTarget::Time(t) => write!(f, "time {t}"),
+            RecoveryTarget::Lsn(l) => write!(f, "lsn {l}"),
+            RecoveryTarget::Name(n) => write!(f, "restore point {n}"),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RecoveryTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            Table(std::collections::BTreeMap<String, String>),
+        }
+        let bad = || {
+            D::Error::custom(
+                "recovery_target must be \"latest\", \"immediate\", { time = \"…\" }, { lsn = \"X/Y\" } or { name = \"…\" }",
+            )
+        };
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "latest" => Ok(RecoveryTarget::Latest),
+            Raw::Word(w) if w == "immediate" => Ok(RecoveryTarget::Immediate),
+            Raw::Word(_) => Err(bad()),
+            Raw::Table(t) if t.len() == 1 => {
+                let (k, v) = t.into_iter().next().ok_or_else(bad)?;
+                match k.as_str() {
+                    "time" => Ok(RecoveryTarget::Time(v)),
+                    "lsn" => v.parse().map(RecoveryTarget::Lsn).map_err(D::Error::custom),
+                    "name" => Ok(RecoveryTarget::Name(v)),
+                    _ => Err(bad()),
+                }
+            }
+            Raw::Table(_) => Err(bad()),
+        }
+    }
+}
+
 /// Format of a logical dump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -138,6 +202,8 @@ pub struct FetchedBackup {
     pub superuser_hints: Vec<String>,
     /// Bytes written into the data directory and tablespaces.
     pub bytes_restored: u64,
+    /// How far recovery goes (archive recovery only; self-contained backups stop at their end).
+    pub recovery_target: RecoveryTarget,
     /// Set for logical dumps: `data_dir` is then empty and the target creates a fresh cluster
     /// there and loads the dump into it.
     pub logical: Option<LogicalDump>,
@@ -154,6 +220,7 @@ impl FetchedBackup {
             expected_end: Vec::new(),
             superuser_hints: Vec::new(),
             bytes_restored: 0,
+            recovery_target: RecoveryTarget::Latest,
             logical: None,
         }
     }
@@ -203,6 +270,14 @@ pub fn select_from(
 ) -> Result<BackupInfo> {
     use crate::error::Error;
     match wanted {
+        None | Some("latest") => all
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::defect(format!("no backup found in {location}: nothing to restore"))),
+        Some("oldest") => all
+            .into_iter()
+            .last()
+            .ok_or_else(|| Error::defect(format!("no backup found in {location}: nothing to restore"))),
         Some(id) => {
             let ids: Vec<String> = all.iter().map(|b| b.id.clone()).collect();
             all.into_iter().find(|b| b.id == id).ok_or_else(|| Error::Source {
@@ -213,9 +288,5 @@ pub fn select_from(
                 ),
             })
         }
-        None => all
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::defect(format!("no backup found in {location}: nothing to restore"))),
     }
 }

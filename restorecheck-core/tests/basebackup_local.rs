@@ -343,3 +343,59 @@ async fn an_empty_backup_folder_fails_in_select() {
     let r = run(&dir, check(&empty, None)).await;
     assert_fail_in(&r, Phase::Select);
 }
+
+fn with_target(
+    mut ch: restorecheck_core::Check,
+    path: &std::path::Path,
+    archive: &std::path::Path,
+    t: &str,
+) -> restorecheck_core::Check {
+    let cfg: restorecheck_core::sources::BaseBackupConfig =
+        toml::from_str(&format!("path = {path:?}\nwal_archive = {archive:?}\nrecovery_target = {t}\n")).unwrap();
+    ch.source = Arc::new(restorecheck_core::sources::BaseBackupSource::new(cfg));
+    ch
+}
+
+#[tokio::test]
+async fn recovery_targets_stop_where_asked_and_an_unreachable_one_fails() {
+    let dir = TestDir::new("targets");
+    let c = cluster(&dir, 100).await;
+    c.basebackup("b1", &["-Ft", "-Xnone"]).await.unwrap();
+    c.add_rows(10).await.unwrap();
+    c.exec("postgres", "select pg_create_restore_point('after_110')").await.unwrap();
+    let cl = c.client("app").await.unwrap();
+    let t: String = cl.query_one("select clock_timestamp()::text", &[]).await.unwrap().get(0);
+    c.add_rows(5).await.unwrap();
+    c.switch_and_archive().await.unwrap();
+    let (b, a) = (c.backups_dir(), c.archive_dir());
+    for (target, rows) in [
+        ("\"latest\"".to_string(), 115),
+        ("\"immediate\"".to_string(), 100),
+        ("{ name = \"after_110\" }".to_string(), 110),
+        (format!("{{ time = \"{t}\" }}"), 110),
+    ] {
+        let ch = with_target(check(&b, Some(&a)), &b, &a, &target)
+            .assert(sql_eq("select count(*) from registrations", rows));
+        let r = run(&dir, ch).await;
+        assert_eq!(r.verdict, Verdict::Pass, "target {target}: {:?}", r.failure);
+        assert!(r.recovery.target.is_some());
+    }
+    let ch = with_target(check(&b, Some(&a)), &b, &a, "{ lsn = \"FF/0\" }");
+    let r = run(&dir, ch).await;
+    assert_fail_in(&r, Phase::Recovery);
+}
+
+#[tokio::test]
+async fn oldest_backup_can_be_chosen() {
+    let dir = TestDir::new("oldest");
+    let c = cluster(&dir, 10).await;
+    c.basebackup("first", &["-Ft", "-Xstream"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.add_rows(1).await.unwrap();
+    c.basebackup("second", &["-Ft", "-Xstream"]).await.unwrap();
+    let mut ch = check(&c.backups_dir(), None).assert(sql_eq("select count(*) from registrations", 10));
+    ch.backup = Some("oldest".into());
+    let r = run(&dir, ch).await;
+    assert_pass(&r);
+    assert_eq!(r.backup.id.as_deref(), Some("first"));
+}

@@ -71,6 +71,7 @@ fn docker_check(dir: &TestDir, archive: &std::path::Path) -> Check {
         path: dir.path().join("backups"),
         backup: None,
         wal_archive: Some(archive.to_path_buf()),
+        recovery_target: Default::default(),
     });
     let target = DockerTarget::new(DockerTargetConfig { image: Some(IMAGE.into()), ..Default::default() }).unwrap();
     Check::new("docker", Arc::new(source), Arc::new(target))
@@ -153,7 +154,12 @@ async fn a_missing_image_is_a_clear_error_and_nothing_is_pulled() {
     let dir = TestDir::new("noimage");
     let c = cluster(&dir, 1).await;
     c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
-    let source = BaseBackupSource::new(BaseBackupConfig { path: c.backups_dir(), backup: None, wal_archive: None });
+    let source = BaseBackupSource::new(BaseBackupConfig {
+        path: c.backups_dir(),
+        backup: None,
+        wal_archive: None,
+        recovery_target: Default::default(),
+    });
     let target = DockerTarget::new(DockerTargetConfig {
         image: Some("restorecheck/no-such-image:{major}".into()),
         ..Default::default()

@@ -103,6 +103,12 @@ pub fn prepare(spec: &LaunchSpec<'_>) -> Result<Launch> {
             user::check_readable(os_user, p)?;
         }
     }
+    if backup.recovery_target != crate::source::RecoveryTarget::Latest && restore_command_of(&backup.wal).is_none() {
+        notes.push(format!(
+            "recovery_target {} ignored: the backup carries its own WAL and no archive was given, so recovery ends at the backup's end",
+            backup.recovery_target
+        ));
+    }
     if os_user.switched {
         let note =
             format!("running as root: the restored server runs as OS user {:?} (uid {})", os_user.name, os_user.uid);
@@ -124,6 +130,7 @@ pub fn prepare(spec: &LaunchSpec<'_>) -> Result<Launch> {
         listen_addresses: "",
         restore_command,
         hot_standby_minimums: &control.hot_standby_minimums,
+        recovery_target: &backup.recovery_target,
     });
     let mut users: Vec<String> = Vec::new();
     for u in db_user
@@ -144,6 +151,13 @@ pub fn prepare(spec: &LaunchSpec<'_>) -> Result<Launch> {
         mode: if restore_command.is_some() { "archive" } else { "crash" },
         notes,
     })
+}
+
+fn restore_command_of(w: &WalSupply) -> Option<&str> {
+    match w {
+        WalSupply::RestoreCommand { command, .. } => Some(command),
+        WalSupply::SelfContained => None,
+    }
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {

@@ -27,6 +27,8 @@ pub struct SafeSettingsInput<'a> {
     pub restore_command: Option<&'a str>,
     /// Minimums recorded in pg_control (`max_connections`, …) that hot standby requires.
     pub hot_standby_minimums: &'a [(&'static str, u64)],
+    /// How far archive recovery goes.
+    pub recovery_target: &'a crate::source::RecoveryTarget,
 }
 
 /// Throwaway-instance defaults that make recovery faster; the user's `settings` may override.
@@ -79,6 +81,7 @@ pub fn safety_settings(i: &SafeSettingsInput<'_>) -> Vec<(String, String)> {
         ("recovery_target_name", String::new()),
         ("recovery_target_time", String::new()),
         ("recovery_target_xid", String::new()),
+        ("recovery_target_inclusive", "on".into()),
         ("recovery_target_timeline", "latest".into()),
         ("recovery_target_action", "promote".into()),
         ("recovery_min_apply_delay", "0".into()),
@@ -90,6 +93,22 @@ pub fn safety_settings(i: &SafeSettingsInput<'_>) -> Vec<(String, String)> {
         ("log_line_prefix", "%m [%p] ".into()),
         ("log_timezone", "UTC".into()),
     ];
+    {
+        // PostgreSQL rejects a second recovery_target_* assignment after one was set, even to
+        // '' ("multiple recovery targets specified"): the chosen one must come last.
+        use crate::source::RecoveryTarget as T;
+        let chosen: Option<(&'static str, String)> = match i.recovery_target {
+            T::Latest => None,
+            T::Immediate => Some(("recovery_target", "immediate".into())),
+            T::Time(t) => Some(("recovery_target_time", t.clone())),
+            T::Lsn(l) => Some(("recovery_target_lsn", l.to_string())),
+            T::Name(n) => Some(("recovery_target_name", n.clone())),
+        };
+        if let Some((k, v)) = chosen {
+            s.retain(|(n, _)| *n != k);
+            s.push((k, v));
+        }
+    }
     if i.major >= 15 {
         s.push(("archive_library", String::new()));
     }
@@ -195,6 +214,7 @@ mod tests {
             listen_addresses: "",
             restore_command: Some("cp /a/%f %p"),
             hot_standby_minimums: &[("max_connections", 300), ("max_wal_senders", 10)],
+            recovery_target: &crate::source::RecoveryTarget::Name("rp1".into()),
         })
     }
 
@@ -210,6 +230,8 @@ mod tests {
         assert_eq!(get("max_logical_replication_workers"), Some("0"));
         assert_eq!(get("max_connections"), Some("300"));
         assert_eq!(get("max_wal_senders"), Some("10"));
+        assert_eq!(get("recovery_target_name"), Some("rp1"));
+        assert_eq!(get("recovery_target_action"), Some("promote"));
         assert_eq!(get("stats_temp_directory"), None);
         let s13 = input(13);
         assert!(s13.iter().any(|(k, _)| k == "stats_temp_directory"));

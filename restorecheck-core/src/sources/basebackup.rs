@@ -26,6 +26,9 @@ pub struct BaseBackupConfig {
     pub backup: Option<String>,
     /// Folder of archived WAL segments (plain, .gz, .zst, .lz4) for archive recovery.
     pub wal_archive: Option<PathBuf>,
+    /// How far to recover (default `latest`: all archived WAL).
+    #[serde(default)]
+    pub recovery_target: crate::source::RecoveryTarget,
 }
 
 /// Source `basebackup`.
@@ -305,6 +308,7 @@ impl BackupSource for BaseBackupSource {
         fetched.expected_end = expected_end;
         fetched.superuser_hints = owner.into_iter().collect();
         fetched.bytes_restored = bytes;
+        fetched.recovery_target = self.cfg.recovery_target.clone();
         Ok(fetched)
     }
 }
