@@ -57,11 +57,11 @@ pub fn referenced_roles(line: &str, out: &mut BTreeSet<String>) {
     };
     if let Some(i) = l.find(" OWNER TO ") {
         add_list(&l[i + 10..]);
-    } else if l.starts_with("GRANT ") {
+    } else if l.starts_with("GRANT ") || (l.starts_with("ALTER DEFAULT PRIVILEGES") && l.contains(" GRANT ")) {
         if let Some(i) = l.rfind(" TO ") {
             add_list(&l[i + 4..]);
         }
-    } else if l.starts_with("REVOKE ") {
+    } else if l.starts_with("REVOKE ") || (l.starts_with("ALTER DEFAULT PRIVILEGES") && l.contains(" REVOKE ")) {
         if let Some(i) = l.rfind(" FROM ") {
             add_list(&l[i + 6..]);
         }
