@@ -14,7 +14,7 @@ use crate::assertions::{BackupAgeAssertion, SqlAssertion, SqlAssertionConfig};
 use crate::error::{Error, Result};
 use crate::runner::Check;
 use crate::source::BackupSource;
-use crate::sources::{BaseBackupConfig, BaseBackupSource, PgDumpConfig, PgDumpSource};
+use crate::sources::{BaseBackupConfig, BaseBackupSource, CommandConfig, CommandSource, PgDumpConfig, PgDumpSource};
 use crate::target::RestoreTarget;
 use crate::targets::{DockerTarget, DockerTargetConfig, LocalTarget, LocalTargetConfig};
 
@@ -110,6 +110,9 @@ impl Default for Registry {
         });
         r.register_source("pg_dump", |t| {
             Ok(Arc::new(PgDumpSource::new(options::<PgDumpConfig>("source pg_dump", t)?)) as Arc<dyn BackupSource>)
+        });
+        r.register_source("command", |t| {
+            Ok(Arc::new(CommandSource::new(options::<CommandConfig>("source command", t)?)) as Arc<dyn BackupSource>)
         });
         r.register_target("local", |t| {
             Ok(Arc::new(LocalTarget::new(options::<LocalTargetConfig>("target local", t)?)?) as Arc<dyn RestoreTarget>)

@@ -183,6 +183,23 @@ pub struct LogicalDump {
     pub jobs: u32,
 }
 
+/// Environment variables the restored server needs (for its `restore_command`), possibly
+/// secrets: `Debug` shows only the names.
+#[derive(Clone, Default, PartialEq)]
+pub struct SecretEnv(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(k, _)| format!("{k}=***"))).finish()
+    }
+}
+
+impl From<Vec<(String, String)>> for SecretEnv {
+    fn from(v: Vec<(String, String)>) -> Self {
+        SecretEnv(v)
+    }
+}
+
 /// What [`BackupSource::fetch`] produced.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -204,6 +221,8 @@ pub struct FetchedBackup {
     pub bytes_restored: u64,
     /// How far recovery goes (archive recovery only; self-contained backups stop at their end).
     pub recovery_target: RecoveryTarget,
+    /// Environment the server (its `restore_command`) needs.
+    pub server_env: SecretEnv,
     /// Set for logical dumps: `data_dir` is then empty and the target creates a fresh cluster
     /// there and loads the dump into it.
     pub logical: Option<LogicalDump>,
@@ -221,6 +240,7 @@ impl FetchedBackup {
             superuser_hints: Vec::new(),
             bytes_restored: 0,
             recovery_target: RecoveryTarget::Latest,
+            server_env: SecretEnv::default(),
             logical: None,
         }
     }

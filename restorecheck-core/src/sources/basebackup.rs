@@ -275,17 +275,7 @@ impl BackupSource for BaseBackupSource {
             Layout::Tar { base } => extract_tars(ctx, &dir, base, req).await?,
         };
         let data = &req.data_dir;
-        if !data.join("backup_label").is_file() {
-            return Err(Error::defect(format!(
-                "{}: backup_label is missing; without it PostgreSQL would start from the wrong checkpoint and silently corrupt the copy",
-                dir.display()
-            )));
-        }
-        let pg_major: u32 = fs::read_to_string(data.join("PG_VERSION"))
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| Error::defect(format!("{}: PG_VERSION is missing or unreadable", dir.display())))?;
-        let backup_end_lsn = manifest_end_lsn(&dir.join("backup_manifest"))?;
+        let (pg_major, backup_end_lsn) = check_physical(data, &dir)?;
         let (wal, expected_end) = match &self.cfg.wal_archive {
             None => (WalSupply::SelfContained, Vec::new()),
             Some(a) => {
@@ -311,6 +301,24 @@ impl BackupSource for BaseBackupSource {
         fetched.recovery_target = self.cfg.recovery_target.clone();
         Ok(fetched)
     }
+}
+
+/// Checks a restored physical data directory before start: `backup_label` present (without it
+/// PostgreSQL would start from the wrong checkpoint), `PG_VERSION` readable. Returns the major
+/// version and the backup's end LSN from its `backup_manifest` when there is one. `origin`
+/// names the backup in messages.
+pub fn check_physical(data: &Path, origin: &Path) -> Result<(u32, Option<Lsn>)> {
+    if !data.join("backup_label").is_file() {
+        return Err(Error::defect(format!(
+            "{}: backup_label is missing; without it PostgreSQL would start from the wrong checkpoint and silently corrupt the copy",
+            origin.display()
+        )));
+    }
+    let pg_major: u32 = fs::read_to_string(data.join("PG_VERSION"))
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| Error::defect(format!("{}: PG_VERSION is missing or unreadable", origin.display())))?;
+    Ok((pg_major, manifest_end_lsn(&data.join("backup_manifest"))?))
 }
 
 /// The end of the backup's WAL range from `backup_manifest` (`WAL-Ranges[-1].End-LSN`).

@@ -71,6 +71,11 @@ fn first_bytes(path: &Path, n: usize) -> Vec<u8> {
     buf
 }
 
+/// Recognises a dump file or `-Fd` folder: its format and whole-file compression.
+pub fn detect_dump(path: &Path) -> Option<(DumpFormat, Compression)> {
+    detect(path).map(|d| (d.format, d.compression))
+}
+
 fn detect(path: &Path) -> Option<Detected> {
     if path.is_dir() {
         return path
@@ -225,47 +230,61 @@ impl BackupSource for PgDumpSource {
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
         let path =
             if detect(&self.cfg.path).is_some() { self.cfg.path.clone() } else { self.cfg.path.join(&backup.id) };
-        let d =
-            detect(&path).ok_or_else(|| Error::defect(format!("{} is no longer a readable dump", path.display())))?;
-        // Archives compressed as a whole are decompressed into scratch space: pg_restore needs
-        // a seekable file for parallel restore. Plain SQL streams through the decompressor.
-        let file = if d.format != DumpFormat::Plain && d.compression != Compression::None {
-            let dest = req.scratch_dir.join(format!("dump.{}", d.format));
-            ctx.progress.begin(&format!("decompressing {}", path.display()), fs::metadata(&path).ok().map(|m| m.len()));
-            let (src, dst, progress) = (path.clone(), dest.clone(), ctx.progress.clone());
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                let mut r = archive::open_decompressed(&src, Some(progress))?;
-                let mut w = fs::File::create(&dst).map_err(|e| Error::io("creating", &dst, e))?;
-                std::io::copy(&mut r, &mut w)
-                    .map_err(|e| Error::defect(format!("{} is damaged or truncated: {e}", src.display())))?;
-                Ok(())
-            })
-            .await
-            .map_err(|e| Error::defect(format!("decompression failed: {e}")))??;
-            ctx.progress.end();
-            dest
-        } else {
-            path.clone()
-        };
-        let header = match d.format {
-            DumpFormat::Plain => read_plain_header(&file),
-            _ => read_archive_header(&file)?,
-        };
-        let pg_major = header.server_major.or(backup.pg_major).unwrap_or(0);
-        let dump = LogicalDump {
-            path: file,
-            format: d.format,
-            compression: if d.format == DumpFormat::Plain { d.compression } else { Compression::None },
-            database: self.cfg.database.clone().or(header.dbname),
-            globals: self.cfg.globals.clone(),
-            no_owner: self.cfg.no_owner,
-            jobs: self.cfg.jobs.unwrap_or(2).max(1),
-        };
-        let mut f = FetchedBackup::new(req.data_dir.clone(), pg_major, WalSupply::SelfContained);
-        f.logical = Some(dump);
+        let mut f = fetch_dump(ctx, &path, req, &self.cfg).await?;
+        if f.pg_major == 0 {
+            f.pg_major = backup.pg_major.unwrap_or(0);
+        }
         f.bytes_restored = backup.size_bytes.unwrap_or(0);
         Ok(f)
     }
+}
+
+/// Prepares the dump at `path` (decompressing whole-file compression of archives into scratch
+/// space) for the target to load, with `opts`' database, globals, ownership and jobs.
+pub async fn fetch_dump(
+    ctx: &RunContext,
+    path: &Path,
+    req: &FetchRequest,
+    opts: &PgDumpConfig,
+) -> Result<FetchedBackup> {
+    let path = path.to_path_buf();
+    let d = detect(&path).ok_or_else(|| Error::defect(format!("{} is not a readable dump", path.display())))?;
+    // Archives compressed as a whole are decompressed into scratch space: pg_restore needs
+    // a seekable file for parallel restore. Plain SQL streams through the decompressor.
+    let file = if d.format != DumpFormat::Plain && d.compression != Compression::None {
+        let dest = req.scratch_dir.join(format!("dump.{}", d.format));
+        ctx.progress.begin(&format!("decompressing {}", path.display()), fs::metadata(&path).ok().map(|m| m.len()));
+        let (src, dst, progress) = (path.clone(), dest.clone(), ctx.progress.clone());
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut r = archive::open_decompressed(&src, Some(progress))?;
+            let mut w = fs::File::create(&dst).map_err(|e| Error::io("creating", &dst, e))?;
+            std::io::copy(&mut r, &mut w)
+                .map_err(|e| Error::defect(format!("{} is damaged or truncated: {e}", src.display())))?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::defect(format!("decompression failed: {e}")))??;
+        ctx.progress.end();
+        dest
+    } else {
+        path.clone()
+    };
+    let header = match d.format {
+        DumpFormat::Plain => read_plain_header(&file),
+        _ => read_archive_header(&file)?,
+    };
+    let dump = LogicalDump {
+        path: file,
+        format: d.format,
+        compression: if d.format == DumpFormat::Plain { d.compression } else { Compression::None },
+        database: opts.database.clone().or(header.dbname),
+        globals: opts.globals.clone(),
+        no_owner: opts.no_owner,
+        jobs: opts.jobs.unwrap_or(2).max(1),
+    };
+    let mut f = FetchedBackup::new(req.data_dir.clone(), header.server_major.unwrap_or(0), WalSupply::SelfContained);
+    f.logical = Some(dump);
+    Ok(f)
 }
 
 #[cfg(test)]

@@ -295,7 +295,11 @@ impl RestoreTarget for DockerTarget {
             shell_quote_all(&args),
             crate::wal_archive::shell_quote(&log_path.display().to_string())
         );
-        let container = request(&image, ctx, &os_user, mounts(req, backup), WaitFor::Nothing)
+        let mut server_req = request(&image, ctx, &os_user, mounts(req, backup), WaitFor::Nothing);
+        for (k, v) in &backup.server_env.0 {
+            server_req = server_req.with_env_var(k.clone(), v.clone());
+        }
+        let container = server_req
             .with_cmd(["-c".to_string(), script])
             .start()
             .await

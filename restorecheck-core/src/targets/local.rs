@@ -118,7 +118,7 @@ impl RestoreTarget for LocalTarget {
             user_settings: &self.user_settings,
             db_user: self.cfg.superuser.as_deref(),
         })?;
-        let child = spawn_postgres(&bin, &os_user, &args, &log_path)?;
+        let child = spawn_postgres(&bin, &os_user, &args, &log_path, &backup.server_env.0)?;
         tracing::info!(
             "started PostgreSQL {} (pid {}) on {} [{mode} recovery]",
             bin.version,
@@ -165,7 +165,13 @@ impl RestoreTarget for LocalTarget {
 /// Spawns `postgres` as `user` with output to `log_path`, in its own process group (a
 /// terminal's Ctrl-C reaches restorecheck, which then shuts the server down in order), and
 /// with a parent-death signal so a killed restorecheck never leaves a server running.
-fn spawn_postgres(bin: &BinDir, user: &OsUser, args: &[String], log_path: &Path) -> Result<tokio::process::Child> {
+fn spawn_postgres(
+    bin: &BinDir,
+    user: &OsUser,
+    args: &[String],
+    log_path: &Path,
+    env: &[(String, String)],
+) -> Result<tokio::process::Child> {
     let log = fs::File::create(log_path).map_err(|e| Error::io("creating server log", log_path, e))?;
     let log2 = log.try_clone().map_err(|e| Error::io("creating server log", log_path, e))?;
     let exe = bin.exe("postgres");
@@ -177,6 +183,7 @@ fn spawn_postgres(bin: &BinDir, user: &OsUser, args: &[String], log_path: &Path)
         .env("LC_ALL", "C")
         .env_remove("LANG")
         .env_remove("PGDATA")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .process_group(0);
     user.apply(&mut cmd);
     set_parent_death_signal(&mut cmd);

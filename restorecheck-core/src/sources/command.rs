@@ -1,0 +1,242 @@
+//! Source `command`: any backup system, through two programs you provide.
+//!
+//! - `list` prints one JSON object per line: `{"id": "…", "taken_at": "RFC 3339", "size_bytes": N,
+//!   "kind": "…", "pg_major": N}` (only `id` is required), in any order (sorted newest first here).
+//! - `fetch` writes the chosen backup into `$RESTORECHECK_DEST` (a data directory, or a pg_dump
+//!   file / `-Fd` folder), with `$RESTORECHECK_BACKUP_ID` naming it. Exit code 65 (EX_DATAERR)
+//!   says the backup is bad (the check FAILS); any other non-zero exit is an error of the tool.
+//! - optional `restore_command`: PostgreSQL's `restore_command` for archive recovery (`%f`, `%p`).
+//!
+//! Both run through `/bin/sh -c` with the variables of `env` and `env_file` (`KEY=VALUE` lines)
+//! added. Put secrets in `env_file` (mode 0600): values never appear in reports or logs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::context::RunContext;
+use crate::error::{Error, Result};
+use crate::source::{BackupInfo, BackupSource, FetchRequest, FetchedBackup, RecoveryTarget, WalSupply};
+use crate::sources::basebackup::check_physical;
+use crate::sources::pg_dump::{detect_dump, fetch_dump, PgDumpConfig};
+
+/// Options of source `command` (`[check.source] kind = "command"`).
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CommandConfig {
+    /// Shell command printing JSON lines, one per backup.
+    pub list: String,
+    /// Shell command writing the backup into `$RESTORECHECK_DEST`.
+    pub fetch: String,
+    /// `restore_command` for archive recovery of a physical backup.
+    pub restore_command: Option<String>,
+    /// Extra environment (avoid secrets here; use `env_file`).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// File of `KEY=VALUE` lines added to the environment (for secrets).
+    pub env_file: Option<PathBuf>,
+    /// `"latest"` (default), `"oldest"` or an id.
+    pub backup: Option<String>,
+    /// For physical backups with a `restore_command`: how far to recover.
+    #[serde(default)]
+    pub recovery_target: RecoveryTarget,
+    /// For dumps: database to restore into (default: the dump's own, else the check's).
+    pub database: Option<String>,
+    /// For dumps: skip ownership instead of creating referenced roles.
+    #[serde(default)]
+    pub no_owner: bool,
+}
+
+impl std::fmt::Debug for CommandConfig {
+    // Environment values may be secrets: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandConfig")
+            .field("list", &self.list)
+            .field("fetch", &self.fetch)
+            .field("restore_command", &self.restore_command)
+            .field("env", &self.env.keys().map(|k| format!("{k}=***")).collect::<Vec<_>>())
+            .field("env_file", &self.env_file)
+            .finish()
+    }
+}
+
+/// Source `command`.
+#[derive(Debug, Clone)]
+pub struct CommandSource {
+    cfg: CommandConfig,
+}
+
+/// Exit code by which `fetch` says the backup itself is bad.
+pub const EXIT_BACKUP_BAD: i32 = 65;
+
+impl CommandSource {
+    /// A source over `cfg`.
+    pub fn new(cfg: CommandConfig) -> Self {
+        Self { cfg }
+    }
+
+    fn err(&self, message: String) -> Error {
+        Error::Source { source_kind: "command", message }
+    }
+
+    /// `env` plus `env_file`, read fresh each time (a rotated secret takes effect at once).
+    fn environment(&self) -> Result<Vec<(String, String)>> {
+        let mut vars: Vec<(String, String)> = self.cfg.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        if let Some(f) = &self.cfg.env_file {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| self.err(format!("cannot read env_file {}: {e}", f.display())))?;
+            for (n, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let line = line.strip_prefix("export ").unwrap_or(line);
+                let (k, v) = line
+                    .split_once('=')
+                    .ok_or_else(|| self.err(format!("env_file {} line {}: expected KEY=VALUE", f.display(), n + 1)))?;
+                let v = v.trim();
+                let v = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
+                vars.push((k.trim().to_string(), v.to_string()));
+            }
+        }
+        Ok(vars)
+    }
+
+    async fn shell(&self, what: &str, script: &str, extra: &[(&str, String)]) -> Result<(i32, String, String)> {
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c").arg(script).stdin(Stdio::null()).kill_on_drop(true);
+        for (k, v) in self.environment()? {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().await.map_err(|e| self.err(format!("cannot run the {what} command: {e}")))?;
+        Ok((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+struct Line {
+    id: String,
+    taken_at: Option<DateTime<Utc>>,
+    size_bytes: Option<u64>,
+    kind: Option<String>,
+    pg_major: Option<u32>,
+    label: Option<String>,
+}
+
+fn last_lines(s: &str) -> String {
+    crate::postgres::server::last_lines(s.trim(), 10)
+}
+
+#[async_trait]
+impl BackupSource for CommandSource {
+    fn kind(&self) -> &'static str {
+        "command"
+    }
+
+    fn describe(&self) -> String {
+        format!("command:{}", self.cfg.list)
+    }
+
+    async fn list(&self, _ctx: &RunContext) -> Result<Vec<BackupInfo>> {
+        let (code, out, err) = self.shell("list", &self.cfg.list, &[]).await?;
+        if code != 0 {
+            return Err(self.err(format!("the list command exited {code}: {}", last_lines(&err))));
+        }
+        let mut all = Vec::new();
+        for (n, line) in out.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let l: Line = serde_json::from_str(line)
+                .map_err(|e| self.err(format!("the list command's line {} is not a backup JSON object: {e}", n + 1)))?;
+            all.push(BackupInfo {
+                location: format!("command:{}", l.id),
+                id: l.id,
+                taken_at: l.taken_at,
+                size_bytes: l.size_bytes,
+                kind: l.kind.unwrap_or_else(|| "command".into()),
+                pg_major: l.pg_major,
+                label: l.label,
+            });
+        }
+        all.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| b.id.cmp(&a.id)));
+        Ok(all)
+    }
+
+    async fn select(&self, ctx: &RunContext, wanted: Option<&str>) -> Result<BackupInfo> {
+        let all = self.list(ctx).await?;
+        crate::source::select_from(self.kind(), &self.describe(), all, wanted.or(self.cfg.backup.as_deref()))
+    }
+
+    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+        // The data dir exists (mode 0700); a dump goes into scratch space instead.
+        let dest = req.scratch_dir.join("fetched");
+        std::fs::create_dir_all(&dest).map_err(|e| Error::io("creating", &dest, e))?;
+        let (code, _, err) = self
+            .shell(
+                "fetch",
+                &self.cfg.fetch,
+                &[("RESTORECHECK_DEST", dest.display().to_string()), ("RESTORECHECK_BACKUP_ID", backup.id.clone())],
+            )
+            .await?;
+        match code {
+            0 => {}
+            EXIT_BACKUP_BAD => {
+                return Err(Error::defect(format!(
+                    "the fetch command reports backup {} as bad: {}",
+                    backup.id,
+                    last_lines(&err)
+                )))
+            }
+            _ => return Err(self.err(format!("the fetch command exited {code}: {}", last_lines(&err)))),
+        }
+        if dest.join("PG_VERSION").is_file() || dest.join("backup_label").is_file() {
+            // A data directory: move it into place (same file system, a rename).
+            std::fs::remove_dir(&req.data_dir).map_err(|e| Error::io("replacing", &req.data_dir, e))?;
+            std::fs::rename(&dest, &req.data_dir).map_err(|e| Error::io("moving the fetched data dir", &dest, e))?;
+            let (pg_major, end) = check_physical(&req.data_dir, Path::new(&backup.location))?;
+            let wal = match &self.cfg.restore_command {
+                Some(c) => WalSupply::RestoreCommand { command: c.clone(), readable_paths: Vec::new() },
+                None => WalSupply::SelfContained,
+            };
+            let mut f = FetchedBackup::new(req.data_dir.clone(), pg_major, wal);
+            f.backup_end_lsn = end;
+            f.recovery_target = self.cfg.recovery_target.clone();
+            f.server_env = self.environment()?.into();
+            return Ok(f);
+        }
+        let entries: Vec<PathBuf> = std::fs::read_dir(&dest)
+            .map_err(|e| Error::io("listing", &dest, e))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| detect_dump(p).is_some())
+            .collect();
+        let [dump] = entries.as_slice() else {
+            return Err(Error::defect(format!(
+                "the fetch command wrote {} dumps and no data directory into $RESTORECHECK_DEST; expected a data directory or exactly one dump",
+                entries.len()
+            )));
+        };
+        let opts = PgDumpConfig {
+            path: dump.clone(),
+            backup: None,
+            database: self.cfg.database.clone(),
+            globals: None,
+            no_owner: self.cfg.no_owner,
+            jobs: None,
+        };
+        let mut f = fetch_dump(ctx, dump, req, &opts).await?;
+        if f.pg_major == 0 {
+            f.pg_major = backup.pg_major.unwrap_or(0);
+        }
+        Ok(f)
+    }
+}
