@@ -399,3 +399,53 @@ async fn oldest_backup_can_be_chosen() {
     assert_pass(&r);
     assert_eq!(r.backup.id.as_deref(), Some("first"));
 }
+
+#[tokio::test]
+async fn a_hostile_production_configuration_is_neutralised() {
+    let dir = TestDir::new("hostile");
+    let c = cluster(&dir, 30).await;
+    // Written after start, so only the backup (not the running sample cluster) carries it.
+    let conf = c.pgdata().join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(
+        "include '/etc/postgresql/15/prod/extra.conf'\n\
+         include_dir '/etc/postgresql/15/prod/conf.d'\n\
+         data_directory = '/var/lib/postgresql/15/prod'\n\
+         external_pid_file = '/var/run/postgresql/prod.pid'\n\
+         shared_preload_libraries = 'no_such_extension'\n\
+         ssl = on\nssl_cert_file = '/etc/ssl/prod.crt'\n\
+         huge_pages = on\n\
+         synchronous_standby_names = 'standby1'\n\
+         hot_standby = off\n\
+         lc_messages = 'xx_XX.UTF-8'\nlc_monetary = 'xx_XX.UTF-8'\n\
+         log_destination = 'csvlog'\nlogging_collector = on\nlog_min_messages = panic\n\
+         unix_socket_group = 'no_such_group'\n\
+         jit_provider = 'no_such_jit'\n\
+         recovery_target_name = 'never_created'\n",
+    );
+    std::fs::write(&conf, text).unwrap();
+    c.exec("postgres", "alter system set archive_command = 'cp %p /var/tmp/production-archive/%f'").await.unwrap();
+    c.exec("postgres", "alter system set primary_conninfo = 'host=prod.example password=hunter2'").await.unwrap();
+    c.basebackup("b1", &["-Fp", "-Xnone", "-R"]).await.unwrap();
+    c.add_rows(3).await.unwrap();
+    c.switch_and_archive().await.unwrap();
+    // A write that would hang forever if synchronous_standby_names survived.
+    let r = run(
+        &dir,
+        check(&c.backups_dir(), Some(&c.archive_dir()))
+            .assert(sql_eq("select count(*) from registrations", 33))
+            .assert(sql_eq(
+                "with i as (insert into registrations (email) values ('x') returning 1) select count(*) from i",
+                1,
+            )),
+    )
+    .await;
+    assert_pass(&r);
+    assert!(
+        r.notes.iter().any(|n| n.contains("disabled `include '/etc/postgresql/15/prod/extra.conf'`")),
+        "{:?}",
+        r.notes
+    );
+    assert!(r.notes.iter().any(|n| n.contains("standby.signal")), "-R backups carry standby.signal: {:?}", r.notes);
+    assert!(!serde_json::to_string(&r).unwrap().contains("hunter2"));
+}

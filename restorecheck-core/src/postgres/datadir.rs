@@ -11,6 +11,111 @@ fn write(path: &Path, text: &str) -> Result<()> {
     fs::write(path, text).map_err(|e| Error::io("writing", path, e))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overridden_settings_are_commented_out() {
+        let d = tempfile::tempdir().unwrap();
+        let conf = d.path().join("postgresql.conf");
+        fs::write(
+            &conf,
+            "lc_messages = 'xx_XX'\n#lc_time = 'x'\nLC_MONETARY 'yy'\nwork_mem = 4MB\nlisten_addresses='*'\n",
+        )
+        .unwrap();
+        let hit = comment_out_settings(&conf, &["lc_messages", "lc_monetary", "listen_addresses", "lc_time"]).unwrap();
+        assert_eq!(hit, ["lc_messages", "lc_monetary", "listen_addresses"]);
+        let text = fs::read_to_string(&conf).unwrap();
+        assert!(text.contains("# overridden by restorecheck: lc_messages = 'xx_XX'"));
+        assert!(text.contains("\nwork_mem = 4MB\n"));
+        assert!(text.contains("\n#lc_time = 'x'\n"));
+    }
+
+    #[test]
+    fn includes_missing_here_are_disabled_others_kept() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("conf.d")).unwrap();
+        let conf = d.path().join("postgresql.conf");
+        fs::write(
+            &conf,
+            "shared_buffers = 1GB\ninclude_dir 'conf.d'\ninclude '/etc/postgresql/15/main/extra.conf'\ninclude_if_exists '/nope'\ninclude_dir = '/etc/pg/conf.d'\n",
+        )
+        .unwrap();
+        let notes = disable_missing_includes(d.path(), &conf).unwrap();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        let text = fs::read_to_string(&conf).unwrap();
+        assert!(text.contains("\ninclude_dir 'conf.d'\n"));
+        assert!(text.contains(
+            "# disabled by restorecheck (missing on this host): include '/etc/postgresql/15/main/extra.conf'"
+        ));
+        assert!(text.contains("\ninclude_if_exists '/nope'\n"));
+        assert!(text.contains("# disabled by restorecheck (missing on this host): include_dir = '/etc/pg/conf.d'"));
+    }
+}
+
+/// Comments out `include` / `include_dir` lines of the backup's postgresql.conf whose target
+/// does not exist on this host (production's `/etc/...` files): PostgreSQL refuses to start
+/// otherwise. `include_if_exists` is left alone. Returns a note per line disabled.
+pub fn disable_missing_includes(data: &Path, conf: &Path) -> Result<Vec<String>> {
+    let text = fs::read_to_string(conf).map_err(|e| Error::io("reading", conf, e))?;
+    let mut notes = Vec::new();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let t = line.trim_start();
+        let directive = ["include_dir", "include"].into_iter().find(|d| {
+            t.strip_prefix(d).is_some_and(|rest| rest.starts_with(|c: char| c.is_whitespace() || c == '=' || c == '\''))
+        });
+        let target = directive.and_then(|d| {
+            let rest = t[d.len()..].trim_start().trim_start_matches('=').trim_start();
+            let q = rest.strip_prefix('\'')?;
+            q.split('\'').next().map(str::to_string)
+        });
+        match target {
+            Some(path) if !data.join(&path).exists() => {
+                out.push_str("# disabled by restorecheck (missing on this host): ");
+                out.push_str(line);
+                notes.push(format!("disabled `{}` in postgresql.conf: {path} does not exist on this host", t.trim()));
+            }
+            _ => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    if !notes.is_empty() {
+        write(conf, &out)?;
+    }
+    Ok(notes)
+}
+
+/// Comments out, in `file` (postgresql.conf or postgresql.auto.conf), every line setting one of
+/// `names` — settings restorecheck passes on the command line anyway. PostgreSQL validates
+/// config-file values even when the command line overrides them, so a production value that
+/// is invalid here (a locale this host lacks, say) would otherwise stop the server. Returns the
+/// names commented out.
+pub fn comment_out_settings(file: &Path, names: &[&str]) -> Result<Vec<String>> {
+    let Ok(text) = fs::read_to_string(file) else { return Ok(Vec::new()) };
+    let mut hit = Vec::new();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let t = line.trim_start();
+        let name: String = t.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.').collect();
+        let rest = t[name.len()..].trim_start();
+        let is_setting = !name.is_empty() && (rest.starts_with('=') || rest.starts_with('\'') || !rest.is_empty());
+        if is_setting && names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+            out.push_str("# overridden by restorecheck: ");
+            if !hit.contains(&name.to_ascii_lowercase()) {
+                hit.push(name.to_ascii_lowercase());
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if !hit.is_empty() {
+        write(file, &out)?;
+    }
+    Ok(hit)
+}
+
 /// Makes a fetched data directory startable and safe: no stale pid file, no standby mode,
 /// the signal file matching how WAL is supplied, mode 0700, a config file present.
 /// Returns notes for the report.
@@ -44,6 +149,8 @@ pub fn prepare(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
     if !conf.exists() {
         // Debian-style primaries keep their configuration in /etc: the backup has none.
         write(&conf, "# written by restorecheck: the backup had no postgresql.conf\n")?;
+    } else {
+        notes.extend(disable_missing_includes(data, &conf)?);
     }
     fs::set_permissions(data, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io("chmod 0700", data, e))?;
     Ok(notes)

@@ -143,8 +143,16 @@ pub fn prepare(spec: &LaunchSpec<'_>) -> Result<Launch> {
             users.push(u);
         }
     }
+    let args = settings::command_line(data, &safety, user_settings);
+    let names: Vec<&str> = args.iter().filter_map(|a| a.split_once('=').map(|(k, _)| k)).collect();
+    for f in ["postgresql.conf", "postgresql.auto.conf"] {
+        let hit = datadir::comment_out_settings(&data.join(f), &names)?;
+        if !hit.is_empty() {
+            notes.push(format!("{f}: commented out settings restorecheck sets itself: {}", hit.join(", ")));
+        }
+    }
     Ok(Launch {
-        args: settings::command_line(data, &safety, user_settings),
+        args,
         log_path: req.work_dir.join("postgres.log"),
         port,
         users,

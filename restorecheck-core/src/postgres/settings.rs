@@ -40,6 +40,12 @@ pub const FAST_DEFAULTS: &[(&str, &str)] = &[
     ("huge_pages", "try"),
     ("autovacuum", "off"),
     ("max_parallel_workers_per_gather", "2"),
+    // JIT needs an LLVM library the testing host may lack; formatting locales from production's
+    // postgresql.conf may not exist here and would stop the server from starting.
+    ("jit", "off"),
+    ("lc_monetary", "C"),
+    ("lc_numeric", "C"),
+    ("lc_time", "C"),
     // Extensions preloaded on production may not be installed here; a missing one would stop
     // the server from starting at all. Users who need one add it back through `settings`.
     ("shared_preload_libraries", ""),
