@@ -5,6 +5,7 @@
 //! whether `pg_is_in_recovery()` turned false, all bounded by the caller's deadline and
 //! cancellation. Shared by every target.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -21,10 +22,83 @@ use crate::target::{Connection, RecoveryInfo};
 pub trait ServerProbe: Send {
     /// `Some(description)` once the server process has exited.
     async fn exited(&mut self) -> Option<String>;
-    /// The server log so far (all of it, or a generous tail).
-    fn log(&self) -> Option<String>;
     /// The target kind, for error messages.
     fn target_kind(&self) -> &'static str;
+}
+
+/// The target-independent half of a restored server: where its socket and log are, which
+/// roles to try, where recovery ended, and notes for the report. Targets embed it and add how
+/// to tell whether their process still runs and how to stop it.
+#[derive(Debug)]
+pub struct ServerSession {
+    /// The server's log file.
+    pub log_path: PathBuf,
+    /// Its socket directory.
+    pub socket_dir: PathBuf,
+    /// Its port.
+    pub port: u16,
+    /// Roles to try.
+    pub users: Vec<String>,
+    /// `archive`, `crash` or `logical`.
+    pub mode: &'static str,
+    /// Notes for the report.
+    pub notes: Vec<String>,
+    /// Fast-shutdown grace period.
+    pub stop_timeout: Duration,
+    connection: Option<Connection>,
+    finished: Option<RecoveryInfo>,
+}
+
+impl ServerSession {
+    /// A session for a server started from `launch`.
+    pub fn new(launch: crate::postgres::launch::Launch, socket_dir: PathBuf, stop_timeout: Duration) -> Self {
+        ServerSession {
+            log_path: launch.log_path,
+            socket_dir,
+            port: launch.port,
+            users: launch.users,
+            mode: launch.mode,
+            notes: launch.notes,
+            stop_timeout,
+            connection: None,
+            finished: None,
+        }
+    }
+
+    /// Waits (once) until recovery finished; later calls return the same result.
+    pub async fn wait(&mut self, ctx: &RunContext, probe: &mut dyn ServerProbe) -> Result<RecoveryInfo> {
+        if let Some(info) = &self.finished {
+            return Ok(info.clone());
+        }
+        let base = Connection { host: self.socket_dir.display().to_string(), port: self.port, user: String::new() };
+        let (conn, mut info) = wait_until_promoted(ctx, probe, &self.log_path, &base, &self.users).await?;
+        info.mode = Some(self.mode.to_string());
+        self.connection = Some(conn);
+        self.finished = Some(info.clone());
+        Ok(info)
+    }
+
+    /// Records that the server's content was loaded another way (a logical dump).
+    pub fn set_mode(&mut self, mode: &'static str) {
+        self.mode = mode;
+        if let Some(i) = &mut self.finished {
+            i.mode = Some(mode.to_string());
+        }
+    }
+
+    /// How to connect.
+    pub fn connection(&self) -> Connection {
+        self.connection.clone().unwrap_or_else(|| Connection {
+            host: self.socket_dir.display().to_string(),
+            port: self.port,
+            user: self.users.first().cloned().unwrap_or_else(|| "postgres".into()),
+        })
+    }
+
+    /// The last lines of the server log.
+    pub fn log_tail(&self, lines: usize) -> Option<String> {
+        crate::postgres::tail_file(&self.log_path, lines)
+    }
 }
 
 /// Log lines the startup process writes once it has begun recovering the backup. A server that
@@ -88,9 +162,11 @@ pub fn last_lines(text: &str, n: usize) -> String {
 pub async fn wait_until_promoted(
     ctx: &RunContext,
     probe: &mut dyn ServerProbe,
+    log_path: &Path,
     base: &Connection,
     users: &[String],
 ) -> Result<(Connection, RecoveryInfo)> {
+    let read_log = || std::fs::read(log_path).ok().map(|b| String::from_utf8_lossy(&b).into_owned());
     let mut user_idx = 0usize;
     let mut db_idx = 0usize;
     const DBS: [&str; 2] = ["template1", "postgres"];
@@ -101,7 +177,7 @@ pub async fn wait_until_promoted(
             return Err(Error::Cancelled { phase: Phase::Recovery });
         }
         if let Some(exit) = probe.exited().await {
-            return Err(died_error(probe.target_kind(), &exit, probe.log()));
+            return Err(died_error(probe.target_kind(), &exit, read_log()));
         }
         let Some(user) = users.get(user_idx) else {
             return Err(Error::Target {
@@ -150,7 +226,7 @@ pub async fn wait_until_promoted(
                 Ok(row) => {
                     let in_recovery: bool = row.get(0);
                     if !in_recovery {
-                        let info = recovery_facts(c, probe.log().as_deref()).await?;
+                        let info = recovery_facts(c, read_log().as_deref()).await?;
                         return Ok((conn, info));
                     }
                     let at: Option<String> = row.get(1);

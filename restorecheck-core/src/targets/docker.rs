@@ -10,7 +10,7 @@
 //! containers left behind by an earlier, killed run on the same host.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,9 +23,8 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 use crate::context::RunContext;
 use crate::error::{Error, Result};
 use crate::postgres::control::ControlData;
-use crate::postgres::launch::{self, Launch, LaunchSpec};
-use crate::postgres::server::{self, ServerProbe};
-use crate::postgres::tail_file;
+use crate::postgres::launch::{self, LaunchSpec};
+use crate::postgres::server::{ServerProbe, ServerSession};
 use crate::postgres::user::OsUser;
 use crate::source::{FetchedBackup, WalSupply};
 use crate::target::{Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer};
@@ -280,7 +279,7 @@ impl RestoreTarget for DockerTarget {
         }
         let control = ControlData::parse(&String::from_utf8_lossy(&out))?;
 
-        let Launch { args, log_path, port, users, mode, notes: prep_notes } = launch::prepare(&LaunchSpec {
+        let mut plan = launch::prepare(&LaunchSpec {
             backup,
             req,
             os_user: &os_user,
@@ -288,12 +287,13 @@ impl RestoreTarget for DockerTarget {
             user_settings: &self.user_settings,
             db_user: self.cfg.superuser.as_deref(),
         })?;
-        notes.extend(prep_notes);
+        notes.append(&mut plan.notes);
         notes.push(format!("restored in container image {image} (no network; socket in the work dir)"));
+        plan.notes = notes;
         let script = format!(
             "exec postgres {} 2>>{}",
-            shell_quote_all(&args),
-            crate::wal_archive::shell_quote(&log_path.display().to_string())
+            shell_quote_all(&plan.args),
+            crate::wal_archive::shell_quote(&plan.log_path.display().to_string())
         );
         let mut server_req = request(&image, ctx, &os_user, mounts(req, backup), WaitFor::Nothing);
         for (k, v) in &backup.server_env.0 {
@@ -304,18 +304,16 @@ impl RestoreTarget for DockerTarget {
             .start()
             .await
             .map_err(|e| err(format!("starting a container from {image}: {e}")))?;
-        tracing::info!("started PostgreSQL in container {} ({image}) on {data} [{mode} recovery]", container.id());
+        tracing::info!(
+            "started PostgreSQL in container {} ({image}) on {data} [{} recovery]",
+            container.id(),
+            plan.mode
+        );
+        let stop_timeout = self.cfg.stop_timeout.unwrap_or(Duration::from_secs(30));
         Ok(Box::new(DockerServer {
             container: Some(container),
             docker,
-            log_path,
-            socket_dir: req.socket_dir.clone(),
-            port,
-            users,
-            connection: None,
-            stop_timeout: self.cfg.stop_timeout.unwrap_or(Duration::from_secs(30)),
-            mode,
-            notes,
+            session: ServerSession::new(plan, req.socket_dir.clone(), stop_timeout),
         }))
     }
 }
@@ -324,28 +322,20 @@ impl RestoreTarget for DockerTarget {
 pub struct DockerServer {
     container: Option<ContainerAsync<GenericImage>>,
     docker: Docker,
-    log_path: PathBuf,
-    socket_dir: PathBuf,
-    port: u16,
-    users: Vec<String>,
-    connection: Option<Connection>,
-    stop_timeout: Duration,
-    mode: &'static str,
-    notes: Vec<String>,
+    session: ServerSession,
 }
 
 impl std::fmt::Debug for DockerServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DockerServer")
             .field("container", &self.container.as_ref().map(|c| c.id().to_string()))
-            .field("socket_dir", &self.socket_dir)
+            .field("socket_dir", &self.session.socket_dir)
             .finish()
     }
 }
 
 struct DockerProbe<'a> {
     container: &'a Option<ContainerAsync<GenericImage>>,
-    log_path: &'a Path,
 }
 
 #[async_trait]
@@ -358,9 +348,6 @@ impl ServerProbe for DockerProbe<'_> {
             Err(e) => Some(format!("cannot inspect the container: {e}")),
         }
     }
-    fn log(&self) -> Option<String> {
-        std::fs::read(self.log_path).ok().map(|b| String::from_utf8_lossy(&b).into_owned())
-    }
     fn target_kind(&self) -> &'static str {
         "docker"
     }
@@ -369,35 +356,27 @@ impl ServerProbe for DockerProbe<'_> {
 #[async_trait]
 impl RunningServer for DockerServer {
     async fn wait_recovered(&mut self, ctx: &RunContext) -> Result<RecoveryInfo> {
-        let base = Connection { host: self.socket_dir.display().to_string(), port: self.port, user: String::new() };
-        let mut probe = DockerProbe { container: &self.container, log_path: &self.log_path };
-        let (conn, mut info) = server::wait_until_promoted(ctx, &mut probe, &base, &self.users).await?;
-        info.mode = Some(self.mode.to_string());
-        self.connection = Some(conn);
-        Ok(info)
+        let mut probe = DockerProbe { container: &self.container };
+        self.session.wait(ctx, &mut probe).await
     }
 
     fn connection(&self) -> Connection {
-        self.connection.clone().unwrap_or_else(|| Connection {
-            host: self.socket_dir.display().to_string(),
-            port: self.port,
-            user: self.users.first().cloned().unwrap_or_else(|| "postgres".into()),
-        })
+        self.session.connection()
     }
 
     fn log_tail(&self, lines: usize) -> Option<String> {
-        tail_file(&self.log_path, lines)
+        self.session.log_tail(lines)
     }
 
     fn notes(&self) -> Vec<String> {
-        self.notes.clone()
+        self.session.notes.clone()
     }
 
     async fn teardown(&mut self) -> Result<()> {
         use testcontainers::bollard::query_parameters::KillContainerOptionsBuilder;
         let Some(c) = self.container.take() else { return Ok(()) };
         // Fast shutdown, then immediate; never SIGKILL first (it leaves shared memory behind).
-        for (sig, wait) in [("SIGINT", self.stop_timeout), ("SIGQUIT", Duration::from_secs(10))] {
+        for (sig, wait) in [("SIGINT", self.session.stop_timeout), ("SIGQUIT", Duration::from_secs(10))] {
             if !c.is_running().await.unwrap_or(false) {
                 break;
             }
@@ -411,7 +390,7 @@ impl RunningServer for DockerServer {
             }
         }
         c.rm().await.map_err(|e| err(format!("removing container: {e}")))?;
-        let _ = std::fs::remove_dir_all(&self.socket_dir);
+        let _ = std::fs::remove_dir_all(&self.session.socket_dir);
         Ok(())
     }
 }

@@ -14,10 +14,9 @@ use crate::context::RunContext;
 use crate::error::{Error, Result};
 use crate::postgres::binaries::{self, BinDir};
 use crate::postgres::control::ControlData;
-use crate::postgres::launch::{self, Launch, LaunchSpec};
+use crate::postgres::launch::{self, LaunchSpec};
 use crate::postgres::logical;
-use crate::postgres::server::{self, ServerProbe};
-use crate::postgres::tail_file;
+use crate::postgres::server::{ServerProbe, ServerSession};
 use crate::postgres::user::OsUser;
 use crate::source::FetchedBackup;
 use crate::target::{Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer};
@@ -110,7 +109,7 @@ impl RestoreTarget for LocalTarget {
         } else {
             backup
         };
-        let Launch { args, log_path, port, users, mode, notes } = launch::prepare(&LaunchSpec {
+        let mut plan = launch::prepare(&LaunchSpec {
             backup,
             req,
             os_user: &os_user,
@@ -118,39 +117,31 @@ impl RestoreTarget for LocalTarget {
             user_settings: &self.user_settings,
             db_user: self.cfg.superuser.as_deref(),
         })?;
-        let child = spawn_postgres(&bin, &os_user, &args, &log_path, &backup.server_env.0)?;
+        plan.notes.splice(0..0, early_notes);
+        let child = spawn_postgres(&bin, &os_user, &plan.args, &plan.log_path, &backup.server_env.0)?;
         tracing::info!(
-            "started PostgreSQL {} (pid {}) on {} [{mode} recovery]",
+            "started PostgreSQL {} (pid {}) on {} [{} recovery]",
             bin.version,
             child.id().unwrap_or_default(),
             backup.data_dir.display(),
+            plan.mode,
         );
+        let stop_timeout = self.cfg.stop_timeout.unwrap_or(Duration::from_secs(30));
         let mut server = Box::new(LocalServer {
             child: Some(child),
-            log_path,
-            socket_dir: req.socket_dir.clone(),
-            port,
-            users,
-            connection: None,
-            stop_timeout: self.cfg.stop_timeout.unwrap_or(Duration::from_secs(30)),
-            mode,
-            notes: early_notes.into_iter().chain(notes).collect(),
-            preloaded: None,
+            session: ServerSession::new(plan, req.socket_dir.clone(), stop_timeout),
         });
         if let Some(dump) = &backup.logical {
             // Load the dump now (restore phase); on any failure stop the server before returning.
             let loaded = async {
-                let info = server.wait_recovered(ctx).await?;
-                let conn = server.connection();
-                let notes = logical::load(&bin, &os_user, &conn, dump, &req.database).await?;
-                Ok::<_, Error>((info, notes))
+                server.wait_recovered(ctx).await?;
+                logical::load(&bin, &os_user, &server.connection(), dump, &req.database).await
             }
             .await;
             match loaded {
-                Ok((mut info, notes)) => {
-                    info.mode = Some("logical".into());
-                    server.notes.extend(notes);
-                    server.preloaded = Some(info);
+                Ok(notes) => {
+                    server.session.set_mode("logical");
+                    server.session.notes.extend(notes);
                 }
                 Err(e) => {
                     let _ = server.teardown().await;
@@ -211,21 +202,11 @@ fn set_parent_death_signal(cmd: &mut tokio::process::Command) {
 #[derive(Debug)]
 pub struct LocalServer {
     child: Option<tokio::process::Child>,
-    log_path: PathBuf,
-    socket_dir: PathBuf,
-    port: u16,
-    users: Vec<String>,
-    connection: Option<Connection>,
-    stop_timeout: Duration,
-    mode: &'static str,
-    notes: Vec<String>,
-    /// Set once a logical dump was loaded: recovery already happened (there was none).
-    preloaded: Option<RecoveryInfo>,
+    session: ServerSession,
 }
 
 struct LocalProbe<'a> {
     child: &'a mut Option<tokio::process::Child>,
-    log_path: &'a Path,
 }
 
 #[async_trait]
@@ -238,9 +219,6 @@ impl ServerProbe for LocalProbe<'_> {
             Err(e) => Some(format!("cannot wait for the server process: {e}")),
         }
     }
-    fn log(&self) -> Option<String> {
-        fs::read(self.log_path).ok().map(|b| String::from_utf8_lossy(&b).into_owned())
-    }
     fn target_kind(&self) -> &'static str {
         "local"
     }
@@ -249,37 +227,26 @@ impl ServerProbe for LocalProbe<'_> {
 #[async_trait]
 impl RunningServer for LocalServer {
     async fn wait_recovered(&mut self, ctx: &RunContext) -> Result<RecoveryInfo> {
-        if let Some(info) = &self.preloaded {
-            return Ok(info.clone());
-        }
-        let base = Connection { host: self.socket_dir.display().to_string(), port: self.port, user: String::new() };
-        let mut probe = LocalProbe { child: &mut self.child, log_path: &self.log_path };
-        let (conn, mut info) = server::wait_until_promoted(ctx, &mut probe, &base, &self.users).await?;
-        info.mode = Some(self.mode.to_string());
-        self.connection = Some(conn);
-        Ok(info)
+        let mut probe = LocalProbe { child: &mut self.child };
+        self.session.wait(ctx, &mut probe).await
     }
 
     fn connection(&self) -> Connection {
-        self.connection.clone().unwrap_or_else(|| Connection {
-            host: self.socket_dir.display().to_string(),
-            port: self.port,
-            user: self.users.first().cloned().unwrap_or_else(|| "postgres".into()),
-        })
+        self.session.connection()
     }
 
     fn log_tail(&self, lines: usize) -> Option<String> {
-        tail_file(&self.log_path, lines)
+        self.session.log_tail(lines)
     }
 
     fn notes(&self) -> Vec<String> {
-        self.notes.clone()
+        self.session.notes.clone()
     }
 
     async fn teardown(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else { return Ok(()) };
-        stop_child(&mut child, self.stop_timeout).await;
-        let _ = fs::remove_dir_all(&self.socket_dir);
+        stop_child(&mut child, self.session.stop_timeout).await;
+        let _ = fs::remove_dir_all(&self.session.socket_dir);
         Ok(())
     }
 }
