@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::assertion::Assertion;
-use crate::assertions::{BackupAgeAssertion, SqlAssertion, SqlAssertionConfig};
+use crate::assertions::{AmcheckAssertion, BackupAgeAssertion, ReadAllAssertion, SqlAssertion, SqlAssertionConfig};
 use crate::error::{Error, Result};
 use crate::runner::Check;
 use crate::source::BackupSource;
@@ -53,6 +53,29 @@ pub struct CheckConfig {
     /// `[[check.assert]]`.
     #[serde(default)]
     pub assert: Vec<Spanned<toml::Table>>,
+    /// `[check.integrity]`: built-in integrity checks (defaults on).
+    #[serde(default)]
+    pub integrity: IntegrityConfig,
+}
+
+/// `[check.integrity]`: integrity checks beyond the application's own assertions.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntegrityConfig {
+    /// Run `pg_verifybackup` against `backup_manifest` before starting (default true).
+    pub verify_manifest: bool,
+    /// amcheck over every database after recovery (default true).
+    pub amcheck: bool,
+    /// amcheck's `heapallindexed` (default false: about 4× slower).
+    pub heapallindexed: bool,
+    /// Read every table in full (default false; true where amcheck is unavailable).
+    pub read_all: bool,
+}
+
+impl Default for IntegrityConfig {
+    fn default() -> Self {
+        IntegrityConfig { verify_manifest: true, amcheck: true, heapallindexed: false, read_all: false }
+    }
 }
 
 /// Serde helper for optional human durations (`"24h"`, `"90s"`, `"1h 30m"`).
@@ -110,6 +133,18 @@ impl Default for Registry {
         });
         r.register_source("pg_dump", |t| {
             Ok(Arc::new(PgDumpSource::new(options::<PgDumpConfig>("source pg_dump", t)?)) as Arc<dyn BackupSource>)
+        });
+        r.register_source("pgbackrest", |t| {
+            Ok(Arc::new(crate::sources::PgBackRestSource::new(options::<crate::sources::PgBackRestConfig>(
+                "source pgbackrest",
+                t,
+            )?)?) as Arc<dyn BackupSource>)
+        });
+        r.register_source("barman", |t| {
+            Ok(Arc::new(crate::sources::BarmanSource::new(options::<crate::sources::BarmanConfig>(
+                "source barman",
+                t,
+            )?)?) as Arc<dyn BackupSource>)
         });
         r.register_source("command", |t| {
             Ok(Arc::new(CommandSource::new(options::<CommandConfig>("source command", t)?)) as Arc<dyn BackupSource>)
@@ -280,6 +315,12 @@ impl Config {
             if let Some(age) = c.max_backup_age {
                 assertions.push(Arc::new(BackupAgeAssertion { max_age: age }));
             }
+            if c.integrity.amcheck {
+                assertions.push(Arc::new(AmcheckAssertion { heapallindexed: c.integrity.heapallindexed }));
+            }
+            if c.integrity.read_all {
+                assertions.push(Arc::new(ReadAllAssertion));
+            }
             for a in c.assert {
                 let span = a.span();
                 assertions.push(registry.assertion(a.into_inner()).map_err(at(span))?);
@@ -292,6 +333,7 @@ impl Config {
                 assertions,
                 timeout: c.timeout.unwrap_or(DEFAULT_TIMEOUT),
                 backup: None,
+                verify_manifest: c.integrity.verify_manifest,
             });
         }
         Ok(Config { work_dir: file.work_dir, checks })
@@ -334,8 +376,10 @@ max_age = "24h"
         let ch = &c.checks[0];
         assert_eq!(ch.database, "app");
         assert_eq!(ch.timeout, Duration::from_secs(1800));
-        assert_eq!(ch.assertions.len(), 3, "max_backup_age plus two sql assertions");
-        assert_eq!(ch.assertions[1].name(), "registrations present");
+        assert_eq!(ch.assertions.len(), 4, "max_backup_age, amcheck, two sql assertions");
+        assert_eq!(ch.assertions[1].name(), "amcheck");
+        assert_eq!(ch.assertions[2].name(), "registrations present");
+        assert!(ch.verify_manifest);
     }
 
     #[test]

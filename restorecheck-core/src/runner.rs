@@ -37,6 +37,8 @@ pub struct Check {
     pub timeout: Duration,
     /// Backup id to test instead of the newest.
     pub backup: Option<String>,
+    /// Check physical backups against their `backup_manifest` before starting.
+    pub verify_manifest: bool,
 }
 
 impl Check {
@@ -50,6 +52,7 @@ impl Check {
             assertions: Vec::new(),
             timeout: crate::config::DEFAULT_TIMEOUT,
             backup: None,
+            verify_manifest: true,
         }
     }
 
@@ -243,6 +246,10 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
     st.work = Some(work.clone());
     let fetched = check.source.fetch(ctx, &backup, &req).await?;
     st.report.backup.pg_major = Some(fetched.pg_major);
+    if check.verify_manifest && fetched.logical.is_none() && fetched.data_dir.join("backup_manifest").is_file() {
+        let note = check.target.verify_backup(ctx, &fetched).await?;
+        st.report.notes.push(note);
+    }
 
     // restore
     st.enter(Phase::Restore, ctx);

@@ -145,6 +145,14 @@ pub trait RestoreTarget: Send + Sync + Debug {
     /// anything. Used by `validate` with `None` (any version) and before fetching.
     async fn preflight(&self, pg_major: Option<u32>) -> Result<()>;
 
+    /// Checks the fetched files against the backup's `backup_manifest` with the target's own
+    /// `pg_verifybackup`, before anything starts (missing, extra or altered files are a
+    /// [`Error::BackupDefect`](crate::Error::BackupDefect)). Returns a note for the report.
+    /// The default says the target cannot verify.
+    async fn verify_backup(&self, _ctx: &RunContext, _backup: &FetchedBackup) -> Result<String> {
+        Ok(format!("backup_manifest not verified: target {} has no pg_verifybackup step", self.kind()))
+    }
+
     /// Starts PostgreSQL on `backup`.
     async fn start(
         &self,

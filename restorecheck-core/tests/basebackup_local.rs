@@ -165,12 +165,33 @@ async fn missing_wal_segment_in_the_middle_of_the_archive_fails_not_old_data() {
 }
 
 #[tokio::test]
-async fn backup_without_wal_and_without_archive_fails_in_recovery() {
+async fn backup_without_wal_and_without_archive_fails() {
     let dir = TestDir::new("nowal");
     let c = cluster(&dir, 10).await;
     c.basebackup("b1", &["-Ft", "-Xnone"]).await.unwrap();
+    // pg_verifybackup finds no WAL for the backup's range before anything starts.
     let r = run(&dir, check(&c.backups_dir(), None)).await;
+    assert_fail_in(&r, Phase::Fetch);
+    assert!(r.failure.unwrap().message.contains("WAL"));
+    // Without the manifest check, PostgreSQL itself stops in recovery.
+    let mut ch = check(&c.backups_dir(), None);
+    ch.verify_manifest = false;
+    let r = run(&dir, ch).await;
     assert_fail_in(&r, Phase::Recovery);
+}
+
+#[tokio::test]
+async fn a_file_altered_after_the_backup_fails_manifest_verification() {
+    let dir = TestDir::new("altered");
+    let c = cluster(&dir, 10).await;
+    let b = c.basebackup("b1", &["-Fp", "-Xstream"]).await.unwrap();
+    let f = b.join("PG_VERSION");
+    let mut text = std::fs::read_to_string(&f).unwrap();
+    text.push('\n');
+    std::fs::write(&f, text).unwrap();
+    let r = run(&dir, check(&b, None)).await;
+    assert_fail_in(&r, Phase::Fetch);
+    assert!(r.failure.unwrap().message.contains("PG_VERSION"));
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! Built-in assertions, one per file.
 
+pub mod amcheck;
 pub mod backup_age;
 pub mod sql;
 
+pub use amcheck::{AmcheckAssertion, ReadAllAssertion};
 pub use backup_age::BackupAgeAssertion;
 pub use sql::{SqlAssertion, SqlAssertionConfig};

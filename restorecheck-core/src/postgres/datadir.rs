@@ -155,3 +155,41 @@ pub fn prepare(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
     fs::set_permissions(data, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io("chmod 0700", data, e))?;
     Ok(notes)
 }
+
+/// Arguments for `pg_verifybackup` on a fetched data directory (before it starts): WAL is parsed
+/// only when the backup carries it, and tablespaces extracted from tar backups get the
+/// `pg_tblspc/<oid>` links the tool follows (PostgreSQL replaces them from `tablespace_map`).
+pub fn verifybackup_args(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
+    let map = data.join("tablespace_map");
+    if let Ok(text) = fs::read_to_string(&map) {
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if let Some((oid, path)) = line.split_once(' ') {
+                let link = data.join("pg_tblspc").join(oid);
+                if fs::symlink_metadata(&link).is_err() {
+                    std::os::unix::fs::symlink(path, &link).map_err(|e| Error::io("linking tablespace", &link, e))?;
+                }
+            }
+        }
+    }
+    // tablespace_map was rewritten to point at the extracted tablespaces: ignore that one file.
+    let mut args = vec!["-q".to_string(), "-i".into(), "tablespace_map".into()];
+    if matches!(wal, WalSupply::RestoreCommand { .. }) {
+        args.push("-n".into());
+    }
+    args.push("-m".into());
+    args.push(data.join("backup_manifest").display().to_string());
+    args.push(data.display().to_string());
+    Ok(args)
+}
+
+/// Turns a failed `pg_verifybackup` run into the failure it stands for.
+pub fn verifybackup_failed(output: &str) -> Error {
+    let lines: Vec<&str> = output.lines().filter(|l| !l.trim().is_empty()).take(10).collect();
+    Error::BackupDefect {
+        message: format!(
+            "the restored files do not match backup_manifest: {}",
+            lines.first().map(|l| l.trim()).unwrap_or("pg_verifybackup failed")
+        ),
+        log_tail: Some(lines.join("\n")),
+    }
+}

@@ -75,6 +75,29 @@ impl RestoreTarget for LocalTarget {
         }
     }
 
+    async fn verify_backup(&self, _ctx: &RunContext, backup: &FetchedBackup) -> Result<String> {
+        let bin = binaries::find(backup.pg_major, self.cfg.bin_dir.as_deref())?;
+        if backup.pg_major < 13 {
+            return Ok(format!(
+                "backup_manifest not verified: pg_verifybackup needs PostgreSQL 13+, backup is {}",
+                backup.pg_major
+            ));
+        }
+        let args = crate::postgres::datadir::verifybackup_args(&backup.data_dir, &backup.wal)?;
+        let exe = bin.exe("pg_verifybackup");
+        let out = tokio::process::Command::new(&exe)
+            .args(&args)
+            .env("LC_ALL", "C")
+            .output()
+            .await
+            .map_err(|e| Error::io("running pg_verifybackup", &exe, e))?;
+        if !out.status.success() {
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+            return Err(crate::postgres::datadir::verifybackup_failed(&text));
+        }
+        Ok("backup_manifest verified with pg_verifybackup (every file, size and checksum)".into())
+    }
+
     async fn start(
         &self,
         ctx: &RunContext,
