@@ -125,6 +125,15 @@ const TESTER_FAULTS: &[&str] = &[
     "Permission denied",
 ];
 
+/// FATAL lines our own polling connections cause while the server starts: not the reason it died.
+const CONNECTION_REJECTIONS: &[&str] = &[
+    "the database system is starting up",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+    "the database system is shutting down",
+    "does not exist",
+];
+
 /// Turns a dead server into the right error: a backup defect when recovery was under way,
 /// a target error when it never got that far (configuration, binaries, permissions).
 pub fn died_error(kind: &'static str, exit: &str, log: Option<String>) -> Error {
@@ -132,7 +141,9 @@ pub fn died_error(kind: &'static str, exit: &str, log: Option<String>) -> Error 
     let tail = last_lines(&log, 25);
     let first_fatal = log
         .lines()
-        .find(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+        .find(|l| {
+            (l.contains("FATAL:") || l.contains("PANIC:")) && !CONNECTION_REJECTIONS.iter().any(|m| l.contains(m))
+        })
         .map(|l| l.split_once("FATAL:").or_else(|| l.split_once("PANIC:")).map(|x| x.1.trim()).unwrap_or(l))
         .unwrap_or("no FATAL line in the log");
     let tester_side = TESTER_FAULTS.iter().any(|m| first_fatal.contains(m));
@@ -327,6 +338,9 @@ mod tests {
         let e = died_error("local", "exit status 1", Some(log.into()));
         assert!(e.is_backup_defect(), "{e}");
         assert!(e.to_string().contains("could not locate required checkpoint record"));
+        let log = "FATAL:  the database system is starting up\nLOG:  database system was interrupted\nFATAL:  requested timeline 2 is not a child of this server's history\n";
+        let e = died_error("local", "exit status 1", Some(log.into()));
+        assert!(e.to_string().contains("requested timeline 2"), "{e}");
         let e = died_error("local", "exit status 1", Some("FATAL:  could not load pg_hba.conf\n".into()));
         assert!(!e.is_backup_defect());
     }
