@@ -131,8 +131,14 @@ const CONNECTION_REJECTIONS: &[&str] = &[
     "the database system is not yet accepting connections",
     "the database system is not accepting connections",
     "the database system is shutting down",
-    "does not exist",
 ];
+
+/// True for FATAL lines caused by our polling connections (wrong role or database name tried).
+fn is_poll_rejection(line: &str) -> bool {
+    CONNECTION_REJECTIONS.iter().any(|m| line.contains(m))
+        || ((line.contains("FATAL:  role \"") || line.contains("FATAL:  database \""))
+            && line.ends_with("does not exist"))
+}
 
 /// Turns a dead server into the right error: a backup defect when recovery was under way,
 /// a target error when it never got that far (configuration, binaries, permissions).
