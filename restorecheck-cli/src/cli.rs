@@ -33,6 +33,26 @@ pub enum Command {
     Init(InitArgs),
     /// Build a sample database, back it up with pg_basebackup, restore-test it, clean up.
     Demo(DemoArgs),
+    /// Prove the restore tests catch damage: restore good and deliberately broken sample
+    /// backups through your own PostgreSQL binaries and target, and print the table.
+    Selftest(SelftestArgs),
+}
+
+/// Options of `selftest`.
+#[derive(Debug, Args)]
+pub struct SelftestArgs {
+    /// Use the target of the first check in this config (default: local).
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Run every case (about a minute) instead of a quick subset.
+    #[arg(long)]
+    pub full: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Folder for the sample clusters and work directories.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
 }
 
 /// Output formats.

@@ -236,3 +236,17 @@ async fn sigint_during_recovery_leaves_no_server_and_no_work_dir() {
     let left: Vec<_> = std::fs::read_dir(dir.work()).unwrap().flatten().map(|e| e.path()).collect();
     assert!(left.is_empty(), "work dir left behind: {left:?}");
 }
+
+#[test]
+fn selftest_shows_damage_is_caught_on_this_machine() {
+    let dir = Dir::new("selftest");
+    let (code, out, err) = rc(&["selftest", "--work-dir", dir.0.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let cases = v.as_array().unwrap();
+    assert!(cases.len() >= 7);
+    assert!(cases.iter().all(|c| c["ok"] == true), "{out}");
+    assert!(cases.iter().any(|c| c["verdict"] == "fail") && cases.iter().any(|c| c["verdict"] == "pass"));
+    let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().flatten().filter(|e| e.file_name() != "work").collect();
+    assert!(left.is_empty(), "selftest left files behind");
+}

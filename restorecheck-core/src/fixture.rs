@@ -17,6 +17,7 @@ use crate::postgres::user::OsUser;
 #[derive(Debug)]
 pub struct SampleCluster {
     root: PathBuf,
+    sock: PathBuf,
     bin: BinDir,
     user: OsUser,
     port: u16,
@@ -43,8 +44,15 @@ impl SampleCluster {
             None => binaries::newest()?,
         };
         let user = OsUser::resolve(None)?;
-        for d in ["", "backups", "archive", "sock"] {
-            let p = root.join(d);
+        // Unix socket paths must fit in 107 bytes: deep roots get a short socket dir in /tmp.
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let sock = if root.join("sock/.s.PGSQL.65535").as_os_str().len() <= 100 {
+            root.join("sock")
+        } else {
+            let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            PathBuf::from(format!("/tmp/rcfx-{}-{n}", std::process::id()))
+        };
+        for p in [root.to_path_buf(), root.join("backups"), root.join("archive"), sock.clone()] {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -53,8 +61,9 @@ impl SampleCluster {
         }
         // The server user must be able to reach the root (it may sit in a root-only folder).
         user.chown_tree(root)?;
+        user.chown_tree(&sock)?;
         let port = 20000 + (std::process::id() % 20000) as u16;
-        let mut c = SampleCluster { root: root.to_path_buf(), bin, user, port, running: false, keep: false };
+        let mut c = SampleCluster { root: root.to_path_buf(), sock, bin, user, port, running: false, keep: false };
         let mut initdb = vec![
             "-D".to_string(),
             c.pgdata().display().to_string(),
@@ -116,7 +125,7 @@ impl SampleCluster {
     }
     /// The socket directory.
     pub fn socket_dir(&self) -> PathBuf {
-        self.root.join("sock")
+        self.sock.clone()
     }
     /// The port (it names the socket file in `socket_dir()`).
     pub fn port(&self) -> u16 {
@@ -286,6 +295,9 @@ impl Drop for SampleCluster {
         }
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.root);
+        }
+        if !self.sock.starts_with(&self.root) {
+            let _ = std::fs::remove_dir_all(&self.sock);
         }
     }
 }

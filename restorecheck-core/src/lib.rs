@@ -39,6 +39,7 @@ pub mod fixture;
 pub mod postgres;
 pub mod report;
 pub mod runner;
+pub mod selftest;
 pub mod source;
 pub mod sources;
 pub mod target;

@@ -4,6 +4,7 @@ mod demo;
 mod init;
 mod list;
 mod run;
+mod selftest;
 mod validate;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
         Command::Validate(a) => validate::run(a).await,
         Command::Init(a) => init::run(a),
         Command::Demo(a) => demo::run(a, quiet).await,
+        Command::Selftest(a) => selftest::run(a, quiet).await,
     }
 }
 

@@ -147,9 +147,7 @@ pub fn died_error(kind: &'static str, exit: &str, log: Option<String>) -> Error 
     let tail = last_lines(&log, 25);
     let first_fatal = log
         .lines()
-        .find(|l| {
-            (l.contains("FATAL:") || l.contains("PANIC:")) && !CONNECTION_REJECTIONS.iter().any(|m| l.contains(m))
-        })
+        .find(|l| (l.contains("FATAL:") || l.contains("PANIC:")) && !is_poll_rejection(l))
         .map(|l| l.split_once("FATAL:").or_else(|| l.split_once("PANIC:")).map(|x| x.1.trim()).unwrap_or(l))
         .unwrap_or("no FATAL line in the log");
     let tester_side = TESTER_FAULTS.iter().any(|m| first_fatal.contains(m));
