@@ -78,4 +78,7 @@ pub trait Assertion: Send + Sync + Debug {
 
     /// Runs the check.
     async fn check(&self, ctx: &AssertionContext) -> Result<Outcome>;
+
+    /// Called once the check's verdict is known (e.g. to remember state only after a pass).
+    fn check_finished(&self, _verdict: crate::report::Verdict) {}
 }

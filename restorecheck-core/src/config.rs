@@ -70,11 +70,19 @@ pub struct IntegrityConfig {
     pub heapallindexed: bool,
     /// Read every table in full (default false; true where amcheck is unavailable).
     pub read_all: bool,
+    /// Row counts may not drop by more than `max_drop` since the last passing run.
+    pub compare_to_previous: Option<crate::assertions::CompareConfig>,
 }
 
 impl Default for IntegrityConfig {
     fn default() -> Self {
-        IntegrityConfig { verify_manifest: true, amcheck: true, heapallindexed: false, read_all: false }
+        IntegrityConfig {
+            verify_manifest: true,
+            amcheck: true,
+            heapallindexed: false,
+            read_all: false,
+            compare_to_previous: None,
+        }
     }
 }
 
@@ -155,6 +163,14 @@ impl Default for Registry {
         r.register_target("docker", |t| {
             Ok(Arc::new(DockerTarget::new(options::<DockerTargetConfig>("target docker", t)?)?)
                 as Arc<dyn RestoreTarget>)
+        });
+        r.register_assertion("canary", |t| {
+            Ok(
+                Arc::new(crate::assertions::CanaryAssertion::new(options::<SqlAssertionConfig>(
+                    "assertion canary",
+                    t,
+                )?)?) as Arc<dyn Assertion>,
+            )
         });
         r.register_assertion("sql", |t| {
             Ok(Arc::new(SqlAssertion::new(options::<SqlAssertionConfig>("assertion sql", t)?)?) as Arc<dyn Assertion>)
@@ -320,6 +336,9 @@ impl Config {
             }
             if c.integrity.read_all {
                 assertions.push(Arc::new(ReadAllAssertion));
+            }
+            if let Some(cmp) = &c.integrity.compare_to_previous {
+                assertions.push(Arc::new(crate::assertions::CompareToPrevious::new(&c.name, cmp)?));
             }
             for a in c.assert {
                 let span = a.span();

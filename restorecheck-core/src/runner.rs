@@ -216,6 +216,9 @@ pub async fn run_check(check: &Check, work_root: &Path, index: usize, ctx: &RunC
         }
     }
     st.close_phase();
+    for a in &check.assertions {
+        a.check_finished(st.report.verdict);
+    }
     st.timings.total = started.elapsed().as_secs_f64();
     st.report.timings = st.timings.clone();
     st.report

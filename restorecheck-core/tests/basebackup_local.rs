@@ -470,3 +470,51 @@ async fn a_hostile_production_configuration_is_neutralised() {
     assert!(r.notes.iter().any(|n| n.contains("standby.signal")), "-R backups carry standby.signal: {:?}", r.notes);
     assert!(!serde_json::to_string(&r).unwrap().contains("hunter2"));
 }
+
+/// Checks built from TOML, as users write them.
+fn checks_from_toml(text: &str) -> Vec<restorecheck_core::Check> {
+    restorecheck_core::Config::parse(text, &restorecheck_core::Registry::default()).unwrap().checks
+}
+
+#[tokio::test]
+async fn canary_reports_the_rpo_and_compare_to_previous_catches_a_drop() {
+    let dir = TestDir::new("canary");
+    let c = cluster(&dir, 100).await;
+    c.exec(
+        "app",
+        "create table restorecheck_canary (beat timestamptz not null); insert into restorecheck_canary values (now())",
+    )
+    .await
+    .unwrap();
+    c.basebackup("full", &["-Ft", "-Xstream"]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.exec("app", "delete from registrations where id > 40").await.unwrap();
+    c.exec("app", "update restorecheck_canary set beat = now() - interval '3 hours'").await.unwrap();
+    c.basebackup("shrunk", &["-Ft", "-Xstream"]).await.unwrap();
+    let state = dir.path().join("state.json");
+    let toml = |backup: &str| {
+        format!(
+            "[[check]]\nname = \"app\"\ndatabase = \"app\"\n[check.source]\nkind = \"basebackup\"\npath = {:?}\nbackup = \"{backup}\"\n\
+             [check.integrity]\ncompare_to_previous = {{ max_drop = 0.2, state_file = {:?} }}\n\
+             [[check.assert]]\nkind = \"canary\"\nsql = \"select max(beat) from restorecheck_canary\"\nmax_age = \"1h\"\n",
+            c.backups_dir(),
+            state
+        )
+    };
+    let r = run(&dir, checks_from_toml(&toml("full")).remove(0)).await;
+    assert_pass(&r);
+    let canary = r.assertions.iter().find(|a| a.name == "canary (RPO)").unwrap();
+    assert!(canary.observed.as_ref().unwrap()["rpo_seconds"].as_f64().unwrap() < 3600.0);
+    assert!(state.exists(), "a passing run records its row counts");
+    let r = run(&dir, checks_from_toml(&toml("shrunk")).remove(0)).await;
+    assert_fail_in(&r, Phase::Assert);
+    let cmp = r.assertions.iter().find(|a| a.name == "compare_to_previous").unwrap();
+    assert_eq!(cmp.verdict, Verdict::Fail);
+    assert!(cmp.message.as_deref().unwrap().contains("registrations: 40 rows, was 100"), "{:?}", cmp.message);
+    let canary = r.assertions.iter().find(|a| a.name == "canary (RPO)").unwrap();
+    assert_eq!(canary.verdict, Verdict::Fail);
+    assert!(canary.observed.as_ref().unwrap()["rpo_seconds"].as_f64().unwrap() > 3.0 * 3590.0);
+    // The failed run did not overwrite the reference: the full backup still passes.
+    let r = run(&dir, checks_from_toml(&toml("full")).remove(0)).await;
+    assert_pass(&r);
+}

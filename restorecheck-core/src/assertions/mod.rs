@@ -2,8 +2,10 @@
 
 pub mod amcheck;
 pub mod backup_age;
+pub mod previous;
 pub mod sql;
 
 pub use amcheck::{AmcheckAssertion, ReadAllAssertion};
 pub use backup_age::BackupAgeAssertion;
-pub use sql::{SqlAssertion, SqlAssertionConfig};
+pub use previous::{CompareConfig, CompareToPrevious};
+pub use sql::{CanaryAssertion, SqlAssertion, SqlAssertionConfig};

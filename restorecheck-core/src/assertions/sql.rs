@@ -257,7 +257,7 @@ impl Assertion for SqlAssertion {
             };
             if age > max_age.as_secs_f64() {
                 return Ok(self.fail(
-                    Some(observed),
+                    Some(serde_json::json!({"value": text, "age_seconds": age})),
                     format!(
                         "newest value {text} is {} old, expected younger than {}",
                         crate::report::human_secs(age),
@@ -299,5 +299,55 @@ mod tests {
         assert!(is_data_problem(&SqlState::DATA_CORRUPTED));
         assert!(is_data_problem(&SqlState::from_code("58P01")));
         assert!(!is_data_problem(&SqlState::SYNTAX_ERROR));
+    }
+}
+
+/// Assertion `canary`: the newest value of a heartbeat production writes on a schedule
+/// (`select max(beat) from restorecheck_canary`). Its age is the achieved recovery point
+/// objective (RPO), reported as `rpo_seconds`; beyond `max_age` the check fails.
+#[derive(Debug, Clone)]
+pub struct CanaryAssertion {
+    inner: SqlAssertion,
+}
+
+impl CanaryAssertion {
+    /// A canary over `cfg`, which must have `max_age`.
+    pub fn new(mut cfg: SqlAssertionConfig) -> Result<Self> {
+        if cfg.max_age.is_none() || cfg.equals.is_some() || cfg.min.is_some() || cfg.max.is_some() {
+            return Err(Error::config("assertion canary needs max_age (the RPO limit) and no equals/min/max"));
+        }
+        cfg.name.get_or_insert_with(|| "canary (RPO)".into());
+        Ok(Self { inner: SqlAssertion::new(cfg)? })
+    }
+}
+
+#[async_trait]
+impl Assertion for CanaryAssertion {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+
+    fn expected(&self) -> Option<String> {
+        self.inner.describe_expected().map(|e| format!("RPO {e}"))
+    }
+
+    async fn check(&self, ctx: &AssertionContext) -> Result<Outcome> {
+        let rpo = |o: Option<serde_json::Value>| {
+            o.map(|v| match v {
+                serde_json::Value::Object(mut m) => {
+                    if let Some(a) = m.remove("age_seconds") {
+                        m.insert("rpo_seconds".into(), a);
+                    }
+                    serde_json::Value::Object(m)
+                }
+                other => other,
+            })
+        };
+        Ok(match self.inner.check(ctx).await? {
+            Outcome::Pass { observed } => Outcome::Pass { observed: rpo(observed) },
+            Outcome::Fail { observed, expected, message } => {
+                Outcome::Fail { observed: rpo(observed), expected, message: format!("canary: {message}") }
+            }
+        })
     }
 }
