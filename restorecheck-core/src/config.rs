@@ -70,6 +70,8 @@ pub struct IntegrityConfig {
     pub heapallindexed: bool,
     /// Read every table in full (default false; true where amcheck is unavailable).
     pub read_all: bool,
+    /// Parallel connections for amcheck (default 2).
+    pub jobs: usize,
     /// Row counts may not drop by more than `max_drop` since the last passing run.
     pub compare_to_previous: Option<crate::assertions::CompareConfig>,
 }
@@ -81,6 +83,7 @@ impl Default for IntegrityConfig {
             amcheck: true,
             heapallindexed: false,
             read_all: false,
+            jobs: 2,
             compare_to_previous: None,
         }
     }
@@ -332,7 +335,10 @@ impl Config {
                 assertions.push(Arc::new(BackupAgeAssertion { max_age: age }));
             }
             if c.integrity.amcheck {
-                assertions.push(Arc::new(AmcheckAssertion { heapallindexed: c.integrity.heapallindexed }));
+                assertions.push(Arc::new(AmcheckAssertion {
+                    heapallindexed: c.integrity.heapallindexed,
+                    jobs: c.integrity.jobs,
+                }));
             }
             if c.integrity.read_all {
                 assertions.push(Arc::new(ReadAllAssertion));

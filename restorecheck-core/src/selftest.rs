@@ -378,7 +378,7 @@ pub async fn run(opts: &SelftestOptions, ctx: &RunContext) -> Result<Vec<CaseRes
 fn integrity(c: Check) -> Check {
     c.database("app")
         .timeout(Duration::from_secs(300))
-        .assert(AmcheckAssertion { heapallindexed: true })
+        .assert(AmcheckAssertion { heapallindexed: true, jobs: 2 })
         .assert(ReadAllAssertion)
         .assert(SqlAssertion::min("select count(*) from registrations", 1.0))
         .assert(SqlAssertion::max_age("select max(created_at) from registrations", Duration::from_secs(3600)))

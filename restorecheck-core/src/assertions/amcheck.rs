@@ -38,11 +38,61 @@ fn db_message(e: &tokio_postgres::Error) -> String {
 }
 
 /// `amcheck`: `bt_index_check` on every valid B-tree index (optionally `heapallindexed`) and,
-/// on PostgreSQL 14+, `verify_heapam` on every table, materialized view and TOAST table.
+/// on PostgreSQL 14+, `verify_heapam` on every table, materialized view and TOAST table, spread
+/// over `jobs` connections per database.
 #[derive(Debug, Clone)]
 pub struct AmcheckAssertion {
     /// Also verify that every heap tuple has its index entry (slower, ~4×).
     pub heapallindexed: bool,
+    /// Parallel connections per database (at least 1).
+    pub jobs: usize,
+}
+
+/// One relation to verify.
+#[derive(Debug, Clone)]
+struct Item {
+    oid: i64,
+    name: String,
+    index: bool,
+}
+
+/// Verifies `items` over one connection; returns corruption findings, or an error when it
+/// could not check.
+async fn verify(ctx: AssertionContext, db: String, items: Vec<Item>, heapallindexed: bool) -> Result<Vec<String>> {
+    let c = ctx.connect(Some(&db)).await?;
+    let mut problems = Vec::new();
+    for it in items {
+        let sql = if it.index {
+            format!(
+                "select null::int8, null::text where bt_index_check({}::oid::regclass, {heapallindexed}) is null",
+                it.oid
+            )
+        } else {
+            format!("select blkno, msg from verify_heapam({}::oid::regclass, on_error_stop => false) limit 3", it.oid)
+        };
+        match c.query(&sql, &[]).await {
+            Ok(found) => {
+                for f in found {
+                    let blk: Option<i64> = f.get(0);
+                    let msg: Option<String> = f.get(1);
+                    problems.push(format!(
+                        "{db}: {} block {}: {}",
+                        it.name,
+                        blk.unwrap_or(-1),
+                        msg.unwrap_or_default()
+                    ));
+                }
+            }
+            Err(e) if is_corruption(&e) => problems.push(format!("{db}: {}: {}", it.name, db_message(&e))),
+            Err(e) => {
+                return Err(Error::Assertion {
+                    name: "amcheck".into(),
+                    message: format!("checking {} in database {db:?}: {}", it.name, db_message(&e)),
+                })
+            }
+        }
+    }
+    Ok(problems)
 }
 
 #[async_trait]
@@ -74,7 +124,7 @@ impl Assertion for AmcheckAssertion {
                 .await
                 .map_err(|e| could_not("reading the version", e))?
                 .get(0);
-            let idx = c
+            let mut items: Vec<Item> = c
                 .query(
                     "select c.oid::int8, n.nspname || '.' || c.relname from pg_index i \
                      join pg_class c on c.oid = i.indexrelid join pg_namespace n on n.oid = c.relnamespace \
@@ -83,21 +133,13 @@ impl Assertion for AmcheckAssertion {
                     &[],
                 )
                 .await
-                .map_err(|e| could_not("listing indexes", e))?;
-            for row in idx {
-                let (oid, name): (i64, String) = (row.get(0), row.get(1));
-                indexes += 1;
-                let sql = format!("select bt_index_check({oid}::oid::regclass, {})", self.heapallindexed);
-                if let Err(e) = c.simple_query(&sql).await {
-                    if is_corruption(&e) {
-                        problems.push(format!("{db}: index {name}: {}", db_message(&e)));
-                    } else {
-                        return Err(could_not(&format!("checking index {name}"), e));
-                    }
-                }
-            }
+                .map_err(|e| could_not("listing indexes", e))?
+                .iter()
+                .map(|r| Item { oid: r.get(0), name: format!("index {}", r.get::<_, String>(1)), index: true })
+                .collect();
+            indexes += items.len() as u64;
             if version >= 140000 {
-                let rels = c
+                let heaps: Vec<Item> = c
                     .query(
                         "select c.oid::int8, n.nspname || '.' || c.relname from pg_class c \
                          join pg_namespace n on n.oid = c.relnamespace \
@@ -105,22 +147,31 @@ impl Assertion for AmcheckAssertion {
                         &[],
                     )
                     .await
-                    .map_err(|e| could_not("listing tables", e))?;
-                for row in rels {
-                    let (oid, name): (i64, String) = (row.get(0), row.get(1));
-                    relations += 1;
-                    let sql = format!(
-                        "select blkno, offnum, msg from verify_heapam({oid}::oid::regclass, on_error_stop => false) limit 3"
-                    );
-                    match c.query(&sql, &[]).await {
-                        Ok(found) => {
-                            for f in found {
-                                let (blk, msg): (i64, String) = (f.get(0), f.get(2));
-                                problems.push(format!("{db}: table {name} block {blk}: {msg}"));
-                            }
-                        }
-                        Err(e) if is_corruption(&e) => problems.push(format!("{db}: table {name}: {}", db_message(&e))),
-                        Err(e) => return Err(could_not(&format!("checking table {name}"), e)),
+                    .map_err(|e| could_not("listing tables", e))?
+                    .iter()
+                    .map(|r| Item { oid: r.get(0), name: format!("table {}", r.get::<_, String>(1)), index: false })
+                    .collect();
+                relations += heaps.len() as u64;
+                items.extend(heaps);
+            }
+            let jobs = self.jobs.max(1);
+            let mut chunks: Vec<Vec<Item>> = vec![Vec::new(); jobs];
+            for (i, it) in items.into_iter().enumerate() {
+                chunks[i % jobs].push(it);
+            }
+            let tasks: Vec<_> = chunks
+                .into_iter()
+                .filter(|c| !c.is_empty())
+                .map(|chunk| tokio::spawn(verify(ctx.clone(), db.clone(), chunk, self.heapallindexed)))
+                .collect();
+            for t in tasks {
+                match t.await {
+                    Ok(r) => problems.extend(r?),
+                    Err(e) => {
+                        return Err(Error::Assertion {
+                            name: self.name(),
+                            message: format!("a check task failed: {e}"),
+                        })
                     }
                 }
             }
@@ -128,6 +179,7 @@ impl Assertion for AmcheckAssertion {
         let observed = serde_json::json!({
             "indexes": indexes,
             "relations": relations,
+            "jobs": self.jobs.max(1),
             "seconds": started.elapsed().as_secs_f64(),
             "problems": problems.len(),
         });

@@ -1,0 +1,614 @@
+//! Source `pgbackrest`: backups in a pgBackRest repository, restored with the real
+//! `pgbackrest restore` (which verifies every file's checksum) and recovered with WAL from the
+//! repository through `pgbackrest archive-get`.
+//!
+//! Everything pgBackRest is asked to do only reads the repository: `info`, `restore` and
+//! `archive-get`. What it could otherwise write outside the work dir is switched off on the
+//! command line, which beats `pgbackrest.conf`: its file log (`--log-level-file=off`; a restore
+//! run as root would leave a root-owned log in the shared log folder), its lock folder (kept in
+//! the work dir), asynchronous archive-get (it would write into the production spool path),
+//! links and tablespaces restored to their production paths (`--no-link-all`,
+//! `--reset-link-map`, `--tablespace-map-all` into the work dir) and partial restores
+//! (`--reset-db-include`/`--reset-db-exclude`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::context::RunContext;
+use crate::error::{Error, Result};
+use crate::postgres::Lsn;
+use crate::report::Phase;
+use crate::source::{BackupInfo, BackupSource, ExpectedEnd, FetchRequest, FetchedBackup, RecoveryTarget, WalSupply};
+use crate::sources::tool;
+use crate::wal_archive::shell_quote;
+
+const KIND: &str = "pgbackrest";
+const INSTALL_HINT: &str = "install pgBackRest (Debian/Ubuntu: apt-get install pgbackrest) in a version that reads \
+                            the repository, or put it on PATH";
+
+/// pgBackRest exit codes that mean the repository's copy of the backup is damaged or
+/// incomplete (`src/build/error/error.yaml`): checksum (26), file-invalid (28), format (29),
+/// file-read (42), backup-mismatch (51), file-missing (55), backup-set-invalid (75),
+/// crypto (95), json-format (99).
+const DEFECT_CODES: &[i32] = &[26, 28, 29, 42, 51, 55, 75, 95, 99];
+
+/// Options that restorecheck sets itself and that `options` therefore may not carry.
+const RESERVED_OPTIONS: &[&str] = &[
+    "stanza",
+    "config",
+    "repo",
+    "set",
+    "type",
+    "target",
+    "target-action",
+    "target-exclusive",
+    "target-timeline",
+    "archive-mode",
+    "pg1-path",
+    "pg1-host",
+    "tablespace-map",
+    "tablespace-map-all",
+    "link-all",
+    "link-map",
+    "db-include",
+    "db-exclude",
+    "lock-path",
+    "log-level-file",
+    "output",
+];
+
+/// Options of source `pgbackrest` (`[check.source] kind = "pgbackrest"`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PgBackRestConfig {
+    /// The stanza (`--stanza`).
+    pub stanza: String,
+    /// `pgbackrest.conf` to use (`--config`; default: pgBackRest's own default).
+    pub config: Option<PathBuf>,
+    /// Repository number to restore from (`--repo`; default: pgBackRest searches them in order).
+    pub repo: Option<u32>,
+    /// Further pgBackRest options (`repo1-path = "/backups/pgbackrest"`, `job-retry = 0`). They
+    /// reach every pgBackRest command as `PGBACKREST_*` environment variables, so an option only
+    /// some commands know is no error. Keep secrets in the config file: options are visible in
+    /// the restored server's `restore_command`.
+    #[serde(default)]
+    pub options: BTreeMap<String, toml::Value>,
+    /// `latest` (default), `oldest`, or a backup label (`20261126-030000F`).
+    pub backup: Option<String>,
+    /// How far to recover (default `latest`: all archived WAL).
+    #[serde(default)]
+    pub recovery_target: RecoveryTarget,
+}
+
+/// Source `pgbackrest`.
+#[derive(Debug, Clone)]
+pub struct PgBackRestSource {
+    cfg: PgBackRestConfig,
+    /// `options` as environment variables.
+    env: Vec<(String, String)>,
+}
+
+fn source_err(message: impl Into<String>) -> Error {
+    Error::Source { source_kind: KIND, message: message.into() }
+}
+
+impl PgBackRestSource {
+    /// A source over `cfg`; rejects option names that are not pgBackRest options or that
+    /// restorecheck sets itself.
+    pub fn new(cfg: PgBackRestConfig) -> Result<Self> {
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+                && !s.starts_with('-')
+        };
+        if !name_ok(&cfg.stanza) {
+            return Err(Error::config(format!(
+                "source pgbackrest: stanza {:?} is not a valid stanza name (letters, digits, - _ .)",
+                cfg.stanza
+            )));
+        }
+        if cfg.repo == Some(0) {
+            return Err(Error::config("source pgbackrest: repo numbers start at 1"));
+        }
+        let mut env = Vec::new();
+        for (key, value) in &cfg.options {
+            let key_ok = !key.is_empty()
+                && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !key.starts_with('-');
+            if !key_ok {
+                return Err(Error::config(format!(
+                    "source pgbackrest: options.{key} is not a pgBackRest option name (write them as in pgbackrest.conf, e.g. repo1-path)"
+                )));
+            }
+            if RESERVED_OPTIONS.contains(&key.as_str()) {
+                return Err(Error::config(format!(
+                    "source pgbackrest: options.{key} cannot be set: restorecheck sets it itself (stanza, config and repo have their own keys)"
+                )));
+            }
+            let value = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => if *b { "y" } else { "n" }.to_string(),
+                other => {
+                    return Err(Error::config(format!(
+                        "source pgbackrest: options.{key} must be a string, number or boolean, not {other}"
+                    )))
+                }
+            };
+            env.push((format!("PGBACKREST_{}", key.to_ascii_uppercase().replace('-', "_")), value));
+        }
+        Ok(Self { cfg, env })
+    }
+
+    fn program(&self) -> Result<PathBuf> {
+        tool::find_program("pgbackrest", INSTALL_HINT)
+    }
+
+    /// `pgbackrest --stanza=… [--config=…] [--repo=…]` with `options` in the environment.
+    fn command(&self, exe: &Path) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd.args(self.common_args());
+        cmd
+    }
+
+    fn common_args(&self) -> Vec<String> {
+        let mut args = vec![format!("--stanza={}", self.cfg.stanza)];
+        if let Some(c) = &self.cfg.config {
+            args.push(format!("--config={}", c.display()));
+        }
+        if let Some(r) = self.cfg.repo {
+            args.push(format!("--repo={r}"));
+        }
+        args
+    }
+
+    /// `pgbackrest info` for the stanza.
+    async fn info(&self, ctx: &RunContext, phase: Phase) -> Result<StanzaInfo> {
+        let exe = self.program()?;
+        let mut cmd = self.command(&exe);
+        cmd.args(["--output=json", "--log-level-file=off", "info"]);
+        let out = tool::run(ctx, phase, cmd, "pgbackrest info").await?;
+        if !out.status.success() {
+            return Err(source_err(format!(
+                "`pgbackrest --stanza={} info` failed ({}): {}",
+                self.cfg.stanza,
+                out.status,
+                out.message()
+            )));
+        }
+        let all: Vec<StanzaInfo> = serde_json::from_str(&out.stdout).map_err(|e| {
+            source_err(format!("cannot read the output of `pgbackrest info --output=json`: {e} (pgBackRest too old?)"))
+        })?;
+        let stanza = all
+            .into_iter()
+            .find(|s| s.name == self.cfg.stanza)
+            .ok_or_else(|| source_err(format!("`pgbackrest info` does not report stanza {:?}", self.cfg.stanza)))?;
+        if stanza.backup.is_empty() && !matches!(stanza.status.code, 0 | 2) {
+            return Err(source_err(format!(
+                "stanza {:?}: {} (pgBackRest status {}); check `stanza`, `config` and the repository path \
+                 (options.repo1-path), and that this host can read the repository",
+                self.cfg.stanza, stanza.status.message, stanza.status.code
+            )));
+        }
+        Ok(stanza)
+    }
+
+    fn backup_info(&self, stanza: &StanzaInfo, b: &Backup) -> BackupInfo {
+        let mut kind = format!("pgbackrest-{}", b.kind);
+        if b.error {
+            kind.push_str(" (error: pgBackRest found page checksum errors while taking it)");
+        }
+        let repo = b.database.repo_key.map(|k| format!(", repo{k}")).unwrap_or_default();
+        BackupInfo {
+            id: b.label.clone(),
+            taken_at: DateTime::<Utc>::from_timestamp(b.timestamp.start, 0),
+            size_bytes: b.info.as_ref().and_then(|i| i.repository.as_ref().and_then(|r| r.size).or(i.size)),
+            kind,
+            location: format!("pgbackrest:stanza {}{repo}, backup {}", self.cfg.stanza, b.label),
+            pg_major: stanza.db_of(&b.database).and_then(|d| d.version.split('.').next()?.parse().ok()),
+            label: None,
+        }
+    }
+
+    /// The repository folder the restored server's `archive-get` reads, when it is local.
+    async fn repo_path(&self, ctx: &RunContext, exe: &Path, key: u32) -> Option<PathBuf> {
+        let get = |name: &str| -> Option<String> {
+            let k = format!("repo{key}-{name}");
+            self.cfg.options.get(&k).map(|v| match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+        };
+        let (path, kind, host) = if key == 1 {
+            // `help` reports the effective value (command line, environment, config and includes).
+            let mut v = Vec::new();
+            for name in ["repo-path", "repo-type", "repo-host"] {
+                let mut cmd = self.command(exe);
+                cmd.args(["help", "restore", name]);
+                let out = tool::run(ctx, Phase::Fetch, cmd, "pgbackrest help").await.ok()?;
+                let current =
+                    |p: &str| out.stdout.lines().find_map(|l| l.strip_prefix(p).map(|s| s.trim().to_string()));
+                v.push(current("current: ").or_else(|| current("default: ")));
+            }
+            (v[0].clone(), v[1].clone(), v[2].clone())
+        } else {
+            let ini = self.config_file().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+            let from_ini = |name: &str| ini_value(&ini, &[&self.cfg.stanza, "global"], &format!("repo{key}-{name}"));
+            (
+                get("path").or_else(|| from_ini("path")).or_else(|| Some("/var/lib/pgbackrest".into())),
+                get("type").or_else(|| from_ini("type")),
+                get("host").or_else(|| from_ini("host")),
+            )
+        };
+        let local = kind.as_deref().is_none_or(|k| k == "posix" || k == "cifs") && host.is_none();
+        path.filter(|_| local).map(PathBuf::from)
+    }
+
+    /// The configuration file pgBackRest reads.
+    fn config_file(&self) -> Option<PathBuf> {
+        if let Some(c) = &self.cfg.config {
+            return Some(c.clone());
+        }
+        ["/etc/pgbackrest/pgbackrest.conf", "/etc/pgbackrest.conf"].iter().map(PathBuf::from).find(|p| p.is_file())
+    }
+
+    /// Writes the `restore_command` script: `archive-get` exits 0 (restored) or 1 (not in the
+    /// archive); any other exit is a real error that must stop recovery (200) instead of being
+    /// mistaken by PostgreSQL for the end of the WAL.
+    fn write_restore_script(&self, exe: &Path, req: &FetchRequest) -> Result<String> {
+        let mut script = String::from(
+            "#!/bin/sh\n# written by restorecheck: fetches WAL with `pgbackrest archive-get`, which only reads the repository\n",
+        );
+        for (k, v) in &self.env {
+            script.push_str(&format!("{k}={}; export {k}\n", shell_quote(v)));
+        }
+        let mut args: Vec<String> = self.common_args();
+        args.extend([
+            format!("--pg1-path={}", req.data_dir.display()),
+            "--reset-pg1-host".into(),
+            "--no-archive-async".into(),
+            "--log-level-file=off".into(),
+            format!("--lock-path={}", req.scratch_dir.join("pgbackrest-lock").display()),
+        ]);
+        let args: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+        script.push_str(&format!(
+            "{} {} archive-get \"$1\" \"$2\"\nrc=$?\n[ \"$rc\" -le 1 ] && exit \"$rc\"\n\
+             echo \"restorecheck: pgbackrest archive-get $1 failed with exit code $rc\" >&2\nexit 200\n",
+            shell_quote(&exe.display().to_string()),
+            args.join(" ")
+        ));
+        let path = req.scratch_dir.join("pgbackrest_archive_get.sh");
+        std::fs::write(&path, script).map_err(|e| Error::io("writing restore script", &path, e))?;
+        use std::os::unix::fs::PermissionsExt;
+        // Only the server's OS user (which the target gives the work dir to) runs it: it may
+        // carry `options` values.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("chmod", &path, e))?;
+        Ok(format!("{} %f %p", shell_quote(&path.display().to_string())))
+    }
+
+    /// When running as root, the restored server's OS user must be able to read the config file
+    /// for `archive-get`; say so now instead of failing in recovery.
+    async fn check_config_readable(&self) -> Result<()> {
+        let Some(conf) = self.config_file() else { return Ok(()) };
+        let Ok(user) = crate::postgres::user::OsUser::resolve(None) else { return Ok(()) };
+        if user.switched && !tool::user_can_read_file(&user, &conf).await {
+            return Err(Error::Tooling {
+                what: format!(
+                    "OS user {:?}, which runs the restored server and its `pgbackrest archive-get`, cannot read {}",
+                    user.name,
+                    conf.display()
+                ),
+                hint: "make the pgBackRest configuration readable by that user (Debian: owner postgres, mode 0640)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A value of `key` in the first of `sections` of an INI text that has it.
+fn ini_value(text: &str, sections: &[&str], key: &str) -> Option<String> {
+    for wanted in sections {
+        let mut current = String::new();
+        for line in text.lines() {
+            let l = line.trim();
+            if l.starts_with('#') || l.is_empty() {
+                continue;
+            }
+            if let Some(s) = l.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+                current = s.trim().to_string();
+                continue;
+            }
+            if current == *wanted {
+                if let Some((k, v)) = l.split_once('=') {
+                    if k.trim() == key {
+                        return Some(v.trim().to_string());
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// One stanza in `pgbackrest info --output=json` (field names from `src/command/info/info.c`).
+#[derive(Debug, Deserialize)]
+struct StanzaInfo {
+    name: String,
+    status: Status,
+    #[serde(default)]
+    db: Vec<Db>,
+    #[serde(default)]
+    archive: Vec<Archive>,
+    #[serde(default)]
+    backup: Vec<Backup>,
+}
+
+impl StanzaInfo {
+    fn db_of(&self, r: &DbRef) -> Option<&Db> {
+        self.db
+            .iter()
+            .find(|d| d.id == r.id && (d.repo_key.is_none() || r.repo_key.is_none() || d.repo_key == r.repo_key))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Status {
+    code: i64,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Db {
+    id: u64,
+    #[serde(rename = "repo-key")]
+    repo_key: Option<u64>,
+    version: String,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+struct DbRef {
+    id: u64,
+    #[serde(rename = "repo-key")]
+    repo_key: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Archive {
+    database: DbRef,
+    id: String,
+    max: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Backup {
+    label: String,
+    #[serde(rename = "type")]
+    kind: String,
+    timestamp: Timestamps,
+    archive: Option<WalRange>,
+    lsn: Option<LsnRange>,
+    info: Option<Sizes>,
+    database: DbRef,
+    #[serde(default)]
+    error: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Timestamps {
+    start: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct WalRange {
+    stop: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LsnRange {
+    stop: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Sizes {
+    size: Option<u64>,
+    repository: Option<RepoSize>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RepoSize {
+    size: Option<u64>,
+}
+
+#[async_trait]
+impl BackupSource for PgBackRestSource {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!("pgbackrest:stanza {}", self.cfg.stanza);
+        if let Some(r) = self.cfg.repo {
+            s.push_str(&format!(", repo{r}"));
+        }
+        if let Some(c) = &self.cfg.config {
+            s.push_str(&format!(" ({})", c.display()));
+        }
+        s
+    }
+
+    async fn list(&self, ctx: &RunContext) -> Result<Vec<BackupInfo>> {
+        let stanza = self.info(ctx, Phase::Select).await?;
+        let mut out: Vec<BackupInfo> = stanza.backup.iter().map(|b| self.backup_info(&stanza, b)).collect();
+        out.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| b.id.cmp(&a.id)));
+        Ok(out)
+    }
+
+    async fn select(&self, ctx: &RunContext, wanted: Option<&str>) -> Result<BackupInfo> {
+        let all = self.list(ctx).await?;
+        let wanted = wanted.or(self.cfg.backup.as_deref());
+        crate::source::select_from(self.kind(), &self.describe(), all, wanted)
+    }
+
+    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+        let exe = self.program()?;
+        // Fresh facts: the archive may have grown since the listing.
+        let stanza = self.info(ctx, Phase::Fetch).await?;
+        let b = stanza.backup.iter().find(|b| b.label == backup.id).ok_or_else(|| {
+            Error::defect(format!(
+                "backup {} is no longer in the pgBackRest repository (stanza {}); it was expired or removed",
+                backup.id, self.cfg.stanza
+            ))
+        })?;
+        self.check_config_readable().await?;
+
+        ctx.progress.begin(&format!("pgbackrest restore {}", b.label), None);
+        let mut cmd = self.command(&exe);
+        cmd.args([
+            format!("--pg1-path={}", req.data_dir.display()),
+            format!("--set={}", b.label),
+            "--type=default".into(),
+            "--archive-mode=off".into(),
+            format!("--tablespace-map-all={}", req.tablespace_dir.display()),
+            "--no-link-all".into(),
+            "--reset-link-map".into(),
+            "--reset-db-include".into(),
+            "--reset-db-exclude".into(),
+            "--reset-pg1-host".into(),
+            "--log-level-file=off".into(),
+            format!("--lock-path={}", req.scratch_dir.join("pgbackrest-lock").display()),
+            "restore".into(),
+        ]);
+        let out = tool::run(ctx, Phase::Fetch, cmd, "pgbackrest restore").await;
+        ctx.progress.end();
+        let out = out?;
+        if !out.status.success() {
+            let msg = format!(
+                "`pgbackrest restore` of backup {} (stanza {}) failed with exit code {}: {}",
+                b.label,
+                self.cfg.stanza,
+                out.code().map(|c| c.to_string()).unwrap_or_else(|| "none (killed)".into()),
+                out.message()
+            );
+            return Err(if out.code().is_some_and(|c| DEFECT_CODES.contains(&c)) {
+                Error::defect(format!("the repository's copy of the backup is damaged or incomplete: {msg}"))
+            } else {
+                source_err(msg)
+            });
+        }
+
+        let pg_major = tool::pg_version(&req.data_dir).ok_or_else(|| {
+            Error::defect(format!("backup {}: PG_VERSION is missing after `pgbackrest restore`", b.label))
+        })?;
+        let command = self.write_restore_script(&exe, req)?;
+        let repo_key = self.cfg.repo.or(b.database.repo_key.and_then(|k| u32::try_from(k).ok())).unwrap_or(1);
+        let readable_paths = self.repo_path(ctx, &exe, repo_key).await.into_iter().collect();
+
+        let mut expected_end = Vec::new();
+        let backup_end_lsn: Option<Lsn> = b.lsn.as_ref().and_then(|l| l.stop.as_deref()).and_then(|s| s.parse().ok());
+        if backup_end_lsn.is_none() {
+            if let Some(stop) = b.archive.as_ref().and_then(|a| a.stop.clone()) {
+                expected_end.push(ExpectedEnd {
+                    lsn: None,
+                    wal_segment: Some(stop.clone()),
+                    reason: format!("backup {} ends in WAL segment {stop}", b.label),
+                });
+            }
+        }
+        let same_db = |a: &Archive| {
+            a.database.id == b.database.id
+                && (a.database.repo_key.is_none()
+                    || b.database.repo_key.is_none()
+                    || a.database.repo_key == b.database.repo_key)
+        };
+        for a in stanza.archive.iter().filter(|a| same_db(a)) {
+            if let Some(max) = &a.max {
+                expected_end.push(ExpectedEnd {
+                    lsn: None,
+                    wal_segment: Some(max.clone()),
+                    reason: format!(
+                        "the pgBackRest archive (stanza {}, archive {}) continues to segment {max}",
+                        self.cfg.stanza, a.id
+                    ),
+                });
+            }
+        }
+
+        let mut fetched =
+            FetchedBackup::new(req.data_dir.clone(), pg_major, WalSupply::RestoreCommand { command, readable_paths });
+        fetched.backup_end_lsn = backup_end_lsn;
+        fetched.expected_end = expected_end;
+        fetched.bytes_restored = b
+            .info
+            .as_ref()
+            .and_then(|i| i.size)
+            .unwrap_or_else(|| tool::tree_size(&req.data_dir) + tool::tree_size(&req.tablespace_dir));
+        fetched.recovery_target = self.cfg.recovery_target.clone();
+        Ok(fetched)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(options: &str) -> Result<PgBackRestSource> {
+        let t: toml::Table = toml::from_str(&format!("stanza = \"main\"\noptions = {{ {options} }}")).unwrap();
+        PgBackRestSource::new(crate::config::options::<PgBackRestConfig>("source pgbackrest", t)?)
+    }
+
+    #[test]
+    fn options_become_environment_variables() {
+        let s = cfg("repo1-path = \"/b\", job-retry = 0, repo1-retention-full = 2, start-fast = true").unwrap();
+        assert!(s.env.contains(&("PGBACKREST_REPO1_PATH".into(), "/b".into())));
+        assert!(s.env.contains(&("PGBACKREST_JOB_RETRY".into(), "0".into())));
+        assert!(s.env.contains(&("PGBACKREST_START_FAST".into(), "y".into())));
+    }
+
+    #[test]
+    fn reserved_and_malformed_options_are_config_errors() {
+        for bad in
+            ["stanza = \"x\"", "pg1-path = \"/prod\"", "tablespace-map-all = \"/x\"", "\"--x\" = 1", "\"a b\" = 1"]
+        {
+            let e = cfg(bad).unwrap_err();
+            assert!(matches!(e, Error::Config { .. }), "{bad}: {e}");
+        }
+        let t: toml::Table = toml::from_str("stanza = \"main\"\nstanzaa = 1").unwrap();
+        assert!(crate::config::options::<PgBackRestConfig>("source pgbackrest", t).is_err());
+    }
+
+    #[test]
+    fn info_json_of_2_45_parses() {
+        let json = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1","max":"000000010000000000000007","min":"000000010000000000000001"}],
+          "backup":[{"archive":{"start":"000000010000000000000002","stop":"000000010000000000000002"},"backrest":{"format":5,"version":"2.45"},
+          "database":{"id":1,"repo-key":1},"error":false,"info":{"delta":22992566,"repository":{"delta":3056878,"size":3056878},"size":22992566},
+          "label":"20261126-052438F","lsn":{"start":"0/2000028","stop":"0/2000100"},"prior":null,"reference":null,
+          "timestamp":{"start":1795670678,"stop":1795670681},"type":"full"}],
+          "cipher":"none","db":[{"id":1,"repo-key":1,"system-id":7712346825449337766,"version":"15"}],"name":"demo",
+          "repo":[{"cipher":"none","key":1,"status":{"code":0,"message":"ok"}}],"status":{"code":0,"lock":{"backup":{"held":false}},"message":"ok"}}]"#;
+        let v: Vec<StanzaInfo> = serde_json::from_str(json).unwrap();
+        let s = cfg("").unwrap();
+        let i = s.backup_info(&v[0], &v[0].backup[0]);
+        assert_eq!(i.id, "20261126-052438F");
+        assert_eq!(i.kind, "pgbackrest-full");
+        assert_eq!(i.pg_major, Some(15));
+        assert_eq!(i.size_bytes, Some(3056878));
+        assert_eq!(i.taken_at.unwrap().timestamp(), 1795670678);
+    }
+
+    #[test]
+    fn ini_lookup_prefers_the_stanza_section() {
+        let ini = "[global]\nrepo2-path=/g\nrepo2-type = posix\n# c\n[main]\nrepo2-path = /s\n";
+        assert_eq!(ini_value(ini, &["main", "global"], "repo2-path").as_deref(), Some("/s"));
+        assert_eq!(ini_value(ini, &["main", "global"], "repo2-type").as_deref(), Some("posix"));
+        assert_eq!(ini_value(ini, &["main", "global"], "repo2-host"), None);
+    }
+}

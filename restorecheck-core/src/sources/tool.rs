@@ -1,0 +1,203 @@
+//! Running a backup tool (`pgbackrest`, `barman`) for a source: output captured, the whole
+//! process group stopped on cancellation, timeout or drop (the tools start helpers such as
+//! `rsync` or pgBackRest's local processes), and errors that quote the tool.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+
+use crate::context::RunContext;
+use crate::error::{Error, Result};
+use crate::report::Phase;
+
+/// What a finished tool printed.
+#[derive(Debug)]
+pub(crate) struct ToolOutput {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl ToolOutput {
+    /// The exit code (`None` when killed by a signal).
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// What the tool said, for error messages: stderr, else stdout, at most the last 30 lines.
+    pub fn message(&self) -> String {
+        let text = if self.stderr.trim().is_empty() { &self.stdout } else { &self.stderr };
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = &lines[lines.len().saturating_sub(30)..];
+        if tail.is_empty() {
+            format!("no output, {}", self.status)
+        } else {
+            tail.join("\n")
+        }
+    }
+}
+
+/// Kills the child's process group unless disarmed (the future was dropped, or cancelled).
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Finds `program` on `PATH` (an absolute or relative path with a `/` is taken as is).
+pub(crate) fn find_program(program: &str, install_hint: &str) -> Result<PathBuf> {
+    if program.contains('/') {
+        let p = Path::new(program);
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(Error::Tooling { what: format!("{program} does not exist"), hint: install_hint.into() })
+        };
+    }
+    crate::wal_archive::which(program).ok_or_else(|| Error::Tooling {
+        what: format!("`{program}` is not installed (not found on PATH)"),
+        hint: install_hint.into(),
+    })
+}
+
+/// Runs `cmd` to completion in its own process group, capturing its output. Cancellation of
+/// `ctx` (or dropping the returned future) kills the whole group.
+pub(crate) async fn run(
+    ctx: &RunContext,
+    phase: Phase,
+    mut cmd: tokio::process::Command,
+    what: &str,
+) -> Result<ToolOutput> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("LC_ALL", "C")
+        .kill_on_drop(true)
+        .process_group(0);
+    tracing::debug!("running {what}");
+    let child = cmd.spawn().map_err(|e| Error::Tooling {
+        what: format!("cannot start {what}: {e}"),
+        hint: "check that the tool is installed and executable".into(),
+    })?;
+    let mut guard = GroupGuard { pgid: child.id().and_then(|p| i32::try_from(p).ok()) };
+    let out = tokio::select! {
+        r = child.wait_with_output() => r.map_err(|e| Error::Tooling {
+            what: format!("waiting for {what} failed: {e}"),
+            hint: "see the message above".into(),
+        })?,
+        _ = ctx.cancel.cancelled() => {
+            guard.kill();
+            return Err(Error::Cancelled { phase });
+        }
+    };
+    // Finished on its own: its pid (and group id) may be reused from now on, so never signal it.
+    guard.pgid = None;
+    Ok(ToolOutput {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Checks that OS user `user` can read the file `path` (asks a child running as that user).
+pub(crate) async fn user_can_read_file(user: &crate::postgres::user::OsUser, path: &Path) -> bool {
+    let mut cmd = tokio::process::Command::new("test");
+    cmd.arg("-r").arg(path).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    user.apply(&mut cmd);
+    cmd.status().await.map(|s| s.success()).unwrap_or(false)
+}
+
+/// Total size of the files under `p` (symlinks not followed).
+pub(crate) fn tree_size(p: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(p) else { return 0 };
+    if meta.is_dir() {
+        std::fs::read_dir(p).map(|rd| rd.flatten().map(|e| tree_size(&e.path())).sum()).unwrap_or(0)
+    } else if meta.is_file() {
+        meta.len()
+    } else {
+        0
+    }
+}
+
+/// The major version in `<data_dir>/PG_VERSION`.
+pub(crate) fn pg_version(data_dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(data_dir.join("PG_VERSION")).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// The newest WAL segment (by position, then timeline) among the files in `dir`.
+pub(crate) fn newest_segment_in(dir: &Path) -> Option<String> {
+    let rd = std::fs::read_dir(dir).ok()?;
+    rd.flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_segment_name(n))
+        .max_by_key(|n| segment_order_key(n))
+}
+
+/// True for a 24-hex-digit WAL segment file name.
+pub(crate) fn is_segment_name(n: &str) -> bool {
+    n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Orders segment names by position first, then timeline.
+pub(crate) fn segment_order_key(n: &str) -> String {
+    let n = n.to_ascii_uppercase();
+    match (n.get(8..24), n.get(0..8)) {
+        (Some(pos), Some(tli)) => format!("{pos}{tli}"),
+        _ => n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_ordering_prefers_position_over_timeline() {
+        let a = "000000020000000000000003";
+        let b = "000000010000000000000004";
+        assert!(segment_order_key(b) > segment_order_key(a));
+        assert!(is_segment_name(a));
+        assert!(!is_segment_name("00000002.history"));
+        assert!(!is_segment_name("000000010000000000000009.00000028.backup"));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_tool_is_killed_promptly() {
+        let ctx = RunContext::new();
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c").arg("sleep 30 & sleep 30");
+        let c2 = ctx.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            c2.cancel();
+        });
+        let t = std::time::Instant::now();
+        let r = run(&ctx, Phase::Fetch, cmd, "sleeper").await;
+        assert!(matches!(r, Err(Error::Cancelled { phase: Phase::Fetch })), "{r:?}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn output_and_exit_code_are_captured() {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c").arg("echo out; echo ERROR: bad >&2; exit 29");
+        let o = run(&RunContext::new(), Phase::Fetch, cmd, "sh").await.unwrap();
+        assert_eq!(o.code(), Some(29));
+        assert_eq!(o.stdout.trim(), "out");
+        assert_eq!(o.message(), "ERROR: bad");
+    }
+}
