@@ -12,3 +12,27 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --exclude restorecheck-py
+
+# ---- Python binding (restorecheck-py) -------------------------------------------------------
+# Builds the abi3 wheel with maturin into a virtualenv, type-checks the package, tests and example
+# with mypy --strict, then runs the pytest suite against real PostgreSQL 15 backups. Its summary
+# line ("N passed in …") closes the run.
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  echo "test: installing python3-venv for the Python binding's tests" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
+fi
+PY_VENV="${RESTORECHECK_VENV:-/var/tmp/restorecheck-venv}"
+[ -x "$PY_VENV/bin/python" ] || python3 -m venv "$PY_VENV"
+"$PY_VENV/bin/pip" install -q --disable-pip-version-check "maturin>=1.9,<2" "pytest>=7" "mypy>=1.5"
+# A dev-profile build shares the compiled dependencies of the cargo steps above.
+PATH="$PY_VENV/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" "$PY_VENV/bin/pip" install -q --disable-pip-version-check \
+  --no-build-isolation --force-reinstall --no-deps ./restorecheck-py
+(cd restorecheck-py && "$PY_VENV/bin/mypy" --strict --cache-dir "$PY_VENV/mypy-cache" \
+  python/restorecheck tests ../examples/ops_script.py)
+RESTORECHECK_CLI="$PWD/${CARGO_TARGET_DIR:-target}/debug/restorecheck"
+case "${CARGO_TARGET_DIR:-}" in /*) RESTORECHECK_CLI="$CARGO_TARGET_DIR/debug/restorecheck" ;; esac
+[ -x "$RESTORECHECK_CLI" ] || RESTORECHECK_CLI=""
+(cd restorecheck-py && RESTORECHECK_CLI="$RESTORECHECK_CLI" "$PY_VENV/bin/python" -m pytest -p no:cacheprovider -q tests)
+# ---- end of the Python binding's tests ------------------------------------------------------

@@ -54,9 +54,19 @@ create_exception!(
 );
 
 /// The one place that maps a core [`Error`] to a Python exception (class by [`ErrorKind`],
-/// message exactly as the CLI prints it after `error: `).
+/// message as the CLI prints it after `error: `, with its `Caused by` lines appended).
 pub(crate) fn to_py_err(e: &Error) -> PyErr {
-    let msg = e.to_string();
+    // The CLI prints the error, then its causes; the exception message carries both.
+    let mut msg = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
     match e.kind() {
         ErrorKind::Config => ConfigError::new_err(msg),
         ErrorKind::Source => SourceError::new_err(msg),
@@ -103,7 +113,8 @@ pub(crate) fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
 
 /// Names of the registered source, target and assertion kinds.
 #[pyfunction]
-fn kinds() -> (Vec<String>, Vec<String>, Vec<String>) {
+#[pyo3(name = "kinds")]
+fn registered_kinds() -> (Vec<String>, Vec<String>, Vec<String>) {
     registry().kinds()
 }
 
@@ -119,7 +130,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TimeoutError", py.get_type::<TimeoutError>())?;
     m.add("ToolingError", py.get_type::<ToolingError>())?;
     m.add("QueryError", py.get_type::<QueryError>())?;
-    m.add_function(wrap_pyfunction!(kinds, m)?)?;
+    m.add_function(wrap_pyfunction!(registered_kinds, m)?)?;
     m.add_class::<kinds::PySource>()?;
     m.add_class::<kinds::PyTarget>()?;
     m.add_class::<kinds::PyAssertionKind>()?;

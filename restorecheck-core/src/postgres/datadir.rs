@@ -11,49 +11,6 @@ fn write(path: &Path, text: &str) -> Result<()> {
     fs::write(path, text).map_err(|e| Error::io("writing", path, e))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn overridden_settings_are_commented_out() {
-        let d = tempfile::tempdir().unwrap();
-        let conf = d.path().join("postgresql.conf");
-        fs::write(
-            &conf,
-            "lc_messages = 'xx_XX'\n#lc_time = 'x'\nLC_MONETARY 'yy'\nwork_mem = 4MB\nlisten_addresses='*'\n",
-        )
-        .unwrap();
-        let hit = comment_out_settings(&conf, &["lc_messages", "lc_monetary", "listen_addresses", "lc_time"]).unwrap();
-        assert_eq!(hit, ["lc_messages", "lc_monetary", "listen_addresses"]);
-        let text = fs::read_to_string(&conf).unwrap();
-        assert!(text.contains("# overridden by restorecheck: lc_messages = 'xx_XX'"));
-        assert!(text.contains("\nwork_mem = 4MB\n"));
-        assert!(text.contains("\n#lc_time = 'x'\n"));
-    }
-
-    #[test]
-    fn includes_missing_here_are_disabled_others_kept() {
-        let d = tempfile::tempdir().unwrap();
-        fs::create_dir(d.path().join("conf.d")).unwrap();
-        let conf = d.path().join("postgresql.conf");
-        fs::write(
-            &conf,
-            "shared_buffers = 1GB\ninclude_dir 'conf.d'\ninclude '/etc/postgresql/15/main/extra.conf'\ninclude_if_exists '/nope'\ninclude_dir = '/etc/pg/conf.d'\n",
-        )
-        .unwrap();
-        let notes = disable_missing_includes(d.path(), &conf).unwrap();
-        assert_eq!(notes.len(), 2, "{notes:?}");
-        let text = fs::read_to_string(&conf).unwrap();
-        assert!(text.contains("\ninclude_dir 'conf.d'\n"));
-        assert!(text.contains(
-            "# disabled by restorecheck (missing on this host): include '/etc/postgresql/15/main/extra.conf'"
-        ));
-        assert!(text.contains("\ninclude_if_exists '/nope'\n"));
-        assert!(text.contains("# disabled by restorecheck (missing on this host): include_dir = '/etc/pg/conf.d'"));
-    }
-}
-
 /// Comments out `include` / `include_dir` lines of the backup's postgresql.conf whose target
 /// does not exist on this host (production's `/etc/...` files): PostgreSQL refuses to start
 /// otherwise. `include_if_exists` is left alone. Returns a note per line disabled.
@@ -191,5 +148,48 @@ pub fn verifybackup_failed(output: &str) -> Error {
             lines.first().map(|l| l.trim()).unwrap_or("pg_verifybackup failed")
         ),
         log_tail: Some(lines.join("\n")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overridden_settings_are_commented_out() {
+        let d = tempfile::tempdir().unwrap();
+        let conf = d.path().join("postgresql.conf");
+        fs::write(
+            &conf,
+            "lc_messages = 'xx_XX'\n#lc_time = 'x'\nLC_MONETARY 'yy'\nwork_mem = 4MB\nlisten_addresses='*'\n",
+        )
+        .unwrap();
+        let hit = comment_out_settings(&conf, &["lc_messages", "lc_monetary", "listen_addresses", "lc_time"]).unwrap();
+        assert_eq!(hit, ["lc_messages", "lc_monetary", "listen_addresses"]);
+        let text = fs::read_to_string(&conf).unwrap();
+        assert!(text.contains("# overridden by restorecheck: lc_messages = 'xx_XX'"));
+        assert!(text.contains("\nwork_mem = 4MB\n"));
+        assert!(text.contains("\n#lc_time = 'x'\n"));
+    }
+
+    #[test]
+    fn includes_missing_here_are_disabled_others_kept() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("conf.d")).unwrap();
+        let conf = d.path().join("postgresql.conf");
+        fs::write(
+            &conf,
+            "shared_buffers = 1GB\ninclude_dir 'conf.d'\ninclude '/etc/postgresql/15/main/extra.conf'\ninclude_if_exists '/nope'\ninclude_dir = '/etc/pg/conf.d'\n",
+        )
+        .unwrap();
+        let notes = disable_missing_includes(d.path(), &conf).unwrap();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        let text = fs::read_to_string(&conf).unwrap();
+        assert!(text.contains("\ninclude_dir 'conf.d'\n"));
+        assert!(text.contains(
+            "# disabled by restorecheck (missing on this host): include '/etc/postgresql/15/main/extra.conf'"
+        ));
+        assert!(text.contains("\ninclude_if_exists '/nope'\n"));
+        assert!(text.contains("# disabled by restorecheck (missing on this host): include_dir = '/etc/pg/conf.d'"));
     }
 }

@@ -66,8 +66,7 @@ pub fn referenced_roles(line: &str, out: &mut BTreeSet<String>) {
             add_list(&l[i + 6..]);
         }
     }
-    if l.starts_with("ALTER DEFAULT PRIVILEGES FOR ROLE ") {
-        let rest = &l["ALTER DEFAULT PRIVILEGES FOR ROLE ".len()..];
+    if let Some(rest) = l.strip_prefix("ALTER DEFAULT PRIVILEGES FOR ROLE ") {
         add_list(rest.split(" IN SCHEMA ").next().unwrap_or(rest).split(' ').next().unwrap_or(""));
     }
     if let Some(rest) = l.strip_prefix("SET SESSION AUTHORIZATION ") {
