@@ -93,7 +93,13 @@ pub struct Extracted {
 /// Extracts the (possibly compressed) tar `archive` into `dest`. Entries cannot escape `dest`.
 /// Any read or format error — a truncated file, a corrupt compressed stream — is a
 /// [`Error::BackupDefect`] naming the archive, since the backup is then unusable.
-pub fn extract_tar(archive: &Path, dest: &Path, progress: Option<Arc<dyn Progress>>) -> Result<Extracted> {
+/// Stops between entries once `cancel` fires (a timed-out or interrupted check).
+pub fn extract_tar(
+    archive: &Path,
+    dest: &Path,
+    progress: Option<Arc<dyn Progress>>,
+    cancel: Option<tokio_util::sync::CancellationToken>,
+) -> Result<Extracted> {
     let reader = open_decompressed(archive, progress)?;
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
@@ -109,6 +115,9 @@ pub fn extract_tar(archive: &Path, dest: &Path, progress: Option<Arc<dyn Progres
         }
     };
     for entry in ar.entries().map_err(defect)? {
+        if cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
+            return Err(Error::Cancelled { phase: crate::report::Phase::Fetch });
+        }
         let mut entry = entry.map_err(defect)?;
         stats.bytes += entry.header().size().unwrap_or(0);
         stats.entries += 1;

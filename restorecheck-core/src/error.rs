@@ -104,7 +104,7 @@ pub enum Error {
     },
 
     /// Talking to the restored PostgreSQL server failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", pg_message(source))]
     Postgres {
         /// What was being done.
         context: String,
@@ -112,6 +112,20 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+}
+
+/// The server's own words for a database error (tokio-postgres' Display says only "db error").
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => {
+            let mut m = format!("{} (SQLSTATE {})", d.message(), d.code().code());
+            if let Some(detail) = d.detail() {
+                m.push_str(&format!("; {detail}"));
+            }
+            m
+        }
+        None => e.to_string(),
+    }
 }
 
 /// Coarse classification of an [`Error`], used for verdicts, exit codes and Python exceptions.

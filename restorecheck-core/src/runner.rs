@@ -176,8 +176,11 @@ pub async fn run_check(check: &Check, work_root: &Path, index: usize, ctx: &RunC
         TimedOut,
         Cancelled,
     }
+    // The check's own token: cancelled on timeout too, so blocking work (extraction, copies)
+    // stops before teardown removes the work dir under it.
+    let check_ctx = RunContext { cancel: ctx.cancel.child_token(), ..ctx.clone() };
     let end = {
-        let fut = pipeline(check, work_root, index, ctx, &mut st);
+        let fut = pipeline(check, work_root, index, &check_ctx, &mut st);
         tokio::select! {
             r = tokio::time::timeout(check.timeout, fut) => match r {
                 Ok(r) => End::Done(r),
@@ -186,6 +189,7 @@ pub async fn run_check(check: &Check, work_root: &Path, index: usize, ctx: &RunC
             _ = ctx.cancel.cancelled() => End::Cancelled,
         }
     };
+    check_ctx.cancel.cancel();
     let result = match end {
         End::Done(r) => r,
         End::TimedOut => Err(Error::Timeout { phase: st.phase, after: check.timeout }),

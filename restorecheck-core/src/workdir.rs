@@ -66,12 +66,24 @@ impl WorkDir {
         self.socket.clone()
     }
 
-    /// Removes everything.
+    /// Removes everything. Work still winding down after a cancellation (an extraction thread
+    /// finishing its current file) may recreate entries for a moment, so removal is retried
+    /// for up to 30 seconds.
     pub fn remove(self) -> Result<()> {
         if self.socket.exists() && !self.socket.starts_with(&self.path) {
             let _ = fs::remove_dir_all(&self.socket);
         }
-        fs::remove_dir_all(&self.path).map_err(|e| Error::io("removing work dir", &self.path, e))
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match fs::remove_dir_all(&self.path) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if std::time::Instant::now() < until && e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(Error::io("removing work dir", &self.path, e)),
+            }
+        }
     }
 }
 

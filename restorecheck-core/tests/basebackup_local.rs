@@ -518,3 +518,21 @@ async fn canary_reports_the_rpo_and_compare_to_previous_catches_a_drop() {
     let r = run(&dir, checks_from_toml(&toml("full")).remove(0)).await;
     assert_pass(&r);
 }
+
+#[tokio::test]
+async fn a_deadline_during_extraction_stops_it_and_leaves_nothing_behind() {
+    let dir = TestDir::new("fetch-deadline");
+    let c = cluster(&dir, 300_000).await;
+    c.basebackup("b1", &["-Ft", "-z", "-Xstream"]).await.unwrap();
+    c.basebackup("b2", &["-Fp", "-Xstream"]).await.unwrap();
+    for id in ["b1", "b2"] {
+        for ms in [50, 150, 400] {
+            let mut ch = check(&c.backups_dir(), None).timeout(Duration::from_millis(ms));
+            ch.backup = Some(id.into());
+            // `run` asserts the work dir is empty and no server is left.
+            let r = run(&dir, ch).await;
+            assert_eq!(r.verdict, Verdict::Error, "{id} {ms}ms: {:?}", r.failure);
+            assert!(r.failure.unwrap().message.contains("timed out"));
+        }
+    }
+}

@@ -146,7 +146,7 @@ fn equals(observed: &str, expected: &toml::Value) -> bool {
 }
 
 /// SQL errors that mean the restored data is missing or damaged, not that the check is wrong.
-fn is_data_problem(code: &SqlState) -> bool {
+pub fn is_data_problem(code: &SqlState) -> bool {
     let c = code.code();
     c.starts_with("XX") // internal errors: data_corrupted XX001, index_corrupted XX002
         || c.starts_with("58") // system errors: a relation file is missing (58P01)

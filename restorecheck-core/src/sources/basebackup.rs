@@ -398,6 +398,9 @@ fn copy_tree(
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dst).map_err(|e| Error::io("creating", dst, e))?;
     for entry in fs::read_dir(src).map_err(|e| Error::io("listing backup", src, e))? {
         let entry = entry.map_err(|e| Error::io("listing backup", src, e))?;
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled { phase: crate::report::Phase::Fetch });
+        }
         let from = entry.path();
         let to = dst.join(entry.file_name());
         let ft = entry.file_type().map_err(|e| Error::io("reading", &from, e))?;
@@ -439,7 +442,8 @@ async fn extract_tars(ctx: &RunContext, dir: &Path, base: &Path, req: &FetchRequ
         use std::os::unix::fs::DirBuilderExt;
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dest).map_err(|e| Error::io("creating", &dest, e))?;
         let progress = Some(ctx.progress.clone());
-        handles.push(tokio::task::spawn_blocking(move || archive::extract_tar(&archive, &dest, progress)));
+        let cancel = Some(ctx.cancel.clone());
+        handles.push(tokio::task::spawn_blocking(move || archive::extract_tar(&archive, &dest, progress, cancel)));
     }
     let mut bytes = 0;
     let mut first_err = None;
