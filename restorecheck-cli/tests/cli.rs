@@ -91,9 +91,13 @@ async fn run_exit_codes_and_json_contract() {
     assert!(ch["backup"]["taken_at"].is_string());
     assert!(ch["recovery"]["end_lsn"].is_string());
     assert!(ch["recovery"]["timeline"].is_number());
-    assert_eq!(ch["assertions"][0]["name"], "rows");
+    // amcheck runs by default, before the check's own assertions.
+    assert_eq!(ch["assertions"][0]["name"], "amcheck");
     assert_eq!(ch["assertions"][0]["verdict"], "pass");
-    assert_eq!(ch["assertions"][0]["observed"], 42);
+    assert!(ch["assertions"][0]["observed"]["indexes"].as_u64().unwrap() > 0);
+    assert_eq!(ch["assertions"][1]["name"], "rows");
+    assert_eq!(ch["assertions"][1]["verdict"], "pass");
+    assert_eq!(ch["assertions"][1]["observed"], 42);
     for k in ["fetch", "restore", "recovery", "assert", "teardown", "total"] {
         assert!(ch["timings"][k].is_number(), "timings.{k}");
     }
@@ -113,8 +117,8 @@ async fn run_exit_codes_and_json_contract() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["verdict"], "fail");
     assert_eq!(v["checks"][0]["failure"]["phase"], "assert");
-    assert_eq!(v["checks"][0]["assertions"][0]["verdict"], "fail");
-    assert_eq!(v["checks"][0]["assertions"][0]["observed"], 42);
+    assert_eq!(v["checks"][0]["assertions"][1]["verdict"], "fail");
+    assert_eq!(v["checks"][0]["assertions"][1]["observed"], 42);
 
     let (code, out, _) = rc(&["run", "-c", bad.to_str().unwrap()]);
     assert_eq!(code, 1);
