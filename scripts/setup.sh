@@ -30,3 +30,25 @@ if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
   useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
 fi
 echo "setup: PostgreSQL $(ls /usr/lib/postgresql 2>/dev/null | tr '\n' ' ')ready" >&2
+# --- WAL-E for source `wale` and its tests: WAL-E 1.1.1 (its final release, from PyPI) in its own
+# virtualenv, plus what it runs: lzop, pv, and daemontools' envdir. The tests expect
+# /opt/restorecheck/wal-e/bin/wal-e (RESTORECHECK_WALE=/path/to/wal-e overrides).
+WALE_VENV="/opt/restorecheck/wal-e"
+wale_need=()
+command -v lzop >/dev/null 2>&1 || wale_need+=(lzop)
+command -v pv >/dev/null 2>&1 || wale_need+=(pv)
+command -v envdir >/dev/null 2>&1 || wale_need+=(daemontools)
+[ -x /usr/bin/python3 ] || wale_need+=(python3)
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || wale_need+=(python3-venv)
+if [ ${#wale_need[@]} -gt 0 ]; then
+  echo "setup: installing ${wale_need[*]} for WAL-E" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${wale_need[@]}" >/dev/null \
+    || { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${wale_need[@]}" >/dev/null; }
+fi
+if [ ! -x "$WALE_VENV/bin/wal-e" ]; then
+  echo "setup: installing WAL-E 1.1.1 into $WALE_VENV" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO /usr/bin/python3 -m venv "$WALE_VENV"
+  $SUDO "$WALE_VENV/bin/pip" install -q --disable-pip-version-check wal-e==1.1.1
+fi

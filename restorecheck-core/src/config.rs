@@ -160,6 +160,14 @@ impl Default for Registry {
         r.register_source("command", |t| {
             Ok(Arc::new(CommandSource::new(options::<CommandConfig>("source command", t)?)) as Arc<dyn BackupSource>)
         });
+        r.register_source("walg", |t| {
+            Ok(Arc::new(crate::sources::WalgSource::new(options::<crate::sources::WalgConfig>("source walg", t)?))
+                as Arc<dyn BackupSource>)
+        });
+        r.register_source("wale", |t| {
+            Ok(Arc::new(crate::sources::WaleSource::new(options::<crate::sources::WaleConfig>("source wale", t)?))
+                as Arc<dyn BackupSource>)
+        });
         r.register_target("local", |t| {
             Ok(Arc::new(LocalTarget::new(options::<LocalTargetConfig>("target local", t)?)?) as Arc<dyn RestoreTarget>)
         });

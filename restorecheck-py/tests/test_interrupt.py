@@ -101,11 +101,17 @@ def test_cancelling_run_async_tears_down(slow_backup: Tuple[Path, Path], work: P
 
 def test_timeout_is_a_report_and_still_tears_down(slow_backup: Tuple[Path, Path], work: Path) -> None:
     backup, archive = slow_backup
-    # Fetch and start take ~0.3s, replaying the archive ~3s: the deadline passes during recovery.
-    check = rc.Check("slow", rc.sources.BaseBackup(backup, wal_archive=archive), database="app", timeout="1500ms")
+    # An assertion that sleeps far past the deadline: the timeout fires whatever the machine's speed.
+    check = rc.Check(
+        "slow",
+        rc.sources.BaseBackup(backup, wal_archive=archive),
+        database="app",
+        timeout="8s",
+        assertions=[rc.sql("select count(*) from (select pg_sleep(60)) s", min=1)],
+    )
     report = check.run(work_dir=work)
     assert report.verdict == "error" and report.exit_code == 2
     failure = report.checks[0].failure
-    assert failure is not None and failure["message"].startswith("timed out after 1s 500ms during the "), failure
+    assert failure is not None and failure["message"].startswith("timed out after 8s during the "), failure
     assert postgres_processes_under(work) == [], "a postgres process survived the timeout"
     assert list(work.iterdir()) == [], "work dir left behind"

@@ -87,21 +87,7 @@ impl CommandSource {
     fn environment(&self) -> Result<Vec<(String, String)>> {
         let mut vars: Vec<(String, String)> = self.cfg.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         if let Some(f) = &self.cfg.env_file {
-            let text = std::fs::read_to_string(f)
-                .map_err(|e| self.err(format!("cannot read env_file {}: {e}", f.display())))?;
-            for (n, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                let line = line.strip_prefix("export ").unwrap_or(line);
-                let (k, v) = line
-                    .split_once('=')
-                    .ok_or_else(|| self.err(format!("env_file {} line {}: expected KEY=VALUE", f.display(), n + 1)))?;
-                let v = v.trim();
-                let v = v.strip_prefix('"').and_then(|x| x.strip_suffix('"')).unwrap_or(v);
-                vars.push((k.trim().to_string(), v.to_string()));
-            }
+            vars.extend(crate::sources::environment::read_env_file(f, "command")?);
         }
         Ok(vars)
     }
