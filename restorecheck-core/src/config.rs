@@ -66,6 +66,8 @@ pub struct IntegrityConfig {
     pub verify_manifest: bool,
     /// amcheck over every database after recovery (default true).
     pub amcheck: bool,
+    /// `pg_checksums --check` after a clean shutdown, when the cluster has checksums (default true).
+    pub checksums: bool,
     /// amcheck's `heapallindexed` (default false: about 4× slower).
     pub heapallindexed: bool,
     /// Read every table in full (default false; true where amcheck is unavailable).
@@ -81,6 +83,7 @@ impl Default for IntegrityConfig {
         IntegrityConfig {
             verify_manifest: true,
             amcheck: true,
+            checksums: true,
             heapallindexed: false,
             read_all: false,
             jobs: 2,
@@ -367,6 +370,7 @@ impl Config {
                 timeout: c.timeout.unwrap_or(DEFAULT_TIMEOUT),
                 backup: None,
                 verify_manifest: c.integrity.verify_manifest,
+                verify_checksums: c.integrity.checksums,
             });
         }
         Ok(Config { work_dir: file.work_dir, checks })

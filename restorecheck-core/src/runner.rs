@@ -39,6 +39,9 @@ pub struct Check {
     pub backup: Option<String>,
     /// Check physical backups against their `backup_manifest` before starting.
     pub verify_manifest: bool,
+    /// After the assertions, stop the server cleanly and run `pg_checksums --check` (clusters
+    /// with data checksums, targets that can).
+    pub verify_checksums: bool,
 }
 
 impl Check {
@@ -53,6 +56,7 @@ impl Check {
             timeout: crate::config::DEFAULT_TIMEOUT,
             backup: None,
             verify_manifest: true,
+            verify_checksums: true,
         }
     }
 
@@ -279,6 +283,32 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
     let actx = AssertionContext { connection, database: check.database.clone(), backup, recovery: info };
     for a in &check.assertions {
         st.report.assertions.push(run_assertion(a.clone(), actx.clone()).await);
+    }
+    if check.verify_checksums {
+        // Last: it stops the server.
+        let name = "checksums".to_string();
+        let server = st.server.as_mut().ok_or_else(|| Error::config("internal: server vanished"))?;
+        let report = match server.verify_checksums(ctx).await {
+            Ok(None) => None,
+            Ok(Some(Outcome::Pass { observed })) => Some(AssertionReport {
+                name,
+                verdict: Verdict::Pass,
+                observed,
+                expected: Some("no bad checksums".into()),
+                message: None,
+            }),
+            Ok(Some(Outcome::Fail { observed, expected, message })) => {
+                Some(AssertionReport { name, verdict: Verdict::Fail, observed, expected, message: Some(message) })
+            }
+            Err(e) => Some(AssertionReport {
+                name,
+                verdict: Verdict::Error,
+                observed: None,
+                expected: None,
+                message: Some(e.to_string()),
+            }),
+        };
+        st.report.assertions.extend(report);
     }
     let failed: Vec<&AssertionReport> = st.report.assertions.iter().filter(|a| a.verdict == Verdict::Fail).collect();
     let errored: Vec<&AssertionReport> = st.report.assertions.iter().filter(|a| a.verdict == Verdict::Error).collect();

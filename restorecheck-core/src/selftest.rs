@@ -156,6 +156,14 @@ pub async fn run(opts: &SelftestOptions, ctx: &RunContext) -> Result<Vec<CaseRes
         }
     };
     let heap = path_of("registrations").await?;
+    // A page no query or amcheck reads (template1 is never connected to): only pg_checksums sees it.
+    let template_file: String = c
+        .client("template1")
+        .await?
+        .query_one("select pg_relation_filepath('pg_description')", &[])
+        .await
+        .map_err(|e| Error::postgres("locating a relation file", e))?
+        .get(0);
     let index = path_of("registrations_pkey").await?;
 
     // Good backups. The plain one has no writes during it, so no full-page image in its WAL
@@ -292,6 +300,14 @@ pub async fn run(opts: &SelftestOptions, ctx: &RunContext) -> Result<Vec<CaseRes
         cases.push(Case {
             name: "flipped bit in an index page, manifest check off",
             check: check_of("indexbit", &b, None, false),
+            verdict: Verdict::Fail,
+            phase: Some(Phase::Assert),
+        });
+        let b = copy_of("template-bit-nomanifest", &plain)?;
+        flip_byte(&b.join(&template_file), 4000)?;
+        cases.push(Case {
+            name: "flipped bit in an unread page, manifest check off",
+            check: check_of("checksums", &b, None, false),
             verdict: Verdict::Fail,
             phase: Some(Phase::Assert),
         });

@@ -125,6 +125,14 @@ pub trait RunningServer: Send + Sync + Debug {
         Vec::new()
     }
 
+    /// Stops the server cleanly and verifies every page's checksum offline (`pg_checksums
+    /// --check`), when the cluster has data checksums and the target can. `Ok(None)`: not
+    /// applicable here. A checksum failure is an [`Outcome::Fail`](crate::Outcome::Fail).
+    /// The server is not usable afterwards.
+    async fn verify_checksums(&mut self, _ctx: &RunContext) -> Result<Option<crate::assertion::Outcome>> {
+        Ok(None)
+    }
+
     /// Stops the server and removes what the target created. Idempotent.
     async fn teardown(&mut self) -> Result<()>;
 }

@@ -170,3 +170,38 @@ async fn a_missing_image_is_a_clear_error_and_nothing_is_pulled() {
     let msg = r.failure.unwrap().message;
     assert!(msg.contains("restorecheck/no-such-image:15") && msg.contains("never pulls"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_left_by_a_killed_run_are_removed_by_the_next() {
+    use std::collections::HashMap;
+    use testcontainers::bollard::models::ContainerCreateBody;
+    use testcontainers::bollard::query_parameters::{CreateContainerOptionsBuilder, ListContainersOptionsBuilder};
+    let d = docker::engine().await.unwrap();
+    // A container labelled as restorecheck's, owned by a process that no longer exists.
+    let dead_pid = "999999";
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let labels = HashMap::from([
+        (docker::LABEL_RUN.to_string(), "killedrun".to_string()),
+        (docker::LABEL_PID.to_string(), dead_pid.to_string()),
+        (docker::LABEL_HOST.to_string(), host),
+    ]);
+    let body = ContainerCreateBody {
+        image: Some("restorecheck/postgres:15".into()),
+        cmd: Some(vec!["sleep".into(), "600".into()]),
+        labels: Some(labels),
+        ..Default::default()
+    };
+    let created = d.create_container(Some(CreateContainerOptionsBuilder::default().build()), body).await.unwrap();
+    d.start_container(&created.id, None::<testcontainers::bollard::query_parameters::StartContainerOptions>)
+        .await
+        .unwrap();
+    let notes = docker::remove_stale_containers(&d).await;
+    assert!(notes.iter().any(|n| n.contains("left by a killed run")), "{notes:?}");
+    let filters: HashMap<String, Vec<String>> =
+        HashMap::from([("label".to_string(), vec![format!("{}=killedrun", docker::LABEL_RUN)])]);
+    let list = d
+        .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
+        .await
+        .unwrap();
+    assert!(list.is_empty(), "the stale container is still there");
+}

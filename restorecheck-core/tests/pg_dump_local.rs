@@ -162,3 +162,45 @@ async fn empty_dump_table_fails_the_assertion() {
     assert_eq!(r.verdict, Verdict::Fail);
     assert_eq!(r.failure.unwrap().phase, Phase::Assert);
 }
+
+#[tokio::test]
+async fn a_globals_file_runs_first_and_its_roles_own_the_objects() {
+    let dir = TestDir::new("dump-globals");
+    let c = source_cluster(&dir).await;
+    let p = pg_dump(&c, "app.custom", &["-Fc"]).await;
+    let globals = c.backups_dir().join("globals.sql");
+    let args: Vec<String> = [
+        "-h",
+        &c.socket_dir().display().to_string(),
+        "-p",
+        &c.port().to_string(),
+        "-U",
+        "postgres",
+        "--globals-only",
+        "-f",
+        &globals.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    c.tool("pg_dumpall", &args).await.unwrap();
+    let source = PgDumpSource::new(PgDumpConfig {
+        path: p,
+        backup: None,
+        database: None,
+        globals: Some(globals),
+        no_owner: false,
+        jobs: None,
+    });
+    let ch = Check::new("dump", Arc::new(source), Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap()))
+        .database("app")
+        .assert(sql_eq("select count(*) from registrations", 250))
+        .assert(sql_eq(
+            "select count(*) from pg_tables where tablename = 'registrations' and tableowner = 'appowner'",
+            1,
+        ));
+    let r = run(&dir, ch).await;
+    assert_pass(&r);
+    assert!(r.notes.iter().any(|n| n.contains("ran globals file")), "{:?}", r.notes);
+    assert!(!r.notes.iter().any(|n| n.contains("created roles")), "roles came from the globals file: {:?}", r.notes);
+}

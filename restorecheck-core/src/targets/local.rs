@@ -153,6 +153,7 @@ impl RestoreTarget for LocalTarget {
         let mut server = Box::new(LocalServer {
             child: Some(child),
             session: ServerSession::new(plan, req.socket_dir.clone(), stop_timeout),
+            checksums: (control.checksum_version > 0).then(|| (bin.clone(), os_user.clone(), backup.data_dir.clone())),
         });
         if let Some(dump) = &backup.logical {
             // Load the dump now (restore phase); on any failure stop the server before returning.
@@ -226,6 +227,8 @@ fn set_parent_death_signal(cmd: &mut tokio::process::Command) {
 pub struct LocalServer {
     child: Option<tokio::process::Child>,
     session: ServerSession,
+    /// Set when the cluster has data checksums: what `pg_checksums` needs.
+    checksums: Option<(BinDir, OsUser, PathBuf)>,
 }
 
 struct LocalProbe<'a> {
@@ -264,6 +267,51 @@ impl RunningServer for LocalServer {
 
     fn notes(&self) -> Vec<String> {
         self.session.notes.clone()
+    }
+
+    async fn verify_checksums(&mut self, _ctx: &RunContext) -> Result<Option<crate::assertion::Outcome>> {
+        let Some((bin, user, data)) = self.checksums.clone() else { return Ok(None) };
+        let Some(mut child) = self.child.take() else { return Ok(None) };
+        // pg_checksums needs a cleanly shut down cluster: a fast shutdown writes a checkpoint.
+        stop_child(&mut child, self.session.stop_timeout).await;
+        let clean = child.try_wait().ok().flatten().is_some_and(|s| s.success());
+        if !clean {
+            return Err(Error::Target {
+                target_kind: "local",
+                message: "the server did not shut down cleanly, so pg_checksums cannot run".into(),
+                log_tail: self.session.log_tail(10),
+            });
+        }
+        let started = std::time::Instant::now();
+        let mut cmd = tokio::process::Command::new(bin.exe("pg_checksums"));
+        cmd.arg("--check").arg("-D").arg(&data).env("LC_ALL", "C");
+        user.apply(&mut cmd);
+        let out = cmd.output().await.map_err(|e| Error::io("running pg_checksums", bin.exe("pg_checksums"), e))?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let field =
+            |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());
+        let observed = serde_json::json!({
+            "blocks_scanned": field("Blocks scanned:"),
+            "bad_checksums": field("Bad checksums:"),
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        if out.status.success() {
+            return Ok(Some(crate::assertion::Outcome::Pass { observed: Some(observed) }));
+        }
+        if field("Bad checksums:").unwrap_or(0) > 0 || text.contains("checksum verification failed") {
+            let first: Vec<&str> =
+                text.lines().filter(|l| l.contains("checksum verification failed")).take(3).collect();
+            return Ok(Some(crate::assertion::Outcome::Fail {
+                observed: Some(observed),
+                expected: Some("no bad checksums".into()),
+                message: format!("pg_checksums found bad pages: {}", first.join("; ")),
+            }));
+        }
+        Err(Error::Target {
+            target_kind: "local",
+            message: format!("pg_checksums failed: {}", text.trim()),
+            log_tail: None,
+        })
     }
 
     async fn teardown(&mut self) -> Result<()> {
