@@ -270,11 +270,19 @@ pub trait BackupSource: Send + Sync + Debug {
     /// The backups this source sees, newest first.
     async fn list(&self, ctx: &RunContext) -> Result<Vec<BackupInfo>>;
 
-    /// Picks the backup to test: the one named `wanted`, or the newest. The default
-    /// implementation lists and selects; sources with a cheaper lookup may override it.
+    /// The backup the source's own configuration asks for (`backup = "…"`), if any.
+    fn configured_backup(&self) -> Option<&str> {
+        None
+    }
+
+    /// Picks the backup to test: `wanted` (a run's override), else [`configured_backup`],
+    /// else the newest; `"latest"` and `"oldest"` are understood. The default implementation
+    /// lists and selects; sources with a cheaper lookup may override it.
+    ///
+    /// [`configured_backup`]: BackupSource::configured_backup
     async fn select(&self, ctx: &RunContext, wanted: Option<&str>) -> Result<BackupInfo> {
         let all = self.list(ctx).await?;
-        select_from(self.kind(), &self.describe(), all, wanted)
+        select_from(self.kind(), &self.describe(), all, wanted.or(self.configured_backup()))
     }
 
     /// Fetches `backup` into the request's directories.

@@ -360,9 +360,13 @@ impl BackupSource for BarmanSource {
         Ok(out)
     }
 
+    fn configured_backup(&self) -> Option<&str> {
+        self.cfg.backup.as_deref()
+    }
+
     async fn select(&self, ctx: &RunContext, wanted: Option<&str>) -> Result<BackupInfo> {
         let all = self.list(ctx).await?;
-        let wanted = wanted.or(self.cfg.backup.as_deref());
+        let wanted = wanted.or(self.configured_backup());
         let mut chosen = crate::source::select_from(self.kind(), &self.describe(), all, wanted)?;
         if let Ok(s) = self.show_backup(ctx, Phase::Select, &chosen.id).await {
             if let Some(t) = s.begin_time.and_then(|t| DateTime::<Utc>::from_timestamp(t, 0)) {

@@ -452,10 +452,8 @@ impl BackupSource for PgBackRestSource {
         Ok(out)
     }
 
-    async fn select(&self, ctx: &RunContext, wanted: Option<&str>) -> Result<BackupInfo> {
-        let all = self.list(ctx).await?;
-        let wanted = wanted.or(self.cfg.backup.as_deref());
-        crate::source::select_from(self.kind(), &self.describe(), all, wanted)
+    fn configured_backup(&self) -> Option<&str> {
+        self.cfg.backup.as_deref()
     }
 
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
