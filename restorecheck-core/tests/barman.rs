@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use common::*;
 use restorecheck_core::fixture::{SampleCluster, SampleOptions};
-use restorecheck_core::report::{CheckReport, Phase, Verdict};
+use restorecheck_core::report::{Phase, Verdict};
 use restorecheck_core::source::RecoveryTarget;
 use restorecheck_core::sources::{BarmanConfig, BarmanSource};
 use restorecheck_core::targets::{LocalTarget, LocalTargetConfig};
@@ -129,28 +129,6 @@ fn check_with(source: BarmanSource) -> Check {
     Check::new("barman", Arc::new(source), Arc::new(target))
         .database("app")
         .timeout(std::time::Duration::from_secs(120))
-}
-
-/// Every file under `root` with size and modification time: the catalog must not change.
-fn snapshot(root: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
-    fn walk(p: &Path, out: &mut Vec<(PathBuf, u64, std::time::SystemTime)>) {
-        for e in std::fs::read_dir(p).unwrap().flatten() {
-            let m = std::fs::symlink_metadata(e.path()).unwrap();
-            out.push((e.path(), m.len(), m.modified().unwrap()));
-            if m.is_dir() {
-                walk(&e.path(), out);
-            }
-        }
-    }
-    let mut v = Vec::new();
-    walk(root, &mut v);
-    v.sort();
-    v
-}
-
-fn assert_fail_in(r: &CheckReport, phase: Phase) {
-    assert_eq!(r.verdict, Verdict::Fail, "expected FAIL, got {:?} {:?}", r.verdict, r.failure);
-    assert_eq!(r.failure.as_ref().map(|f| f.phase), Some(phase), "{:?}", r.failure);
 }
 
 #[tokio::test]

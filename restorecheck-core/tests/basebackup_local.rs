@@ -13,16 +13,6 @@ use restorecheck_core::assertions::SqlAssertion;
 use restorecheck_core::report::{Phase, Verdict};
 use restorecheck_core::{Assertion, AssertionContext, Outcome};
 
-fn assert_pass(r: &restorecheck_core::report::CheckReport) {
-    assert_eq!(r.verdict, Verdict::Pass, "expected PASS, got {:?}", r.failure);
-    assert!(r.assertions.iter().all(|a| a.verdict == Verdict::Pass));
-}
-
-fn assert_fail_in(r: &restorecheck_core::report::CheckReport, phase: Phase) {
-    assert_eq!(r.verdict, Verdict::Fail, "expected FAIL, got {:?} {:?}", r.verdict, r.failure);
-    assert_eq!(r.failure.as_ref().map(|f| f.phase), Some(phase), "{:?}", r.failure);
-}
-
 /// Each pg_basebackup layout restores and shows exactly the rows it held.
 async fn layout_passes(name: &str, options: &[&str]) {
     let dir = TestDir::new(name);

@@ -121,3 +121,34 @@ pub fn start_segment(label: &str) -> String {
         .map(|s| s.trim_end_matches(')').to_string())
         .expect("START WAL LOCATION in backup_label")
 }
+
+/// Every file under `root` with its size and modification time: backup storage must not change.
+pub fn snapshot(root: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    fn walk(p: &Path, out: &mut Vec<(PathBuf, u64, std::time::SystemTime)>) {
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            out.push((e.path(), m.len(), m.modified().unwrap()));
+            if m.is_dir() {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(root, &mut v);
+    v.sort();
+    v
+}
+
+/// The check passed, and so did every assertion.
+pub fn assert_pass(r: &CheckReport) {
+    use restorecheck_core::report::Verdict;
+    assert_eq!(r.verdict, Verdict::Pass, "expected PASS, got {:?}", r.failure);
+    assert!(r.assertions.iter().all(|a| a.verdict == Verdict::Pass), "{:?}", r.assertions);
+}
+
+/// The check failed (the backup is bad) in `phase`.
+pub fn assert_fail_in(r: &CheckReport, phase: restorecheck_core::report::Phase) {
+    use restorecheck_core::report::Verdict;
+    assert_eq!(r.verdict, Verdict::Fail, "expected FAIL, got {:?} {:?}", r.verdict, r.failure);
+    assert_eq!(r.failure.as_ref().map(|f| f.phase), Some(phase), "{:?}", r.failure);
+}
