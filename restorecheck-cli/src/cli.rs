@@ -75,12 +75,32 @@ pub struct ConfigArgs {
     pub format: Format,
 }
 
+/// Formats of the `run` report.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum RunFormat {
+    /// For people (and cron mails).
+    Text,
+    /// The versioned JSON report.
+    Json,
+    /// JUnit XML: a test suite per check, a test case per phase and assertion.
+    Junit,
+}
+
 /// Options of `run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Config and format.
-    #[command(flatten)]
-    pub common: ConfigArgs,
+    /// Configuration file.
+    #[arg(short, long, default_value = "restorecheck.toml")]
+    pub config: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+    pub format: RunFormat,
+    /// Write the report to FILE (atomically, by rename) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Also write a Prometheus textfile (node_exporter textfile collector) to PATH, atomically.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
     /// Only run the named check (repeatable).
     #[arg(long = "check")]
     pub checks: Vec<String>,

@@ -254,3 +254,97 @@ fn selftest_shows_damage_is_caught_on_this_machine() {
     let left: Vec<_> = std::fs::read_dir(&dir.0).unwrap().flatten().filter(|e| e.file_name() != "work").collect();
     assert!(left.is_empty(), "selftest left files behind");
 }
+
+#[tokio::test]
+async fn run_writes_junit_and_metrics_files_atomically() {
+    let dir = Dir::new("outputs");
+    let c = sample(&dir, 42).await;
+    c.basebackup("b1", &["-Ft", "-z", "-Xstream"]).await.unwrap();
+    let report = dir.0.join("report.xml");
+    let metrics = dir.0.join("restorecheck.prom");
+    let (r, m) = (report.to_str().unwrap(), metrics.to_str().unwrap());
+
+    let good = config(
+        &dir,
+        &c.backups_dir(),
+        None,
+        "[[check.assert]]\nname = \"rows\"\nsql = \"select count(*) from registrations\"\nequals = 42\n",
+    );
+    let args = ["run", "-c", good.to_str().unwrap(), "--format", "junit", "--output", r, "--metrics-file", m];
+    let (code, out, err) = rc(&args);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.is_empty(), "stdout gets nothing with --output: {out}");
+    let xml = std::fs::read_to_string(&report).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let suite = doc.descendants().find(|n| n.has_tag_name("testsuite")).unwrap();
+    assert_eq!(suite.attribute("name"), Some("app"));
+    assert_eq!(suite.attribute("failures"), Some("0"));
+    assert_eq!(suite.attribute("errors"), Some("0"));
+    let cases: Vec<(String, String)> = suite
+        .children()
+        .filter(|n| n.has_tag_name("testcase"))
+        .map(|n| (n.attribute("classname").unwrap().to_string(), n.attribute("name").unwrap().to_string()))
+        .collect();
+    assert_eq!(suite.attribute("tests"), Some(cases.len().to_string().as_str()));
+    for p in ["select", "fetch", "restore", "recovery", "assert", "teardown"] {
+        assert!(cases.contains(&("app.phase".into(), p.into())), "phase {p}: {cases:?}");
+    }
+    assert!(cases.contains(&("app.assert".into(), "amcheck".into())), "{cases:?}");
+    assert!(cases.contains(&("app.assert".into(), "rows".into())), "{cases:?}");
+
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    let value = |series: &str| -> f64 {
+        let line = prom.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series} in\n{prom}"));
+        line[series.len()..].trim().parse().unwrap()
+    };
+    let success = value("restorecheck_last_success_timestamp_seconds{check=\"app\"}");
+    assert_eq!(value("restorecheck_last_run_timestamp_seconds{check=\"app\"}"), success);
+    assert_eq!(value("restorecheck_check_verdict{check=\"app\",verdict=\"pass\"}"), 1.0);
+    assert_eq!(value("restorecheck_check_verdict{check=\"app\",verdict=\"fail\"}"), 0.0);
+    assert!(value("restorecheck_phase_duration_seconds{check=\"app\",phase=\"restore\"}") > 0.0);
+    assert!(value("restorecheck_check_duration_seconds{check=\"app\"}") > 0.0);
+    assert!(value("restorecheck_backup_age_seconds{check=\"app\"}") >= 0.0);
+    assert_eq!(value("restorecheck_assertion_value{check=\"app\",assertion=\"rows\"}"), 42.0);
+    assert!(prom.contains("# TYPE restorecheck_check_verdict gauge"), "{prom}");
+
+    // A failing run: exit 1, a <failure> in the report, last_success kept from the passing run.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let bad = config(
+        &dir,
+        &c.backups_dir(),
+        None,
+        "[[check.assert]]\nname = \"rows\"\nsql = \"select count(*) from registrations\"\nmin = 43\n",
+    );
+    let args = ["run", "-c", bad.to_str().unwrap(), "--format", "junit", "--output", r, "--metrics-file", m];
+    let (code, out, err) = rc(&args);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.is_empty(), "{out}");
+    let xml = std::fs::read_to_string(&report).unwrap();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let suite = doc.descendants().find(|n| n.has_tag_name("testsuite")).unwrap();
+    assert_eq!(suite.attribute("failures"), Some("1"), "{xml}");
+    let failed = suite
+        .children()
+        .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some("rows"))
+        .and_then(|n| n.children().find(|f| f.has_tag_name("failure")))
+        .unwrap();
+    assert!(failed.attribute("message").unwrap().contains("expected at least 43"), "{xml}");
+
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    let value = |series: &str| -> f64 {
+        let line = prom.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series} in\n{prom}"));
+        line[series.len()..].trim().parse().unwrap()
+    };
+    assert_eq!(value("restorecheck_last_success_timestamp_seconds{check=\"app\"}"), success);
+    assert!(value("restorecheck_last_run_timestamp_seconds{check=\"app\"}") > success);
+    assert_eq!(value("restorecheck_check_verdict{check=\"app\",verdict=\"fail\"}"), 1.0);
+    assert_eq!(value("restorecheck_check_verdict{check=\"app\",verdict=\"pass\"}"), 0.0);
+
+    let left: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    assert!(std::fs::read_dir(dir.work()).unwrap().next().is_none(), "work dir left behind");
+}

@@ -37,6 +37,7 @@ pub mod context;
 pub mod error;
 pub mod fixture;
 pub mod postgres;
+pub mod render;
 pub mod report;
 pub mod runner;
 pub mod selftest;

@@ -1,11 +1,14 @@
 //! `restorecheck run`.
 
-use restorecheck_core::{runner, ExitStatus, RunOptions};
+use std::io::Write as _;
+use std::path::Path;
 
-use crate::cli::RunArgs;
+use restorecheck_core::{runner, ExitStatus, Report, RunOptions};
+
+use crate::cli::{RunArgs, RunFormat};
 
 pub async fn run(args: RunArgs, quiet: bool) -> ExitStatus {
-    let config = match super::load(&args.common.config) {
+    let config = match super::load(&args.config) {
         Ok(c) => c,
         Err(st) => return st,
     };
@@ -15,7 +18,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> ExitStatus {
             if !checks.iter().any(|c| &c.name == wanted) {
                 eprintln!(
                     "error: no check named {wanted:?} in {}; checks: {}",
-                    args.common.config.display(),
+                    args.config.display(),
                     checks.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
                 );
                 return ExitStatus::Error;
@@ -33,5 +36,98 @@ pub async fn run(args: RunArgs, quiet: bool) -> ExitStatus {
     let opts = RunOptions { work_root: args.work_dir.or(config.work_dir) };
     let ctx = super::context(quiet);
     let report = runner::run(&checks, &opts, &ctx).await;
-    super::print_report(&report, args.common.format)
+    deliver(&report, args.format, args.output.as_deref(), args.metrics_file.as_deref())
+}
+
+/// Writes the report (stdout or `output`) and the metrics file; the report's exit status, or
+/// `Error` when an output could not be written (a lost result must not look like a pass).
+fn deliver(report: &Report, format: RunFormat, output: Option<&Path>, metrics: Option<&Path>) -> ExitStatus {
+    let mut status = report.exit_status();
+    let mut write_failed = |what: &str, path: &Path, e: std::io::Error| {
+        eprintln!("error: cannot write the {what} to {}: {e}", path.display());
+        status = ExitStatus::Error;
+    };
+    if let Some(path) = metrics {
+        let previous = match std::fs::read_to_string(path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                eprintln!("warning: cannot read the previous metrics file {}: {e}", path.display());
+                None
+            }
+        };
+        if let Err(e) = write_atomically(path, report.to_prometheus(previous.as_deref()).as_bytes()) {
+            write_failed("metrics", path, e);
+        }
+    }
+    let text = match format {
+        RunFormat::Text => report.to_text(),
+        RunFormat::Json => format!("{}\n", report.to_json()),
+        RunFormat::Junit => report.to_junit(),
+    };
+    match output {
+        Some(path) => {
+            if let Err(e) = write_atomically(path, text.as_bytes()) {
+                write_failed("report", path, e);
+            }
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                eprintln!("error: cannot write the report to stdout: {e}");
+                status = ExitStatus::Error;
+            }
+        }
+    }
+    status
+}
+
+/// Replaces `path` atomically: writes `<path>.tmp-<pid>` in the same folder, fsyncs it, renames
+/// it over `path` and fsyncs the folder. Readers (node_exporter, CI) never see a partial file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name =
+        path.file_name().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"))?;
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return result;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // The rename is done; a folder that cannot be fsynced (some filesystems) is not an error.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_file() {
+        let dir = std::env::temp_dir().join(format!("restorecheck-atomic-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("out.prom");
+        write_atomically(&p, b"one").unwrap();
+        write_atomically(&p, b"two").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("out.prom")]);
+        assert!(write_atomically(&dir.join("missing/x"), b"x").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
