@@ -99,18 +99,32 @@ impl RunOptions {
 /// Runs every check in order and returns the report. Never panics; never leaves a server
 /// or work directory behind (a killed earlier run's leftovers are removed first).
 pub async fn run(checks: &[Check], opts: &RunOptions, ctx: &RunContext) -> Report {
+    run_parallel(checks, opts, ctx, 1).await
+}
+
+/// Like [`run`], with up to `jobs` checks running at the same time (each in its own work dir,
+/// with its own server). The report lists the checks in their configured order.
+pub async fn run_parallel(checks: &[Check], opts: &RunOptions, ctx: &RunContext, jobs: usize) -> Report {
     let started_at = Utc::now();
     let root = opts.work_root();
     for note in crate::workdir::remove_stale(&root) {
         tracing::warn!("{note}");
     }
-    let mut reports = Vec::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let mut tasks = Vec::new();
     for (i, check) in checks.iter().enumerate() {
-        if ctx.cancel.is_cancelled() {
-            reports.push(skipped(check, "the run was cancelled before this check started"));
-            continue;
-        }
-        reports.push(run_check(check, &root, i, ctx).await);
+        let (check, root, ctx, slots) = (check.clone(), root.clone(), ctx.clone(), slots.clone());
+        tasks.push(tokio::spawn(async move {
+            let _slot = slots.acquire_owned().await;
+            if ctx.cancel.is_cancelled() {
+                return skipped(&check, "the run was cancelled before this check started");
+            }
+            run_check(&check, &root, i, &ctx).await
+        }));
+    }
+    let mut reports = Vec::new();
+    for (task, check) in tasks.into_iter().zip(checks) {
+        reports.push(task.await.unwrap_or_else(|e| skipped(check, &format!("the check's task failed: {e}"))));
     }
     Report::new(ctx.run_id.clone(), started_at, reports)
 }
@@ -465,6 +479,33 @@ fn recovery_report(i: &RecoveryInfo) -> RecoveryReport {
 mod tests {
     use super::*;
     use crate::source::{ExpectedEnd, WalSupply};
+
+    #[tokio::test]
+    async fn parallel_runs_keep_the_configured_order_and_respect_the_limit() {
+        use crate::sources::{BaseBackupConfig, BaseBackupSource};
+        use crate::targets::{LocalTarget, LocalTargetConfig};
+        let root = tempfile::tempdir().unwrap();
+        let checks: Vec<Check> = (0..5)
+            .map(|i| {
+                let src = BaseBackupSource::new(BaseBackupConfig {
+                    path: root.path().join(format!("missing-{i}")),
+                    backup: None,
+                    wal_archive: None,
+                    recovery_target: Default::default(),
+                });
+                Check::new(
+                    format!("c{i}"),
+                    Arc::new(src),
+                    Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap()),
+                )
+            })
+            .collect();
+        let opts = RunOptions { work_root: Some(root.path().to_path_buf()) };
+        let r = run_parallel(&checks, &opts, &RunContext::new(), 3).await;
+        let names: Vec<&str> = r.checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
+        assert!(r.checks.iter().all(|c| c.verdict == Verdict::Error), "missing paths cannot be read");
+    }
 
     fn fetched(expected: Vec<ExpectedEnd>, backup_end: Option<&str>) -> FetchedBackup {
         let mut f = FetchedBackup::new(PathBuf::from("/x"), 15, WalSupply::SelfContained);
