@@ -36,6 +36,38 @@ pub enum Command {
     /// Prove the restore tests catch damage: restore good and deliberately broken sample
     /// backups through your own PostgreSQL binaries and target, and print the table.
     Selftest(SelftestArgs),
+    /// Show past runs from the history file: verdict, backup age, time per phase, assertion values.
+    History(HistoryArgs),
+}
+
+/// Formats of `history`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum HistoryFormat {
+    /// A table for people.
+    Text,
+    /// A JSON array of runs, oldest first.
+    Json,
+}
+
+/// Options of `history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only this check.
+    #[arg(long)]
+    pub check: Option<String>,
+    /// Show the newest N check results.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = HistoryFormat::Text)]
+    pub format: HistoryFormat,
+    /// History file (default: `history` in the config given with -c, else
+    /// $XDG_STATE_HOME/restorecheck/history.sqlite or ~/.local/state/restorecheck/history.sqlite).
+    #[arg(long, value_name = "PATH")]
+    pub history: Option<PathBuf>,
+    /// Read the `history = "…"` key of this config.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Options of `selftest`.
@@ -84,6 +116,9 @@ pub enum RunFormat {
     Json,
     /// JUnit XML: a test suite per check, a test case per phase and assertion.
     Junit,
+    /// One self-contained HTML file: the report plus charts of restore time and backup age
+    /// over the history (inline SVG, no external assets).
+    Html,
 }
 
 /// Options of `run`.
@@ -110,6 +145,12 @@ pub struct RunArgs {
     /// Folder for work directories (overrides work_dir in the config).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Append this run to the history file PATH (overrides `history` in the config).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_history")]
+    pub history: Option<PathBuf>,
+    /// Do not read or write the run history (no RTO trend, charts show this run only).
+    #[arg(long)]
+    pub no_history: bool,
 }
 
 /// Options of `init`.

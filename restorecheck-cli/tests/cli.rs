@@ -44,8 +44,10 @@ fn config(dir: &Dir, backups: &Path, archive: Option<&Path>, asserts: &str) -> P
     p
 }
 
+/// Runs the CLI with its state (run history, notification state) kept out of the real home.
 fn rc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let state = std::env::temp_dir().join(format!("restorecheck-cli-tests-state-{}", std::process::id()));
+    let out = Command::new(BIN).args(args).env("XDG_STATE_HOME", &state).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -347,4 +349,290 @@ async fn run_writes_junit_and_metrics_files_atomically() {
         .collect();
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
     assert!(std::fs::read_dir(dir.work()).unwrap().next().is_none(), "work dir left behind");
+}
+
+#[tokio::test]
+async fn run_records_history_and_writes_an_html_report() {
+    let dir = Dir::new("history");
+    let c = sample(&dir, 42).await;
+    c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
+    let cfg = config(
+        &dir,
+        &c.backups_dir(),
+        None,
+        "[[check.assert]]\nname = \"rows\"\nsql = \"select count(*) from registrations\"\nequals = 42\n",
+    );
+    let (cfg, hist) = (cfg.to_str().unwrap().to_string(), dir.0.join("history.sqlite"));
+    let h = hist.to_str().unwrap();
+    for _ in 0..2 {
+        let (code, out, err) = rc(&["run", "-c", &cfg, "--history", h]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        assert!(!err.contains("warning"), "{err}");
+    }
+    let (code, out, err) = rc(&["history", "--history", h, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let runs = v.as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{out}");
+    assert_ne!(runs[0]["run_id"], runs[1]["run_id"]);
+    assert!(runs.iter().all(|r| r["check"] == "app" && r["verdict"] == "pass" && r["backup_id"] == "b1"));
+    assert!(runs[0]["timings"]["restore"].as_f64().unwrap() > 0.0);
+    assert!(runs[0]["backup_age_seconds"].is_number());
+    assert_eq!(runs[1]["assertions"][1]["observed"], 42);
+    let (code, out, _) = rc(&["history", "--history", h, "--check", "app", "--limit", "1"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().filter(|l| l.contains("PASS  app")).count(), 1, "{out}");
+    assert!(out.contains("rows: 42"), "{out}");
+
+    let html = dir.0.join("f.html");
+    let args = ["run", "-c", &cfg, "--history", h, "--format", "html", "--output", html.to_str().unwrap()];
+    let (code, out, err) = rc(&args);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<svg") && page.contains("Restore time (3 runs)"), "{page}");
+    assert!(!page.contains("http://") && !page.contains("https://"));
+
+    // An RTO the restore cannot meet fails the check; --no-history leaves the store alone.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("name = \"app\"\n", "name = \"app\"\nrto = \"1ms\"\n")).unwrap();
+    let (code, out, _) = rc(&["run", "-c", &cfg, "--no-history", "--format", "json"]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["checks"][0]["failure"]["phase"], "assert");
+    assert!(v["checks"][0]["failure"]["message"].as_str().unwrap().contains("RTO of 1ms"), "{out}");
+    let (_, out, _) = rc(&["history", "--history", h, "--format", "json"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len(), 3);
+    assert!(std::fs::read_dir(dir.work()).unwrap().next().is_none(), "work dir left behind");
+}
+
+/// What a test server received: HTTP `(request line, body)` or SMTP `("DATA", message)`.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// A tiny HTTP server on 127.0.0.1 answering 200 to everything, recording each request.
+fn http_server() -> (u16, Received) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got: Received = Default::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            g.lock().unwrap().push((line.trim().to_string(), String::from_utf8_lossy(&body).into_owned()));
+            let mut s = s;
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, got)
+}
+
+/// A minimal plain SMTP server recording each message's DATA (and the AUTH line, to prove the
+/// password is never sent in clear text inside the message).
+fn smtp_server() -> (u16, Received) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got: Received = Default::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            let _ = w.write_all(b"220 localhost ESMTP test\r\n");
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let cmd = line.to_ascii_uppercase();
+                let reply: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                    b"250-localhost\r\n250 AUTH PLAIN LOGIN\r\n"
+                } else if cmd.starts_with("AUTH") {
+                    g.lock().unwrap().push(("AUTH".into(), line.clone()));
+                    b"235 2.7.0 ok\r\n"
+                } else if cmd.starts_with("DATA") {
+                    let _ = w.write_all(b"354 go on\r\n");
+                    let mut data = String::new();
+                    loop {
+                        let mut l = String::new();
+                        if r.read_line(&mut l).unwrap_or(0) == 0 || l == ".\r\n" {
+                            break;
+                        }
+                        data.push_str(&l);
+                    }
+                    g.lock().unwrap().push(("DATA".into(), data));
+                    b"250 2.0.0 queued\r\n"
+                } else if cmd.starts_with("QUIT") {
+                    let _ = w.write_all(b"221 bye\r\n");
+                    break;
+                } else {
+                    b"250 ok\r\n"
+                };
+                if w.write_all(reply).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (port, got)
+}
+
+const WEBHOOK_TOKEN: &str = "T0KEN-s3cret-hook-4711";
+const SMTP_PASSWORD: &str = "pw-s3cret-smtp-0815";
+
+fn notify_config(dir: &Dir, http: u16, smtp: u16, backups: &Path) -> PathBuf {
+    let text = format!(
+        r#"work_dir = "{work}"
+heartbeat = "http://127.0.0.1:{http}/ping/hb"
+
+[[notify]]
+kind = "webhook"
+url_env = "RC_TEST_WEBHOOK_URL"
+
+[[notify]]
+kind = "command"
+command = "/bin/sh"
+args = ["-c", "cat > {cmd_out}"]
+
+[[notify]]
+kind = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {smtp}
+tls = "none"
+from = "restorecheck@example.invalid"
+to = ["ops@example.invalid"]
+username = "mailer"
+password_env = "RC_TEST_SMTP_PASSWORD"
+
+[[check]]
+name = "app"
+database = "app"
+
+[check.source]
+kind = "basebackup"
+path = "{backups}"
+"#,
+        work = dir.work().display(),
+        cmd_out = dir.0.join("command.json").display(),
+        backups = backups.display(),
+    );
+    let p = dir.0.join("notify.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn rc_notify(dir: &Dir, http: u16, cfg: &Path) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(["run", "-c", cfg.to_str().unwrap(), "--format", "json", "--no-history"])
+        .env("RC_TEST_WEBHOOK_URL", format!("http://127.0.0.1:{http}/hook/{WEBHOOK_TOKEN}"))
+        .env("RC_TEST_SMTP_PASSWORD", SMTP_PASSWORD)
+        .env("XDG_STATE_HOME", dir.0.join("state"))
+        .env("RESTORECHECK_LOG", "debug")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn run_notifies_on_failure_and_pings_the_heartbeat_on_pass() {
+    let dir = Dir::new("notify");
+    let (http, requests) = http_server();
+    let (smtp, mails) = smtp_server();
+    let no_secret = |what: &str, text: &str| {
+        assert!(!text.contains(WEBHOOK_TOKEN) && !text.contains(SMTP_PASSWORD), "secret in {what}: {text}");
+    };
+
+    // A failing run (no backup folder: fails in the select phase) is told, the heartbeat is not pinged.
+    let cfg = notify_config(&dir, http, smtp, &dir.0.join("no-such-backups"));
+    let (code, out, err) = rc_notify(&dir, http, &cfg);
+    assert_ne!(code, 0, "{out}\n{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_ne!(report["verdict"], "pass");
+    assert_eq!(report["checks"][0]["failure"]["phase"], "select");
+    let got = requests.lock().unwrap().clone();
+    let hooks: Vec<_> = got.iter().filter(|(l, _)| l.starts_with("POST /hook/")).collect();
+    assert_eq!(hooks.len(), 1, "{got:?}\n{err}");
+    let body: serde_json::Value = serde_json::from_str(&hooks[0].1).unwrap();
+    assert_eq!(body["verdict"], report["verdict"]);
+    assert_eq!(body["checks"][0]["name"], "app");
+    assert!(!got.iter().any(|(l, _)| l.contains("/ping/")), "heartbeat pinged after a failure: {got:?}");
+    let command_body = std::fs::read_to_string(dir.0.join("command.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&command_body).unwrap();
+    assert_eq!(v["checks"][0]["failure"]["phase"], "select");
+    let m = mails.lock().unwrap().clone();
+    let data: Vec<_> = m.iter().filter(|(k, _)| k == "DATA").collect();
+    assert_eq!(data.len(), 1, "{m:?}\n{err}");
+    assert!(m.iter().any(|(k, _)| k == "AUTH"), "logged in with the password from password_env: {m:?}");
+    assert!(data[0].1.contains("Subject: restorecheck") && data[0].1.contains("app"), "{}", data[0].1);
+    for (what, text) in [("stdout", &out), ("stderr", &err), ("command body", &command_body)] {
+        no_secret(what, text);
+    }
+    for (_, b) in got.iter().chain(data.iter().copied()) {
+        no_secret("a received body", b);
+    }
+
+    // A passing run pings the heartbeat and tells nobody (on = "failure").
+    let c = sample(&dir, 1).await;
+    c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
+    std::fs::remove_file(dir.0.join("command.json")).unwrap();
+    let cfg = notify_config(&dir, http, smtp, &c.backups_dir());
+    let (code, out, err) = rc_notify(&dir, http, &cfg);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let got2 = requests.lock().unwrap().clone();
+    let new: Vec<_> = got2[got.len()..].to_vec();
+    assert!(new.iter().any(|(l, _)| l.starts_with("GET /ping/hb")), "{new:?}\n{err}");
+    assert!(!new.iter().any(|(l, _)| l.starts_with("POST")), "webhook called after a pass: {new:?}");
+    assert!(!dir.0.join("command.json").exists(), "command run after a pass");
+    assert_eq!(mails.lock().unwrap().iter().filter(|(k, _)| k == "DATA").count(), 1, "mail after a pass");
+    for (what, text) in [("stdout", &out), ("stderr", &err)] {
+        no_secret(what, text);
+    }
+}
+
+#[test]
+fn notify_config_errors_exit_2() {
+    let dir = Dir::new("notify-config");
+    let base = "[[check]]\nname = \"app\"\n[check.source]\nkind = \"basebackup\"\npath = \"/nonexistent\"\n";
+    for (bad, says) in [
+        ("[[notify]]\nkind = \"webhook\"\n", "exactly one of url and url_env"),
+        ("[[notify]]\nkind = \"webhook\"\nurl_env = \"X\"\nformat = \"xml\"\n", "xml"),
+        ("[[notify]]\nkind = \"webhook\"\nurl_env = \"X\"\ncolour = 1\n", "colour"),
+        ("[[notify]]\nkind = \"pigeon\"\n", "pigeon"),
+        ("[[notify]]\nkind = \"email\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = []\n", "at least one address"),
+        (
+            "[[notify]]\nkind = \"email\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = [\"x@y.z\"]\nusername = \"u\"\n",
+            "needs a password",
+        ),
+        ("[[notify]]\nkind = \"email\"\nsmtp_host = \"h\"\nfrom = \"a@b.c\"\nto = [\"x@y.z\"]\ntls = \"ssl\"\n", "ssl"),
+    ] {
+        let p = dir.0.join("bad.toml");
+        std::fs::write(&p, format!("{bad}\n{base}")).unwrap();
+        let (code, out, err) = rc(&["validate", "-c", p.to_str().unwrap()]);
+        assert_eq!(code, 2, "{bad}: {out}{err}");
+        assert!(err.contains(says), "{bad}: {err}");
+    }
 }

@@ -27,9 +27,16 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub struct ConfigFile {
     /// Where work directories go (default: the system temp dir).
     pub work_dir: Option<PathBuf>,
+    /// The run history file (default [`crate::history::default_path`]).
+    pub history: Option<PathBuf>,
     /// The checks, run in order.
     #[serde(default)]
     pub check: Vec<CheckConfig>,
+    /// `[[notify]]`: where reports go after a run ([`crate::notify`]).
+    #[serde(default)]
+    pub notify: Vec<crate::notify::NotifyTarget>,
+    /// URL pinged (GET) after a fully passing run: a dead man's switch.
+    pub heartbeat: Option<crate::notify::Heartbeat>,
 }
 
 /// One `[[check]]`.
@@ -46,6 +53,9 @@ pub struct CheckConfig {
     /// Deadline for the whole check (default 30m).
     #[serde(default, with = "opt_duration")]
     pub timeout: Option<Duration>,
+    /// Recovery time objective: a restore slower than this fails ([`crate::rto`]).
+    #[serde(default, with = "opt_duration")]
+    pub rto: Option<Duration>,
     /// `[check.source]`.
     pub source: Spanned<toml::Table>,
     /// `[check.target]` (default: `kind = "local"`).
@@ -296,6 +306,12 @@ pub struct Config {
     pub work_dir: Option<PathBuf>,
     /// The checks.
     pub checks: Vec<Check>,
+    /// Notification targets and heartbeat, for [`crate::notify::deliver`].
+    pub notify: crate::notify::NotifyConfig,
+    /// The run history file from `history = "…"`.
+    pub history: Option<PathBuf>,
+    /// Recovery time objectives by check name (`rto = "…"`), applied by [`crate::rto::apply`].
+    pub rto: BTreeMap<String, Duration>,
 }
 
 impl Config {
@@ -318,6 +334,7 @@ impl Config {
             return Err(Error::config("no [[check]] in the configuration; `restorecheck init` writes an example"));
         }
         let mut checks = Vec::new();
+        let mut rto = BTreeMap::new();
         let mut names = std::collections::HashSet::new();
         for c in file.check {
             if !names.insert(c.name.clone()) {
@@ -342,6 +359,9 @@ impl Config {
                 None => registry.target(toml::Table::new())?,
             };
             let mut assertions: Vec<Arc<dyn Assertion>> = Vec::new();
+            if let Some(r) = c.rto {
+                rto.insert(c.name.clone(), r);
+            }
             if let Some(age) = c.max_backup_age {
                 assertions.push(Arc::new(BackupAgeAssertion { max_age: age }));
             }
@@ -373,7 +393,9 @@ impl Config {
                 verify_checksums: c.integrity.checksums,
             });
         }
-        Ok(Config { work_dir: file.work_dir, checks })
+        let notify = crate::notify::NotifyConfig { targets: file.notify, heartbeat: file.heartbeat };
+        notify.validate()?;
+        Ok(Config { work_dir: file.work_dir, checks, history: file.history, rto, notify })
     }
 }
 
@@ -442,6 +464,15 @@ max_age = "24h"
             Err(Error::Config { line, .. }) => assert_eq!(line, Some(19)),
             other => panic!("expected config error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn history_and_rto_keys() {
+        let text = format!("history = \"/var/lib/rc/h.sqlite\"\n{}", GOOD.replace("timeout = \"30m\"", "rto = \"2h\""));
+        let c = Config::parse(&text, &Registry::default()).unwrap();
+        assert_eq!(c.history, Some(PathBuf::from("/var/lib/rc/h.sqlite")));
+        assert_eq!(c.rto.get("app"), Some(&Duration::from_secs(7200)));
+        assert!(Config::parse(GOOD, &Registry::default()).unwrap().rto.is_empty());
     }
 
     #[test]

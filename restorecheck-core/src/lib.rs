@@ -37,6 +37,7 @@ pub mod context;
 pub mod error;
 pub mod fixture;
 pub mod history;
+pub mod notify;
 pub mod postgres;
 pub mod render;
 pub mod report;

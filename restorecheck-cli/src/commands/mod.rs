@@ -1,6 +1,7 @@
 //! One file per subcommand; this file dispatches and holds what they share.
 
 mod demo;
+mod history;
 mod init;
 mod list;
 mod run;
@@ -25,6 +26,7 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
         Command::Init(a) => init::run(a),
         Command::Demo(a) => demo::run(a, quiet).await,
         Command::Selftest(a) => selftest::run(a, quiet).await,
+        Command::History(a) => history::run(a),
     }
 }
 

@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use restorecheck_core::history::{self, History, Row};
 use restorecheck_core::{runner, ExitStatus, Report, RunOptions};
 
 use crate::cli::{RunArgs, RunFormat};
@@ -35,13 +36,72 @@ pub async fn run(args: RunArgs, quiet: bool) -> ExitStatus {
     }
     let opts = RunOptions { work_root: args.work_dir.or(config.work_dir) };
     let ctx = super::context(quiet);
-    let report = runner::run(&checks, &opts, &ctx).await;
-    deliver(&report, args.format, args.output.as_deref(), args.metrics_file.as_deref())
+    let mut report = runner::run(&checks, &opts, &ctx).await;
+    let path = if args.no_history { None } else { args.history.or(config.history).or_else(history::default_path) };
+    let earlier = record(&mut report, path, &config.rto);
+    let status = deliver(&report, args.format, args.output.as_deref(), args.metrics_file.as_deref(), &earlier);
+    notify(&config.notify, &report).await;
+    status
+}
+
+/// Earlier history rows kept per check for the RTO trend and the HTML charts.
+const HISTORY_ROWS: usize = 100;
+
+/// Applies the RTOs (with the trend over the earlier runs in the history at `path`) and
+/// appends the run there. Returns the earlier rows. History problems are warnings: they never
+/// change the verdict.
+fn record(
+    report: &mut Report,
+    path: Option<std::path::PathBuf>,
+    rto: &std::collections::BTreeMap<String, std::time::Duration>,
+) -> Vec<Row> {
+    let mut store = path.and_then(|p| match History::open(&p) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            eprintln!("warning: {e}; this run is not recorded in the history");
+            None
+        }
+    });
+    let mut earlier = Vec::new();
+    if let Some(h) = &store {
+        for c in &report.checks {
+            match h.query(Some(&c.name), HISTORY_ROWS) {
+                Ok(rows) => earlier.extend(rows),
+                Err(e) => eprintln!("warning: {e}"),
+            }
+        }
+    }
+    restorecheck_core::rto::apply(report, rto, &earlier);
+    if let Some(h) = &mut store {
+        if let Err(e) = h.append(report) {
+            eprintln!("warning: {e}; this run is not recorded in the history");
+        }
+    }
+    earlier
+}
+
+/// Sends notifications and the heartbeat once the report is out. Failures are warnings on
+/// stderr (their messages never hold secrets) and never change the exit code.
+async fn notify(config: &restorecheck_core::notify::NotifyConfig, report: &Report) {
+    use restorecheck_core::notify::NotifyStatus;
+    for o in restorecheck_core::notify::deliver(config, report).await {
+        match o.status {
+            NotifyStatus::Failed(m) => eprintln!("warning: notification {}: {m}", o.target),
+            NotifyStatus::Sent => tracing::info!("notification {}: sent", o.target),
+            NotifyStatus::Skipped(why) => tracing::debug!("notification {}: skipped ({why})", o.target),
+        }
+    }
 }
 
 /// Writes the report (stdout or `output`) and the metrics file; the report's exit status, or
 /// `Error` when an output could not be written (a lost result must not look like a pass).
-fn deliver(report: &Report, format: RunFormat, output: Option<&Path>, metrics: Option<&Path>) -> ExitStatus {
+fn deliver(
+    report: &Report,
+    format: RunFormat,
+    output: Option<&Path>,
+    metrics: Option<&Path>,
+    history: &[Row],
+) -> ExitStatus {
     let mut status = report.exit_status();
     let mut write_failed = |what: &str, path: &Path, e: std::io::Error| {
         eprintln!("error: cannot write the {what} to {}: {e}", path.display());
@@ -64,6 +124,7 @@ fn deliver(report: &Report, format: RunFormat, output: Option<&Path>, metrics: O
         RunFormat::Text => report.to_text(),
         RunFormat::Json => format!("{}\n", report.to_json()),
         RunFormat::Junit => report.to_junit(),
+        RunFormat::Html => restorecheck_core::render::html::render(report, history),
     };
     match output {
         Some(path) => {

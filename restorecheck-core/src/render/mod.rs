@@ -2,5 +2,6 @@
 //! JUnit XML for CI dashboards ([`junit`]) and a Prometheus node_exporter textfile
 //! ([`metrics`]).
 
+pub mod html;
 pub mod junit;
 pub mod metrics;
