@@ -11,6 +11,8 @@ for tool in gzip zstd lz4; do command -v "$tool" >/dev/null 2>&1 || need+=("$too
 # Backup tools the sources are tested against, for real.
 command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)
 command -v barman >/dev/null 2>&1 || need+=(barman)
+# The HTML report is checked by rendering it in headless Chromium.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # The docker target's tests build their PostgreSQL images from a Debian root (docker/build-images.sh).
 if command -v docker >/dev/null 2>&1; then command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap); fi
 if [ ${#need[@]} -gt 0 ]; then

@@ -127,6 +127,9 @@ pub struct RunArgs {
     /// Configuration file.
     #[arg(short, long, default_value = "restorecheck.toml")]
     pub config: PathBuf,
+    /// Run up to N checks at the same time (each with its own work dir and server).
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
     /// Output format.
     #[arg(long, value_enum, default_value_t = RunFormat::Text)]
     pub format: RunFormat,

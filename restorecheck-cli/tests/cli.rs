@@ -636,3 +636,28 @@ fn notify_config_errors_exit_2() {
         assert!(err.contains(says), "{bad}: {err}");
     }
 }
+
+#[tokio::test]
+async fn jobs_run_checks_concurrently_and_report_them_in_order() {
+    let dir = Dir::new("jobs");
+    let c = sample(&dir, 5).await;
+    c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
+    let mut text = format!("work_dir = \"{}\"\n", dir.work().display());
+    for name in ["first", "second", "third"] {
+        text.push_str(&format!(
+            "\n[[check]]\nname = \"{name}\"\ndatabase = \"app\"\n[check.source]\nkind = \"basebackup\"\npath = \"{}\"\n\
+             [[check.assert]]\nsql = \"select count(*) from registrations\"\nequals = 5\n",
+            c.backups_dir().display()
+        ));
+    }
+    let cfg = dir.0.join("jobs.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let (code, out, err) = rc(&["run", "-c", cfg.to_str().unwrap(), "--jobs", "2", "--format", "json", "--no-history"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = v["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["first", "second", "third"]);
+    let (code, _, err) = rc(&["run", "-c", cfg.to_str().unwrap(), "--jobs", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(std::fs::read_dir(dir.work()).unwrap().next().is_none(), "work dir left behind");
+}

@@ -36,7 +36,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> ExitStatus {
     }
     let opts = RunOptions { work_root: args.work_dir.or(config.work_dir) };
     let ctx = super::context(quiet);
-    let mut report = runner::run(&checks, &opts, &ctx).await;
+    let mut report = runner::run_parallel(&checks, &opts, &ctx, usize::from(args.jobs)).await;
     let path = if args.no_history { None } else { args.history.or(config.history).or_else(history::default_path) };
     let earlier = record(&mut report, path, &config.rto);
     let status = deliver(&report, args.format, args.output.as_deref(), args.metrics_file.as_deref(), &earlier);
