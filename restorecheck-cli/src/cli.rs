@@ -127,6 +127,13 @@ pub struct RunArgs {
     /// Configuration file.
     #[arg(short, long, default_value = "restorecheck.toml")]
     pub config: PathBuf,
+    /// Also push the metrics to this Prometheus Pushgateway (base URL; credentials in it are
+    /// never shown). Prefer --pushgateway-env to keep it out of the process list.
+    #[arg(long)]
+    pub pushgateway: Option<String>,
+    /// Read the Pushgateway URL from this environment variable.
+    #[arg(long, conflicts_with = "pushgateway")]
+    pub pushgateway_env: Option<String>,
     /// Run up to N checks at the same time (each with its own work dir and server).
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,

@@ -661,3 +661,29 @@ async fn jobs_run_checks_concurrently_and_report_them_in_order() {
     assert_eq!(code, 2, "{err}");
     assert!(std::fs::read_dir(dir.work()).unwrap().next().is_none(), "work dir left behind");
 }
+
+#[test]
+fn metrics_are_pushed_to_a_pushgateway_without_showing_its_credentials() {
+    let dir = Dir::new("pushgw");
+    let (port, got) = http_server();
+    let cfg = config(&dir, Path::new("/nonexistent/backups"), None, "");
+    let state = dir.0.join("state");
+    let out = Command::new(BIN)
+        .args(["-vv", "run", "-c", cfg.to_str().unwrap(), "--format", "json", "--pushgateway-env", "PGW_URL"])
+        .env("PGW_URL", format!("http://restorecheck:pw-7c1d9e@127.0.0.1:{port}"))
+        .env("XDG_STATE_HOME", &state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a source that cannot be read is an error");
+    let until = Instant::now() + Duration::from_secs(10);
+    while got.lock().unwrap().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let received = got.lock().unwrap().clone();
+    let (line, body) = received.first().expect("the Pushgateway received nothing");
+    assert!(line.starts_with("PUT /metrics/job/restorecheck "), "{line}");
+    assert!(body.contains("restorecheck_check_verdict{check=\"app\",verdict=\"error\"} 1"), "{body}");
+    for text in [String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)] {
+        assert!(!text.contains("pw-7c1d9e"), "the Pushgateway password leaked: {text}");
+    }
+}

@@ -40,6 +40,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> ExitStatus {
     let path = if args.no_history { None } else { args.history.or(config.history).or_else(history::default_path) };
     let earlier = record(&mut report, path, &config.rto);
     let status = deliver(&report, args.format, args.output.as_deref(), args.metrics_file.as_deref(), &earlier);
+    push(&report, args.pushgateway, args.pushgateway_env, args.metrics_file.as_deref()).await;
     notify(&config.notify, &report).await;
     status
 }
@@ -95,6 +96,27 @@ async fn notify(config: &restorecheck_core::notify::NotifyConfig, report: &Repor
 
 /// Writes the report (stdout or `output`) and the metrics file; the report's exit status, or
 /// `Error` when an output could not be written (a lost result must not look like a pass).
+/// Pushes the metrics to a Pushgateway, when asked. A failed push is a warning: it never turns
+/// a result into another. The previous `last_success` comes from the metrics file, if any.
+async fn push(report: &Report, url: Option<String>, url_env: Option<String>, metrics: Option<&Path>) {
+    let url = match (url, url_env) {
+        (Some(u), _) => u,
+        (None, Some(var)) => match std::env::var(&var) {
+            Ok(u) => u,
+            Err(_) => {
+                eprintln!("warning: --pushgateway-env {var}: the variable is not set; metrics not pushed");
+                return;
+            }
+        },
+        (None, None) => return,
+    };
+    let previous = metrics.and_then(|p| std::fs::read_to_string(p).ok());
+    let body = report.to_prometheus(previous.as_deref());
+    if let Err(e) = restorecheck_core::notify::push_metrics(restorecheck_core::notify::Secret::new(url), body).await {
+        eprintln!("warning: {e}");
+    }
+}
+
 fn deliver(
     report: &Report,
     format: RunFormat,

@@ -22,7 +22,7 @@ use crate::report::{Report, Verdict};
 
 pub use command::CommandNotify;
 pub use email::{EmailNotify, EmailTls};
-pub use webhook::{WebhookFormat, WebhookNotify};
+pub use webhook::{push_metrics, WebhookFormat, WebhookNotify};
 
 /// Deadline of one delivery (HTTP request, SMTP session, command).
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -103,3 +103,25 @@ pub(super) async fn get(url: Secret) -> std::result::Result<(), String> {
     .await
     .unwrap_or_else(|e| Err(format!("heartbeat task failed: {e}")))
 }
+
+/// PUTs a Prometheus text exposition to a Pushgateway under `job/restorecheck` (replacing the
+/// group's previous metrics). `url` is the gateway's base URL and may carry credentials; errors
+/// never show it.
+pub async fn push_metrics(url: Secret, body: String) -> std::result::Result<(), String> {
+    let base = url.expose().trim_end_matches('/').to_string();
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err("the Pushgateway URL must start with http:// or https://".into());
+    }
+    let target = format!("{base}/metrics/job/restorecheck");
+    let r = tokio::task::spawn_blocking(move || {
+        let resp = agent()
+            .put(&target)
+            .header("content-type", "text/plain; version=0.0.4")
+            .send(body.as_bytes())
+            .map_err(|e| e.to_string())?;
+        status_ok(resp.status().as_u16())
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("push task failed: {e}")));
+    r.map_err(|m| format!("Pushgateway PUT failed: {}", scrub(&m, url.expose())))
+}
