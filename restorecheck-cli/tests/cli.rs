@@ -687,3 +687,25 @@ fn metrics_are_pushed_to_a_pushgateway_without_showing_its_credentials() {
         assert!(!text.contains("pw-7c1d9e"), "the Pushgateway password leaked: {text}");
     }
 }
+
+#[test]
+fn the_dockerfile_builds_an_image_that_runs_the_cli() {
+    // The repository's docker/Dockerfile on a locally built PostgreSQL image (no registry here).
+    let dir = Dir::new("image");
+    let ctx = dir.0.join("context");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::copy(BIN, ctx.join("restorecheck")).unwrap();
+    let dockerfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/Dockerfile");
+    let tag = format!("restorecheck-test:{}", std::process::id());
+    let build = Command::new("docker")
+        .args(["build", "-q", "--build-arg", "BASE=restorecheck/postgres:15", "-t", &tag, "-f"])
+        .arg(&dockerfile)
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+    let run = Command::new("docker").args(["run", "--rm", &tag, "--version"]).output().unwrap();
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).starts_with("restorecheck "));
+}
