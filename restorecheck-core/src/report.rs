@@ -269,7 +269,7 @@ impl Report {
             if let Some(f) = &c.failure {
                 let _ = writeln!(out, "      {} phase: {}", f.phase, f.message);
                 if let Some(tail) = &f.log_tail {
-                    let _ = writeln!(out, "      server log (last lines):");
+                    let _ = writeln!(out, "      log (last lines):");
                     for l in tail.lines() {
                         let _ = writeln!(out, "        {l}");
                     }

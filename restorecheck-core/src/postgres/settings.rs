@@ -61,7 +61,9 @@ pub fn safety_settings(i: &SafeSettingsInput<'_>) -> Vec<(String, String)> {
         ("data_directory", p(i.data_dir)),
         ("hba_file", p(i.hba_file)),
         ("ident_file", p(i.ident_file)),
-        ("external_pid_file", String::new()),
+        // Inside our work dir: production's (Debian: /var/run/postgresql/<ver>-<name>.pid) is never
+        // touched, and an empty value would make the server log a write error.
+        ("external_pid_file", p(&i.hba_file.with_file_name("postgres.external.pid"))),
         // Reachable only by us.
         ("listen_addresses", i.listen_addresses.to_string()),
         ("port", i.port.to_string()),
