@@ -402,7 +402,7 @@ pub fn completeness(fetched: &FetchedBackup, info: &mut RecoveryInfo) -> Result<
             ExpectedEnd {
                 lsn: Some(lsn),
                 wal_segment: None,
-                reason: "the backup's own end (backup_manifest WAL-Ranges)".into(),
+                reason: "the backup's own end (where the source says the backup became consistent)".into(),
             },
         );
     }

@@ -23,9 +23,7 @@ type BoxError = Box<dyn std::error::Error + Sync + Send>;
 /// SQLSTATEs that mean the restored data is missing or damaged (as for the `sql` assertion):
 /// an assertion hitting one *fails* instead of erroring.
 pub fn is_data_problem(code: &str) -> bool {
-    code.starts_with("XX") // data_corrupted XX001, index_corrupted XX002
-        || code.starts_with("58") // a relation file is missing (58P01)
-        || matches!(code, "42P01" | "42703" | "3D000" | "3F000") // undefined table/column/database/schema
+    restorecheck_core::assertions::sql::is_data_problem(&tokio_postgres::error::SqlState::from_code(code))
 }
 
 /// The restored database, as a callable assertion sees it.
@@ -633,13 +631,13 @@ fn to_param(v: &Bound<'_, PyAny>, declared: &Type, n: usize) -> PyResult<Conv> {
     Ok(Conv::ViaText(text))
 }
 
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
 /// The server's conversion of `text` to `ty` (its input function), as a raw binary value.
 async fn from_text(client: &Client, text: &str, ty: &Type) -> Result<Param, tokio_postgres::Error> {
-    let sql = format!("select $1::{}.{}", quote_ident(ty.schema()), quote_ident(ty.name()));
+    let sql = format!(
+        "select $1::{}.{}",
+        restorecheck_core::postgres::quote_ident(ty.schema()),
+        restorecheck_core::postgres::quote_ident(ty.name())
+    );
     let stmt = client.prepare_typed(&sql, &[Type::TEXT]).await?;
     let row = client.query_one(&stmt, &[&text]).await?;
     Ok(match row.try_get::<_, Raw>(0)? {

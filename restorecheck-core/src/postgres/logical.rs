@@ -10,6 +10,7 @@ use std::process::Stdio;
 use crate::archive;
 use crate::error::{Error, Result};
 use crate::postgres::binaries::BinDir;
+use crate::postgres::quote_ident;
 use crate::postgres::user::OsUser;
 use crate::source::{DumpFormat, LogicalDump};
 use crate::target::Connection;
@@ -108,10 +109,6 @@ async fn roles_in_dump(bin: &BinDir, dump: &LogicalDump) -> Result<BTreeSet<Stri
     })
     .await
     .map_err(|e| Error::defect(format!("reading the dump failed: {e}")))?
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 fn tail(bytes: &[u8], n: usize) -> String {

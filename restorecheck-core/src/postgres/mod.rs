@@ -82,6 +82,11 @@ impl WalSegment {
     }
 }
 
+/// Quotes an SQL identifier (`app"x` → `"app""x"`).
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
 /// The last `n` lines of a text file, or `None` if it cannot be read or is empty.
 pub fn tail_file(path: &std::path::Path, n: usize) -> Option<String> {
     let text = std::fs::read(path).ok()?;
