@@ -289,6 +289,11 @@ pub trait BackupSource: Send + Sync + Debug {
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup>;
 }
 
+/// Orders backups newest first (by `taken_at`, then id), as [`BackupSource::list`] promises.
+pub fn sort_newest_first(backups: &mut [BackupInfo]) {
+    backups.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| b.id.cmp(&a.id)));
+}
+
 /// Picks `wanted` (by id) or the first (newest) of `all`; the errors say what exists.
 pub fn select_from(
     kind: &'static str,

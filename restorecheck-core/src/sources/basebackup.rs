@@ -252,7 +252,7 @@ impl BackupSource for BaseBackupSource {
                     }
                 }
             }
-            out.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| b.id.cmp(&a.id)));
+            crate::source::sort_newest_first(&mut out);
             Ok(out)
         })
         .await

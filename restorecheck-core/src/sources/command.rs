@@ -153,7 +153,7 @@ impl BackupSource for CommandSource {
                 label: l.label,
             });
         }
-        all.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| b.id.cmp(&a.id)));
+        crate::source::sort_newest_first(&mut all);
         Ok(all)
     }
 

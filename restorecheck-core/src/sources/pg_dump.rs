@@ -215,7 +215,7 @@ impl BackupSource for PgDumpSource {
             })?;
             let mut out: Vec<BackupInfo> =
                 rd.flatten().filter_map(|e| detect(&e.path()).map(|d| info_for(&e.path(), &d))).collect();
-            out.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| b.id.cmp(&a.id)));
+            crate::source::sort_newest_first(&mut out);
             Ok(out)
         })
         .await

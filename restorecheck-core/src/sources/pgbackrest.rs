@@ -448,7 +448,7 @@ impl BackupSource for PgBackRestSource {
     async fn list(&self, ctx: &RunContext) -> Result<Vec<BackupInfo>> {
         let stanza = self.info(ctx, Phase::Select).await?;
         let mut out: Vec<BackupInfo> = stanza.backup.iter().map(|b| self.backup_info(&stanza, b)).collect();
-        out.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| b.id.cmp(&a.id)));
+        crate::source::sort_newest_first(&mut out);
         Ok(out)
     }
 

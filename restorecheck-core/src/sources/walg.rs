@@ -473,7 +473,7 @@ impl BackupSource for WalgSource {
         let storage = self.storage();
         let mut out: Vec<BackupInfo> =
             self.backups(ctx, Phase::Select).await?.iter().map(|b| self.info(b, storage.as_deref())).collect();
-        out.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| b.id.cmp(&a.id)));
+        crate::source::sort_newest_first(&mut out);
         Ok(out)
     }
 
