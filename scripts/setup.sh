@@ -11,6 +11,9 @@ for tool in gzip zstd lz4; do command -v "$tool" >/dev/null 2>&1 || need+=("$too
 # Backup tools the sources are tested against, for real.
 command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)
 command -v barman >/dev/null 2>&1 || need+=(barman)
+# Encrypted backups: the tests make age- and OpenPGP-encrypted files with the real tools.
+command -v age >/dev/null 2>&1 || need+=(age)
+command -v gpg >/dev/null 2>&1 || need+=(gnupg)
 # The HTML report is checked by rendering it in headless Chromium.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # The docker target's tests build their PostgreSQL images from a Debian root (docker/build-images.sh).
@@ -53,4 +56,15 @@ if [ ! -x "$WALE_VENV/bin/wal-e" ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO /usr/bin/python3 -m venv "$WALE_VENV"
   $SUDO "$WALE_VENV/bin/pip" install -q --disable-pip-version-check wal-e==1.1.1
+fi
+# --- moto for the object-storage tests: an S3-compatible server (with IAM policies, so the tests can
+# prove restorecheck works with a read-only user) that the tests start on loopback. It comes from
+# PyPI, which this machine reaches (no container registry is reachable, so MinIO's image is not an
+# option). The tests expect /opt/restorecheck/moto/bin/moto_server (RESTORECHECK_MOTO overrides).
+MOTO_VENV="/opt/restorecheck/moto"
+if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
+  echo "setup: installing moto[server] 5.2.5 into $MOTO_VENV" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO /usr/bin/python3 -m venv "$MOTO_VENV"
+  $SUDO "$MOTO_VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==5.2.5" boto3
 fi

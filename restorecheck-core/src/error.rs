@@ -103,6 +103,28 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// An encrypted backup file could not be decrypted with the configured key: the key is
+    /// wrong or missing. Not a backup defect (the backup may be fine), so the check *errors*.
+    /// A file that decrypts with the right key but is damaged is a [`Error::BackupDefect`].
+    #[error("cannot decrypt {file}: {message}; {hint}")]
+    Decryption {
+        /// The encrypted file or object.
+        file: String,
+        /// What went wrong ("the key is wrong: …").
+        message: String,
+        /// What to do.
+        hint: String,
+    },
+
+    /// Object storage could not be listed or read (unreachable, denied, gone mid-download).
+    #[error("object storage {location}: {message}")]
+    Storage {
+        /// The location (`s3://bucket/prefix`), never with credentials.
+        location: String,
+        /// What failed, after retries.
+        message: String,
+    },
+
     /// Talking to the restored PostgreSQL server failed.
     #[error("{context}: {}", pg_message(source))]
     Postgres {
@@ -152,6 +174,10 @@ pub enum ErrorKind {
     Io,
     /// Talking to PostgreSQL failed.
     Postgres,
+    /// An encrypted backup could not be decrypted with the configured key.
+    Decryption,
+    /// Object storage could not be read.
+    Storage,
 }
 
 impl Error {
@@ -168,6 +194,8 @@ impl Error {
             Error::Cancelled { .. } => ErrorKind::Cancelled,
             Error::Io { .. } => ErrorKind::Io,
             Error::Postgres { .. } => ErrorKind::Postgres,
+            Error::Decryption { .. } => ErrorKind::Decryption,
+            Error::Storage { .. } => ErrorKind::Storage,
         }
     }
 

@@ -69,7 +69,7 @@ pub(crate) fn to_py_err(e: &Error) -> PyErr {
     }
     match e.kind() {
         ErrorKind::Config => ConfigError::new_err(msg),
-        ErrorKind::Source => SourceError::new_err(msg),
+        ErrorKind::Source | ErrorKind::Storage | ErrorKind::Decryption => SourceError::new_err(msg),
         ErrorKind::Target => TargetError::new_err(msg),
         ErrorKind::Timeout => TimeoutError::new_err(msg),
         ErrorKind::Tooling => ToolingError::new_err(msg),
