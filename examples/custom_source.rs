@@ -60,6 +60,7 @@ async fn main() {
             backup: None,
             wal_archive: None,
             recovery_target: Default::default(),
+            ..Default::default()
         }),
     };
     let mut target_cfg = LocalTargetConfig::default();

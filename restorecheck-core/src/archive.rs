@@ -63,22 +63,73 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Opens `path` and wraps it in the decompressor its name calls for.
-pub fn open_decompressed(path: &Path, progress: Option<Arc<dyn Progress>>) -> Result<Box<dyn Read + Send>> {
-    let f = File::open(path).map_err(|e| Error::io("opening", path, e))?;
-    let raw = Counting { inner: BufReader::with_capacity(256 * 1024, f), progress };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(match Compression::from_name(&name) {
-        Compression::None => Box::new(raw),
+/// Wraps `inner` so that bytes read from it count towards `progress`.
+pub fn counting(inner: Box<dyn Read + Send>, progress: Option<Arc<dyn Progress>>) -> Box<dyn Read + Send> {
+    match progress {
+        Some(p) => Box::new(Counting { inner, progress: Some(p) }),
+        None => inner,
+    }
+}
+
+/// Wraps `raw` in the decompressor for `comp`. `what` names the file in messages.
+pub fn decompress(raw: Box<dyn Read + Send>, comp: Compression, what: &str) -> Result<Box<dyn Read + Send>> {
+    Ok(match comp {
+        Compression::None => raw,
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
         Compression::Zstd => {
-            let mut d = zstd::stream::read::Decoder::new(raw).map_err(|e| Error::io("starting zstd", path, e))?;
+            let mut d = zstd::stream::read::Decoder::new(raw).map_err(|e| read_error(what, e))?;
             // Backups compressed with zstd's long mode need the large window.
-            d.window_log_max(31).map_err(|e| Error::io("configuring zstd", path, e))?;
+            d.window_log_max(31).map_err(|e| read_error(what, e))?;
             Box::new(d)
         }
         Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(raw)),
     })
+}
+
+/// Opens `path` and wraps it in the decompressor its name calls for.
+pub fn open_decompressed(path: &Path, progress: Option<Arc<dyn Progress>>) -> Result<Box<dyn Read + Send>> {
+    let f = File::open(path).map_err(|e| Error::io("opening", path, e))?;
+    let raw = counting(Box::new(BufReader::with_capacity(256 * 1024, f)), progress);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    decompress(raw, Compression::from_name(&name), &path.display().to_string())
+}
+
+/// Classifies an error met while reading a backup file's content: lost access to object
+/// storage stays a storage error, cancellation stays cancellation, a full disk or a permission
+/// problem is the tester's, and anything else (truncation, a bad checksum, a corrupt compressed
+/// or encrypted stream) means the file `what` is damaged — a [`Error::BackupDefect`].
+pub fn read_error(what: &str, e: io::Error) -> Error {
+    if let Some(s) = find_in_chain::<crate::storage::StorageReadError>(&e) {
+        return Error::Storage { location: s.url.clone(), message: s.message.clone() };
+    }
+    if find_in_chain::<crate::storage::ReadCancelled>(&e).is_some() {
+        return Error::Cancelled { phase: crate::report::Phase::Fetch };
+    }
+    if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::ENOSPC) {
+        Error::io("extracting", what, e)
+    } else {
+        Error::defect(format!("{what} is damaged or truncated: {e}"))
+    }
+}
+
+/// Finds a `T` inside an `io::Error`, looking through wrappers (the tar crate wraps read
+/// errors in its own error, and `io::Error::source` skips the custom error itself).
+fn find_in_chain<T: std::error::Error + 'static>(e: &io::Error) -> Option<&T> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|r| r as _);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<T>() {
+            return Some(t);
+        }
+        if let Some(t) = err.downcast_ref::<io::Error>().and_then(|io| io.get_ref()).and_then(|r| r.downcast_ref::<T>())
+        {
+            return Some(t);
+        }
+        cur = match err.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as _),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 /// Statistics of one extraction.
@@ -101,19 +152,24 @@ pub fn extract_tar(
     cancel: Option<tokio_util::sync::CancellationToken>,
 ) -> Result<Extracted> {
     let reader = open_decompressed(archive, progress)?;
+    extract_tar_from(reader, &archive.display().to_string(), dest, cancel)
+}
+
+/// Extracts a tar stream (already decrypted and decompressed) into `dest`; `what` names it in
+/// messages. See [`extract_tar`].
+pub fn extract_tar_from(
+    reader: Box<dyn Read + Send>,
+    what: &str,
+    dest: &Path,
+    cancel: Option<tokio_util::sync::CancellationToken>,
+) -> Result<Extracted> {
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
     ar.set_preserve_ownerships(false);
     ar.set_unpack_xattrs(false);
     ar.set_overwrite(true);
     let mut stats = Extracted::default();
-    let defect = |e: io::Error| {
-        if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::ENOSPC) {
-            Error::io("extracting", archive, e)
-        } else {
-            Error::defect(format!("{} is damaged or truncated: {e}", archive.display()))
-        }
-    };
+    let defect = |e: io::Error| read_error(what, e);
     for entry in ar.entries().map_err(defect)? {
         if cancel.as_ref().is_some_and(|c| c.is_cancelled()) {
             return Err(Error::Cancelled { phase: crate::report::Phase::Fetch });
@@ -121,14 +177,17 @@ pub fn extract_tar(
         let mut entry = entry.map_err(defect)?;
         stats.bytes += entry.header().size().unwrap_or(0);
         stats.entries += 1;
-        entry.unpack_in(dest).map_err(defect)?;
+        entry.unpack_in(dest).map_err(|e| {
+            // unpack_in wraps read errors in its own message; keep storage errors recognisable.
+            read_error(what, e)
+        })?;
     }
     // A tar archive ends with zero blocks; the tar crate stops at them. Reading to EOF makes the
     // decompressor verify its trailer (gzip CRC, zstd frame end), so a truncated stream fails.
     let mut rest = ar.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(defect)?;
     if stats.entries == 0 {
-        return Err(Error::defect(format!("{} holds no files", archive.display())));
+        return Err(Error::defect(format!("{what} holds no files")));
     }
     Ok(stats)
 }
@@ -138,8 +197,18 @@ pub fn extract_tar(
 /// the user name recorded in its header.
 pub fn read_tar_member(archive: &Path, wanted: &str, max_entries: usize) -> Result<Option<(String, Option<String>)>> {
     let reader = open_decompressed(archive, None)?;
+    read_tar_member_from(reader, &archive.display().to_string(), wanted, max_entries)
+}
+
+/// [`read_tar_member`] over a tar stream; `what` names it in messages.
+pub fn read_tar_member_from(
+    reader: Box<dyn Read + Send>,
+    what: &str,
+    wanted: &str,
+    max_entries: usize,
+) -> Result<Option<(String, Option<String>)>> {
     let mut ar = tar::Archive::new(reader);
-    let defect = |e: io::Error| Error::defect(format!("{} is damaged or truncated: {e}", archive.display()));
+    let defect = |e: io::Error| read_error(what, e);
     for entry in ar.entries().map_err(defect)?.take(max_entries) {
         let mut entry = entry.map_err(defect)?;
         let path: PathBuf = entry.path().map_err(defect)?.into_owned();

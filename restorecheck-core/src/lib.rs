@@ -16,6 +16,7 @@
 //! let source = BaseBackupSource::new(BaseBackupConfig {
 //!     path: "/backups/base".into(), backup: None, wal_archive: Some("/backups/wal".into()),
 //!     recovery_target: Default::default(),
+//!     ..Default::default()
 //! });
 //! let check = Check::new("app", Arc::new(source), Arc::new(LocalTarget::new(LocalTargetConfig::default())?))
 //!     .database("app")
@@ -46,8 +47,8 @@ pub mod rto;
 pub mod runner;
 pub mod selftest;
 pub mod source;
-pub mod storage;
 pub mod sources;
+pub mod storage;
 pub mod target;
 pub mod targets;
 pub mod wal_archive;

@@ -492,6 +492,7 @@ mod tests {
                     backup: None,
                     wal_archive: None,
                     recovery_target: Default::default(),
+                    ..Default::default()
                 });
                 Check::new(
                     format!("c{i}"),

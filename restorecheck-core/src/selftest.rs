@@ -120,6 +120,7 @@ pub async fn run(opts: &SelftestOptions, ctx: &RunContext) -> Result<Vec<CaseRes
             backup: None,
             wal_archive: archive.map(Path::to_path_buf),
             recovery_target: Default::default(),
+            ..Default::default()
         });
         let mut c = integrity(Check::new(name, Arc::new(source), target.clone()));
         c.verify_manifest = verify;
@@ -133,6 +134,7 @@ pub async fn run(opts: &SelftestOptions, ctx: &RunContext) -> Result<Vec<CaseRes
             globals: None,
             no_owner: false,
             jobs: None,
+            ..Default::default()
         });
         integrity(Check::new(name, Arc::new(source), target.clone()))
     };

@@ -72,6 +72,7 @@ fn docker_check(dir: &TestDir, archive: &std::path::Path) -> Check {
         backup: None,
         wal_archive: Some(archive.to_path_buf()),
         recovery_target: Default::default(),
+        ..Default::default()
     });
     let target = DockerTarget::new(DockerTargetConfig { image: Some(IMAGE.into()), ..Default::default() }).unwrap();
     Check::new("docker", Arc::new(source), Arc::new(target))
@@ -159,6 +160,7 @@ async fn a_missing_image_is_a_clear_error_and_nothing_is_pulled() {
         backup: None,
         wal_archive: None,
         recovery_target: Default::default(),
+        ..Default::default()
     });
     let target = DockerTarget::new(DockerTargetConfig {
         image: Some("restorecheck/no-such-image:{major}".into()),

@@ -22,6 +22,7 @@ fn dump_check(path: &Path, no_owner: bool) -> Check {
         globals: None,
         no_owner,
         jobs: None,
+        ..Default::default()
     });
     Check::new("dump", Arc::new(source), Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap()))
         .database("app")
@@ -191,6 +192,7 @@ async fn a_globals_file_runs_first_and_its_roles_own_the_objects() {
         globals: Some(globals),
         no_owner: false,
         jobs: None,
+        ..Default::default()
     });
     let ch = Check::new("dump", Arc::new(source), Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap()))
         .database("app")

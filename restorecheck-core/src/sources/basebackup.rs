@@ -4,6 +4,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -11,24 +12,33 @@ use serde::Deserialize;
 
 use crate::archive::{self, Compression};
 use crate::context::RunContext;
+use crate::decrypt::{DecryptConfig, Decryptor};
 use crate::error::{Error, Result};
 use crate::postgres::Lsn;
 use crate::source::{BackupInfo, BackupSource, ExpectedEnd, FetchRequest, FetchedBackup, WalSupply};
+use crate::storage::{self, BackupFile, Location, Remote, RemoteObject, StorageOptions};
 use crate::wal_archive::WalArchive;
 
 /// Options of source `basebackup` (`[check.source] kind = "basebackup"`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BaseBackupConfig {
-    /// One backup, or a folder with one backup per subfolder.
+    /// One backup, or a folder with one backup per subfolder: a local path, `file://…`,
+    /// `s3://bucket/prefix`, `gs://bucket/prefix` or `az://container/prefix`.
     pub path: PathBuf,
     /// Pick this backup (subfolder name) instead of the newest.
     pub backup: Option<String>,
-    /// Folder of archived WAL segments (plain, .gz, .zst, .lz4) for archive recovery.
+    /// Folder of archived WAL segments (plain, .gz, .zst, .lz4) for archive recovery; a local
+    /// path or an object-storage URL like `path`.
     pub wal_archive: Option<PathBuf>,
     /// How far to recover (default `latest`: all archived WAL).
     #[serde(default)]
     pub recovery_target: crate::source::RecoveryTarget,
+    /// Object-storage options (endpoint, region, path style, profile, retries, parallelism).
+    #[serde(default)]
+    pub storage: StorageOptions,
+    /// Decrypt files ending in `.age` (or `.gpg`) on the fly.
+    pub decrypt: Option<DecryptConfig>,
 }
 
 /// Source `basebackup`.
@@ -39,7 +49,7 @@ pub struct BaseBackupSource {
 
 /// How one backup folder is laid out.
 #[derive(Debug, Clone, PartialEq)]
-enum Layout {
+pub(crate) enum Layout {
     /// A data directory (`-Fp`).
     Plain,
     /// `base.tar[.gz|.zst|.lz4]` plus tablespace and `pg_wal` tars (`-Ft`).
@@ -71,17 +81,39 @@ fn detect(dir: &Path) -> Option<Layout> {
         return Some(Layout::Plain);
     }
     for c in ["", ".gz", ".zst", ".lz4"] {
-        let p = dir.join(format!("base.tar{c}"));
-        if p.is_file() {
-            return Some(Layout::Tar { base: p });
+        for e in ENCRYPTED_SUFFIXES {
+            let p = dir.join(format!("base.tar{c}{e}"));
+            if p.is_file() {
+                return Some(Layout::Tar { base: p });
+            }
         }
     }
     None
 }
 
+/// Endings of encrypted files (`.age`, OpenPGP); `""` for plain files.
+const ENCRYPTED_SUFFIXES: [&str; 5] = ["", ".age", ".gpg", ".pgp", ".asc"];
+
+/// Recognises a backup from the names of the files in its folder (object storage):
+/// the name of its `base.tar*` for tar format, `""` for plain format.
+fn detect_names<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
+    let mut plain = false;
+    for n in names {
+        let bare = ENCRYPTED_SUFFIXES.iter().filter(|e| !e.is_empty()).find_map(|e| n.strip_suffix(e)).unwrap_or(n);
+        let stem = bare.strip_suffix(Compression::from_name(bare).suffix()).unwrap_or(bare);
+        if stem == "base.tar" {
+            return Some(n.to_string());
+        }
+        plain |= stem == "backup_label" || stem == "PG_VERSION";
+    }
+    plain.then(String::new)
+}
+
 /// Parsed `backup_label`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BackupLabel {
+    /// The WAL file of START WAL LOCATION (`000000010000000000000002`).
+    pub start_wal_file: Option<String>,
     /// START TIME, converted to UTC when the zone is known.
     pub start_time: Option<DateTime<Utc>>,
     /// LABEL.
@@ -101,6 +133,11 @@ impl BackupLabel {
                 b.label = Some(v.trim().to_string());
             } else if let Some(v) = line.strip_prefix("START WAL LOCATION: ") {
                 b.start_lsn = v.split_whitespace().next().and_then(|s| s.parse().ok());
+                b.start_wal_file = v
+                    .split_once("(file ")
+                    .and_then(|(_, f)| f.split(')').next())
+                    .map(|f| f.trim().to_string())
+                    .filter(|f| f.len() == 24);
             }
         }
         b
@@ -148,7 +185,7 @@ pub fn parse_label_time(s: &str) -> Option<DateTime<Utc>> {
 
 /// Reads `backup_label` of a backup folder: a file (plain) or the member of `base.tar*`.
 /// Also returns the OS user that owned the data (a hint for the superuser name).
-fn read_label(dir: &Path, layout: &Layout) -> Result<(Option<String>, Option<String>)> {
+fn read_label(dir: &Path, layout: &Layout, decrypt: Option<&Decryptor>) -> Result<(Option<String>, Option<String>)> {
     match layout {
         Layout::Plain => {
             let p = dir.join("backup_label");
@@ -159,10 +196,16 @@ fn read_label(dir: &Path, layout: &Layout) -> Result<(Option<String>, Option<Str
                 .map(|u| u.name);
             Ok((text, owner))
         }
-        Layout::Tar { base } => match archive::read_tar_member(base, "backup_label", 1000)? {
-            Some((text, user)) => Ok((Some(text), user)),
-            None => Ok((None, None)),
-        },
+        Layout::Tar { base } => label_from_tar(&BackupFile::Local(base.clone()), decrypt),
+    }
+}
+
+/// `backup_label` and its owner from the first entries of a `base.tar*` (local or remote).
+fn label_from_tar(base: &BackupFile, decrypt: Option<&Decryptor>) -> Result<(Option<String>, Option<String>)> {
+    let (reader, _) = base.open(decrypt, None, tokio_util::sync::CancellationToken::new())?;
+    match archive::read_tar_member_from(reader, &base.display(), "backup_label", 1000)? {
+        Some((text, user)) => Ok((Some(text), user)),
+        None => Ok((None, None)),
     }
 }
 
@@ -176,8 +219,8 @@ fn dir_size(p: &Path) -> u64 {
 }
 
 impl BaseBackupSource {
-    fn info(&self, id: &str, dir: &Path, layout: &Layout) -> Result<BackupInfo> {
-        let (label_text, _) = read_label(dir, layout)?;
+    fn info(&self, id: &str, dir: &Path, layout: &Layout, decrypt: Option<&Decryptor>) -> Result<BackupInfo> {
+        let (label_text, _) = read_label(dir, layout, decrypt)?;
         let label = label_text.as_deref().map(BackupLabel::parse).unwrap_or_default();
         let taken_at = label.start_time.or_else(|| {
             // Unknown zone abbreviation: the label file's time stamp is the next best thing.
@@ -191,7 +234,7 @@ impl BaseBackupSource {
             Layout::Plain => "plain".to_string(),
             Layout::Tar { base } => {
                 let n = base.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                format!("tar{}", Compression::from_name(&n).suffix())
+                tar_kind(&n, decrypt)
             }
         };
         let pg_major = fs::read_to_string(dir.join("PG_VERSION")).ok().and_then(|v| v.trim().parse().ok());
@@ -217,16 +260,21 @@ impl BackupSource for BaseBackupSource {
         format!("basebackup:{}", self.cfg.path.display())
     }
 
-    async fn list(&self, _ctx: &RunContext) -> Result<Vec<BackupInfo>> {
-        let root = self.cfg.path.clone();
+    async fn list(&self, ctx: &RunContext) -> Result<Vec<BackupInfo>> {
+        let decrypt = self.decryptor()?;
+        let root = match Location::parse(&self.cfg.path, &self.cfg.storage)? {
+            Location::Local(p) => p,
+            Location::Remote(r) => return self.list_remote(ctx, r, decrypt).await,
+        };
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
+            let decrypt = decrypt.as_ref();
             if !root.is_dir() {
                 return Err(this.err(format!("path {} does not exist or is not a folder", root.display())));
             }
             if let Some(layout) = detect(&root) {
                 let id = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "backup".into());
-                return Ok(vec![this.info(&id, &root, &layout)?]);
+                return Ok(vec![this.info(&id, &root, &layout, decrypt)?]);
             }
             let rd = fs::read_dir(&root).map_err(|e| this.err(format!("cannot list {}: {e}", root.display())))?;
             let mut out = Vec::new();
@@ -237,7 +285,7 @@ impl BackupSource for BaseBackupSource {
                 }
                 if let Some(layout) = detect(&dir) {
                     let id = entry.file_name().to_string_lossy().into_owned();
-                    match this.info(&id, &dir, &layout) {
+                    match this.info(&id, &dir, &layout, decrypt) {
                         Ok(i) => out.push(i),
                         // A damaged backup still shows up (and fails when chosen).
                         Err(e) => out.push(BackupInfo {
@@ -264,20 +312,40 @@ impl BackupSource for BaseBackupSource {
     }
 
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
-        let dir = self.backup_dir(&backup.id);
-        let layout =
-            detect(&dir).ok_or_else(|| Error::defect(format!("{} no longer holds a backup", dir.display())))?;
-        let (_, owner) = read_label(&dir, &layout)?;
-        let bytes = match &layout {
-            Layout::Plain => copy_plain(ctx, &dir, req).await?,
-            Layout::Tar { base } => extract_tars(ctx, &dir, base, req).await?,
+        let decrypt = self.decryptor()?;
+        let (origin, owner, bytes, label) = match Location::parse(&self.cfg.path, &self.cfg.storage)? {
+            Location::Local(_) => {
+                let dir = self.backup_dir(&backup.id);
+                let layout =
+                    detect(&dir).ok_or_else(|| Error::defect(format!("{} no longer holds a backup", dir.display())))?;
+                let (label, owner) = read_label(&dir, &layout, decrypt.as_ref())?;
+                let bytes = match &layout {
+                    Layout::Plain => copy_plain(ctx, &dir, req).await?,
+                    Layout::Tar { base } => extract_tars(ctx, &dir, base, req, decrypt.as_ref()).await?,
+                };
+                (dir, owner, bytes, label)
+            }
+            Location::Remote(r) => {
+                let (owner, bytes) = self.fetch_remote(ctx, &r, backup, req, decrypt.clone()).await?;
+                let label = fs::read_to_string(req.data_dir.join("backup_label")).ok();
+                (PathBuf::from(backup.location.trim_start_matches("basebackup:")), owner, bytes, label)
+            }
         };
         let data = &req.data_dir;
-        let (pg_major, backup_end_lsn) = check_physical(data, &dir)?;
+        let (pg_major, backup_end_lsn) = check_physical(data, &origin)?;
+        let start_file = label.as_deref().map(BackupLabel::parse).and_then(|l| l.start_wal_file);
         let (wal, expected_end) = match &self.cfg.wal_archive {
             None => (WalSupply::SelfContained, Vec::new()),
             Some(a) => {
-                let archive = WalArchive::scan(a)?;
+                let (local, shown) = match Location::parse(a, &self.cfg.storage)? {
+                    Location::Local(p) => (p.clone(), p.display().to_string()),
+                    Location::Remote(r) => {
+                        let dir = req.scratch_dir.join("wal-archive");
+                        prefetch_wal(ctx, &r, start_file.as_deref(), &dir, decrypt.clone()).await?;
+                        (dir, r.url(""))
+                    }
+                };
+                let archive = WalArchive::scan(&local)?;
                 let command = archive.write_restore_command(&req.scratch_dir)?;
                 let expected = archive
                     .newest_segment
@@ -285,10 +353,10 @@ impl BackupSource for BaseBackupSource {
                     .map(|seg| ExpectedEnd {
                         lsn: None,
                         wal_segment: Some(seg.clone()),
-                        reason: format!("the WAL archive {} continues to segment {seg}", a.display()),
+                        reason: format!("the WAL archive {shown} continues to segment {seg}"),
                     })
                     .collect();
-                (WalSupply::RestoreCommand { command, readable_paths: vec![a.clone()] }, expected)
+                (WalSupply::RestoreCommand { command, readable_paths: vec![local] }, expected)
             }
         };
         let mut fetched = FetchedBackup::new(data.clone(), pg_major, wal);
@@ -418,54 +486,344 @@ fn copy_tree(
 
 /// Extracts `base.tar*`, every `<oid>.tar*` (tablespaces) and `pg_wal.tar*`, in parallel, then
 /// points `tablespace_map` at the extracted tablespaces.
-async fn extract_tars(ctx: &RunContext, dir: &Path, base: &Path, req: &FetchRequest) -> Result<u64> {
-    let mut jobs: Vec<(PathBuf, PathBuf)> = vec![(base.to_path_buf(), req.data_dir.clone())];
+async fn extract_tars(
+    ctx: &RunContext,
+    dir: &Path,
+    _base: &Path,
+    req: &FetchRequest,
+    decrypt: Option<&Decryptor>,
+) -> Result<u64> {
+    let files: Vec<BackupFile> = fs::read_dir(dir)
+        .map_err(|e| Error::io("listing backup", dir, e))?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| BackupFile::Local(e.path()))
+        .collect();
+    extract_backup_files(ctx, &dir.display().to_string(), files, req, decrypt, 8).await
+}
+
+/// Streams every tar of a tar-format backup (`base.tar*`, tablespace `<oid>.tar*`,
+/// `pg_wal.tar*`; any of them encrypted) into place, `parallel` at a time, then points
+/// `tablespace_map` at the extracted tablespaces and places `backup_manifest`.
+async fn extract_backup_files(
+    ctx: &RunContext,
+    shown: &str,
+    files: Vec<BackupFile>,
+    req: &FetchRequest,
+    decrypt: Option<&Decryptor>,
+    parallel: usize,
+) -> Result<u64> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut jobs: Vec<(BackupFile, PathBuf)> = Vec::new();
     let mut tablespaces = Vec::new();
-    for e in fs::read_dir(dir).map_err(|e| Error::io("listing backup", dir, e))?.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let stem = name.strip_suffix(Compression::from_name(&name).suffix()).unwrap_or(&name);
+    let mut manifest = None;
+    for f in files {
+        let name = f.name();
+        let bare = storage::plain_name(&name, decrypt);
+        let stem = bare.strip_suffix(Compression::from_name(bare).suffix()).unwrap_or(bare);
+        if stem == "backup_manifest" {
+            manifest = Some(f);
+            continue;
+        }
         let Some(stem) = stem.strip_suffix(".tar") else { continue };
-        if stem == "pg_wal" {
-            jobs.push((e.path(), req.data_dir.join("pg_wal")));
+        if stem == "base" {
+            jobs.push((f, req.data_dir.clone()));
+        } else if stem == "pg_wal" {
+            jobs.push((f, req.data_dir.join("pg_wal")));
         } else if !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()) {
             let dest = req.tablespace_dir.join(stem);
             tablespaces.push((stem.to_string(), dest.clone()));
-            jobs.push((e.path(), dest));
+            jobs.push((f, dest));
         }
     }
-    let total: u64 = jobs.iter().filter_map(|(p, _)| fs::metadata(p).ok()).map(|m| m.len()).sum();
-    ctx.progress.begin(&format!("extracting {}", dir.display()), Some(total));
-    let mut handles = Vec::new();
-    for (archive, dest) in jobs {
-        use std::os::unix::fs::DirBuilderExt;
+    if jobs.len() > 1 {
+        // The biggest first, so the longest download starts at once.
+        jobs.sort_by_key(|(f, _)| std::cmp::Reverse(f.size()));
+    }
+    let total: u64 = jobs.iter().map(|(f, _)| f.size()).sum();
+    ctx.progress.begin(&format!("extracting {shown}"), Some(total));
+    let mut tasks: Vec<Box<dyn FnOnce() -> Result<u64> + Send>> = Vec::new();
+    for (file, dest) in jobs {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dest).map_err(|e| Error::io("creating", &dest, e))?;
         let progress = Some(ctx.progress.clone());
-        let cancel = Some(ctx.cancel.clone());
-        handles.push(tokio::task::spawn_blocking(move || archive::extract_tar(&archive, &dest, progress, cancel)));
+        let cancel = ctx.cancel.clone();
+        let decrypt = decrypt.cloned();
+        tasks.push(Box::new(move || {
+            let (reader, _) = file.open(decrypt.as_ref(), progress, cancel.clone())?;
+            Ok(archive::extract_tar_from(reader, &file.display(), &dest, Some(cancel))?.bytes)
+        }));
     }
-    let mut bytes = 0;
-    let mut first_err = None;
-    for h in handles {
-        tokio::select! {
-            r = h => match r {
-                Ok(Ok(s)) => bytes += s.bytes,
-                Ok(Err(e)) => { first_err.get_or_insert(e); }
-                Err(e) => { first_err.get_or_insert(Error::defect(format!("extraction task failed: {e}"))); }
-            },
-            _ = ctx.cancel.cancelled() => return Err(Error::Cancelled { phase: crate::report::Phase::Fetch }),
-        }
-    }
+    let bytes = storage::run_parallel(tasks, parallel, &ctx.cancel).await;
     ctx.progress.end();
-    if let Some(e) = first_err {
-        return Err(e);
-    }
+    let bytes: u64 = bytes?.into_iter().sum();
     rewrite_tablespace_map(&req.data_dir, &tablespaces)?;
-    let manifest = dir.join("backup_manifest");
-    if manifest.is_file() {
+    if let Some(m) = manifest {
         let to = req.data_dir.join("backup_manifest");
-        fs::copy(&manifest, &to).map_err(|e| Error::io("copying backup_manifest", &manifest, e))?;
+        let decrypt = decrypt.cloned();
+        let cancel = ctx.cancel.clone();
+        tokio::task::spawn_blocking(move || m.save_to(&to, decrypt.as_ref(), None, cancel))
+            .await
+            .map_err(|e| Error::defect(format!("copying backup_manifest failed: {e}")))??;
     }
     Ok(bytes)
+}
+
+/// Downloads a WAL archive folder from object storage into `dir` (decrypted, decompressed):
+/// every segment from the backup's first one (`start`, e.g. `000000010000000000000002`) on, on
+/// any timeline, and every timeline history file. Recovery then reads them locally.
+async fn prefetch_wal(
+    ctx: &RunContext,
+    remote: &Arc<Remote>,
+    start: Option<&str>,
+    dir: &Path,
+    decrypt: Option<Decryptor>,
+) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io("creating", dir, e))?;
+    let objects = remote.list_all("").await?;
+    let start_key = start.filter(|s| s.len() == 24).map(|s| s[8..24].to_ascii_uppercase());
+    let mut wanted: Vec<(RemoteObject, String)> = Vec::new();
+    for o in objects {
+        if o.rel.contains('/') {
+            continue;
+        }
+        let bare = storage::plain_name(&o.rel, decrypt.as_ref());
+        let bare = bare.strip_suffix(Compression::from_name(bare).suffix()).unwrap_or(bare).to_string();
+        let is_segment = bare.len() == 24 && bare.bytes().all(|b| b.is_ascii_hexdigit());
+        let keep = if is_segment {
+            start_key.as_ref().is_none_or(|k| bare[8..24].to_ascii_uppercase() >= *k)
+        } else {
+            bare.ends_with(".history")
+        };
+        if keep {
+            wanted.push((o, bare));
+        }
+    }
+    let total: u64 = wanted.iter().map(|(o, _)| o.size).sum();
+    ctx.progress.begin(&format!("downloading {} WAL files from {}", wanted.len(), remote.url("")), Some(total));
+    let mut tasks: Vec<Box<dyn FnOnce() -> Result<u64> + Send>> = Vec::new();
+    for (o, bare) in wanted {
+        let file = BackupFile::Remote(remote.clone(), o);
+        let (dest, decrypt, cancel) = (dir.join(bare), decrypt.clone(), ctx.cancel.clone());
+        let progress = Some(ctx.progress.clone());
+        tasks.push(Box::new(move || file.save_to(&dest, decrypt.as_ref(), progress, cancel)));
+    }
+    let r = storage::run_parallel(tasks, remote.parallel(), &ctx.cancel).await;
+    ctx.progress.end();
+    r.map(|_| ())
+}
+
+impl BaseBackupSource {
+    fn decryptor(&self) -> Result<Option<Decryptor>> {
+        self.cfg.decrypt.as_ref().map(DecryptConfig::prepare).transpose()
+    }
+
+    /// Lists backups under an object-storage prefix: the prefix itself when it holds one, else
+    /// one backup per sub-folder.
+    async fn list_remote(
+        &self,
+        ctx: &RunContext,
+        remote: Arc<Remote>,
+        decrypt: Option<Decryptor>,
+    ) -> Result<Vec<BackupInfo>> {
+        let all = remote.list_all("").await?;
+        if all.is_empty() {
+            return Err(self.err(format!("{} holds no objects (wrong path, or no list permission?)", remote.url(""))));
+        }
+        let top: Vec<RemoteObject> = all.iter().filter(|o| !o.rel.contains('/')).cloned().collect();
+        let mut groups: Vec<(String, String, Vec<RemoteObject>)> = Vec::new(); // (id, rel dir, files)
+        if detect_names(top.iter().map(|o| o.rel.as_str())).is_some() {
+            let url = remote.url("");
+            let id = url.rsplit('/').next().unwrap_or("backup").to_string();
+            groups.push((id, String::new(), all));
+        } else {
+            for (dir, files) in storage::group_by_folder(all) {
+                groups.push((dir.clone(), dir, files));
+            }
+        }
+        let mut out = Vec::new();
+        for (id, dir, files) in groups {
+            let names: Vec<&str> = files.iter().filter(|o| !o.rel.contains('/')).map(|o| o.rel.as_str()).collect();
+            let Some(base) = detect_names(names.into_iter()) else { continue };
+            let size: u64 = files.iter().map(|o| o.size).sum();
+            let newest = files.iter().map(|o| o.modified).max();
+            let label_obj = if base.is_empty() {
+                files.iter().find(|o| storage::plain_name(&o.rel, decrypt.as_ref()) == "backup_label").cloned()
+            } else {
+                files.iter().find(|o| o.rel == base).cloned()
+            };
+            let (r2, d2, tar) = (remote.clone(), decrypt.clone(), !base.is_empty());
+            let cancel = ctx.cancel.clone();
+            let label = match label_obj {
+                None => Ok((None, None)),
+                Some(o) => tokio::task::spawn_blocking(move || {
+                    let f = BackupFile::Remote(r2, o);
+                    if tar {
+                        label_from_tar(&f, d2.as_ref())
+                    } else {
+                        let (mut rd, _) = f.open(d2.as_ref(), None, cancel)?;
+                        let mut text = String::new();
+                        std::io::Read::read_to_string(&mut rd, &mut text)
+                            .map_err(|e| archive::read_error(&f.display(), e))?;
+                        Ok((Some(text), None))
+                    }
+                })
+                .await
+                .map_err(|e| self.err(format!("reading backup_label failed: {e}")))?,
+            };
+            let location = format!("basebackup:{}", remote.url(&dir));
+            match label {
+                Ok((text, _)) => {
+                    let parsed = text.as_deref().map(BackupLabel::parse).unwrap_or_default();
+                    out.push(BackupInfo {
+                        id,
+                        taken_at: parsed.start_time.or(newest),
+                        size_bytes: Some(size),
+                        kind: if base.is_empty() { "plain".into() } else { tar_kind(&base, decrypt.as_ref()) },
+                        location,
+                        pg_major: None,
+                        label: parsed.label,
+                    });
+                }
+                // Lost access is an error of the run; a damaged backup still shows up (and
+                // fails when chosen).
+                Err(e @ (Error::Storage { .. } | Error::Decryption { .. })) => return Err(e),
+                Err(e) => out.push(BackupInfo {
+                    id,
+                    taken_at: newest,
+                    size_bytes: Some(size),
+                    kind: format!("unreadable: {e}"),
+                    location,
+                    pg_major: None,
+                    label: None,
+                }),
+            }
+        }
+        if out.is_empty() {
+            return Err(self.err(format!(
+                "no backup found under {}: expected base.tar* (tar format) or backup_label (plain format) there or one folder down",
+                remote.url("")
+            )));
+        }
+        crate::source::sort_newest_first(&mut out);
+        Ok(out)
+    }
+
+    /// Restores a backup from object storage into `req.data_dir`: tar format streams each tar
+    /// from storage through decryption and decompression straight into extraction; plain format
+    /// downloads every file. Returns the superuser hint and the bytes written.
+    async fn fetch_remote(
+        &self,
+        ctx: &RunContext,
+        remote: &Arc<Remote>,
+        backup: &BackupInfo,
+        req: &FetchRequest,
+        decrypt: Option<Decryptor>,
+    ) -> Result<(Option<String>, u64)> {
+        let all = remote.list_all("").await?;
+        let top_is_backup = detect_names(all.iter().filter(|o| !o.rel.contains('/')).map(|o| o.rel.as_str())).is_some();
+        let (dir, files) = if top_is_backup {
+            (String::new(), all)
+        } else {
+            let mut groups = storage::group_by_folder(all);
+            let files = groups
+                .remove(&backup.id)
+                .ok_or_else(|| Error::defect(format!("{} no longer holds backup {}", remote.url(""), backup.id)))?;
+            (backup.id.clone(), files)
+        };
+        let shown = remote.url(&dir);
+        let base = detect_names(files.iter().filter(|o| !o.rel.contains('/')).map(|o| o.rel.as_str()))
+            .ok_or_else(|| Error::defect(format!("{shown} no longer holds a backup")))?;
+        let prefixed = |o: &RemoteObject| {
+            let mut o = o.clone();
+            if !dir.is_empty() {
+                o.rel = format!("{dir}/{}", o.rel);
+            }
+            o
+        };
+        if !base.is_empty() {
+            let tars: Vec<BackupFile> = files
+                .iter()
+                .filter(|o| !o.rel.contains('/'))
+                .map(|o| BackupFile::Remote(remote.clone(), prefixed(o)))
+                .collect();
+            let base_file = tars.iter().find(|f| f.name() == base).cloned();
+            let owner = match base_file {
+                Some(f) => {
+                    let d2 = decrypt.clone();
+                    tokio::task::spawn_blocking(move || label_from_tar(&f, d2.as_ref()))
+                        .await
+                        .map_err(|e| self.err(format!("reading backup_label failed: {e}")))??
+                        .1
+                }
+                None => None,
+            };
+            let bytes = extract_backup_files(ctx, &shown, tars, req, decrypt.as_ref(), remote.parallel()).await?;
+            return Ok((owner, bytes));
+        }
+        // Plain format: one object per file. Object stores have no empty folders, so the
+        // folders PostgreSQL expects are made afterwards.
+        use std::os::unix::fs::DirBuilderExt;
+        let total: u64 = files.iter().map(|o| o.size).sum();
+        ctx.progress.begin(&format!("downloading {shown}"), Some(total));
+        let mut tasks: Vec<Box<dyn FnOnce() -> Result<u64> + Send>> = Vec::new();
+        for o in &files {
+            let bare = match o.rel.rsplit_once('/') {
+                Some((d, n)) => format!("{d}/{}", storage::plain_name(n, decrypt.as_ref())),
+                None => storage::plain_name(&o.rel, decrypt.as_ref()).to_string(),
+            };
+            if bare.split('/').any(|c| c == ".." || c.is_empty()) {
+                return Err(Error::defect(format!("{shown}: object name {:?} escapes the backup", o.rel)));
+            }
+            let dest = req.data_dir.join(&bare);
+            if let Some(parent) = dest.parent() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .map_err(|e| Error::io("creating", parent, e))?;
+            }
+            let file = BackupFile::Remote(remote.clone(), prefixed(o));
+            let (decrypt, cancel, progress) = (decrypt.clone(), ctx.cancel.clone(), Some(ctx.progress.clone()));
+            tasks.push(Box::new(move || file.save_decrypted_to(&dest, decrypt.as_ref(), progress, cancel)));
+        }
+        let r = storage::run_parallel(tasks, remote.parallel(), &ctx.cancel).await;
+        ctx.progress.end();
+        let bytes: u64 = r?.into_iter().sum();
+        for d in PLAIN_EMPTY_DIRS {
+            let p = req.data_dir.join(d);
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&p).map_err(|e| Error::io("creating", &p, e))?;
+        }
+        Ok((None, bytes))
+    }
+}
+
+/// Folders of a data directory that may be empty (and so are absent from object storage).
+const PLAIN_EMPTY_DIRS: [&str; 17] = [
+    "global",
+    "pg_commit_ts",
+    "pg_dynshmem",
+    "pg_logical/mappings",
+    "pg_logical/snapshots",
+    "pg_multixact/members",
+    "pg_multixact/offsets",
+    "pg_notify",
+    "pg_replslot",
+    "pg_serial",
+    "pg_snapshots",
+    "pg_stat",
+    "pg_stat_tmp",
+    "pg_subtrans",
+    "pg_tblspc",
+    "pg_twophase",
+    "pg_wal/archive_status",
+];
+
+/// `tar.gz`, `tar.zst+age` …: the kind shown for a tar-format backup whose base is `name`.
+fn tar_kind(name: &str, decrypt: Option<&Decryptor>) -> String {
+    let bare = storage::plain_name(name, decrypt);
+    let enc = name.strip_prefix(bare).filter(|e| !e.is_empty()).map(|e| format!("+{}", &e[1..])).unwrap_or_default();
+    format!("tar{}{enc}", Compression::from_name(bare).suffix())
 }
 
 /// Rewrites `tablespace_map` so each tablespace points at its extracted copy instead of the

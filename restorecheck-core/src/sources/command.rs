@@ -217,6 +217,7 @@ impl BackupSource for CommandSource {
             globals: None,
             no_owner: self.cfg.no_owner,
             jobs: None,
+            ..Default::default()
         };
         let mut f = fetch_dump(ctx, dump, req, &opts).await?;
         if f.pg_major == 0 {

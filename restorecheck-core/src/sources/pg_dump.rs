@@ -5,6 +5,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,15 +13,18 @@ use serde::Deserialize;
 
 use crate::archive::{self, Compression};
 use crate::context::RunContext;
+use crate::decrypt::{DecryptConfig, Decryptor};
 use crate::error::{Error, Result};
 use crate::postgres::binaries;
 use crate::source::{BackupInfo, BackupSource, DumpFormat, FetchRequest, FetchedBackup, LogicalDump, WalSupply};
+use crate::storage::{self, BackupFile, Location, Remote, RemoteObject, StorageOptions};
 
 /// Options of source `pg_dump` (`[check.source] kind = "pg_dump"`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PgDumpConfig {
-    /// One dump (file or `-Fd` folder), or a folder of dumps (newest chosen).
+    /// One dump (file or `-Fd` folder), or a folder of dumps (newest chosen): a local path,
+    /// `file://…`, `s3://bucket/prefix`, `gs://…` or `az://…`.
     pub path: PathBuf,
     /// `"latest"` (default), `"oldest"`, or a dump's file/folder name.
     pub backup: Option<String>,
@@ -34,6 +38,11 @@ pub struct PgDumpConfig {
     pub no_owner: bool,
     /// Parallel jobs for `pg_restore -j` (custom and directory formats; default 2).
     pub jobs: Option<u32>,
+    /// Object-storage options (endpoint, region, path style, profile, retries, parallelism).
+    #[serde(default)]
+    pub storage: StorageOptions,
+    /// Decrypt dumps ending in `.age` (or `.gpg`) on the fly.
+    pub decrypt: Option<DecryptConfig>,
 }
 
 /// Source `pg_dump`.
@@ -88,20 +97,39 @@ fn detect(path: &Path) -> Option<Detected> {
     }
     let name = path.file_name()?.to_string_lossy().into_owned();
     let compression = Compression::from_name(&name);
-    let head = first_bytes(path, 4096);
-    let format = if head.starts_with(b"PGDMP") {
-        DumpFormat::Custom
-    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
-        DumpFormat::Tar
-    } else {
-        let text = String::from_utf8_lossy(&head);
-        if text.contains("PostgreSQL database dump") {
-            DumpFormat::Plain
-        } else {
-            return None;
-        }
-    };
+    let format = format_of(&first_bytes(path, 4096))?;
     Some(Detected { format, compression })
+}
+
+/// A dump's format from its first (decompressed) bytes.
+fn format_of(head: &[u8]) -> Option<DumpFormat> {
+    if head.starts_with(b"PGDMP") {
+        Some(DumpFormat::Custom)
+    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
+        Some(DumpFormat::Tar)
+    } else {
+        String::from_utf8_lossy(head).contains("PostgreSQL database dump").then_some(DumpFormat::Plain)
+    }
+}
+
+/// Recognises an encrypted or remote dump file by decrypting and decompressing its first
+/// bytes. A wrong key or lost storage access is an error, not "no dump here".
+fn detect_file(file: &BackupFile, decrypt: Option<&Decryptor>) -> Result<Option<Detected>> {
+    let (mut r, _) = file.open(decrypt, None, tokio_util::sync::CancellationToken::new())?;
+    let mut head = Vec::with_capacity(4096);
+    if let Err(e) = (&mut r).take(4096).read_to_end(&mut head) {
+        return match archive::read_error(&file.display(), e) {
+            e @ (Error::Storage { .. } | Error::Cancelled { .. }) => Err(e),
+            _ => Ok(None),
+        };
+    }
+    let bare = storage::plain_name(&file.name(), decrypt).to_string();
+    Ok(format_of(&head).map(|format| Detected { format, compression: Compression::from_name(&bare) }))
+}
+
+/// Whether `name` carries the encryption suffix `decrypt` handles.
+fn encrypted(name: &str, decrypt: Option<&Decryptor>) -> bool {
+    decrypt.is_some_and(|d| d.strip(name).is_some())
 }
 
 /// Facts read from a dump's header (`pg_restore -l`, or the plain file's comments).
@@ -198,7 +226,14 @@ impl BackupSource for PgDumpSource {
     }
 
     async fn list(&self, _ctx: &RunContext) -> Result<Vec<BackupInfo>> {
-        let root = self.cfg.path.clone();
+        let decrypt = self.decryptor()?;
+        let root = match Location::parse(&self.cfg.path, &self.cfg.storage)? {
+            Location::Local(p) => p,
+            Location::Remote(r) => return list_remote(r, decrypt).await,
+        };
+        if decrypt.is_some() {
+            return list_local_encrypted(root, decrypt).await;
+        }
         tokio::task::spawn_blocking(move || {
             if !root.exists() {
                 return Err(Error::Source {
@@ -227,8 +262,19 @@ impl BackupSource for PgDumpSource {
     }
 
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
-        let path =
-            if detect(&self.cfg.path).is_some() { self.cfg.path.clone() } else { self.cfg.path.join(&backup.id) };
+        let decrypt = self.decryptor()?;
+        let path = match Location::parse(&self.cfg.path, &self.cfg.storage)? {
+            Location::Remote(r) => materialize_remote(ctx, &r, backup, req, decrypt).await?,
+            Location::Local(root) => {
+                let path = if root.is_file() || detect(&root).is_some() { root } else { root.join(&backup.id) };
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                if path.is_file() && encrypted(&name, decrypt.as_ref()) {
+                    materialize(ctx, BackupFile::Local(path), req, decrypt).await?
+                } else {
+                    path
+                }
+            }
+        };
         let mut f = fetch_dump(ctx, &path, req, &self.cfg).await?;
         if f.pg_major == 0 {
             f.pg_major = backup.pg_major.unwrap_or(0);
@@ -236,6 +282,185 @@ impl BackupSource for PgDumpSource {
         f.bytes_restored = backup.size_bytes.unwrap_or(0);
         Ok(f)
     }
+}
+
+impl PgDumpSource {
+    fn decryptor(&self) -> Result<Option<Decryptor>> {
+        self.cfg.decrypt.as_ref().map(DecryptConfig::prepare).transpose()
+    }
+}
+
+/// The kind shown for a dump: `pg_dump-custom.gz+age`.
+fn kind_of(d: &Detected, name: &str, decrypt: Option<&Decryptor>) -> String {
+    let bare = storage::plain_name(name, decrypt);
+    let enc = name.strip_prefix(bare).filter(|e| !e.is_empty()).map(|e| format!("+{}", &e[1..])).unwrap_or_default();
+    format!("pg_dump-{}{}{enc}", d.format, d.compression.suffix())
+}
+
+/// Lists a local folder (or file) of dumps, some of them encrypted.
+async fn list_local_encrypted(root: PathBuf, decrypt: Option<Decryptor>) -> Result<Vec<BackupInfo>> {
+    tokio::task::spawn_blocking(move || {
+        let d = decrypt.as_ref();
+        let candidates: Vec<PathBuf> = if root.is_file() {
+            vec![root.clone()]
+        } else {
+            fs::read_dir(&root)
+                .map_err(|e| Error::Source {
+                    source_kind: "pg_dump",
+                    message: format!("cannot list {}: {e}", root.display()),
+                })?
+                .flatten()
+                .map(|e| e.path())
+                .collect()
+        };
+        let mut out = Vec::new();
+        for p in candidates {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if !(p.is_file() && encrypted(&name, d)) {
+                if let Some(det) = detect(&p) {
+                    out.push(info_for(&p, &det));
+                }
+                continue;
+            }
+            if let Some(det) = detect_file(&BackupFile::Local(p.clone()), d)? {
+                let mtime = fs::metadata(&p).and_then(|m| m.modified()).ok().map(DateTime::<Utc>::from);
+                out.push(BackupInfo {
+                    id: name.clone(),
+                    taken_at: mtime,
+                    size_bytes: Some(size_of(&p)),
+                    kind: kind_of(&det, &name, d),
+                    location: format!("pg_dump:{}", p.display()),
+                    pg_major: None,
+                    label: None,
+                });
+            }
+        }
+        crate::source::sort_newest_first(&mut out);
+        Ok(out)
+    })
+    .await
+    .map_err(|e| Error::Source { source_kind: "pg_dump", message: format!("listing failed: {e}") })?
+}
+
+/// Lists dumps in object storage: the object the location names, or every dump object and
+/// `-Fd` folder (one holding `toc.dat`) directly under the prefix.
+async fn list_remote(remote: Arc<Remote>, decrypt: Option<Decryptor>) -> Result<Vec<BackupInfo>> {
+    let singles = remote.head_self().await?;
+    let all = if singles.is_some() { Vec::new() } else { remote.list_all("").await? };
+    if singles.is_none() && all.is_empty() {
+        return Err(Error::Source {
+            source_kind: "pg_dump",
+            message: format!("{} holds no objects (wrong path, or no list permission?)", remote.url("")),
+        });
+    }
+    let mut out = Vec::new();
+    let files: Vec<RemoteObject> = match singles {
+        Some(o) => vec![o],
+        None => all.iter().filter(|o| !o.rel.contains('/')).cloned().collect(),
+    };
+    let self_object = files.len() == 1 && all.is_empty();
+    for o in files {
+        let name = o.rel.clone();
+        let file = BackupFile::Remote(remote.clone(), o.clone());
+        let d2 = decrypt.clone();
+        let det = tokio::task::spawn_blocking(move || detect_file(&file, d2.as_ref()))
+            .await
+            .map_err(|e| Error::Source { source_kind: "pg_dump", message: format!("listing failed: {e}") })??;
+        if let Some(det) = det {
+            out.push(BackupInfo {
+                id: name.clone(),
+                taken_at: Some(o.modified),
+                size_bytes: Some(o.size),
+                kind: kind_of(&det, &name, decrypt.as_ref()),
+                location: format!("pg_dump:{}", if self_object { remote.url("") } else { remote.url(&name) }),
+                pg_major: None,
+                label: None,
+            });
+        }
+    }
+    for (dir, files) in storage::group_by_folder(all) {
+        if files.iter().any(|o| storage::plain_name(&o.rel, decrypt.as_ref()) == "toc.dat") {
+            out.push(BackupInfo {
+                id: dir.clone(),
+                taken_at: files.iter().map(|o| o.modified).max(),
+                size_bytes: Some(files.iter().map(|o| o.size).sum()),
+                kind: "pg_dump-directory".into(),
+                location: format!("pg_dump:{}", remote.url(&dir)),
+                pg_major: None,
+                label: None,
+            });
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Source {
+            source_kind: "pg_dump",
+            message: format!("no dump found under {}", remote.url("")),
+        });
+    }
+    crate::source::sort_newest_first(&mut out);
+    Ok(out)
+}
+
+/// Decrypts and decompresses one dump file into scratch space (pg_restore needs a local,
+/// seekable file); returns its path.
+async fn materialize(
+    ctx: &RunContext,
+    file: BackupFile,
+    req: &FetchRequest,
+    decrypt: Option<Decryptor>,
+) -> Result<PathBuf> {
+    let dir = req.scratch_dir.join("dump-src");
+    fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    let bare = storage::plain_name(&file.name(), decrypt.as_ref()).to_string();
+    let plain = bare.strip_suffix(Compression::from_name(&bare).suffix()).unwrap_or(&bare).to_string();
+    let dest = dir.join(if plain.is_empty() { "dump".to_string() } else { plain });
+    ctx.progress.begin(&format!("fetching {}", file.display()), Some(file.size()));
+    let (d2, progress, cancel) = (dest.clone(), Some(ctx.progress.clone()), ctx.cancel.clone());
+    let r = tokio::task::spawn_blocking(move || file.save_to(&d2, decrypt.as_ref(), progress, cancel))
+        .await
+        .map_err(|e| Error::defect(format!("download task failed: {e}")))?;
+    ctx.progress.end();
+    r?;
+    Ok(dest)
+}
+
+/// Fetches the chosen dump from object storage into scratch space: one file decrypted and
+/// decompressed, or a `-Fd` folder's files (decrypted; pg_restore reads their compression).
+async fn materialize_remote(
+    ctx: &RunContext,
+    remote: &Arc<Remote>,
+    backup: &BackupInfo,
+    req: &FetchRequest,
+    decrypt: Option<Decryptor>,
+) -> Result<PathBuf> {
+    if let Some(o) = remote.head_self().await? {
+        return materialize(ctx, BackupFile::Remote(remote.clone(), o), req, decrypt).await;
+    }
+    let all = remote.list_all("").await?;
+    if let Some(o) = all.iter().find(|o| o.rel == backup.id) {
+        return materialize(ctx, BackupFile::Remote(remote.clone(), o.clone()), req, decrypt).await;
+    }
+    let files = storage::group_by_folder(all)
+        .remove(&backup.id)
+        .ok_or_else(|| Error::defect(format!("{} no longer holds dump {}", remote.url(""), backup.id)))?;
+    let dir = req.scratch_dir.join("dump-src").join(&backup.id);
+    fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+    ctx.progress.begin(&format!("fetching {}", remote.url(&backup.id)), Some(files.iter().map(|o| o.size).sum()));
+    let mut tasks: Vec<Box<dyn FnOnce() -> Result<u64> + Send>> = Vec::new();
+    for mut o in files {
+        if o.rel.contains('/') {
+            continue;
+        }
+        let dest = dir.join(storage::plain_name(&o.rel, decrypt.as_ref()));
+        o.rel = format!("{}/{}", backup.id, o.rel);
+        let file = BackupFile::Remote(remote.clone(), o);
+        let (decrypt, cancel, progress) = (decrypt.clone(), ctx.cancel.clone(), Some(ctx.progress.clone()));
+        tasks.push(Box::new(move || file.save_decrypted_to(&dest, decrypt.as_ref(), progress, cancel)));
+    }
+    let r = storage::run_parallel(tasks, remote.parallel(), &ctx.cancel).await;
+    ctx.progress.end();
+    r?;
+    Ok(dir)
 }
 
 /// Prepares the dump at `path` (decompressing whole-file compression of archives into scratch

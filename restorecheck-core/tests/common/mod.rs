@@ -69,6 +69,7 @@ pub fn check(path: &Path, wal_archive: Option<&Path>) -> Check {
         backup: None,
         wal_archive: wal_archive.map(Path::to_path_buf),
         recovery_target: Default::default(),
+        ..Default::default()
     });
     let target = LocalTarget::new(LocalTargetConfig::default()).unwrap();
     Check::new("test", Arc::new(source), Arc::new(target)).database("app").timeout(std::time::Duration::from_secs(300))
