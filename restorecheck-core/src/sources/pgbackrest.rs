@@ -659,6 +659,26 @@ mod tests {
     }
 
     #[test]
+    fn undecryptable_info_files_of_an_encrypted_repo_are_a_key_error() {
+        // As 2.45 prints it for a wrong repo1-cipher-pass (garbage shortened, raw control chars kept).
+        let msg = "[FormatError] unable to load info file '/r/backup/rc/backup.info' or '/r/backup/rc/backup.info.copy':\n\
+                   FormatError: key/value found outside of section at line 1: \u{8}\u{c}garbage\nHINT: has a stanza-create been performed?";
+        let v = serde_json::json!([{"archive":[],"backup":[],"cipher":"aes-256-cbc","db":[],"name":"rc",
+            "repo":[{"cipher":"aes-256-cbc","key":1,"status":{"code":99,"message":msg}}],
+            "status":{"code":99,"message":"other"}}]);
+        // Raw control characters inside a JSON string, as pgBackRest writes them.
+        let raw = v.to_string().replace("\\b", "\u{8}").replace("\\f", "\u{c}");
+        assert!(serde_json::from_str::<Vec<StanzaInfo>>(&raw).is_err());
+        let all: Vec<StanzaInfo> = serde_json::from_str(&raw.replace(|c: char| c.is_control(), " ")).unwrap();
+        let e = cfg("").unwrap().wrong_cipher_pass(&all[0]).unwrap();
+        assert!(matches!(&e, Error::Decryption { file, .. } if file == "/r/backup/rc/backup.info"), "{e:?}");
+        assert!(e.to_string().contains("the key is wrong") && !e.to_string().contains("key/value"), "{e}");
+        let plain: Vec<StanzaInfo> =
+            serde_json::from_str(&raw.replace("aes-256-cbc", "none").replace(|c: char| c.is_control(), " ")).unwrap();
+        assert!(cfg("").unwrap().wrong_cipher_pass(&plain[0]).is_none());
+    }
+
+    #[test]
     fn ini_lookup_prefers_the_stanza_section() {
         let ini = "[global]\nrepo2-path=/g\nrepo2-type = posix\n# c\n[main]\nrepo2-path = /s\n";
         assert_eq!(ini_value(ini, &["main", "global"], "repo2-path").as_deref(), Some("/s"));
