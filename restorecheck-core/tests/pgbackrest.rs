@@ -18,7 +18,7 @@ use restorecheck_core::fixture::{SampleCluster, SampleOptions};
 use restorecheck_core::report::{Phase, Verdict};
 use restorecheck_core::sources::{PgBackRestConfig, PgBackRestSource};
 use restorecheck_core::targets::{LocalTarget, LocalTargetConfig};
-use restorecheck_core::{BackupSource, Check, RunContext};
+use restorecheck_core::{BackupSource, Check, ErrorKind, RunContext};
 
 const STANZA: &str = "rc";
 
@@ -45,6 +45,16 @@ fn pgbackrest(c: &SampleCluster, cwd: &Path, args: &[String]) -> String {
 }
 
 async fn setup(dir: &TestDir, rows: u32, before_backup: impl AsyncFnOnce(&SampleCluster)) -> Setup {
+    setup_with(dir, rows, "", before_backup).await
+}
+
+/// [`setup`] with `extra_global` lines added to the `[global]` section of pgbackrest.conf.
+async fn setup_with(
+    dir: &TestDir,
+    rows: u32,
+    extra_global: &str,
+    before_backup: impl AsyncFnOnce(&SampleCluster),
+) -> Setup {
     let repo = dir.sub("repo");
     let lock = dir.sub("lock");
     let conf = dir.path().join("pgbackrest.conf");
@@ -52,7 +62,7 @@ async fn setup(dir: &TestDir, rows: u32, before_backup: impl AsyncFnOnce(&Sample
     std::fs::write(
         &conf,
         format!(
-            "[global]\nrepo1-path={}\nrepo1-retention-full=9\nlog-level-file=off\nlock-path={}\nstart-fast=y\narchive-timeout=30\n\n[{STANZA}]\npg1-path={}\n",
+            "[global]\nrepo1-path={}\nrepo1-retention-full=9\nlog-level-file=off\nlock-path={}\nstart-fast=y\narchive-timeout=30\n{extra_global}\n[{STANZA}]\npg1-path={}\n",
             repo.display(),
             lock.display(),
             pgdata.display()
@@ -246,4 +256,112 @@ async fn unknown_stanza_is_a_source_error_with_a_hint() {
     let r = run(&dir, check_with(src)).await;
     assert_eq!(r.verdict, Verdict::Error);
     assert_eq!(r.failure.unwrap().phase, Phase::Select);
+}
+
+const CIPHER_PASS: &str = "Rc-Cipher-Pass-8812xq";
+const WRONG_PASS: &str = "Rc-Wrong-Pass-2291zv";
+
+/// Every file under `root` with its length and a hash of its bytes: the repository must not
+/// change by a single byte.
+fn content_hashes(root: &Path) -> Vec<(PathBuf, u64, u64)> {
+    use std::hash::{Hash, Hasher};
+    fn walk(p: &Path, out: &mut Vec<(PathBuf, u64, u64)>) {
+        for e in std::fs::read_dir(p).unwrap().flatten() {
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            if m.is_dir() {
+                out.push((e.path(), 0, 0));
+                walk(&e.path(), out);
+            } else if m.file_type().is_symlink() {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                std::fs::read_link(e.path()).unwrap().hash(&mut h);
+                out.push((e.path(), 1, h.finish()));
+            } else {
+                let bytes = std::fs::read(e.path()).unwrap();
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut h);
+                out.push((e.path(), bytes.len() as u64, h.finish()));
+            }
+        }
+    }
+    let mut v = Vec::new();
+    walk(root, &mut v);
+    v.sort();
+    v
+}
+
+/// A pgbackrest.conf readable only by the cluster's OS user, as with a real cipher pass.
+fn private_conf(c: &SampleCluster, path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    c.os_user().chown_tree(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640)).unwrap();
+}
+
+fn source_with_config(conf: &Path, options: &[(&str, toml::Value)]) -> PgBackRestSource {
+    PgBackRestSource::new(PgBackRestConfig {
+        stanza: STANZA.into(),
+        config: Some(conf.to_path_buf()),
+        repo: None,
+        options: options.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
+        backup: None,
+        recovery_target: Default::default(),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn encrypted_repository_restores_with_its_cipher_pass_and_a_wrong_pass_is_a_key_error() {
+    let dir = TestDir::new("pgbr-cipher");
+    let cipher = format!("repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={CIPHER_PASS}\n");
+    let s = setup_with(&dir, 120, &cipher, async |_c: &SampleCluster| {}).await;
+    let conf_text = std::fs::read_to_string(&s.conf).unwrap();
+    private_conf(&s.cluster, &s.conf, &conf_text);
+    s.cluster.add_rows(30).await.unwrap();
+    s.cluster.switch_and_archive().await.unwrap();
+    // The repository really is encrypted (pgBackRest's files start with OpenSSL's "Salted__").
+    let info = std::fs::read(s.repo.join(format!("backup/{STANZA}/backup.info"))).unwrap();
+    assert!(info.starts_with(b"Salted__"), "backup.info is not encrypted");
+    let before = content_hashes(&s.repo);
+
+    // The right pass, in pgbackrest.conf as a real user keeps it.
+    let r = run(&dir, check_with(source(&s, &[])).assert(sql_eq("select count(*) from registrations", 150))).await;
+    assert_pass(&r);
+    assert_eq!(r.recovery.mode.as_deref(), Some("archive"));
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(!json.contains(CIPHER_PASS), "the cipher pass is in the report: {json}");
+
+    // The same repository with a wrong pass in the config file.
+    let wrong_conf = dir.path().join("wrong.conf");
+    private_conf(&s.cluster, &wrong_conf, &conf_text.replace(CIPHER_PASS, WRONG_PASS));
+    let wrong = source_with_config(&wrong_conf, &[("job-retry", toml::Value::Integer(0))]);
+    let e = wrong.list(&RunContext::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Decryption, "{e}");
+    let msg = e.to_string();
+    println!("wrong cipher pass: {msg}");
+    assert!(msg.contains("the key is wrong") && msg.contains("repo1-cipher-pass"), "{msg}");
+    for word in ["corrupt", "damaged", "too old", CIPHER_PASS, WRONG_PASS] {
+        assert!(!msg.contains(word), "{word:?} in: {msg}");
+    }
+    assert!(!format!("{e:?}").contains(CIPHER_PASS) && !format!("{e:?}").contains(WRONG_PASS));
+    // pgBackRest cannot even list the backups without the key, so the check ends in select.
+    let r = run(&dir, check_with(wrong).assert(sql_eq("select count(*) from registrations", 150))).await;
+    assert_eq!(r.verdict, Verdict::Error, "a wrong key is not a failed backup: {:?}", r.failure);
+    let failure = r.failure.as_ref().unwrap();
+    assert_eq!(failure.phase, Phase::Select, "{failure:?}");
+    assert!(failure.message.contains("the key is wrong"), "{}", failure.message);
+    assert!(r.assertions.is_empty());
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(!json.contains(CIPHER_PASS) && !json.contains(WRONG_PASS), "a cipher pass is in the report: {json}");
+
+    // A wrong pass in the source's `options` (which beat pgbackrest.conf) is the same error.
+    let overridden = source(&s, &[("repo1-cipher-pass", toml::Value::String(WRONG_PASS.into()))]);
+    let e = overridden.list(&RunContext::new()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Decryption, "{e}");
+    assert!(!e.to_string().contains(WRONG_PASS), "{e}");
+    let r = run(&dir, check_with(overridden)).await;
+    assert_eq!(r.verdict, Verdict::Error);
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(!json.contains(CIPHER_PASS) && !json.contains(WRONG_PASS), "a cipher pass is in the report: {json}");
+
+    assert_eq!(content_hashes(&s.repo), before, "restorecheck changed the encrypted pgBackRest repository");
 }

@@ -182,14 +182,23 @@ impl PgBackRestSource {
                 out.message()
             )));
         }
-        let all: Vec<StanzaInfo> = serde_json::from_str(&out.stdout).map_err(|e| {
-            source_err(format!("cannot read the output of `pgbackrest info --output=json`: {e} (pgBackRest too old?)"))
-        })?;
+        // pgBackRest 2.45 copies raw control characters into JSON strings (the text of an info
+        // file it could not decrypt), which is invalid JSON: blank them and try again.
+        let all: Vec<StanzaInfo> = serde_json::from_str(&out.stdout)
+            .or_else(|_| serde_json::from_str(&out.stdout.replace(|c: char| c.is_control(), " ")))
+            .map_err(|e| {
+                source_err(format!(
+                    "cannot read the output of `pgbackrest info --output=json`: {e} (pgBackRest too old?)"
+                ))
+            })?;
         let stanza = all
             .into_iter()
             .find(|s| s.name == self.cfg.stanza)
             .ok_or_else(|| source_err(format!("`pgbackrest info` does not report stanza {:?}", self.cfg.stanza)))?;
         if stanza.backup.is_empty() && !matches!(stanza.status.code, 0 | 2) {
+            if let Some(e) = self.wrong_cipher_pass(&stanza) {
+                return Err(e);
+            }
             return Err(source_err(format!(
                 "stanza {:?}: {} (pgBackRest status {}); check `stanza`, `config` and the repository path \
                  (options.repo1-path), and that this host can read the repository",
@@ -197,6 +206,42 @@ impl PgBackRestSource {
             )));
         }
         Ok(stanza)
+    }
+
+    /// An [`Error::Decryption`] when a repository is encrypted (`repoN-cipher-type` set) and
+    /// its info files cannot be read: pgBackRest 2.45 then reports `[FormatError] unable to load
+    /// info file '…/backup.info' or '…/backup.info.copy'` (the wrong key turns them into
+    /// garbage) and `info` exits 0 with status 99. Both copies failing the same way means the
+    /// key, not the files. Never quotes what pgBackRest read (decrypted garbage).
+    fn wrong_cipher_pass(&self, stanza: &StanzaInfo) -> Option<Error> {
+        let r = stanza.repo.iter().find(|r| {
+            r.cipher != "none"
+                && !r.cipher.is_empty()
+                && (r.status.message.contains("[FormatError] unable to load info file")
+                    || r.status.message.contains("[CryptoError]"))
+        })?;
+        let file = r
+            .status
+            .message
+            .split('\'')
+            .nth(1)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("the info files of stanza {}", self.cfg.stanza));
+        Some(Error::Decryption {
+            file,
+            message: format!(
+                "the key is wrong: repo{key} is encrypted ({cipher}) and pgBackRest cannot decrypt its info files \
+                 with the configured repo{key}-cipher-pass (both copies read as garbage; the repository itself may \
+                 be fine)",
+                key = r.key,
+                cipher = r.cipher
+            ),
+            hint: format!(
+                "set repo{key}-cipher-pass (in pgbackrest.conf or the source's options) to the passphrase the \
+                 repository was created with, as in the pgbackrest.conf of the database host",
+                key = r.key
+            ),
+        })
     }
 
     fn backup_info(&self, stanza: &StanzaInfo, b: &Backup) -> BackupInfo {
@@ -349,6 +394,17 @@ struct StanzaInfo {
     archive: Vec<Archive>,
     #[serde(default)]
     backup: Vec<Backup>,
+    #[serde(default)]
+    repo: Vec<RepoInfo>,
+}
+
+/// One repository's status in `pgbackrest info --output=json`.
+#[derive(Debug, Deserialize)]
+struct RepoInfo {
+    key: u32,
+    #[serde(default)]
+    cipher: String,
+    status: Status,
 }
 
 impl StanzaInfo {
@@ -600,6 +656,26 @@ mod tests {
         assert_eq!(i.pg_major, Some(15));
         assert_eq!(i.size_bytes, Some(3056878));
         assert_eq!(i.taken_at.unwrap().timestamp(), 1795670678);
+    }
+
+    #[test]
+    fn undecryptable_info_files_of_an_encrypted_repo_are_a_key_error() {
+        // As 2.45 prints it for a wrong repo1-cipher-pass (garbage shortened, raw control chars kept).
+        let msg = "[FormatError] unable to load info file '/r/backup/rc/backup.info' or '/r/backup/rc/backup.info.copy':\n\
+                   FormatError: key/value found outside of section at line 1: \u{8}\u{c}garbage\nHINT: has a stanza-create been performed?";
+        let v = serde_json::json!([{"archive":[],"backup":[],"cipher":"aes-256-cbc","db":[],"name":"rc",
+            "repo":[{"cipher":"aes-256-cbc","key":1,"status":{"code":99,"message":msg}}],
+            "status":{"code":99,"message":"other"}}]);
+        // Raw control characters inside a JSON string, as pgBackRest writes them.
+        let raw = v.to_string().replace("\\b", "\u{8}").replace("\\f", "\u{c}");
+        assert!(serde_json::from_str::<Vec<StanzaInfo>>(&raw).is_err());
+        let all: Vec<StanzaInfo> = serde_json::from_str(&raw.replace(|c: char| c.is_control(), " ")).unwrap();
+        let e = cfg("").unwrap().wrong_cipher_pass(&all[0]).unwrap();
+        assert!(matches!(&e, Error::Decryption { file, .. } if file == "/r/backup/rc/backup.info"), "{e:?}");
+        assert!(e.to_string().contains("the key is wrong") && !e.to_string().contains("key/value"), "{e}");
+        let plain: Vec<StanzaInfo> =
+            serde_json::from_str(&raw.replace("aes-256-cbc", "none").replace(|c: char| c.is_control(), " ")).unwrap();
+        assert!(cfg("").unwrap().wrong_cipher_pass(&plain[0]).is_none());
     }
 
     #[test]
