@@ -220,7 +220,11 @@ fn dir_size(p: &Path) -> u64 {
 
 impl BaseBackupSource {
     fn info(&self, id: &str, dir: &Path, layout: &Layout, decrypt: Option<&Decryptor>) -> Result<BackupInfo> {
-        let (label_text, _) = read_label(dir, layout, decrypt)?;
+        // With a wrong key the backup still lists (by file time) and the fetch phase says why.
+        let (label_text, _) = match read_label(dir, layout, decrypt) {
+            Err(Error::Decryption { .. }) => (None, None),
+            r => r?,
+        };
         let label = label_text.as_deref().map(BackupLabel::parse).unwrap_or_default();
         let taken_at = label.start_time.or_else(|| {
             // Unknown zone abbreviation: the label file's time stamp is the next best thing.
@@ -687,7 +691,17 @@ impl BaseBackupSource {
                 }
                 // Lost access is an error of the run; a damaged backup still shows up (and
                 // fails when chosen).
-                Err(e @ (Error::Storage { .. } | Error::Decryption { .. })) => return Err(e),
+                Err(e @ Error::Storage { .. }) => return Err(e),
+                // A wrong key: list the backup by its file times; fetching it says why it fails.
+                Err(Error::Decryption { .. }) => out.push(BackupInfo {
+                    id,
+                    taken_at: newest,
+                    size_bytes: Some(size),
+                    kind: if base.is_empty() { "plain".into() } else { tar_kind(&base, decrypt.as_ref()) },
+                    location,
+                    pg_major: None,
+                    label: None,
+                }),
                 Err(e) => out.push(BackupInfo {
                     id,
                     taken_at: newest,

@@ -114,8 +114,17 @@ fn format_of(head: &[u8]) -> Option<DumpFormat> {
 
 /// Recognises an encrypted or remote dump file by decrypting and decompressing its first
 /// bytes. A wrong key or lost storage access is an error, not "no dump here".
+/// A file that cannot be decrypted with the configured key is taken for a dump of unknown
+/// format (custom, until fetched), so that the fetch phase reports the wrong key.
 fn detect_file(file: &BackupFile, decrypt: Option<&Decryptor>) -> Result<Option<Detected>> {
-    let (mut r, _) = file.open(decrypt, None, tokio_util::sync::CancellationToken::new())?;
+    let mut r = match file.open(decrypt, None, tokio_util::sync::CancellationToken::new()) {
+        Ok((r, _)) => r,
+        Err(Error::Decryption { .. }) => {
+            let bare = storage::plain_name(&file.name(), decrypt).to_string();
+            return Ok(Some(Detected { format: DumpFormat::Custom, compression: Compression::from_name(&bare) }));
+        }
+        Err(e) => return Err(e),
+    };
     let mut head = Vec::with_capacity(4096);
     if let Err(e) = (&mut r).take(4096).read_to_end(&mut head) {
         return match archive::read_error(&file.display(), e) {
