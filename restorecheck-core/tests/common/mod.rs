@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: real sample clusters, real backups, damaged copies.
 #![allow(dead_code, missing_docs)]
 
+pub mod s3;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,0 +1,416 @@
+//! restorecheck never writes, renames or deletes anything in a backup location: every local
+//! source passes with its location mounted read-only (a read-only bind mount; the tests run as
+//! root, so file modes alone would not stop a write), and every file in it is byte-for-byte and
+//! metadata-for-metadata unchanged afterwards.
+//!
+//! Each location is a `cp -a` copy of what the producer wrote (the sample cluster keeps
+//! archiving into its own folders, which must not count as a change), bind-mounted read-only
+//! at a second path that the check is pointed at.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::hash::Hasher;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use common::*;
+use restorecheck_core::fixture::{SampleCluster, SampleOptions};
+use restorecheck_core::report::{CheckReport, Verdict};
+use restorecheck_core::sources::{
+    BarmanConfig, BarmanSource, PgBackRestConfig, PgBackRestSource, PgDumpConfig, PgDumpSource,
+};
+use restorecheck_core::targets::{LocalTarget, LocalTargetConfig};
+use restorecheck_core::{BackupSource, Check};
+
+/// `src` bind-mounted read-only at `path`; unmounted on drop (before the TestDir is removed:
+/// declare it after the TestDir).
+struct ReadOnly {
+    path: PathBuf,
+}
+
+fn sh(cmd: &str) -> std::process::Output {
+    Command::new("sh").arg("-c").arg(cmd).output().unwrap()
+}
+
+impl ReadOnly {
+    /// Panics when the bind mount is not possible: in this sandbox (root with CAP_SYS_ADMIN)
+    /// it is, and a fallback to file modes would prove nothing for a root process.
+    fn mount(src: &Path, path: &Path) -> ReadOnly {
+        std::fs::create_dir_all(path).unwrap();
+        let out = sh(&format!(
+            "mount --bind '{s}' '{d}' && mount -o remount,bind,ro '{d}'",
+            s = src.display(),
+            d = path.display()
+        ));
+        let ro = ReadOnly { path: path.to_path_buf() };
+        assert!(
+            out.status.success(),
+            "read-only bind mount of {} failed (needs root with CAP_SYS_ADMIN): {}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ro.assert_read_only();
+        ro
+    }
+
+    /// Creating a file fails with EROFS, even for root.
+    fn assert_read_only(&self) {
+        let probe = self.path.join(".restorecheck-write-probe");
+        match std::fs::File::create(&probe) {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                panic!("{} is writable", self.path.display());
+            }
+            Err(e) => assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{}: {e}", self.path.display()),
+        }
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let out = sh(&format!("umount '{}'", self.path.display()));
+        if !out.status.success() {
+            // Busy (a process still has a file open): detach it so the TestDir can go.
+            let _ = sh(&format!("umount -l '{}'", self.path.display()));
+        }
+    }
+}
+
+/// One entry of a content snapshot: kind, size, mode, owner, mtime and ctime (ns), and a
+/// SipHash of the bytes (or the link target).
+type Entry = (char, u64, u32, u32, u32, i128, i128, u64);
+
+/// Every file, folder and link under `root` (the root included), keyed by relative path.
+fn content_snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
+    fn walk(root: &Path, p: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        let ft = m.file_type();
+        let mut h = std::hash::DefaultHasher::new();
+        let kind = if ft.is_dir() {
+            'd'
+        } else if ft.is_symlink() {
+            h.write(std::fs::read_link(p).unwrap().as_os_str().as_encoded_bytes());
+            'l'
+        } else {
+            h.write(&std::fs::read(p).unwrap());
+            'f'
+        };
+        let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
+        out.insert(
+            p.strip_prefix(root).unwrap().to_path_buf(),
+            (
+                kind,
+                m.len(),
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                ns(m.mtime(), m.mtime_nsec()),
+                ns(m.ctime(), m.ctime_nsec()),
+                h.finish(),
+            ),
+        );
+        if ft.is_dir() {
+            for e in std::fs::read_dir(p).unwrap().flatten() {
+                walk(root, &e.path(), out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// Runs `check` against the read-only location and asserts PASS, no change, still read-only.
+async fn run_read_only(dir: &TestDir, loc: &Path, ro: &ReadOnly, check: Check) -> CheckReport {
+    let before = content_snapshot(loc);
+    assert!(before.len() > 1, "empty location {}", loc.display());
+    assert_eq!(content_snapshot(&ro.path), before, "the mount shows the location");
+    let r = run(dir, check).await;
+    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.failure);
+    assert!(r.assertions.iter().all(|a| a.verdict == Verdict::Pass), "{:?}", r.assertions);
+    let after = content_snapshot(loc);
+    let changed: Vec<_> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| (k, before.get(k), after.get(k)))
+        .collect();
+    assert!(changed.is_empty(), "the backup location changed: {changed:#?}");
+    ro.assert_read_only();
+    r
+}
+
+fn local() -> Arc<LocalTarget> {
+    Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap())
+}
+
+fn count(n: i64) -> restorecheck_core::assertions::SqlAssertion {
+    sql_eq("select count(*) from registrations", n)
+}
+
+#[tokio::test]
+async fn basebackup_tar_gz_with_wal_archive_passes_from_a_read_only_location() {
+    let dir = TestDir::new("lp-bb-targz");
+    let c = cluster(&dir, 120).await;
+    c.basebackup("b1", &["-Ft", "-z", "-Xnone"]).await.unwrap();
+    c.add_rows(30).await.unwrap();
+    c.switch_and_archive().await.unwrap();
+    let loc = dir.sub("location");
+    copy(&c.backups_dir(), &loc.join("backups"));
+    copy(&c.archive_dir(), &loc.join("wal"));
+    let ro = ReadOnly::mount(&loc, &dir.path().join("ro"));
+    let r =
+        run_read_only(&dir, &loc, &ro, check(&ro.path.join("backups"), Some(&ro.path.join("wal"))).assert(count(150)))
+            .await;
+    assert_eq!(r.recovery.mode.as_deref(), Some("archive"));
+}
+
+#[tokio::test]
+async fn basebackup_plain_passes_from_a_read_only_location() {
+    let dir = TestDir::new("lp-bb-plain");
+    let c = cluster(&dir, 80).await;
+    c.basebackup("b1", &["-Fp", "-Xstream"]).await.unwrap();
+    let loc = dir.sub("location");
+    copy(&c.backups_dir(), &loc.join("backups"));
+    let ro = ReadOnly::mount(&loc, &dir.path().join("ro"));
+    let r = run_read_only(&dir, &loc, &ro, check(&ro.path.join("backups"), None).assert(count(80))).await;
+    assert_eq!(r.recovery.mode.as_deref(), Some("crash"));
+}
+
+#[tokio::test]
+async fn pg_dump_custom_and_sql_gz_pass_from_a_read_only_location() {
+    let dir = TestDir::new("lp-dump");
+    let c = cluster(&dir, 90).await;
+    let loc = dir.sub("location");
+    let conn = [
+        "-h".to_string(),
+        c.socket_dir().display().to_string(),
+        "-p".into(),
+        c.port().to_string(),
+        "-U".into(),
+        "postgres".into(),
+    ];
+    let dumps = c.backups_dir();
+    for (fmt, name) in [("-Fc", "app.custom"), ("-Fp", "app.sql")] {
+        let mut args = conn.to_vec();
+        args.extend([fmt.to_string(), "-f".into(), dumps.join(name).display().to_string(), "app".into()]);
+        c.tool("pg_dump", &args).await.unwrap();
+    }
+    assert!(sh(&format!("gzip '{}'", dumps.join("app.sql").display())).status.success());
+    copy(&dumps, &loc.join("dumps"));
+    let ro = ReadOnly::mount(&loc, &dir.path().join("ro"));
+    for name in ["app.custom", "app.sql.gz"] {
+        let source = PgDumpSource::new(PgDumpConfig {
+            path: ro.path.join("dumps").join(name),
+            backup: None,
+            database: None,
+            globals: None,
+            no_owner: false,
+            jobs: None,
+        });
+        let chk = Check::new("dump", Arc::new(source), local())
+            .database("app")
+            .timeout(std::time::Duration::from_secs(300))
+            .assert(count(90));
+        let r = run_read_only(&dir, &loc, &ro, chk).await;
+        assert_eq!(r.recovery.mode.as_deref(), Some("logical"), "{name}");
+    }
+}
+
+/// Runs `pgbackrest` as the cluster's OS user.
+fn pgbackrest(c: &SampleCluster, cwd: &Path, args: &[String]) {
+    let mut cmd = Command::new("pgbackrest");
+    cmd.args(args).current_dir(cwd);
+    c.os_user().apply_std(&mut cmd);
+    let out = cmd.output().expect("pgbackrest is installed (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "pgbackrest {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn pgbackrest_passes_from_a_read_only_repository() {
+    const STANZA: &str = "rc";
+    let dir = TestDir::new("lp-pgbr");
+    let repo = dir.sub("repo");
+    let lock = dir.sub("lock");
+    let conf = dir.path().join("pgbackrest.conf");
+    let pgdata = dir.path().join("cluster/pgdata");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nrepo1-path={}\nrepo1-retention-full=9\nlog-level-file=off\nlock-path={}\nstart-fast=y\narchive-timeout=30\n\n[{STANZA}]\npg1-path={}\n",
+            repo.display(),
+            lock.display(),
+            pgdata.display()
+        ),
+    )
+    .unwrap();
+    let push = format!(
+        "archive_command = 'pgbackrest --config={} --stanza={STANZA} archive-push %p && cp %p {}/%f'",
+        conf.display(),
+        dir.path().join("cluster/archive").display()
+    );
+    let c = SampleCluster::create(
+        &dir.path().join("cluster"),
+        SampleOptions { extra_conf: vec![push], checksums: true, ..Default::default() },
+    )
+    .await
+    .expect("sample cluster");
+    c.os_user().chown_tree(&repo).unwrap();
+    c.os_user().chown_tree(&lock).unwrap();
+    let with = |extra: &str| {
+        vec![
+            format!("--config={}", conf.display()),
+            format!("--stanza={STANZA}"),
+            format!("--pg1-port={}", c.port()),
+            format!("--pg1-socket-path={}", c.socket_dir().display()),
+            extra.to_string(),
+        ]
+    };
+    pgbackrest(&c, dir.path(), &with("stanza-create"));
+    c.create_app(100).await.unwrap();
+    let mut args = with("--type=full");
+    args.push("backup".into());
+    pgbackrest(&c, dir.path(), &args);
+    // Only the archive has these rows: archive-get reads them from the read-only repository.
+    c.add_rows(40).await.unwrap();
+    c.switch_and_archive().await.unwrap();
+
+    let loc = dir.sub("location");
+    copy(&repo, &loc.join("repo"));
+    let ro = ReadOnly::mount(&loc, &dir.path().join("ro"));
+    // The production config, with the repository path pointed at the read-only mount.
+    let source = PgBackRestSource::new(PgBackRestConfig {
+        stanza: STANZA.into(),
+        config: Some(conf.clone()),
+        repo: None,
+        options: BTreeMap::from([(
+            "repo1-path".to_string(),
+            toml::Value::String(ro.path.join("repo").display().to_string()),
+        )]),
+        backup: None,
+        recovery_target: Default::default(),
+    })
+    .unwrap();
+    let listed = source.list(&restorecheck_core::RunContext::new()).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let chk = Check::new("pgbackrest", Arc::new(source), local())
+        .database("app")
+        .timeout(std::time::Duration::from_secs(120))
+        .assert(count(140));
+    let r = run_read_only(&dir, &loc, &ro, chk).await;
+    assert_eq!(r.recovery.mode.as_deref(), Some("archive"));
+    // The lock file went to the work dir (--lock-path), not the production lock folder either.
+    let prod_locks: Vec<_> = std::fs::read_dir(&lock).unwrap().flatten().map(|e| e.file_name()).collect();
+    println!("production lock folder after the check: {prod_locks:?}");
+}
+
+fn barman(conf: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("barman")
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .output()
+        .expect("barman is installed (scripts/setup.sh installs it)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+fn barman_owned(dir: &TestDir, name: &str) -> PathBuf {
+    let p = dir.sub(name);
+    let u = nix::unistd::User::from_name("barman").unwrap().expect("OS user barman (the barman package creates it)");
+    std::os::unix::fs::chown(&p, Some(u.uid.as_raw()), Some(u.gid.as_raw())).unwrap();
+    p
+}
+
+fn barman_conf(path: &Path, home: &Path, locks: &Path, logs: &Path, confd: &Path, c: &SampleCluster) {
+    let conn = format!("host={} port={} user=postgres", c.socket_dir().display(), c.port());
+    std::fs::write(
+        path,
+        format!(
+            "[barman]\nbarman_user = barman\nbarman_home = {home}\nbarman_lock_directory = {locks}\n\
+             log_file = {logs}/barman.log\nlog_level = INFO\nconfiguration_files_directory = {confd}\n\n\
+             [rc]\ndescription = restorecheck test\nconninfo = {conn} dbname=postgres\n\
+             streaming_conninfo = {conn}\nbackup_method = postgres\narchiver = on\nstreaming_archiver = off\n\
+             immediate_checkpoint = true\npath_prefix = {bin}\n",
+            home = home.display(),
+            locks = locks.display(),
+            logs = logs.display(),
+            confd = confd.display(),
+            bin = c.bin().path.display(),
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn barman_passes_from_a_read_only_catalog() {
+    let dir = TestDir::new("lp-barman");
+    let home = barman_owned(&dir, "barman-home");
+    let logs = barman_owned(&dir, "barman-log");
+    let locks = barman_owned(&dir, "barman-lock");
+    let confd = dir.sub("barman.d");
+    let incoming = home.join("rc").join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    let u = nix::unistd::User::from_name("barman").unwrap().unwrap();
+    for p in [home.join("rc"), incoming.clone()] {
+        std::os::unix::fs::chown(&p, Some(u.uid.as_raw()), Some(u.gid.as_raw())).unwrap();
+    }
+    std::fs::set_permissions(&incoming, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // switch_and_archive waits for the segment in the cluster's own archive folder.
+    let ship = format!(
+        "archive_command = 'cp %p {i}/%f && chmod 0644 {i}/%f && test ! -f {a}/%f && cp %p {a}/%f'",
+        i = incoming.display(),
+        a = dir.path().join("cluster/archive").display()
+    );
+    let c = SampleCluster::create(
+        &dir.path().join("cluster"),
+        SampleOptions { extra_conf: vec![ship], ..Default::default() },
+    )
+    .await
+    .expect("sample cluster");
+    for p in [c.root().to_path_buf(), c.socket_dir()] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let conf = dir.path().join("barman.conf");
+    barman_conf(&conf, &home, &locks, &logs, &confd, &c);
+    c.create_app(60).await.unwrap();
+    c.switch_and_archive().await.unwrap();
+    barman(&conf, &["archive-wal", "rc"]).unwrap();
+    barman(&conf, &["backup", "rc"]).unwrap();
+    c.add_rows(15).await.unwrap();
+    c.switch_and_archive().await.unwrap();
+    barman(&conf, &["archive-wal", "rc"]).unwrap();
+
+    // The catalog as Barman left it (incoming empty), read-only, under its own config.
+    let loc = dir.sub("location");
+    copy(&home, &loc.join("home"));
+    let ro = ReadOnly::mount(&loc, &dir.path().join("ro"));
+    let ro_conf = dir.path().join("barman-ro.conf");
+    barman_conf(&ro_conf, &ro.path.join("home"), &locks, &logs, &confd, &c);
+    let source = BarmanSource::new(BarmanConfig {
+        server: "rc".into(),
+        config: Some(ro_conf),
+        backup: None,
+        recovery_target: Default::default(),
+    })
+    .unwrap();
+    let chk = Check::new("barman", Arc::new(source), local())
+        .database("app")
+        .timeout(std::time::Duration::from_secs(120))
+        .assert(count(75));
+    run_read_only(&dir, &loc, &ro, chk).await;
+}
