@@ -1,6 +1,7 @@
 //! restorecheck never writes, renames or deletes anything in a backup location: every local
 //! source passes with its location mounted read-only (a read-only bind mount; the tests run as
-//! root, so file modes alone would not stop a write), and every file in it is byte-for-byte and
+//! root, so file modes alone would not stop a write; see [`ReadOnly::mount`] for the fallback
+//! where mounting is not permitted), and every file in it is byte-for-byte and
 //! metadata-for-metadata unchanged afterwards.
 //!
 //! Each location is a `cp -a` copy of what the producer wrote (the sample cluster keeps
@@ -30,7 +31,10 @@ use restorecheck_core::{BackupSource, Check};
 /// `src` bind-mounted read-only at `path`; unmounted on drop (before the TestDir is removed:
 /// declare it after the TestDir).
 struct ReadOnly {
+    /// Where the check reads the location.
     path: PathBuf,
+    /// False in the fallback (no mount permitted): `path` is the location itself.
+    mounted: bool,
 }
 
 fn sh(cmd: &str) -> std::process::Output {
@@ -38,28 +42,41 @@ fn sh(cmd: &str) -> std::process::Output {
 }
 
 impl ReadOnly {
-    /// Panics when the bind mount is not possible: in this sandbox (root with CAP_SYS_ADMIN)
-    /// it is, and a fallback to file modes would prove nothing for a root process.
+    /// A read-only bind mount is the only thing that stops a root process from writing (the
+    /// tests run as root; root ignores file modes). It works here (root with CAP_SYS_ADMIN).
+    /// Where mounting is not permitted, fall back to `chmod -R a-w`: that still stops the tools
+    /// that drop to their own OS user (barman as `barman_user`, pgbackrest and the server as
+    /// `postgres`) but not restorecheck itself, so there the before/after content snapshot is
+    /// the real guard.
     fn mount(src: &Path, path: &Path) -> ReadOnly {
         std::fs::create_dir_all(path).unwrap();
-        let out = sh(&format!(
-            "mount --bind '{s}' '{d}' && mount -o remount,bind,ro '{d}'",
-            s = src.display(),
-            d = path.display()
-        ));
-        let ro = ReadOnly { path: path.to_path_buf() };
-        assert!(
-            out.status.success(),
-            "read-only bind mount of {} failed (needs root with CAP_SYS_ADMIN): {}",
-            src.display(),
-            String::from_utf8_lossy(&out.stderr)
+        let q = |p: &Path| format!("'{}'", p.display());
+        let bind = sh(&format!("mount --bind {} {}", q(src), q(path)));
+        let err = if bind.status.success() {
+            let ro = ReadOnly { path: path.to_path_buf(), mounted: true };
+            let remount = sh(&format!("mount -o remount,bind,ro {}", q(path)));
+            if remount.status.success() {
+                ro.assert_read_only();
+                return ro;
+            }
+            String::from_utf8_lossy(&remount.stderr).into_owned()
+        } else {
+            String::from_utf8_lossy(&bind.stderr).into_owned()
+        };
+        eprintln!(
+            "WARNING: no read-only bind mount ({}); falling back to chmod -R a-w on {}, which does not bind root",
+            err.trim(),
+            src.display()
         );
-        ro.assert_read_only();
-        ro
+        assert!(sh(&format!("chmod -R a-w {}", q(src))).status.success());
+        ReadOnly { path: src.to_path_buf(), mounted: false }
     }
 
     /// Creating a file fails with EROFS, even for root.
     fn assert_read_only(&self) {
+        if !self.mounted {
+            return;
+        }
         let probe = self.path.join(".restorecheck-write-probe");
         match std::fs::File::create(&probe) {
             Ok(_) => {
@@ -73,6 +90,9 @@ impl ReadOnly {
 
 impl Drop for ReadOnly {
     fn drop(&mut self) {
+        if !self.mounted {
+            return;
+        }
         let out = sh(&format!("umount '{}'", self.path.display()));
         if !out.status.success() {
             // Busy (a process still has a file open): detach it so the TestDir can go.
@@ -307,11 +327,12 @@ async fn pgbackrest_passes_from_a_read_only_repository() {
         .database("app")
         .timeout(std::time::Duration::from_secs(120))
         .assert(count(140));
+    let locks_before = content_snapshot(&lock);
     let r = run_read_only(&dir, &loc, &ro, chk).await;
     assert_eq!(r.recovery.mode.as_deref(), Some("archive"));
-    // The lock file went to the work dir (--lock-path), not the production lock folder either.
-    let prod_locks: Vec<_> = std::fs::read_dir(&lock).unwrap().flatten().map(|e| e.file_name()).collect();
-    println!("production lock folder after the check: {prod_locks:?}");
+    // Nor did any lock file go to the lock-path of the production config (restorecheck passes
+    // --lock-path into its scratch dir).
+    assert_eq!(content_snapshot(&lock), locks_before, "pgbackrest wrote to the production lock folder");
 }
 
 fn barman(conf: &Path, args: &[&str]) -> Result<String, String> {
@@ -356,9 +377,10 @@ fn barman_conf(path: &Path, home: &Path, locks: &Path, logs: &Path, confd: &Path
     .unwrap();
 }
 
-#[tokio::test]
-async fn barman_passes_from_a_read_only_catalog() {
-    let dir = TestDir::new("lp-barman");
+/// A Barman catalog with one backup and the WAL after it; with `waiting`, one more segment
+/// (15 more rows) still sits in `incoming`, as between two `barman cron` runs.
+async fn barman_case(name: &str, waiting: bool) {
+    let dir = TestDir::new(name);
     let home = barman_owned(&dir, "barman-home");
     let logs = barman_owned(&dir, "barman-log");
     let locks = barman_owned(&dir, "barman-lock");
@@ -394,8 +416,13 @@ async fn barman_passes_from_a_read_only_catalog() {
     c.add_rows(15).await.unwrap();
     c.switch_and_archive().await.unwrap();
     barman(&conf, &["archive-wal", "rc"]).unwrap();
+    if waiting {
+        c.add_rows(15).await.unwrap();
+        let seg = c.switch_and_archive().await.unwrap();
+        assert!(incoming.join(&seg).is_file(), "{seg} waits in incoming");
+    }
 
-    // The catalog as Barman left it (incoming empty), read-only, under its own config.
+    // The catalog as Barman left it, read-only, under its own config.
     let loc = dir.sub("location");
     copy(&home, &loc.join("home"));
     let ro = ReadOnly::mount(&loc, &dir.path().join("ro"));
@@ -411,6 +438,34 @@ async fn barman_passes_from_a_read_only_catalog() {
     let chk = Check::new("barman", Arc::new(source), local())
         .database("app")
         .timeout(std::time::Duration::from_secs(120))
-        .assert(count(75));
+        // With WAL waiting, 75 (the catalog) or 90 (the catalog and incoming) rows are right.
+        .assert(
+            restorecheck_core::assertions::SqlAssertion::new(restorecheck_core::assertions::SqlAssertionConfig {
+                name: None,
+                sql: "select count(*) from registrations".into(),
+                database: None,
+                equals: None,
+                min: Some(75.0),
+                max: Some(if waiting { 90.0 } else { 75.0 }),
+                max_age: None,
+            })
+            .unwrap(),
+        );
     run_read_only(&dir, &loc, &ro, chk).await;
+}
+
+#[tokio::test]
+async fn barman_passes_from_a_read_only_catalog() {
+    barman_case("lp-barman", false).await;
+}
+
+/// Fails today (verdict ERROR in fetch): `barman recover` first archives what waits in
+/// `incoming` into the catalog, and on a read-only catalog that write fails:
+/// "EXCEPTION: [Errno 30] Read-only file system: '…/rc/wals/xlog.db'". On a writable catalog that
+/// step moves the waiting WAL into the catalog (see src/sources/barman.rs): a write to the backup
+/// location.
+#[tokio::test]
+#[ignore = "barman recover archives WAL waiting in incoming into the catalog first: EROFS on xlog.db (source barman needs a fix)"]
+async fn barman_with_wal_waiting_in_incoming_passes_from_a_read_only_catalog() {
+    barman_case("lp-barman-incoming", true).await;
 }
