@@ -201,11 +201,17 @@ fn read_label(dir: &Path, layout: &Layout, decrypt: Option<&Decryptor>) -> Resul
 }
 
 /// `backup_label` and its owner from the first entries of a `base.tar*` (local or remote).
+/// Remote files are read only as far as their first MiB (pg_basebackup writes `backup_label`
+/// first); a label further in is not looked for.
 fn label_from_tar(base: &BackupFile, decrypt: Option<&Decryptor>) -> Result<(Option<String>, Option<String>)> {
+    let base = base.head(1 << 20);
     let (reader, _) = base.open(decrypt, None, tokio_util::sync::CancellationToken::new())?;
-    match archive::read_tar_member_from(reader, &base.display(), "backup_label", 1000)? {
-        Some((text, user)) => Ok((Some(text), user)),
-        None => Ok((None, None)),
+    match archive::read_tar_member_from(reader, &base.display(), "backup_label", 1000) {
+        Ok(Some((text, user))) => Ok((Some(text), user)),
+        Ok(None) => Ok((None, None)),
+        // The head ended inside the archive: no label near the start.
+        Err(Error::BackupDefect { .. }) if base.is_partial() => Ok((None, None)),
+        Err(e) => Err(e),
     }
 }
 

@@ -117,7 +117,7 @@ fn format_of(head: &[u8]) -> Option<DumpFormat> {
 /// A file that cannot be decrypted with the configured key is taken for a dump of unknown
 /// format (custom, until fetched), so that the fetch phase reports the wrong key.
 fn detect_file(file: &BackupFile, decrypt: Option<&Decryptor>) -> Result<Option<Detected>> {
-    let mut r = match file.open(decrypt, None, tokio_util::sync::CancellationToken::new()) {
+    let mut r = match file.head(256 * 1024).open(decrypt, None, tokio_util::sync::CancellationToken::new()) {
         Ok((r, _)) => r,
         Err(Error::Decryption { .. }) => {
             let bare = storage::plain_name(&file.name(), decrypt).to_string();

@@ -298,6 +298,7 @@ impl Remote {
         Box::new(reader::ResumableReader::new(
             self.clone(),
             obj.meta.clone(),
+            obj.size,
             self.url_of(&obj.meta.location),
             tokio::runtime::Handle::current(),
             cancel,
@@ -346,6 +347,24 @@ impl BackupFile {
             BackupFile::Local(p) => p.display().to_string(),
             BackupFile::Remote(r, o) => r.url_of(&o.meta.location),
         }
+    }
+
+    /// The first `max` bytes only (a remote read then asks for just that range), to peek at
+    /// a header without downloading the file. Reading past them gives end-of-file.
+    pub fn head(&self, max: u64) -> BackupFile {
+        match self {
+            BackupFile::Local(_) => self.clone(),
+            BackupFile::Remote(r, o) => {
+                let mut o = o.clone();
+                o.size = o.size.min(max);
+                BackupFile::Remote(r.clone(), o)
+            }
+        }
+    }
+
+    /// Whether this is a [`BackupFile::head`] shorter than the file.
+    pub fn is_partial(&self) -> bool {
+        matches!(self, BackupFile::Remote(_, o) if o.size < o.meta.size)
     }
 
     /// Size in bytes (0 when unknown).

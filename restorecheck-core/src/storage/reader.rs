@@ -42,6 +42,8 @@ pub(super) struct ResumableReader {
     stream: Option<BoxStream<'static, object_store::Result<Bytes>>>,
     buf: Bytes,
     offset: u64,
+    /// Where to stop: the object's size, or less for a read of its head only.
+    end: u64,
     failures: u32,
 }
 
@@ -49,11 +51,13 @@ impl ResumableReader {
     pub(super) fn new(
         remote: Arc<Remote>,
         meta: ObjectMeta,
+        end: u64,
         url: String,
         handle: Handle,
         cancel: CancellationToken,
     ) -> Self {
-        Self { remote, meta, url, handle, cancel, stream: None, buf: Bytes::new(), offset: 0, failures: 0 }
+        let end = end.min(meta.size);
+        Self { remote, meta, url, handle, cancel, stream: None, buf: Bytes::new(), offset: 0, end, failures: 0 }
     }
 
     fn fail(&self, message: String) -> io::Error {
@@ -63,7 +67,11 @@ impl ResumableReader {
     /// Opens (or reopens at `offset`) the object's stream.
     fn connect(&mut self) -> Result<(), object_store::Error> {
         let opts = GetOptions {
-            range: (self.offset > 0).then_some(GetRange::Offset(self.offset)),
+            range: if self.end < self.meta.size {
+                Some(GetRange::Bounded(self.offset..self.end))
+            } else {
+                (self.offset > 0).then_some(GetRange::Offset(self.offset))
+            },
             if_match: self.meta.e_tag.clone(),
             ..Default::default()
         };
@@ -80,7 +88,7 @@ impl ResumableReader {
         if self.failures >= self.remote.retries {
             return Err(self.fail(format!(
                 "download failed after {} attempts at byte {} of {}: {what}",
-                self.failures, self.offset, self.meta.size
+                self.failures, self.offset, self.end
             )));
         }
         let wait = Duration::from_millis(200u64 << self.failures.min(6));
@@ -111,13 +119,13 @@ impl Read for ResumableReader {
         }
         loop {
             if !self.buf.is_empty() {
-                let n = self.buf.len().min(out.len());
+                let n = self.buf.len().min(out.len()).min((self.end - self.offset) as usize);
                 out[..n].copy_from_slice(&self.buf[..n]);
                 self.buf = self.buf.slice(n..);
                 self.offset += n as u64;
                 return Ok(n);
             }
-            if self.offset >= self.meta.size {
+            if self.offset >= self.end {
                 return Ok(0);
             }
             if self.cancel.is_cancelled() {
@@ -126,10 +134,12 @@ impl Read for ResumableReader {
             if self.stream.is_none() {
                 match self.connect() {
                     Ok(()) => {}
-                    Err(e @ object_store::Error::Precondition { .. }) => return Err(self.fail(format!(
+                    Err(e @ object_store::Error::Precondition { .. }) => {
+                        return Err(self.fail(format!(
                         "the object changed while it was being read ({}); a backup being rewritten cannot be tested",
                         super::credentials::scrub(&e.to_string())
-                    ))),
+                    )))
+                    }
                     Err(
                         e @ (object_store::Error::NotFound { .. }
                         | object_store::Error::PermissionDenied { .. }

@@ -297,6 +297,10 @@ pub struct FaultProxy {
     accepted: Arc<AtomicUsize>,
     cuts: Arc<AtomicUsize>,
     shutdown: Arc<AtomicBool>,
+    /// Response bytes forwarded on all connections, and the total at which the proxy acts as
+    /// if the server went away (`u64::MAX`: never).
+    total: Arc<AtomicU64>,
+    stop_at_total: Arc<AtomicU64>,
 }
 
 impl FaultProxy {
@@ -308,8 +312,11 @@ impl FaultProxy {
         let accepted = Arc::new(AtomicUsize::new(0));
         let cuts = Arc::new(AtomicUsize::new(0));
         let shutdown = Arc::new(AtomicBool::new(false));
+        let total = Arc::new(AtomicU64::new(0));
+        let stop_at_total = Arc::new(AtomicU64::new(u64::MAX));
         let (st, acc, cu, sd, up) =
             (state.clone(), accepted.clone(), cuts.clone(), shutdown.clone(), upstream.to_string());
+        let (tot, stop_tot) = (total.clone(), stop_at_total.clone());
         std::thread::Builder::new()
             .name("fault-proxy".into())
             .spawn(move || {
@@ -360,6 +367,7 @@ impl FaultProxy {
                     });
                     // Response direction: upstream -> client, counted and cut at the limit.
                     let (mut from, mut to, c, cu) = (upstream, client, conn, cu.clone());
+                    let (tot, stop_tot, st2) = (tot.clone(), stop_tot.clone(), st.clone());
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 16 * 1024];
                         loop {
@@ -369,11 +377,22 @@ impl FaultProxy {
                             };
                             let done = c.forwarded.load(Ordering::SeqCst);
                             let room = c.limit.load(Ordering::SeqCst).saturating_sub(done);
+                            let global_room =
+                                stop_tot.load(Ordering::SeqCst).saturating_sub(tot.load(Ordering::SeqCst));
+                            if global_room < room {
+                                c.limit.fetch_min(done + global_room, Ordering::SeqCst);
+                            }
+                            let room = room.min(global_room);
                             let send = (n as u64).min(room) as usize;
                             if to.write_all(&buf[..send]).is_err() {
                                 break;
                             }
                             c.forwarded.fetch_add(send as u64, Ordering::SeqCst);
+                            if tot.fetch_add(send as u64, Ordering::SeqCst) + send as u64
+                                >= stop_tot.load(Ordering::SeqCst)
+                            {
+                                st2.lock().unwrap().stopped = true;
+                            }
                             if send < n || c.forwarded.load(Ordering::SeqCst) >= c.limit.load(Ordering::SeqCst) {
                                 if !c.closed.swap(true, Ordering::SeqCst) {
                                     cu.fetch_add(1, Ordering::SeqCst);
@@ -388,7 +407,18 @@ impl FaultProxy {
                 }
             })
             .unwrap();
-        FaultProxy { endpoint: format!("http://{addr}"), addr, state, accepted, cuts, shutdown }
+        FaultProxy { endpoint: format!("http://{addr}"), addr, state, accepted, cuts, shutdown, total, stop_at_total }
+    }
+
+    /// Once `bytes` response bytes in all have been forwarded (counting from the proxy's start),
+    /// the server "goes away": every connection is cut at that point and new ones are refused.
+    pub fn stop_at_total(&self, bytes: u64) {
+        self.stop_at_total.store(bytes, Ordering::SeqCst);
+    }
+
+    /// Response bytes forwarded so far on all connections.
+    pub fn forwarded(&self) -> u64 {
+        self.total.load(Ordering::SeqCst)
     }
 
     /// `127.0.0.1:PORT`
