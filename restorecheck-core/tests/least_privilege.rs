@@ -232,6 +232,7 @@ async fn pg_dump_custom_and_sql_gz_pass_from_a_read_only_location() {
             globals: None,
             no_owner: false,
             jobs: None,
+            ..Default::default()
         });
         let chk = Check::new("dump", Arc::new(source), local())
             .database("app")
