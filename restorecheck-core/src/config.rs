@@ -152,11 +152,15 @@ impl Default for Registry {
     fn default() -> Self {
         let mut r = Registry { sources: BTreeMap::new(), targets: BTreeMap::new(), assertions: BTreeMap::new() };
         r.register_source("basebackup", |t| {
-            Ok(Arc::new(BaseBackupSource::new(options::<BaseBackupConfig>("source basebackup", t)?))
+            let cfg = options::<BaseBackupConfig>("source basebackup", t)?;
+            cfg.validate()?;
+            Ok(Arc::new(BaseBackupSource::new(cfg))
                 as Arc<dyn BackupSource>)
         });
         r.register_source("pg_dump", |t| {
-            Ok(Arc::new(PgDumpSource::new(options::<PgDumpConfig>("source pg_dump", t)?)) as Arc<dyn BackupSource>)
+            let cfg = options::<PgDumpConfig>("source pg_dump", t)?;
+            cfg.validate()?;
+            Ok(Arc::new(PgDumpSource::new(cfg)) as Arc<dyn BackupSource>)
         });
         r.register_source("pgbackrest", |t| {
             Ok(Arc::new(crate::sources::PgBackRestSource::new(options::<crate::sources::PgBackRestConfig>(

@@ -56,6 +56,21 @@ pub(crate) enum Layout {
     Tar { base: PathBuf },
 }
 
+impl BaseBackupConfig {
+    /// Checks what can be checked before a run: the locations parse (and an object-store client
+    /// can be built for them), and the decryption key loads.
+    pub fn validate(&self) -> Result<()> {
+        Location::parse(&self.path, &self.storage)?;
+        if let Some(w) = &self.wal_archive {
+            Location::parse(w, &self.storage)?;
+        }
+        if let Some(d) = &self.decrypt {
+            d.prepare()?;
+        }
+        Ok(())
+    }
+}
+
 impl BaseBackupSource {
     /// A source over `cfg`.
     pub fn new(cfg: BaseBackupConfig) -> Self {

@@ -51,6 +51,18 @@ pub struct PgDumpSource {
     cfg: PgDumpConfig,
 }
 
+impl PgDumpConfig {
+    /// Checks what can be checked before a run: the location parses (and an object-store client
+    /// can be built for it), and the decryption key loads.
+    pub fn validate(&self) -> Result<()> {
+        Location::parse(&self.path, &self.storage)?;
+        if let Some(d) = &self.decrypt {
+            d.prepare()?;
+        }
+        Ok(())
+    }
+}
+
 impl PgDumpSource {
     /// A source over `cfg`.
     pub fn new(cfg: PgDumpConfig) -> Self {
