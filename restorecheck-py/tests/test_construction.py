@@ -184,3 +184,22 @@ def test_public_names_have_docstrings() -> None:
             if not attr.startswith("_") and not (getattr(member, "__doc__", None) or "").strip():
                 missing.append(f"{cls.__name__}.{attr}")
     assert missing == []
+
+
+def test_object_storage_and_decryption_options(tmp_path: Path) -> None:
+    # Nested tables pass through as in TOML; locations and keys are checked when built.
+    with pytest.raises(rc.ConfigError, match="cannot read identity_file"):
+        rc.sources.BaseBackup("s3://bucket/base", decrypt={"kind": "age", "identity_file": str(tmp_path / "none")})
+    with pytest.raises(rc.ConfigError, match="unsupported location"):
+        rc.sources.PgDump("ftp://host/dumps")
+    key = tmp_path / "backup.agekey"
+    subprocess.run(["age-keygen", "-o", str(key)], check=True, capture_output=True)
+    src = rc.sources.BaseBackup(
+        "s3://bucket/base",
+        wal_archive="s3://bucket/wal",
+        storage={"endpoint": "http://127.0.0.1:9", "region": "us-east-1", "retries": 2},
+        decrypt={"kind": "age", "identity_file": str(key)},
+    )
+    assert src.options["storage"]["retries"] == 2
+    assert "AGE-SECRET-KEY" not in repr(src)
+    rc.Check("s3", src)
