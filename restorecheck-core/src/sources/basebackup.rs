@@ -28,8 +28,9 @@ pub struct BaseBackupConfig {
     pub path: PathBuf,
     /// Pick this backup (subfolder name) instead of the newest.
     pub backup: Option<String>,
-    /// Folder of archived WAL segments (plain, .gz, .zst, .lz4) for archive recovery; a local
-    /// path or an object-storage URL like `path`.
+    /// Folder of archived WAL segments (plain, .gz, .zst, .lz4; with `decrypt`, also encrypted
+    /// like `….age` or `….gz.age`) for archive recovery; a local path or an object-storage URL
+    /// like `path`.
     pub wal_archive: Option<PathBuf>,
     /// How far to recover (default `latest`: all archived WAL).
     #[serde(default)]
@@ -342,11 +343,30 @@ impl BackupSource for BaseBackupSource {
             None => (WalSupply::SelfContained, Vec::new()),
             Some(a) => {
                 let (local, shown) = match Location::parse(a, &self.cfg.storage)? {
-                    Location::Local(p) => (p.clone(), p.display().to_string()),
+                    Location::Local(p) => match decrypt.as_ref().map(|d| encrypted_wal_files(&p, d)).transpose()? {
+                        // Encrypted segments are decrypted into scratch space up front, as for
+                        // object storage; the restore_command then serves plain files.
+                        Some(files) if !files.is_empty() => {
+                            let dir = req.scratch_dir.join("wal-archive");
+                            let shown = p.display().to_string();
+                            prefetch_wal(ctx, &shown, files, start_file.as_deref(), &dir, decrypt.clone(), 4).await?;
+                            (dir, shown)
+                        }
+                        _ => (p.clone(), p.display().to_string()),
+                    },
                     Location::Remote(r) => {
                         let dir = req.scratch_dir.join("wal-archive");
-                        prefetch_wal(ctx, &r, start_file.as_deref(), &dir, decrypt.clone()).await?;
-                        (dir, r.url(""))
+                        let files = r
+                            .list_all("")
+                            .await?
+                            .into_iter()
+                            .filter(|o| !o.rel.contains('/'))
+                            .map(|o| BackupFile::Remote(r.clone(), o))
+                            .collect();
+                        let shown = r.url("");
+                        prefetch_wal(ctx, &shown, files, start_file.as_deref(), &dir, decrypt.clone(), r.parallel())
+                            .await?;
+                        (dir, shown)
                     }
                 };
                 let archive = WalArchive::scan(&local)?;
@@ -572,26 +592,41 @@ async fn extract_backup_files(
     Ok(bytes)
 }
 
-/// Downloads a WAL archive folder from object storage into `dir` (decrypted, decompressed):
-/// every segment from the backup's first one (`start`, e.g. `000000010000000000000002`) on, on
-/// any timeline, and every timeline history file. Recovery then reads them locally.
+/// The files of a local WAL archive folder, when any of them is encrypted in the format
+/// `decrypt` handles (`000000010000000000000003.age`, `….gz.age`); an empty list otherwise.
+fn encrypted_wal_files(dir: &Path, decrypt: &Decryptor) -> Result<Vec<BackupFile>> {
+    let rd = fs::read_dir(dir).map_err(|e| Error::Source {
+        source_kind: "basebackup",
+        message: format!("cannot read wal_archive {}: {e}", dir.display()),
+    })?;
+    let files: Vec<PathBuf> =
+        rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_file())).map(|e| e.path()).collect();
+    let any_encrypted =
+        files.iter().any(|p| p.file_name().is_some_and(|n| decrypt.strip(&n.to_string_lossy()).is_some()));
+    Ok(if any_encrypted { files.into_iter().map(BackupFile::Local).collect() } else { Vec::new() })
+}
+
+/// Copies a WAL archive (`files`: the objects of an object-storage folder, or the files of a
+/// local one holding encrypted segments; `shown` names it) into `dir`, decrypted and
+/// decompressed: every segment from the backup's first one (`start`, e.g.
+/// `000000010000000000000002`) on, on any timeline, and every timeline history file. Recovery
+/// then reads them locally.
 async fn prefetch_wal(
     ctx: &RunContext,
-    remote: &Arc<Remote>,
+    shown: &str,
+    files: Vec<BackupFile>,
     start: Option<&str>,
     dir: &Path,
     decrypt: Option<Decryptor>,
+    parallel: usize,
 ) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io("creating", dir, e))?;
-    let objects = remote.list_all("").await?;
     let start_key = start.filter(|s| s.len() == 24).map(|s| s[8..24].to_ascii_uppercase());
-    let mut wanted: Vec<(RemoteObject, String)> = Vec::new();
-    for o in objects {
-        if o.rel.contains('/') {
-            continue;
-        }
-        let bare = storage::plain_name(&o.rel, decrypt.as_ref());
+    let mut wanted: Vec<(BackupFile, String)> = Vec::new();
+    for f in files {
+        let name = f.name();
+        let bare = storage::plain_name(&name, decrypt.as_ref());
         let bare = bare.strip_suffix(Compression::from_name(bare).suffix()).unwrap_or(bare).to_string();
         let is_segment = bare.len() == 24 && bare.bytes().all(|b| b.is_ascii_hexdigit());
         let keep = if is_segment {
@@ -600,19 +635,18 @@ async fn prefetch_wal(
             bare.ends_with(".history")
         };
         if keep {
-            wanted.push((o, bare));
+            wanted.push((f, bare));
         }
     }
-    let total: u64 = wanted.iter().map(|(o, _)| o.size).sum();
-    ctx.progress.begin(&format!("downloading {} WAL files from {}", wanted.len(), remote.url("")), Some(total));
+    let total: u64 = wanted.iter().map(|(f, _)| f.size()).sum();
+    ctx.progress.begin(&format!("fetching {} WAL files from {shown}", wanted.len()), Some(total));
     let mut tasks: Vec<Box<dyn FnOnce() -> Result<u64> + Send>> = Vec::new();
-    for (o, bare) in wanted {
-        let file = BackupFile::Remote(remote.clone(), o);
+    for (file, bare) in wanted {
         let (dest, decrypt, cancel) = (dir.join(bare), decrypt.clone(), ctx.cancel.clone());
         let progress = Some(ctx.progress.clone());
         tasks.push(Box::new(move || file.save_to(&dest, decrypt.as_ref(), progress, cancel)));
     }
-    let r = storage::run_parallel(tasks, remote.parallel(), &ctx.cancel).await;
+    let r = storage::run_parallel(tasks, parallel, &ctx.cancel).await;
     ctx.progress.end();
     r.map(|_| ())
 }
