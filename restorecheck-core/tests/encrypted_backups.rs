@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use restorecheck_core::assertions::SqlAssertion;
 use restorecheck_core::decrypt::DecryptConfig;
 use restorecheck_core::fixture::SampleCluster;
 use restorecheck_core::report::{CheckReport, Phase, Verdict};
@@ -475,14 +476,41 @@ async fn a_missing_encrypted_segment_in_the_middle_of_a_local_archive_fails_in_r
     let gone = names.iter().find(|n| n.starts_with(&later[1])).unwrap();
     std::fs::remove_file(archive.join(gone)).unwrap();
     // Without the completeness check this would answer with 120 of 140 rows.
-    let r = run(
-        &dir,
-        bb_check(&b, Some(&archive), age_identity(&key))
-            .assert(restorecheck_core::assertions::SqlAssertion::min(COUNT, 1.0)),
-    )
-    .await;
+    let r = run(&dir, bb_check(&b, Some(&archive), age_identity(&key)).assert(SqlAssertion::min(COUNT, 1.0))).await;
     assert_fail_in(&r, Phase::Recovery);
     let msg = r.failure.unwrap().message;
     assert!(msg.contains("recovery stopped at") && msg.contains(&later[3]), "{msg}");
     assert!(r.assertions.is_empty(), "no assertion may run on a short recovery");
+}
+
+#[tokio::test]
+async fn encrypted_archive_segments_without_a_matching_decrypt_are_an_error_not_a_pass_on_old_data() {
+    let dir = TestDir::new("enc-wal-nokey");
+    let c = cluster(&dir, 100).await;
+    // A plain backup that carries its own WAL: it would restore (to 100 rows) without the archive.
+    c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
+    c.add_rows(10).await.unwrap();
+    c.switch_and_archive().await.unwrap();
+    let (_, public) = age_keygen(&dir.sub("keys"), "backup.key");
+    let archive = dir.sub("archive");
+    encrypted_archive(&c.archive_dir(), &archive, &public);
+    // No decrypt at all: the archive's 110 rows cannot be read; that is the tester's
+    // configuration, not a backup that holds 100 rows.
+    let r = run(&dir, check(&c.backups_dir(), Some(&archive)).assert(SqlAssertion::min(COUNT, 1.0))).await;
+    assert_eq!(r.verdict, Verdict::Error, "{:?} {:?}", r.verdict, r.failure);
+    let f = r.failure.unwrap();
+    assert_eq!(f.phase, Phase::Fetch, "{f:?}");
+    assert!(f.message.contains("encrypted") && f.message.contains("decrypt"), "{}", f.message);
+    // gpg configured for an archive of age files: the same.
+    let home = GnupgHome::new("nokey");
+    let source = BaseBackupSource::new(BaseBackupConfig {
+        path: c.backups_dir(),
+        wal_archive: Some(archive.clone()),
+        decrypt: Some(home.decrypt(None)),
+        ..Default::default()
+    });
+    let ch = Check::new("wrong-kind", Arc::new(source), target()).database("app").assert(SqlAssertion::min(COUNT, 1.0));
+    let r = run(&dir, ch).await;
+    assert_eq!(r.verdict, Verdict::Error, "{:?} {:?}", r.verdict, r.failure);
+    assert!(r.failure.unwrap().message.contains(".age"));
 }

@@ -343,17 +343,19 @@ impl BackupSource for BaseBackupSource {
             None => (WalSupply::SelfContained, Vec::new()),
             Some(a) => {
                 let (local, shown) = match Location::parse(a, &self.cfg.storage)? {
-                    Location::Local(p) => match decrypt.as_ref().map(|d| encrypted_wal_files(&p, d)).transpose()? {
-                        // Encrypted segments are decrypted into scratch space up front, as for
-                        // object storage; the restore_command then serves plain files.
-                        Some(files) if !files.is_empty() => {
+                    Location::Local(p) => {
+                        let shown = p.display().to_string();
+                        let files = encrypted_wal_files(&p, decrypt.as_ref())?;
+                        if files.is_empty() {
+                            (p.clone(), shown)
+                        } else {
+                            // Encrypted segments are decrypted into scratch space up front, as
+                            // for object storage; the restore_command then serves plain files.
                             let dir = req.scratch_dir.join("wal-archive");
-                            let shown = p.display().to_string();
                             prefetch_wal(ctx, &shown, files, start_file.as_deref(), &dir, decrypt.clone(), 4).await?;
                             (dir, shown)
                         }
-                        _ => (p.clone(), p.display().to_string()),
-                    },
+                    }
                     Location::Remote(r) => {
                         let dir = req.scratch_dir.join("wal-archive");
                         let files = r
@@ -594,16 +596,53 @@ async fn extract_backup_files(
 
 /// The files of a local WAL archive folder, when any of them is encrypted in the format
 /// `decrypt` handles (`000000010000000000000003.age`, `….gz.age`); an empty list otherwise.
-fn encrypted_wal_files(dir: &Path, decrypt: &Decryptor) -> Result<Vec<BackupFile>> {
+fn encrypted_wal_files(dir: &Path, decrypt: Option<&Decryptor>) -> Result<Vec<BackupFile>> {
     let rd = fs::read_dir(dir).map_err(|e| Error::Source {
         source_kind: "basebackup",
         message: format!("cannot read wal_archive {}: {e}", dir.display()),
     })?;
-    let files: Vec<PathBuf> =
-        rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_file())).map(|e| e.path()).collect();
-    let any_encrypted =
-        files.iter().any(|p| p.file_name().is_some_and(|n| decrypt.strip(&n.to_string_lossy()).is_some()));
-    Ok(if any_encrypted { files.into_iter().map(BackupFile::Local).collect() } else { Vec::new() })
+    let files: Vec<(PathBuf, String)> = rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    check_wal_decryptable(files.iter().map(|(_, n)| n.as_str()), decrypt, &dir.display().to_string())?;
+    let Some(d) = decrypt else { return Ok(Vec::new()) };
+    Ok(if files.iter().any(|(_, n)| d.strip(n).is_some()) {
+        files.into_iter().map(|(p, _)| BackupFile::Local(p)).collect()
+    } else {
+        Vec::new()
+    })
+}
+
+/// A WAL archive with encrypted segments the configured decryption does not handle (none is
+/// configured, or the other kind) would look empty to recovery, which would then end early and
+/// pass on old data: a configuration error instead.
+fn check_wal_decryptable<'a>(
+    names: impl Iterator<Item = &'a str>,
+    decrypt: Option<&Decryptor>,
+    shown: &str,
+) -> Result<()> {
+    for n in names {
+        if decrypt.is_some_and(|d| d.strip(n).is_some()) {
+            continue;
+        }
+        let Some(bare) = ENCRYPTED_SUFFIXES.iter().filter(|e| !e.is_empty()).find_map(|e| n.strip_suffix(e)) else {
+            continue;
+        };
+        let stem = bare.strip_suffix(Compression::from_name(bare).suffix()).unwrap_or(bare);
+        if stem.len() == 24 && stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let why = match decrypt {
+                None => "the source has no decrypt setting".to_string(),
+                Some(d) => format!("the source's decrypt handles only {} files", d.suffixes().join("/")),
+            };
+            return Err(Error::config(format!(
+                "wal_archive {shown} holds encrypted WAL segments ({n}) but {why}; set decrypt = {{ kind = \"age\", … }} \
+                 or {{ kind = \"gpg\", … }} on the source to match them"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Copies a WAL archive (`files`: the objects of an object-storage folder, or the files of a
@@ -622,6 +661,8 @@ async fn prefetch_wal(
 ) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io("creating", dir, e))?;
+    let names: Vec<String> = files.iter().map(BackupFile::name).collect();
+    check_wal_decryptable(names.iter().map(String::as_str), decrypt.as_ref(), shown)?;
     let start_key = start.filter(|s| s.len() == 24).map(|s| s[8..24].to_ascii_uppercase());
     let mut wanted: Vec<(BackupFile, String)> = Vec::new();
     for f in files {
