@@ -108,8 +108,27 @@ pub fn read_error(what: &str, e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::ENOSPC) {
         Error::io("extracting", what, e)
     } else {
-        Error::defect(format!("{what} is damaged or truncated: {e}"))
+        Error::defect(format!("{what} is damaged or truncated: {}", chain_text(&e)))
     }
+}
+
+/// An error with its causes (the tar crate says only "failed to unpack …" and keeps the real
+/// reason — a failed checksum, a truncated stream — underneath).
+fn chain_text(e: &io::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|r| r as _);
+    while let Some(err) = cur {
+        let t = err.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cur = match err.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as _),
+            None => err.source(),
+        };
+    }
+    text
 }
 
 /// Finds a `T` inside an `io::Error`, looking through wrappers (the tar crate wraps read

@@ -28,8 +28,9 @@ pub struct BaseBackupConfig {
     pub path: PathBuf,
     /// Pick this backup (subfolder name) instead of the newest.
     pub backup: Option<String>,
-    /// Folder of archived WAL segments (plain, .gz, .zst, .lz4) for archive recovery; a local
-    /// path or an object-storage URL like `path`.
+    /// Folder of archived WAL segments (plain, .gz, .zst, .lz4; with `decrypt`, also encrypted
+    /// like `….age` or `….gz.age`) for archive recovery; a local path or an object-storage URL
+    /// like `path`.
     pub wal_archive: Option<PathBuf>,
     /// How far to recover (default `latest`: all archived WAL).
     #[serde(default)]
@@ -363,11 +364,32 @@ impl BackupSource for BaseBackupSource {
             None => (WalSupply::SelfContained, Vec::new()),
             Some(a) => {
                 let (local, shown) = match Location::parse(a, &self.cfg.storage)? {
-                    Location::Local(p) => (p.clone(), p.display().to_string()),
+                    Location::Local(p) => {
+                        let shown = p.display().to_string();
+                        let files = encrypted_wal_files(&p, decrypt.as_ref())?;
+                        if files.is_empty() {
+                            (p.clone(), shown)
+                        } else {
+                            // Encrypted segments are decrypted into scratch space up front, as
+                            // for object storage; the restore_command then serves plain files.
+                            let dir = req.scratch_dir.join("wal-archive");
+                            prefetch_wal(ctx, &shown, files, start_file.as_deref(), &dir, decrypt.clone(), 4).await?;
+                            (dir, shown)
+                        }
+                    }
                     Location::Remote(r) => {
                         let dir = req.scratch_dir.join("wal-archive");
-                        prefetch_wal(ctx, &r, start_file.as_deref(), &dir, decrypt.clone()).await?;
-                        (dir, r.url(""))
+                        let files = r
+                            .list_all("")
+                            .await?
+                            .into_iter()
+                            .filter(|o| !o.rel.contains('/'))
+                            .map(|o| BackupFile::Remote(r.clone(), o))
+                            .collect();
+                        let shown = r.url("");
+                        prefetch_wal(ctx, &shown, files, start_file.as_deref(), &dir, decrypt.clone(), r.parallel())
+                            .await?;
+                        (dir, shown)
                     }
                 };
                 let archive = WalArchive::scan(&local)?;
@@ -593,26 +615,80 @@ async fn extract_backup_files(
     Ok(bytes)
 }
 
-/// Downloads a WAL archive folder from object storage into `dir` (decrypted, decompressed):
-/// every segment from the backup's first one (`start`, e.g. `000000010000000000000002`) on, on
-/// any timeline, and every timeline history file. Recovery then reads them locally.
+/// The files of a local WAL archive folder, when any of them is encrypted in the format
+/// `decrypt` handles (`000000010000000000000003.age`, `….gz.age`); an empty list otherwise.
+fn encrypted_wal_files(dir: &Path, decrypt: Option<&Decryptor>) -> Result<Vec<BackupFile>> {
+    let rd = fs::read_dir(dir).map_err(|e| Error::Source {
+        source_kind: "basebackup",
+        message: format!("cannot read wal_archive {}: {e}", dir.display()),
+    })?;
+    let files: Vec<(PathBuf, String)> = rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| (e.path(), e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    check_wal_decryptable(files.iter().map(|(_, n)| n.as_str()), decrypt, &dir.display().to_string())?;
+    let Some(d) = decrypt else { return Ok(Vec::new()) };
+    Ok(if files.iter().any(|(_, n)| d.strip(n).is_some()) {
+        files.into_iter().map(|(p, _)| BackupFile::Local(p)).collect()
+    } else {
+        Vec::new()
+    })
+}
+
+/// A WAL archive with encrypted segments the configured decryption does not handle (none is
+/// configured, or the other kind) would look empty to recovery, which would then end early and
+/// pass on old data: a configuration error instead.
+fn check_wal_decryptable<'a>(
+    names: impl Iterator<Item = &'a str>,
+    decrypt: Option<&Decryptor>,
+    shown: &str,
+) -> Result<()> {
+    for n in names {
+        if decrypt.is_some_and(|d| d.strip(n).is_some()) {
+            continue;
+        }
+        let Some(bare) = ENCRYPTED_SUFFIXES.iter().filter(|e| !e.is_empty()).find_map(|e| n.strip_suffix(e)) else {
+            continue;
+        };
+        let stem = bare.strip_suffix(Compression::from_name(bare).suffix()).unwrap_or(bare);
+        if stem.len() == 24 && stem.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let why = match decrypt {
+                None => "the source has no decrypt setting".to_string(),
+                Some(d) => format!("the source's decrypt handles only {} files", d.suffixes().join("/")),
+            };
+            return Err(Error::config(format!(
+                "wal_archive {shown} holds encrypted WAL segments ({n}) but {why}; set decrypt = {{ kind = \"age\", … }} \
+                 or {{ kind = \"gpg\", … }} on the source to match them"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Copies a WAL archive (`files`: the objects of an object-storage folder, or the files of a
+/// local one holding encrypted segments; `shown` names it) into `dir`, decrypted and
+/// decompressed: every segment from the backup's first one (`start`, e.g.
+/// `000000010000000000000002`) on, on any timeline, and every timeline history file. Recovery
+/// then reads them locally.
 async fn prefetch_wal(
     ctx: &RunContext,
-    remote: &Arc<Remote>,
+    shown: &str,
+    files: Vec<BackupFile>,
     start: Option<&str>,
     dir: &Path,
     decrypt: Option<Decryptor>,
+    parallel: usize,
 ) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io("creating", dir, e))?;
-    let objects = remote.list_all("").await?;
+    let names: Vec<String> = files.iter().map(BackupFile::name).collect();
+    check_wal_decryptable(names.iter().map(String::as_str), decrypt.as_ref(), shown)?;
     let start_key = start.filter(|s| s.len() == 24).map(|s| s[8..24].to_ascii_uppercase());
-    let mut wanted: Vec<(RemoteObject, String)> = Vec::new();
-    for o in objects {
-        if o.rel.contains('/') {
-            continue;
-        }
-        let bare = storage::plain_name(&o.rel, decrypt.as_ref());
+    let mut wanted: Vec<(BackupFile, String)> = Vec::new();
+    for f in files {
+        let name = f.name();
+        let bare = storage::plain_name(&name, decrypt.as_ref());
         let bare = bare.strip_suffix(Compression::from_name(bare).suffix()).unwrap_or(bare).to_string();
         let is_segment = bare.len() == 24 && bare.bytes().all(|b| b.is_ascii_hexdigit());
         let keep = if is_segment {
@@ -621,19 +697,18 @@ async fn prefetch_wal(
             bare.ends_with(".history")
         };
         if keep {
-            wanted.push((o, bare));
+            wanted.push((f, bare));
         }
     }
-    let total: u64 = wanted.iter().map(|(o, _)| o.size).sum();
-    ctx.progress.begin(&format!("downloading {} WAL files from {}", wanted.len(), remote.url("")), Some(total));
+    let total: u64 = wanted.iter().map(|(f, _)| f.size()).sum();
+    ctx.progress.begin(&format!("fetching {} WAL files from {shown}", wanted.len()), Some(total));
     let mut tasks: Vec<Box<dyn FnOnce() -> Result<u64> + Send>> = Vec::new();
-    for (o, bare) in wanted {
-        let file = BackupFile::Remote(remote.clone(), o);
+    for (file, bare) in wanted {
         let (dest, decrypt, cancel) = (dir.join(bare), decrypt.clone(), ctx.cancel.clone());
         let progress = Some(ctx.progress.clone());
         tasks.push(Box::new(move || file.save_to(&dest, decrypt.as_ref(), progress, cancel)));
     }
-    let r = storage::run_parallel(tasks, remote.parallel(), &ctx.cancel).await;
+    let r = storage::run_parallel(tasks, parallel, &ctx.cancel).await;
     ctx.progress.end();
     r.map(|_| ())
 }

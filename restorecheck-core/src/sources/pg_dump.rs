@@ -126,25 +126,28 @@ fn format_of(head: &[u8]) -> Option<DumpFormat> {
 
 /// Recognises an encrypted or remote dump file by decrypting and decompressing its first
 /// bytes. A wrong key or lost storage access is an error, not "no dump here".
-/// A file that cannot be decrypted with the configured key is taken for a dump of unknown
-/// format (custom, until fetched), so that the fetch phase reports the wrong key.
+/// A file that cannot be decrypted with the configured key, or an encrypted file damaged at its
+/// start, is taken for a dump of unknown format (custom, until fetched), so that the fetch phase
+/// reports the wrong key or the damage: a damaged newest dump must neither hide the other dumps
+/// nor be skipped in favour of an older one.
 fn detect_file(file: &BackupFile, decrypt: Option<&Decryptor>) -> Result<Option<Detected>> {
+    let bare = storage::plain_name(&file.name(), decrypt).to_string();
+    let unknown = Detected { format: DumpFormat::Custom, compression: Compression::from_name(&bare) };
+    let is_encrypted = encrypted(&file.name(), decrypt);
     let mut r = match file.head(256 * 1024).open(decrypt, None, tokio_util::sync::CancellationToken::new()) {
         Ok((r, _)) => r,
-        Err(Error::Decryption { .. }) => {
-            let bare = storage::plain_name(&file.name(), decrypt).to_string();
-            return Ok(Some(Detected { format: DumpFormat::Custom, compression: Compression::from_name(&bare) }));
-        }
+        Err(Error::Decryption { .. }) => return Ok(Some(unknown)),
+        Err(Error::BackupDefect { .. }) if is_encrypted => return Ok(Some(unknown)),
         Err(e) => return Err(e),
     };
     let mut head = Vec::with_capacity(4096);
     if let Err(e) = (&mut r).take(4096).read_to_end(&mut head) {
         return match archive::read_error(&file.display(), e) {
             e @ (Error::Storage { .. } | Error::Cancelled { .. }) => Err(e),
+            _ if is_encrypted => Ok(Some(unknown)),
             _ => Ok(None),
         };
     }
-    let bare = storage::plain_name(&file.name(), decrypt).to_string();
     Ok(format_of(&head).map(|format| Detected { format, compression: Compression::from_name(&bare) }))
 }
 
