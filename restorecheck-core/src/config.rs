@@ -154,8 +154,7 @@ impl Default for Registry {
         r.register_source("basebackup", |t| {
             let cfg = options::<BaseBackupConfig>("source basebackup", t)?;
             cfg.validate()?;
-            Ok(Arc::new(BaseBackupSource::new(cfg))
-                as Arc<dyn BackupSource>)
+            Ok(Arc::new(BaseBackupSource::new(cfg)) as Arc<dyn BackupSource>)
         });
         r.register_source("pg_dump", |t| {
             let cfg = options::<PgDumpConfig>("source pg_dump", t)?;

@@ -526,3 +526,17 @@ async fn a_deadline_during_extraction_stops_it_and_leaves_nothing_behind() {
         }
     }
 }
+
+#[tokio::test]
+async fn file_url_locations_are_local_folders() {
+    let dir = TestDir::new("file-url");
+    let c = cluster(&dir, 77).await;
+    c.basebackup("b1", &["-Ft", "-Xnone"]).await.unwrap();
+    c.add_rows(3).await.unwrap();
+    c.switch_and_archive().await.unwrap();
+    let base = std::path::PathBuf::from(format!("file://{}", c.backups_dir().display()));
+    let wal = std::path::PathBuf::from(format!("file://{}", c.archive_dir().display()));
+    let r = run(&dir, check(&base, Some(&wal)).assert(sql_eq("select count(*) from registrations", 80))).await;
+    assert_pass(&r);
+    assert_eq!(r.recovery.mode.as_deref(), Some("archive"));
+}

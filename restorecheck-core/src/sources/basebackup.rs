@@ -82,11 +82,12 @@ impl BaseBackupSource {
         Error::Source { source_kind: "basebackup", message }
     }
 
-    fn backup_dir(&self, id: &str) -> PathBuf {
-        if detect(&self.cfg.path).is_some() {
-            self.cfg.path.clone()
+    /// The folder of backup `id` under the local `root`.
+    fn backup_dir(root: &Path, id: &str) -> PathBuf {
+        if detect(root).is_some() {
+            root.to_path_buf()
         } else {
-            self.cfg.path.join(id)
+            root.join(id)
         }
     }
 }
@@ -340,8 +341,8 @@ impl BackupSource for BaseBackupSource {
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
         let decrypt = self.decryptor()?;
         let (origin, owner, bytes, label) = match Location::parse(&self.cfg.path, &self.cfg.storage)? {
-            Location::Local(_) => {
-                let dir = self.backup_dir(&backup.id);
+            Location::Local(root) => {
+                let dir = Self::backup_dir(&root, &backup.id);
                 let layout =
                     detect(&dir).ok_or_else(|| Error::defect(format!("{} no longer holds a backup", dir.display())))?;
                 let (label, owner) = read_label(&dir, &layout, decrypt.as_ref())?;
