@@ -18,9 +18,10 @@
 //!   configuration (the user's `[barman]` and server sections with every folder, the lock folder
 //!   and the log file replaced) against a private shadow of the server's catalog in the check's
 //!   scratch space, where `xlog.db`, `identity.json` and each `backup.info` are copies and
-//!   everything else is a symlink to the real file (see [`shadow`]). Barman's bookkeeping lands
-//!   in the shadow; the real catalog is only read, and the WAL waiting in `incoming` is
-//!   restored too. The configured `pre/post_recovery` hook scripts still run.
+//!   everything else is a symlink to the real file (see `barman_shadow.rs`). Barman's
+//!   bookkeeping lands in the shadow; the real catalog is only read, and the WAL waiting in
+//!   `incoming` is restored too. The configured `pre/post_recovery` hook scripts still run; the
+//!   archive hook scripts do not (archiving into the shadow is no real archiving).
 //! - A WAL file the catalog lists but that is missing on disk makes `barman recover` fail
 //!   (rsync cannot copy it): the check fails in the fetch phase. WAL missing from the catalog
 //!   itself shows up in recovery: the copy stops short of the newest WAL Barman holds.
@@ -408,7 +409,7 @@ impl BackupSource for BarmanSource {
 
         // Barman runs against a private shadow of the catalog: its bookkeeping never reaches
         // the real one.
-        let (_, ini) = shadow::BarmanIni::load(self.cfg.config.as_deref())?;
+        let ini = shadow::BarmanIni::load(self.cfg.config.as_deref())?;
         let shadow_root = req.scratch_dir.join("barman-shadow");
         match std::fs::remove_dir_all(&shadow_root) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
