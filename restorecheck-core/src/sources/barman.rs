@@ -96,6 +96,7 @@ impl BarmanSource {
     fn command(&self, exe: &Path, args: &[&str]) -> tokio::process::Command {
         command_with(self.cfg.config.as_deref(), exe, args)
     }
+
     /// Runs a `barman -f json …` command and returns the server's entry of its output.
     async fn json(&self, ctx: &RunContext, phase: Phase, args: &[&str]) -> Result<Value> {
         let exe = self.program()?;
