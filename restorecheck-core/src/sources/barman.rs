@@ -11,10 +11,17 @@
 //!   a crashed server ([`WalSupply::SelfContained`]). With a `recovery_target`, Barman copies the
 //!   WAL into `<data>/barman_wal` instead, and restorecheck serves that folder to
 //!   `restore_command` read-only.
-//! - `barman recover` first archives what is waiting in the server's incoming WAL folder
-//!   (the step `barman cron` runs every minute) and runs the configured `pre/post_recovery`
-//!   hook scripts. That is Barman's own doing and cannot be switched off; the backup itself and
-//!   the WAL already in the catalog are only read.
+//! - `barman recover` first archives what is waiting in the server's incoming and streaming WAL
+//!   folders (the step `barman cron` runs every minute): it renames the files into `wals/` and
+//!   appends to `wals/xlog.db`, a write to the catalog that cannot be switched off. So
+//!   restorecheck never runs `barman recover` on the real catalog: it runs it under a generated
+//!   configuration (the user's `[barman]` and server sections with every folder, the lock folder
+//!   and the log file replaced) against a private shadow of the server's catalog in the check's
+//!   scratch space, where `xlog.db`, `identity.json` and each `backup.info` are copies and
+//!   everything else is a symlink to the real file (see `barman_shadow.rs`). Barman's
+//!   bookkeeping lands in the shadow; the real catalog is only read, and the WAL waiting in
+//!   `incoming` is restored too. The configured `pre/post_recovery` hook scripts still run; the
+//!   archive hook scripts do not (archiving into the shadow is no real archiving).
 //! - A WAL file the catalog lists but that is missing on disk makes `barman recover` fail
 //!   (rsync cannot copy it): the check fails in the fetch phase. WAL missing from the catalog
 //!   itself shows up in recovery: the copy stops short of the newest WAL Barman holds.
@@ -34,6 +41,9 @@ use crate::report::Phase;
 use crate::source::{BackupInfo, BackupSource, ExpectedEnd, FetchRequest, FetchedBackup, RecoveryTarget, WalSupply};
 use crate::sources::tool;
 use crate::wal_archive::WalArchive;
+
+#[path = "barman_shadow.rs"]
+mod shadow;
 
 const KIND: &str = "barman";
 const INSTALL_HINT: &str = "install Barman (Debian/Ubuntu: apt-get install barman) on the host that holds the catalog";
@@ -84,12 +94,7 @@ impl BarmanSource {
 
     /// `barman [-c …]` plus `args`.
     fn command(&self, exe: &Path, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(exe);
-        if let Some(c) = &self.cfg.config {
-            cmd.arg("-c").arg(c);
-        }
-        cmd.args(args);
-        cmd
+        command_with(self.cfg.config.as_deref(), exe, args)
     }
 
     /// Runs a `barman -f json …` command and returns the server's entry of its output.
@@ -164,6 +169,16 @@ impl BarmanSource {
     }
 }
 
+/// `barman [-c config]` plus `args`.
+fn command_with(config: Option<&Path>, exe: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(exe);
+    if let Some(c) = config {
+        cmd.arg("-c").arg(c);
+    }
+    cmd.args(args);
+    cmd
+}
+
 /// A value of `key` in `[section]` of a Python ConfigParser file (`key = v` or `key: v`).
 fn ini_value(text: &str, section: &str, key: &str) -> Option<String> {
     let mut current = String::new();
@@ -205,6 +220,7 @@ struct ShowBackup {
     status: Option<String>,
     error: Option<String>,
     begin_time: Option<i64>,
+    begin_wal: Option<String>,
     end_lsn: Option<Lsn>,
     end_wal: Option<String>,
     pg_version_num: Option<i64>,
@@ -228,6 +244,7 @@ impl ShowBackup {
             status: as_string(v.get("status")),
             error: as_string(v.get("error")),
             begin_time: as_i64(field("begin_time_timestamp")),
+            begin_wal: as_string(field("begin_wal")).filter(|s| tool::is_segment_name(s)),
             end_lsn: as_string(field("end_lsn")).and_then(|s| s.parse().ok()),
             end_wal: as_string(field("end_wal")),
             pg_version_num: as_i64(v.get("postgresql_version")),
@@ -391,7 +408,27 @@ impl BackupSource for BarmanSource {
         }
         let verb = self.restore_verb(ctx, &exe).await?;
 
-        // Barman writes as its own user: hand it the empty folders for the copy.
+        // Barman runs against a private shadow of the catalog: its bookkeeping never reaches
+        // the real one.
+        let ini = shadow::BarmanIni::load(self.cfg.config.as_deref())?;
+        let shadow_root = req.scratch_dir.join("barman-shadow");
+        match std::fs::remove_dir_all(&shadow_root) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("removing", &shadow_root, e));
+            }
+            _ => {}
+        }
+        let shadow = {
+            let (server, root, begin, cancel) =
+                (self.cfg.server.clone(), shadow_root.clone(), show.begin_wal.clone(), ctx.cancel.clone());
+            tokio::task::spawn_blocking(move || {
+                shadow::build(&ini, &server, &root, begin.as_deref(), &|| cancel.is_cancelled())
+            })
+            .await
+            .map_err(|e| source_err(format!("building the shadow of Barman's catalog failed: {e}")))??
+        };
+
+        // Barman writes as its own user: hand it the empty folders for the copy and the shadow.
         let staging = req.scratch_dir.join("barman-staging");
         std::fs::create_dir_all(&staging).map_err(|e| Error::io("creating", &staging, e))?;
         let me = nix::unistd::Uid::effective();
@@ -405,7 +442,8 @@ impl BackupSource for BarmanSource {
                 None
             } else {
                 let user = OsUser { name, uid: u.uid.as_raw(), gid: u.gid.as_raw(), switched: true };
-                let h = Handover::give(&user, &[&req.data_dir, &req.tablespace_dir, &staging])?;
+                user.chown_tree(&shadow.root)?;
+                let h = Handover::give(&user, &[&req.data_dir, &req.tablespace_dir, &staging, &shadow.root])?;
                 Some(h)
             }
         } else {
@@ -429,10 +467,12 @@ impl BackupSource for BarmanSource {
         args.extend([self.cfg.server.clone(), backup.id.clone(), req.data_dir.display().to_string()]);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         ctx.progress.begin(&format!("barman {verb} {}", backup.id), None);
-        let out = tool::run(ctx, Phase::Fetch, self.command(&exe, &argv), &format!("barman {verb}")).await;
+        let cmd = command_with(Some(&shadow.config), &exe, &argv);
+        let out = tool::run(ctx, Phase::Fetch, cmd, &format!("barman {verb}")).await;
         ctx.progress.end();
         // Take the copy back (tester-owned, like every source's output) before anything else.
         drop(handover);
+        drop(shadow);
         if me.is_root() {
             let back = OsUser {
                 name: "root".into(),
