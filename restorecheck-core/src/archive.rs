@@ -36,6 +36,11 @@ impl Compression {
         }
     }
 
+    /// `name` without its compression suffix (`base.tar.gz` → `base.tar`).
+    pub fn strip(name: &str) -> &str {
+        name.strip_suffix(Compression::from_name(name).suffix()).unwrap_or(name)
+    }
+
     /// The suffix (`""`, `".gz"`, …).
     pub fn suffix(self) -> &'static str {
         match self {

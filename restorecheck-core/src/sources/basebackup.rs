@@ -117,7 +117,7 @@ fn detect_names<'a>(names: impl Iterator<Item = &'a str>) -> Option<String> {
     let mut plain = false;
     for n in names {
         let bare = ENCRYPTED_SUFFIXES.iter().filter(|e| !e.is_empty()).find_map(|e| n.strip_suffix(e)).unwrap_or(n);
-        let stem = bare.strip_suffix(Compression::from_name(bare).suffix()).unwrap_or(bare);
+        let stem = Compression::strip(bare);
         if stem == "base.tar" {
             return Some(n.to_string());
         }
@@ -568,7 +568,7 @@ async fn extract_backup_files(
     for f in files {
         let name = f.name();
         let bare = storage::plain_name(&name, decrypt);
-        let stem = bare.strip_suffix(Compression::from_name(bare).suffix()).unwrap_or(bare);
+        let stem = Compression::strip(bare);
         if stem == "backup_manifest" {
             manifest = Some(f);
             continue;
@@ -652,7 +652,7 @@ fn check_wal_decryptable<'a>(
         let Some(bare) = ENCRYPTED_SUFFIXES.iter().filter(|e| !e.is_empty()).find_map(|e| n.strip_suffix(e)) else {
             continue;
         };
-        let stem = bare.strip_suffix(Compression::from_name(bare).suffix()).unwrap_or(bare);
+        let stem = Compression::strip(bare);
         if stem.len() == 24 && stem.bytes().all(|b| b.is_ascii_hexdigit()) {
             let why = match decrypt {
                 None => "the source has no decrypt setting".to_string(),
@@ -690,7 +690,7 @@ async fn prefetch_wal(
     for f in files {
         let name = f.name();
         let bare = storage::plain_name(&name, decrypt.as_ref());
-        let bare = bare.strip_suffix(Compression::from_name(bare).suffix()).unwrap_or(bare).to_string();
+        let bare = Compression::strip(bare).to_string();
         let is_segment = bare.len() == 24 && bare.bytes().all(|b| b.is_ascii_hexdigit());
         let keep = if is_segment {
             start_key.as_ref().is_none_or(|k| bare[8..24].to_ascii_uppercase() >= *k)
@@ -933,8 +933,7 @@ const PLAIN_EMPTY_DIRS: [&str; 17] = [
 /// `tar.gz`, `tar.zst+age` …: the kind shown for a tar-format backup whose base is `name`.
 fn tar_kind(name: &str, decrypt: Option<&Decryptor>) -> String {
     let bare = storage::plain_name(name, decrypt);
-    let enc = name.strip_prefix(bare).filter(|e| !e.is_empty()).map(|e| format!("+{}", &e[1..])).unwrap_or_default();
-    format!("tar{}{enc}", Compression::from_name(bare).suffix())
+    format!("tar{}{}", Compression::from_name(bare).suffix(), storage::encryption_tag(name, decrypt))
 }
 
 /// Rewrites `tablespace_map` so each tablespace points at its extracted copy instead of the

@@ -316,9 +316,7 @@ impl PgDumpSource {
 
 /// The kind shown for a dump: `pg_dump-custom.gz+age`.
 fn kind_of(d: &Detected, name: &str, decrypt: Option<&Decryptor>) -> String {
-    let bare = storage::plain_name(name, decrypt);
-    let enc = name.strip_prefix(bare).filter(|e| !e.is_empty()).map(|e| format!("+{}", &e[1..])).unwrap_or_default();
-    format!("pg_dump-{}{}{enc}", d.format, d.compression.suffix())
+    format!("pg_dump-{}{}{}", d.format, d.compression.suffix(), storage::encryption_tag(name, decrypt))
 }
 
 /// Lists a local folder (or file) of dumps, some of them encrypted.
@@ -436,7 +434,7 @@ async fn materialize(
     let dir = req.scratch_dir.join("dump-src");
     fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
     let bare = storage::plain_name(&file.name(), decrypt.as_ref()).to_string();
-    let plain = bare.strip_suffix(Compression::from_name(&bare).suffix()).unwrap_or(&bare).to_string();
+    let plain = Compression::strip(&bare).to_string();
     let dest = dir.join(if plain.is_empty() { "dump".to_string() } else { plain });
     ctx.progress.begin(&format!("fetching {}", file.display()), Some(file.size()));
     let (d2, progress, cancel) = (dest.clone(), Some(ctx.progress.clone()), ctx.cancel.clone());

@@ -440,6 +440,13 @@ impl BackupFile {
     }
 }
 
+/// `"+age"` (or `"+gpg"` …) when `name` carries the encryption suffix `decrypt` handles, else
+/// `""`: the tag a backup's kind shows (`tar.gz+age`).
+pub fn encryption_tag(name: &str, decrypt: Option<&Decryptor>) -> String {
+    let bare = plain_name(name, decrypt);
+    name.strip_prefix(bare).filter(|e| e.len() > 1).map(|e| format!("+{}", &e[1..])).unwrap_or_default()
+}
+
 /// A name without the encryption suffix `decrypt` handles (or unchanged).
 pub fn plain_name<'a>(name: &'a str, decrypt: Option<&Decryptor>) -> &'a str {
     decrypt.and_then(|d| d.strip(name)).unwrap_or(name)
