@@ -1,0 +1,12 @@
+//! Hostile inputs: backups and restored databases shaped by an attacker who can write the backup
+//! store or create objects in production. Each test asserts that nothing outside the work dir was
+//! read, written or run, the verdict, and that the work dir is gone afterwards.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+mod fs;
+mod process;
+mod sql;

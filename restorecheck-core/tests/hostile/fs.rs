@@ -1,0 +1,4 @@
+//! Hostile inputs: fs.
+
+#[allow(unused_imports)]
+use super::common::*;

@@ -1,0 +1,4 @@
+//! Hostile inputs: process.
+
+#[allow(unused_imports)]
+use super::common::*;

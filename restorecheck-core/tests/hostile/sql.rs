@@ -1,0 +1,4 @@
+//! Hostile inputs: sql.
+
+#[allow(unused_imports)]
+use super::common::*;
