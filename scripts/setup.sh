@@ -1,23 +1,39 @@
 #!/usr/bin/env bash
-# Installs what restorecheck's demo and tests need on Debian/Ubuntu: PostgreSQL server binaries
-# (pg_basebackup, initdb, …), the WAL decompressors, and GNU time for the benchmark.
-# Idempotent: installs only what is missing. Needs root (or sudo) when something is missing.
+# Installs what restorecheck needs on Debian/Ubuntu. Idempotent: installs only what is missing.
+# Needs root (or sudo) when something is missing.
+#
+#   scripts/setup.sh          what `restorecheck demo` and everyday use need: PostgreSQL server
+#                             binaries (with contrib, for amcheck) and gzip. scripts/demo.sh runs this.
+#   scripts/setup.sh --test   also the backup tools and helpers the test suite drives for real:
+#                             pgBackRest, Barman, age, gnupg, zstd/lz4, GNU time, Chromium (HTML
+#                             report rendering), debootstrap (docker images), WAL-E and moto (in
+#                             their own virtualenvs). scripts/test.sh runs this.
 set -euo pipefail
+
+TEST=0
+case "${1:-}" in
+  --test) TEST=1 ;;
+  "") ;;
+  *) echo "usage: scripts/setup.sh [--test]" >&2; exit 2 ;;
+esac
 
 need=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || command -v postgres >/dev/null 2>&1 || need+=(postgresql postgresql-contrib)
-for tool in gzip zstd lz4; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
-[ -x /usr/bin/time ] || need+=(time)
-# Backup tools the sources are tested against, for real.
-command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)
-command -v barman >/dev/null 2>&1 || need+=(barman)
-# Encrypted backups: the tests make age- and OpenPGP-encrypted files with the real tools.
-command -v age >/dev/null 2>&1 || need+=(age)
-command -v gpg >/dev/null 2>&1 || need+=(gnupg)
-# The HTML report is checked by rendering it in headless Chromium.
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
-# The docker target's tests build their PostgreSQL images from a Debian root (docker/build-images.sh).
-if command -v docker >/dev/null 2>&1; then command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap); fi
+command -v gzip >/dev/null 2>&1 || need+=(gzip)
+if [ "$TEST" = 1 ]; then
+  for tool in zstd lz4; do command -v "$tool" >/dev/null 2>&1 || need+=("$tool"); done
+  [ -x /usr/bin/time ] || need+=(time)
+  # Backup tools the sources are tested against, for real.
+  command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)
+  command -v barman >/dev/null 2>&1 || need+=(barman)
+  # Encrypted backups: the tests make age- and OpenPGP-encrypted files with the real tools.
+  command -v age >/dev/null 2>&1 || need+=(age)
+  command -v gpg >/dev/null 2>&1 || need+=(gnupg)
+  # The HTML report is checked by rendering it in headless Chromium.
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  # The docker target's tests build their PostgreSQL images from a Debian root (docker/build-images.sh).
+  if command -v docker >/dev/null 2>&1; then command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap); fi
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -35,6 +51,7 @@ if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
   useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
 fi
 echo "setup: PostgreSQL $(ls /usr/lib/postgresql 2>/dev/null | tr '\n' ' ')ready" >&2
+[ "$TEST" = 1 ] || exit 0
 # --- WAL-E for source `wale` and its tests: WAL-E 1.1.1 (its final release, from PyPI) in its own
 # virtualenv, plus what it runs: lzop, pv, and daemontools' envdir. The tests expect
 # /opt/restorecheck/wal-e/bin/wal-e (RESTORECHECK_WALE=/path/to/wal-e overrides).

@@ -709,3 +709,19 @@ fn the_dockerfile_builds_an_image_that_runs_the_cli() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(String::from_utf8_lossy(&run.stdout).starts_with("restorecheck "));
 }
+
+#[test]
+fn demo_passes_cleans_up_and_prints_the_next_three_commands() {
+    let dir = Dir::new("demo");
+    let (code, out, err) = rc(&["demo", "--work-dir", dir.work().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("PASS  demo"), "{out}");
+    let next = err.split("demo: next, on your own backups:").nth(1).unwrap_or_else(|| panic!("no next steps: {err}"));
+    let lines: Vec<&str> = next.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 3, "{next}");
+    for (line, verb) in lines.iter().zip(["init -o ", "validate -c ", "run -c "]) {
+        assert!(line.contains(verb) && line.contains("restorecheck.toml"), "{line}");
+    }
+    assert!(std::fs::read_dir(dir.work()).unwrap().next().is_none(), "demo left files behind");
+    assert!(no_server_under(&dir.work()));
+}

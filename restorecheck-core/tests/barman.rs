@@ -35,7 +35,7 @@ fn barman(conf: &Path, args: &[&str]) -> String {
         .arg(conf)
         .args(args)
         .output()
-        .expect("barman is installed (scripts/setup.sh installs it)");
+        .expect("barman is installed (scripts/setup.sh --test installs it)");
     assert!(
         out.status.success(),
         "barman {args:?} failed: {}{}",

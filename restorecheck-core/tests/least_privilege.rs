@@ -248,7 +248,7 @@ fn pgbackrest(c: &SampleCluster, cwd: &Path, args: &[String]) {
     let mut cmd = Command::new("pgbackrest");
     cmd.args(args).current_dir(cwd);
     c.os_user().apply_std(&mut cmd);
-    let out = cmd.output().expect("pgbackrest is installed (scripts/setup.sh installs it)");
+    let out = cmd.output().expect("pgbackrest is installed (scripts/setup.sh --test installs it)");
     assert!(
         out.status.success(),
         "pgbackrest {args:?} failed: {}{}",
@@ -342,7 +342,7 @@ fn barman(conf: &Path, args: &[&str]) -> Result<String, String> {
         .arg(conf)
         .args(args)
         .output()
-        .expect("barman is installed (scripts/setup.sh installs it)");
+        .expect("barman is installed (scripts/setup.sh --test installs it)");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if out.status.success() {
         Ok(text)

@@ -154,7 +154,7 @@ fn age_encrypt_all(dir: &Path, recipient: &str) {
         let p = e.path();
         let out = PathBuf::from(format!("{}.age", p.display()));
         let st = std::process::Command::new("age").arg("-r").arg(recipient).arg("-o").arg(&out).arg(&p).status();
-        assert!(st.expect("the age CLI (scripts/setup.sh installs it)").success());
+        assert!(st.expect("the age CLI (scripts/setup.sh --test installs it)").success());
         std::fs::remove_file(&p).unwrap();
     }
 }

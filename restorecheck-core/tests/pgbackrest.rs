@@ -34,7 +34,7 @@ fn pgbackrest(c: &SampleCluster, cwd: &Path, args: &[String]) -> String {
     let mut cmd = Command::new("pgbackrest");
     cmd.args(args).current_dir(cwd);
     c.os_user().apply_std(&mut cmd);
-    let out = cmd.output().expect("pgbackrest is installed (scripts/setup.sh installs it)");
+    let out = cmd.output().expect("pgbackrest is installed (scripts/setup.sh --test installs it)");
     assert!(
         out.status.success(),
         "pgbackrest {args:?} failed: {}{}",

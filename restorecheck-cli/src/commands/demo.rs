@@ -14,6 +14,11 @@ pub async fn run(args: DemoArgs, quiet: bool) -> ExitStatus {
             eprintln!("demo: {m}");
         }
     };
+    // A missing --work-dir is created like `mkdir -p` (umask modes): the sample cluster's OS user
+    // must be able to traverse it.
+    if let Err(e) = std::fs::create_dir_all(opts.work_root()) {
+        return super::report_error(&Error::io("creating", opts.work_root(), e));
+    }
     let config = match prepare(&root, &say).await {
         Ok(c) => c,
         Err(e) => {
@@ -34,7 +39,27 @@ pub async fn run(args: DemoArgs, quiet: bool) -> ExitStatus {
     let status = super::print_report(&report, args.format);
     let _ = std::fs::remove_dir_all(&root);
     say("cleaned up");
+    if !quiet {
+        eprintln!("{}", next_steps(&std::env::current_dir().unwrap_or_default()));
+    }
     status
+}
+
+/// The three commands a user runs next on their own backups, with the paths they would use.
+fn next_steps(cwd: &std::path::Path) -> String {
+    let exe = std::env::current_exe()
+        .ok()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "restorecheck".into());
+    let cfg = cwd.join("restorecheck.toml");
+    let cfg = cfg.display();
+    format!(
+        "demo: next, on your own backups:\n\
+         \x20   {exe} init -o {cfg}          # annotated config: set [check.source] path/wal_archive and your assertions\n\
+         \x20   {exe} validate -c {cfg}      # checks the config, paths and PostgreSQL binaries; restores nothing\n\
+         \x20   {exe} run -c {cfg}           # the restore test; exit 0 pass, 1 fail, 2 error"
+    )
 }
 
 fn indent(s: &str) -> String {

@@ -57,7 +57,7 @@ fn moto_server() -> PathBuf {
     let p = std::env::var_os("RESTORECHECK_MOTO").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_MOTO));
     assert!(
         p.is_file(),
-        "moto_server not found at {} (RESTORECHECK_MOTO or {DEFAULT_MOTO}): run scripts/setup.sh",
+        "moto_server not found at {} (RESTORECHECK_MOTO or {DEFAULT_MOTO}): run scripts/setup.sh --test",
         p.display()
     );
     p
@@ -90,7 +90,7 @@ impl S3Server {
     pub fn start() -> S3Server {
         let moto = moto_server();
         let python = moto.with_file_name("python");
-        assert!(python.is_file(), "no python next to {} (the moto venv): run scripts/setup.sh", moto.display());
+        assert!(python.is_file(), "no python next to {} (the moto venv): run scripts/setup.sh --test", moto.display());
         let logs = PathBuf::from("/var/tmp/restorecheck-tests");
         std::fs::create_dir_all(&logs).unwrap();
         // The free port may be taken between probe and bind: then moto exits and we try again.
