@@ -45,7 +45,7 @@ async fn plant_traps(c: &SampleCluster, markers: &Path) {
              create schema dba;
              create function dba.audit_ddl() returns event_trigger language plpgsql as $f$
              begin
-               copy (select 1) to program 'touch {m}/event_trigger';
+               copy (select 1) to program 'touch {m}/event_trigger; cat >/dev/null';
              exception when insufficient_privilege then null; -- the application's own DDL
              end $f$;
              create event trigger audit_ddl on ddl_command_start execute function dba.audit_ddl();"
@@ -60,7 +60,7 @@ async fn plant_traps(c: &SampleCluster, markers: &Path) {
             "set role app;
              create function public.trap(what text) returns void language plpgsql as $f$
              begin
-               execute pg_catalog.format('copy (select 1) to program %L', 'touch {m}/' || what);
+               execute pg_catalog.format('copy (select 1) to program %L', 'touch {m}/' || what || '; cat >/dev/null');
              exception when insufficient_privilege then null; -- a non-superuser called: harmless
              end $f$;
              -- better matches than pg_catalog's for catalog types (name), under any search_path
