@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use restorecheck_core::assertions::{
-    AmcheckAssertion, CanaryAssertion, CompareConfig, CompareToPrevious, ReadAllAssertion, SqlAssertionConfig,
+    AmcheckAssertion, CanaryAssertion, CompareConfig, CompareToPrevious, ReadAllAssertion, SqlAssertion,
+    SqlAssertionConfig,
 };
+use restorecheck_core::{Assertion, AssertionContext, Outcome};
 use restorecheck_core::fixture::SampleCluster;
 use restorecheck_core::report::{CheckReport, Verdict};
 
@@ -148,4 +150,107 @@ async fn planted_operators_functions_and_event_triggers_never_run_during_a_check
         ["event_trigger", "now", "operator_concat_name", "pg_namespace_view", "quote_ident_name"],
         "the traps must be live for this test to prove anything"
     );
+}
+
+fn named(name: &str, sql: &str, equals: Option<toml::Value>, min: Option<f64>) -> SqlAssertion {
+    SqlAssertion::new(SqlAssertionConfig {
+        name: Some(name.into()),
+        sql: sql.into(),
+        database: None,
+        equals,
+        min,
+        max: None,
+        max_age: None,
+    })
+    .unwrap()
+}
+
+/// A custom (Rust) assertion: `ctx.connect` is the user's session (the check's role, the
+/// database's search_path), `ctx.tool_connect` restorecheck's own (superuser, pg_catalog only).
+#[derive(Debug)]
+struct Sessions;
+
+#[async_trait::async_trait]
+impl Assertion for Sessions {
+    fn name(&self) -> String {
+        "sessions".into()
+    }
+
+    async fn check(&self, ctx: &AssertionContext) -> restorecheck_core::Result<Outcome> {
+        let row = |c: tokio_postgres::Client| async move {
+            let r = c
+                .query_one("select current_user::text, pg_catalog.current_setting('search_path')", &[])
+                .await
+                .unwrap();
+            (r.get::<_, String>(0), r.get::<_, String>(1))
+        };
+        let user = row(ctx.connect(None).await?).await;
+        let tool = row(ctx.tool_connect(None).await?).await;
+        Ok(Outcome::pass(serde_json::json!({"user": [user.0, user.1], "tool": [tool.0, tool.1]})))
+    }
+}
+
+#[tokio::test]
+async fn user_assertions_run_as_the_checks_role_and_builtin_checks_as_superuser() {
+    let dir = TestDir::new("hostile-sql-role");
+    let c = cluster(&dir, 12).await;
+    c.exec(
+        "app",
+        "create role app_reader nologin;
+         grant select on registrations to app_reader;
+         create table secrets (s text);
+         insert into secrets values ('only for the owner');",
+    )
+    .await
+    .unwrap();
+    c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
+    let ch = check(&c.backups_dir(), None)
+        .role("app_reader")
+        .assert(AmcheckAssertion { heapallindexed: false, jobs: 1 })
+        .assert(ReadAllAssertion)
+        .assert(named("whoami", "select current_user", Some(toml::Value::String("app_reader".into())), None))
+        .assert(named("registrations", "select count(*) from registrations", Some(toml::Value::Integer(12)), None))
+        .assert(named("secrets", "select count(*) from secrets", None, Some(0.0)))
+        .assert(Sessions);
+    let r = run(&dir, ch).await;
+    // One assertion could not run as the role: the check is an error, not a pass and not a fail.
+    assert_eq!(r.verdict, Verdict::Error, "{:?}", r.failure);
+    for name in ["amcheck", "read_all", "whoami", "registrations", "sessions"] {
+        assert_eq!(assertion(&r, name).verdict, Verdict::Pass, "{name}: {:?}", assertion(&r, name));
+    }
+    let secrets = assertion(&r, "secrets");
+    assert_eq!(secrets.verdict, Verdict::Error);
+    assert!(
+        secrets.message.as_deref().unwrap_or("").contains("permission denied for table secrets"),
+        "{secrets:?}"
+    );
+    let read_all = assertion(&r, "read_all").observed.clone().unwrap();
+    assert!(read_all["tables"].as_u64().unwrap() >= 2, "read_all reads secrets as superuser: {read_all}");
+    let sessions = assertion(&r, "sessions").observed.clone().unwrap();
+    assert_eq!(sessions["user"][0], "app_reader", "{sessions}");
+    assert_eq!(sessions["user"][1], "\"$user\", public", "{sessions}");
+    assert_eq!(sessions["tool"][0], "postgres", "{sessions}");
+    assert_eq!(sessions["tool"][1], "pg_catalog,pg_temp", "{sessions}");
+}
+
+#[tokio::test]
+async fn a_role_missing_from_the_restored_cluster_is_an_error_that_names_it() {
+    let dir = TestDir::new("hostile-sql-norole");
+    let c = cluster(&dir, 3).await;
+    c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
+    let ch = check(&c.backups_dir(), None)
+        .role("no_such_role")
+        .assert(named("whoami", "select current_user", None, None))
+        .assert(Sessions);
+    let r = run(&dir, ch).await;
+    assert_eq!(r.verdict, Verdict::Error, "{:?}", r.failure);
+    for name in ["whoami", "sessions"] {
+        let a = assertion(&r, name);
+        assert_eq!(a.verdict, Verdict::Error, "{a:?}");
+        let msg = a.message.as_deref().unwrap_or("");
+        assert!(
+            msg.contains("check.role \"no_such_role\"") && msg.contains("role \"no_such_role\" does not exist"),
+            "{msg}"
+        );
+    }
 }
