@@ -7,7 +7,8 @@
 //! schema-qualified names; relation names are quoted in Rust, never concatenated in SQL, so an
 //! operator or function the restored database defines is never called. amcheck itself is
 //! created in a schema of restorecheck's own for the run, or, when the database already has it,
-//! called through the schema it lives in, and only when a superuser owns it.
+//! called through the schema it lives in when only superusers control that schema (else moved
+//! into restorecheck's schema for the run), and only when a superuser owns the extension.
 
 use std::time::Instant;
 
@@ -85,12 +86,41 @@ fn run_schema() -> String {
 /// Where amcheck's functions are in one database, for this run.
 #[derive(Debug, Clone)]
 struct Amcheck {
-    /// Schema holding `bt_index_check` and `verify_heapam`.
+    /// Schema holding `bt_index_check` and `verify_heapam` during the run.
     schema: String,
-    /// True when restorecheck created it (and drops it afterwards).
-    ours: bool,
+    /// What to undo afterwards.
+    undo: Undo,
     /// `verify_heapam` is available (PostgreSQL 14+, amcheck 1.3+).
     heap: bool,
+}
+
+/// How [`Amcheck`] leaves the restored database afterwards.
+#[derive(Debug, Clone, PartialEq)]
+enum Undo {
+    /// The database had amcheck in a schema only superusers control: used in place.
+    Nothing,
+    /// restorecheck created the extension in its own schema: drop that schema.
+    DropSchema,
+    /// The database had amcheck in a schema others can create in (an overload planted there
+    /// could make our calls ambiguous): moved into our schema, moved back to this one.
+    MoveBack(String),
+}
+
+impl Amcheck {
+    /// Undoes what [`amcheck_in`] changed (best effort: the copy is thrown away anyway).
+    async fn finish(&self, c: &tokio_postgres::Client, db: &str) {
+        let ours = quote_ident(&self.schema);
+        let sql = match &self.undo {
+            Undo::Nothing => return,
+            Undo::DropSchema => format!("DROP SCHEMA {ours} CASCADE"),
+            Undo::MoveBack(to) => {
+                format!("ALTER EXTENSION amcheck SET SCHEMA {}; DROP SCHEMA {ours}", quote_ident(to))
+            }
+        };
+        if let Err(e) = c.batch_execute(&sql).await {
+            tracing::debug!("cleaning up amcheck in {db}: {e}");
+        }
+    }
 }
 
 /// `"1.3"` → (1, 3).
@@ -105,9 +135,14 @@ async fn amcheck_in(c: &tokio_postgres::Client, db: &str, server: i32, notes: &m
         name: "amcheck".into(),
         message: format!("{what} in database {db:?}: {}", db_message(&e)),
     };
+    // The schema is "controlled" when a superuser owns it and no other role may create in it.
     let found = c
         .query_opt(
-            "select n.nspname, e.extversion, r.rolname, r.rolsuper from pg_catalog.pg_extension e \
+            "select n.nspname, e.extversion, r.rolname, r.rolsuper, \
+                    coalesce((select o.rolsuper from pg_catalog.pg_roles o where o.oid = n.nspowner), false) \
+                    and not exists (select from pg_catalog.pg_roles x where not x.rolsuper \
+                                    and pg_catalog.has_schema_privilege(x.oid, n.oid, 'CREATE')) \
+             from pg_catalog.pg_extension e \
              join pg_catalog.pg_namespace n on n.oid = e.extnamespace \
              join pg_catalog.pg_roles r on r.oid = e.extowner \
              where e.extname = 'amcheck'",
@@ -115,26 +150,34 @@ async fn amcheck_in(c: &tokio_postgres::Client, db: &str, server: i32, notes: &m
         )
         .await
         .map_err(|e| could_not("looking up amcheck", e))?;
-    if let Some(row) = found {
-        let (schema, version, owner, superuser): (String, String, String, bool) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        if !superuser {
-            return Err(Error::Assertion {
-                name: "amcheck".into(),
-                message: format!(
-                    "database {db:?} has amcheck owned by role {owner:?}, which is no superuser: restorecheck \
-                     does not call functions an application role controls; drop the extension in production \
-                     or set integrity.amcheck = false"
-                ),
-            });
+    let existing = match found {
+        Some(row) => {
+            let (schema, version, owner, superuser, controlled): (String, String, String, bool, bool) =
+                (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+            if !superuser {
+                return Err(Error::Assertion {
+                    name: "amcheck".into(),
+                    message: format!(
+                        "database {db:?} has amcheck owned by role {owner:?}, which is no superuser: restorecheck \
+                         does not call functions an application role controls; drop the extension in production \
+                         or set integrity.amcheck = false"
+                    ),
+                });
+            }
+            let heap = server >= 140000 && ext_version(&version) >= (1, 3);
+            if controlled {
+                return Ok(Amcheck { schema, undo: Undo::Nothing, heap });
+            }
+            Some((schema, heap))
         }
-        return Ok(Amcheck { schema, ours: false, heap: server >= 140000 && ext_version(&version) >= (1, 3) });
-    }
+        None => None,
+    };
     if server < 170000 {
         let disabled = disable_event_triggers(c).await.map_err(|e| could_not("disabling event triggers", e))?;
         if !disabled.is_empty() {
             notes.push(format!(
-                "{db}: disabled event triggers {} before installing amcheck (PostgreSQL {} has no event_triggers setting)",
+                "{db}: disabled event triggers {} before restorecheck's own DDL (PostgreSQL {} has no \
+                 event_triggers setting)",
                 disabled.join(", "),
                 server / 10000
             ));
@@ -142,10 +185,24 @@ async fn amcheck_in(c: &tokio_postgres::Client, db: &str, server: i32, notes: &m
     }
     let schema = run_schema();
     let s = quote_ident(&schema);
-    c.batch_execute(&format!("CREATE SCHEMA {s}; CREATE EXTENSION amcheck SCHEMA {s}"))
-        .await
-        .map_err(|e| could_not("installing amcheck", e))?;
-    Ok(Amcheck { schema, ours: true, heap: server >= 140000 })
+    match existing {
+        Some((from, heap)) => {
+            c.batch_execute(&format!("CREATE SCHEMA {s}; ALTER EXTENSION amcheck SET SCHEMA {s}"))
+                .await
+                .map_err(|e| could_not("moving amcheck into a schema of restorecheck's own", e))?;
+            notes.push(format!(
+                "{db}: amcheck lives in schema {from:?}, where other roles can create functions; moved it to \
+                 {schema:?} for the check and back afterwards"
+            ));
+            Ok(Amcheck { schema, undo: Undo::MoveBack(from), heap })
+        }
+        None => {
+            c.batch_execute(&format!("CREATE SCHEMA {s}; CREATE EXTENSION amcheck SCHEMA {s}"))
+                .await
+                .map_err(|e| could_not("installing amcheck", e))?;
+            Ok(Amcheck { schema, undo: Undo::DropSchema, heap: server >= 140000 })
+        }
+    }
 }
 
 /// `amcheck`: `bt_index_check` on every valid B-tree index (optionally `heapallindexed`) and,
@@ -254,12 +311,7 @@ impl Assertion for AmcheckAssertion {
             // The restored copy is throwaway: installing the extension there changes nothing real.
             let am = amcheck_in(&c, &db, version, &mut notes).await?;
             let listed = list_and_verify(self, ctx, &c, &db, &am).await;
-            if am.ours {
-                // Best effort: the copy is thrown away anyway.
-                if let Err(e) = c.batch_execute(&format!("DROP SCHEMA {} CASCADE", quote_ident(&am.schema))).await {
-                    tracing::debug!("could not drop schema {} in {db}: {e}", am.schema);
-                }
-            }
+            am.finish(&c, &db).await;
             let (i, r, p) = listed?;
             indexes += i;
             relations += r;

@@ -50,6 +50,7 @@ async fn plant_traps(c: &SampleCluster, markers: &Path) {
                copy (select 1) to program 'touch {m}/event_trigger; cat >/dev/null';
              exception when insufficient_privilege then null; -- the application's own DDL
              end $f$;
+             create extension amcheck schema public;
              create event trigger audit_ddl on ddl_command_start execute function dba.audit_ddl();"
         ),
     )
@@ -84,6 +85,17 @@ async fn plant_traps(c: &SampleCluster, markers: &Path) {
              begin perform public.trap('pg_namespace_view'); return 0; end $f$;
              create view public.pg_namespace as
                select * from pg_catalog.pg_namespace where public.count_trap() = 0;
+             -- overloads next to the DBA's amcheck in public: as good a match as the real ones
+             create function public.bt_index_check(i regclass, h boolean, x int default 0) returns void
+               language plpgsql as $f$ begin perform public.trap('bt_index_check_overload'); end $f$;
+             create function public.verify_heapam(r regclass, s boolean default false, t boolean default false,
+                 k text default 'none', b bigint default null, e bigint default null, x int default 0)
+               returns table (blkno bigint, offnum int, attnum int, msg text)
+               language plpgsql as $f$ begin perform public.trap('verify_heapam_overload'); end $f$;
+             -- an index expression heapallindexed evaluates
+             create function public.lower_trap(t text) returns text language plpgsql immutable as $f$
+             begin perform public.trap('index_expression'); return pg_catalog.lower(t); end $f$;
+             create index registrations_lower on registrations (public.lower_trap(email));
              alter database app set search_path = public, pg_catalog;"
         ),
     )
@@ -123,15 +135,28 @@ async fn planted_operators_functions_and_event_triggers_never_run_during_a_check
         .assert(AmcheckAssertion { heapallindexed: true, jobs: 2 })
         .assert(ReadAllAssertion)
         .assert(CompareToPrevious::new("test", &CompareConfig { max_drop: 0.1, state_file: Some(state) }).unwrap())
-        .assert(canary());
+        .assert(canary())
+        // The user's own SQL (superuser, the database's search_path: so fully qualified here).
+        .assert(named(
+            "amcheck put back",
+            "select pg_catalog.string_agg(n.nspname::pg_catalog.text, ',') from pg_catalog.pg_namespace n \
+             where n.nspname OPERATOR(pg_catalog.~~) 'restorecheck%' \
+                or n.oid OPERATOR(pg_catalog.=) (select e.extnamespace from pg_catalog.pg_extension e \
+                                                  where e.extname OPERATOR(pg_catalog.=) 'amcheck')",
+            Some(toml::Value::String("public".into())),
+            None,
+        ));
     let r = run(&dir, ch).await;
     assert!(markers(&m).is_empty(), "code planted in the restored database ran as superuser: {:?}", markers(&m));
     assert_pass(&r);
-    for name in ["amcheck", "read_all", "compare_to_previous", "canary (RPO)"] {
+    for name in ["amcheck", "read_all", "compare_to_previous", "canary (RPO)", "amcheck put back"] {
         assert_eq!(assertion(&r, name).verdict, Verdict::Pass);
     }
     let amcheck = assertion(&r, "amcheck").observed.clone().unwrap();
-    assert!(amcheck["indexes"].as_u64().unwrap() > 0, "{amcheck}");
+    assert!(amcheck["indexes"].as_u64().unwrap() >= 2, "{amcheck}");
+    let notes = amcheck["notes"].to_string();
+    assert!(notes.contains("app: disabled event triggers audit_ddl"), "{notes}");
+    assert!(notes.contains("app: amcheck lives in schema \\\"public\\\""), "{notes}");
 
     // The traps were armed: the same calls made by a superuser in the source database fire them.
     c.exec(
@@ -141,13 +166,23 @@ async fn planted_operators_functions_and_event_triggers_never_run_during_a_check
          select quote_ident('x'::name);
          select now();
          select count(*) from pg_namespace;
+         select public.lower_trap('x');
+         select bt_index_check('registrations_pkey'::regclass, true, 1);
          create table t_fires ();",
     )
     .await
     .unwrap();
     assert_eq!(
         markers(&m),
-        ["event_trigger", "now", "operator_concat_name", "pg_namespace_view", "quote_ident_name"],
+        [
+            "bt_index_check_overload",
+            "event_trigger",
+            "index_expression",
+            "now",
+            "operator_concat_name",
+            "pg_namespace_view",
+            "quote_ident_name"
+        ],
         "the traps must be live for this test to prove anything"
     );
 }
