@@ -7,6 +7,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use restorecheck_core::assertions::{
@@ -288,4 +289,120 @@ async fn a_role_missing_from_the_restored_cluster_is_an_error_that_names_it() {
             "{msg}"
         );
     }
+}
+
+/// The same kind of traps, planted by a script inside the image of `major` (its own initdb and
+/// pg_basebackup), restored by the `docker` target. Traps raise an error when a superuser calls
+/// them (a login trigger that raises even refuses the session), so a PASS proves none ran: on
+/// 17 event and login triggers are off through the session's startup options, before 17 event
+/// triggers are disabled before restorecheck's own DDL.
+async fn planted_sql_in_docker(major: u32) {
+    use restorecheck_core::sources::{BaseBackupConfig, BaseBackupSource};
+    use restorecheck_core::targets::docker::{self, DockerTarget, DockerTargetConfig};
+
+    let dir = TestDir::new(&format!("hostile-sql-docker{major}"));
+    for d in ["backups", "sock"] {
+        dir.sub(d);
+    }
+    std::process::Command::new("chmod").args(["-R", "0777"]).arg(dir.path()).status().unwrap();
+    let d = dir.path().display();
+    let login_trigger = if major >= 17 {
+        "create function dba.on_login() returns event_trigger language plpgsql as $f$
+         begin perform public.trap('login_trigger'); end $f$;
+         create event trigger on_login on login execute function dba.on_login();"
+    } else {
+        ""
+    };
+    let script = format!(
+        r#"set -e
+D={d}/cluster; S={d}/sock
+initdb -D $D -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
+printf "listen_addresses = ''\nunix_socket_directories = '$S'\nwal_level = replica\n" >> $D/postgresql.conf
+pg_ctl -D $D -w -l {d}/source.log start >/dev/null
+q() {{ psql -X -q -v ON_ERROR_STOP=1 -h $S -U postgres "$@"; }}
+q -c "create role app login" -c "create database app owner app"
+q -d app <<'EOSQL'
+create table registrations (id bigserial primary key, email text, created_at timestamptz default now());
+insert into registrations (email) select 'u' || g from generate_series(1, 100) g;
+alter table registrations owner to app;
+alter sequence registrations_id_seq owner to app;
+-- raises only for superusers; the application's own calls go through
+create function public.trap(what text) returns void language plpgsql as $f$
+begin
+  if (select r.rolsuper from pg_catalog.pg_roles r where r.rolname = pg_catalog.current_user()) then
+    raise exception 'planted code ran as superuser: %', what;
+  end if;
+end $f$;
+alter function public.trap(text) owner to app;
+create schema dba;
+create function dba.audit() returns event_trigger language plpgsql as $f$
+begin perform public.trap('event_trigger'); end $f$;
+set role app;
+create function public.cat_names(a name, b name) returns text language plpgsql as $f$
+begin perform public.trap('operator_concat_name'); return a::text || b::text; end $f$;
+create operator public.|| (leftarg = name, rightarg = name, function = public.cat_names);
+create function public.quote_ident(s name) returns text language plpgsql as $f$
+begin perform public.trap('quote_ident_name'); return pg_catalog.quote_ident(s::text); end $f$;
+create function public.pg_is_in_recovery() returns bool language plpgsql as $f$
+begin perform public.trap('pg_is_in_recovery'); return pg_catalog.pg_is_in_recovery(); end $f$;
+create function public.now() returns timestamptz language plpgsql as $f$
+begin perform public.trap('now'); return pg_catalog.now(); end $f$;
+create function public.current_setting(s text) returns text language plpgsql as $f$
+begin perform public.trap('current_setting'); return pg_catalog.current_setting(s); end $f$;
+alter database app set search_path = public, pg_catalog;
+reset role;
+{login_trigger}
+create event trigger audit on ddl_command_start execute function dba.audit();
+EOSQL
+pg_basebackup -h $S -U postgres -D {d}/backups/b1 -Ft -Xstream -c fast
+pg_ctl -D $D -m fast -w stop >/dev/null
+echo done"#
+    );
+    let image = format!("restorecheck/postgres:{major}");
+    let out = docker::run_script(&image, "postgres", &[(dir.path(), false)], &script).await.expect("planting");
+    assert!(out.contains("done"), "{out}");
+    std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(dir.path().join("backups")).status().unwrap();
+
+    let source = BaseBackupSource::new(BaseBackupConfig {
+        path: dir.path().join("backups"),
+        backup: None,
+        wal_archive: None,
+        recovery_target: Default::default(),
+        ..Default::default()
+    });
+    let target = DockerTarget::new(DockerTargetConfig {
+        image: Some("restorecheck/postgres:{major}".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let state = dir.path().join("state.json");
+    let ch = restorecheck_core::Check::new("docker", Arc::new(source), Arc::new(target))
+        .database("app")
+        .timeout(Duration::from_secs(300))
+        .assert(AmcheckAssertion { heapallindexed: true, jobs: 2 })
+        .assert(ReadAllAssertion)
+        .assert(CompareToPrevious::new("docker", &CompareConfig { max_drop: 0.1, state_file: Some(state) }).unwrap())
+        .assert(canary());
+    let work = dir.sub("work");
+    let r = restorecheck_core::runner::run_check(&ch, &work, 0, &restorecheck_core::RunContext::new()).await;
+    println!("{}", serde_json::to_string_pretty(&r).unwrap());
+    assert!(std::fs::read_dir(&work).unwrap().next().is_none(), "work dir left behind");
+    assert_pass(&r);
+    assert!(r.recovery.server_version.as_deref().unwrap().starts_with(&major.to_string()));
+    let notes = assertion(&r, "amcheck").observed.clone().unwrap()["notes"].to_string();
+    if major >= 17 {
+        assert_eq!(notes, "null", "PostgreSQL 17+ needs no disabling: {notes}");
+    } else {
+        assert!(notes.contains("app: disabled event triggers audit"), "{notes}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planted_sql_and_event_triggers_never_run_on_postgres_13_in_docker() {
+    planted_sql_in_docker(13).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planted_sql_event_and_login_triggers_never_run_on_postgres_17_in_docker() {
+    planted_sql_in_docker(17).await;
 }
