@@ -82,7 +82,10 @@ impl AssertionContext {
     /// Like [`connect`](AssertionContext::connect) but without `SET ROLE` and with the raw
     /// driver error, for callers that tell "the database is missing" (a failed check) from
     /// other connection errors. Call [`apply_role`](AssertionContext::apply_role) next.
-    pub async fn user_session(&self, database: Option<&str>) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
+    pub async fn user_session(
+        &self,
+        database: Option<&str>,
+    ) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
         let db = database.unwrap_or(&self.database);
         let major = self.recovery.server_major();
         let open = |major: Option<u32>| {

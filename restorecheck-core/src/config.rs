@@ -478,12 +478,18 @@ max_age = "24h"
 
     #[test]
     fn role_key_is_kept_and_must_not_be_empty() {
-        let c = Config::parse(&GOOD.replace("database = \"app\"", "database = \"app\"\nrole = \"app_reader\""), &Registry::default())
-            .unwrap();
+        let c = Config::parse(
+            &GOOD.replace("database = \"app\"", "database = \"app\"\nrole = \"app_reader\""),
+            &Registry::default(),
+        )
+        .unwrap();
         assert_eq!(c.checks[0].role.as_deref(), Some("app_reader"));
         assert_eq!(Config::parse(GOOD, &Registry::default()).unwrap().checks[0].role, None);
-        let e = Config::parse(&GOOD.replace("database = \"app\"", "database = \"app\"\nrole = \" \""), &Registry::default())
-            .unwrap_err();
+        let e = Config::parse(
+            &GOOD.replace("database = \"app\"", "database = \"app\"\nrole = \" \""),
+            &Registry::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("role must not be empty"), "{e}");
     }
 

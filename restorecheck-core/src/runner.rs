@@ -304,8 +304,13 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
 
     // assert
     st.enter(Phase::Assert, ctx);
-    let actx =
-        AssertionContext { connection, database: check.database.clone(), backup, recovery: info, role: check.role.clone() };
+    let actx = AssertionContext {
+        connection,
+        database: check.database.clone(),
+        backup,
+        recovery: info,
+        role: check.role.clone(),
+    };
     for a in &check.assertions {
         st.report.assertions.push(run_assertion(a.clone(), actx.clone()).await);
     }

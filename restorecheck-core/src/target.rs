@@ -108,7 +108,7 @@ impl Connection {
     /// major is unknown.
     pub fn tool_config(&self, database: &str, server_major: Option<u32>) -> tokio_postgres::Config {
         let mut c = self.config(database);
-        c.options(&session_options(true, server_major));
+        c.options(session_options(true, server_major));
         c
     }
 

@@ -60,7 +60,9 @@ fn db_message(e: &tokio_postgres::Error) -> String {
 /// itself (`CREATE SCHEMA`, `CREATE EXTENSION`) fires none. Needed before PostgreSQL 17, which
 /// has no `event_triggers` setting; they stay disabled for the rest of the run (the copy is
 /// thrown away). Returns the names it disabled.
-pub async fn disable_event_triggers(c: &tokio_postgres::Client) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
+pub async fn disable_event_triggers(
+    c: &tokio_postgres::Client,
+) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
     let names: Vec<String> = c
         .query("select t.evtname from pg_catalog.pg_event_trigger t where t.evtenabled <> 'D' order by 1", &[])
         .await?
@@ -408,9 +410,7 @@ async fn list_and_verify(
     for t in tasks {
         match t.await {
             Ok(r) => problems.extend(r?),
-            Err(e) => {
-                return Err(Error::Assertion { name: a.name(), message: format!("a check task failed: {e}") })
-            }
+            Err(e) => return Err(Error::Assertion { name: a.name(), message: format!("a check task failed: {e}") }),
         }
     }
     Ok((indexes, relations, problems))

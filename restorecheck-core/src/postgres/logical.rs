@@ -159,8 +159,10 @@ pub async fn load(
     }
     if !(dump.no_owner && dump.format != DumpFormat::Plain) {
         let wanted = roles_in_dump(bin, dump).await?;
-        let rows =
-            client.query("select r.rolname from pg_catalog.pg_roles r", &[]).await.map_err(|e| Error::postgres("listing roles", e))?;
+        let rows = client
+            .query("select r.rolname from pg_catalog.pg_roles r", &[])
+            .await
+            .map_err(|e| Error::postgres("listing roles", e))?;
         let have: BTreeSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
         let missing: Vec<&String> = wanted.iter().filter(|r| !have.contains(*r)).collect();
         for r in &missing {

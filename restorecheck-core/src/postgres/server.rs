@@ -251,10 +251,13 @@ pub async fn wait_until_promoted(
             }
         }
         if let Some(c) = &client {
-            match c.query_one(
-                "select pg_catalog.pg_is_in_recovery(), pg_catalog.pg_last_wal_replay_lsn()::pg_catalog.text",
-                &[],
-            ).await {
+            match c
+                .query_one(
+                    "select pg_catalog.pg_is_in_recovery(), pg_catalog.pg_last_wal_replay_lsn()::pg_catalog.text",
+                    &[],
+                )
+                .await
+            {
                 Ok(row) => {
                     let in_recovery: bool = row.get(0);
                     if !in_recovery {

@@ -14,9 +14,9 @@ use restorecheck_core::assertions::{
     AmcheckAssertion, CanaryAssertion, CompareConfig, CompareToPrevious, ReadAllAssertion, SqlAssertion,
     SqlAssertionConfig,
 };
-use restorecheck_core::{Assertion, AssertionContext, Outcome};
 use restorecheck_core::fixture::SampleCluster;
 use restorecheck_core::report::{CheckReport, Verdict};
+use restorecheck_core::{Assertion, AssertionContext, Outcome};
 
 use super::common::*;
 
@@ -214,10 +214,8 @@ impl Assertion for Sessions {
 
     async fn check(&self, ctx: &AssertionContext) -> restorecheck_core::Result<Outcome> {
         let row = |c: tokio_postgres::Client| async move {
-            let r = c
-                .query_one("select current_user::text, pg_catalog.current_setting('search_path')", &[])
-                .await
-                .unwrap();
+            let r =
+                c.query_one("select current_user::text, pg_catalog.current_setting('search_path')", &[]).await.unwrap();
             (r.get::<_, String>(0), r.get::<_, String>(1))
         };
         let user = row(ctx.connect(None).await?).await;
@@ -256,10 +254,7 @@ async fn user_assertions_run_as_the_checks_role_and_builtin_checks_as_superuser(
     }
     let secrets = assertion(&r, "secrets");
     assert_eq!(secrets.verdict, Verdict::Error);
-    assert!(
-        secrets.message.as_deref().unwrap_or("").contains("permission denied for table secrets"),
-        "{secrets:?}"
-    );
+    assert!(secrets.message.as_deref().unwrap_or("").contains("permission denied for table secrets"), "{secrets:?}");
     let read_all = assertion(&r, "read_all").observed.clone().unwrap();
     assert!(read_all["tables"].as_u64().unwrap() >= 2, "read_all reads secrets as superuser: {read_all}");
     let sessions = assertion(&r, "sessions").observed.clone().unwrap();
