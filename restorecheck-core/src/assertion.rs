@@ -159,3 +159,27 @@ pub trait Assertion: Send + Sync + Debug {
     /// Called once the check's verdict is known (e.g. to remember state only after a pass).
     fn check_finished(&self, _verdict: crate::report::Verdict) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::target::{session_options, RecoveryInfo};
+
+    #[test]
+    fn tool_sessions_pin_the_search_path_and_turn_event_triggers_off_where_the_server_has_the_setting() {
+        assert_eq!(session_options(true, Some(15)), "-c search_path=pg_catalog,pg_temp");
+        assert_eq!(session_options(true, Some(17)), "-c search_path=pg_catalog,pg_temp -c event_triggers=off");
+        // Unknown major: ask for it (fail safe); the connect helpers retry without on refusal.
+        assert_eq!(session_options(true, None), "-c search_path=pg_catalog,pg_temp -c event_triggers=off");
+        assert_eq!(session_options(false, Some(13)), "");
+        assert_eq!(session_options(false, Some(18)), "-c event_triggers=off");
+    }
+
+    #[test]
+    fn server_major_from_server_version() {
+        let v = |s: &str| RecoveryInfo { server_version: Some(s.into()), ..Default::default() }.server_major();
+        assert_eq!(v("15.18 (Debian 15.18-1.pgdg120+1)"), Some(15));
+        assert_eq!(v("17.2"), Some(17));
+        assert_eq!(v("18beta1"), Some(18));
+        assert_eq!(RecoveryInfo::default().server_major(), None);
+    }
+}

@@ -476,3 +476,24 @@ impl Assertion for ReadAllAssertion {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_versions_compare_numerically() {
+        assert!(ext_version("1.3") >= (1, 3));
+        assert!(ext_version("1.10") >= (1, 3));
+        assert!(ext_version("1.2") < (1, 3));
+        assert_eq!(ext_version("garbage"), (0, 0));
+    }
+
+    #[test]
+    fn run_schemas_are_distinct_quoted_identifiers() {
+        let (a, b) = (run_schema(), run_schema());
+        assert_ne!(a, b);
+        assert!(a.starts_with("restorecheck_") && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{a}");
+        assert_eq!(qualified("we\"ird", "bt_index_check"), "\"we\"\"ird\".\"bt_index_check\"");
+    }
+}
