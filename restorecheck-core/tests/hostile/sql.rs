@@ -1,9 +1,10 @@
 //! Hostile inputs: SQL planted in the restored database. An application role (no superuser)
 //! shadows catalog functions and operators with SECURITY INVOKER functions that run
 //! `COPY … TO PROGRAM 'touch <marker>'` — which only works when a superuser calls them — and a
-//! DBA-installed event trigger does the same on any DDL. restorecheck's own queries (readiness,
-//! recovery facts, amcheck, read_all, compare_to_previous, the canary's age) run as superuser,
-//! so none of them may reach that code.
+//! DBA-installed event trigger does the same on any DDL (and, on 17, a login trigger).
+//! restorecheck's own queries (readiness, recovery facts, amcheck, read_all,
+//! compare_to_previous, the canary's age) run as superuser, so none of them may reach that code;
+//! user assertions run as the check's `role` when it sets one.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -104,6 +105,33 @@ async fn plant_traps(c: &SampleCluster, markers: &Path) {
     .unwrap();
 }
 
+/// Traps for the readiness poll and the recovery facts, which connect to `template1` and
+/// `postgres`: a DBA's `ALTER DATABASE … SET search_path = public, pg_catalog` there (or, before
+/// PostgreSQL 15, anyone's CREATE in `public`) puts same-named functions first.
+async fn plant_readiness_traps(c: &SampleCluster, markers: &Path) {
+    let m = markers.display().to_string();
+    for db in ["template1", "postgres"] {
+        c.exec(
+            db,
+            &format!(
+                "create function public.trap(what text) returns void language plpgsql as $f$
+                 begin
+                   execute pg_catalog.format('copy (select 1) to program %L', 'touch {m}/' || what || '; cat >/dev/null');
+                 end $f$;
+                 create function public.pg_is_in_recovery() returns bool language plpgsql as $f$
+                 begin perform public.trap('{db}_pg_is_in_recovery'); return pg_catalog.pg_is_in_recovery(); end $f$;
+                 create function public.pg_last_wal_replay_lsn() returns pg_lsn language plpgsql as $f$
+                 begin perform public.trap('{db}_pg_last_wal_replay_lsn'); return pg_catalog.pg_last_wal_replay_lsn(); end $f$;
+                 create function public.current_setting(s text) returns text language plpgsql as $f$
+                 begin perform public.trap('{db}_current_setting'); return pg_catalog.current_setting(s); end $f$;
+                 alter database {db} set search_path = public, pg_catalog;"
+            ),
+        )
+        .await
+        .unwrap();
+    }
+}
+
 fn canary() -> CanaryAssertion {
     // The user's own SQL is qualified; only restorecheck's age computation could hit a trap.
     CanaryAssertion::new(SqlAssertionConfig {
@@ -128,6 +156,7 @@ async fn planted_operators_functions_and_event_triggers_never_run_during_a_check
     let c = cluster(&dir, 50).await;
     let m = marker_dir(&dir);
     plant_traps(&c, &m).await;
+    plant_readiness_traps(&c, &m).await;
     c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
     assert!(markers(&m).is_empty(), "planting fired a trap: {:?}", markers(&m));
 
@@ -173,6 +202,7 @@ async fn planted_operators_functions_and_event_triggers_never_run_during_a_check
     )
     .await
     .unwrap();
+    c.exec("template1", "select pg_is_in_recovery()").await.unwrap();
     assert_eq!(
         markers(&m),
         [
@@ -182,7 +212,8 @@ async fn planted_operators_functions_and_event_triggers_never_run_during_a_check
             "now",
             "operator_concat_name",
             "pg_namespace_view",
-            "quote_ident_name"
+            "quote_ident_name",
+            "template1_pg_is_in_recovery"
         ],
         "the traps must be live for this test to prove anything"
     );
