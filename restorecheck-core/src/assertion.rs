@@ -40,6 +40,17 @@ impl Outcome {
 }
 
 /// What an assertion gets to look at.
+///
+/// Two kinds of sessions:
+/// - [`connect`](AssertionContext::connect) is for **the user's own code** (`sql` and `canary`
+///   assertions, Python callables, custom assertions): the database's normal `search_path`,
+///   as the target's superuser, or as the check's [`role`](AssertionContext::role) when set.
+/// - [`tool_connect`](AssertionContext::tool_connect) is for **restorecheck's own queries**
+///   (amcheck, read_all, compare_to_previous): always superuser, `search_path = pg_catalog,
+///   pg_temp`, so nothing the restored database defines runs in them.
+///
+/// On PostgreSQL 17+ both start with `event_triggers = off`: no login trigger of the restored
+/// database fires when restorecheck connects.
 #[derive(Debug, Clone)]
 pub struct AssertionContext {
     /// How to reach the restored server.
@@ -50,12 +61,78 @@ pub struct AssertionContext {
     pub backup: BackupInfo,
     /// Where recovery ended.
     pub recovery: RecoveryInfo,
+    /// The check's `role`: user assertions run `SET ROLE` to it after connecting.
+    pub role: Option<String>,
 }
 
 impl AssertionContext {
-    /// Connects to `database`, or to the check's default database when `None`.
+    /// A session for the user's own assertion code in `database` (the check's default database
+    /// when `None`), switched to the check's `role` when it has one. A role that does not exist
+    /// in the restored cluster is an [`Error::Config`](crate::Error::Config) (verdict error).
     pub async fn connect(&self, database: Option<&str>) -> Result<tokio_postgres::Client> {
-        self.connection.connect(database.unwrap_or(&self.database)).await
+        let db = database.unwrap_or(&self.database);
+        let client = self
+            .user_session(Some(db))
+            .await
+            .map_err(|e| crate::Error::postgres(format!("connecting to database {db:?}"), e))?;
+        self.apply_role(&client).await?;
+        Ok(client)
+    }
+
+    /// Like [`connect`](AssertionContext::connect) but without `SET ROLE` and with the raw
+    /// driver error, for callers that tell "the database is missing" (a failed check) from
+    /// other connection errors. Call [`apply_role`](AssertionContext::apply_role) next.
+    pub async fn user_session(
+        &self,
+        database: Option<&str>,
+    ) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let db = database.unwrap_or(&self.database);
+        let major = self.recovery.server_major();
+        let open = |major: Option<u32>| {
+            let mut c = self.connection.config(db);
+            let o = crate::target::session_options(false, major);
+            if !o.is_empty() {
+                c.options(&o);
+            }
+            async move {
+                let (client, conn) = c.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("connection closed: {e}");
+                    }
+                });
+                Ok(client)
+            }
+        };
+        match open(major).await {
+            Err(e) if major.is_none() && crate::target::rejects_event_triggers(&e) => open(Some(16)).await,
+            other => other,
+        }
+    }
+
+    /// Switches a user session to the check's `role` (`SET ROLE`); nothing without one.
+    pub async fn apply_role(&self, client: &tokio_postgres::Client) -> Result<()> {
+        let Some(role) = &self.role else { return Ok(()) };
+        client.batch_execute(&format!("SET ROLE {}", crate::postgres::quote_ident(role))).await.map_err(|e| {
+            match e.as_db_error() {
+                Some(d) if *d.code() == tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE => crate::Error::Config {
+                    message: format!(
+                        "check.role {role:?}: {}; the role must exist in the restored cluster (create it in production, \
+                         or fix the name)",
+                        d.message()
+                    ),
+                    line: None,
+                },
+                _ => crate::Error::postgres(format!("switching to role {role:?} (check.role)"), e),
+            }
+        })
+    }
+
+    /// A session for restorecheck's own queries in `database` (the check's default database when
+    /// `None`): superuser, `search_path = pg_catalog, pg_temp`, no event triggers on 17+. See
+    /// [`Connection::tool_config`].
+    pub async fn tool_connect(&self, database: Option<&str>) -> Result<tokio_postgres::Client> {
+        self.connection.tool_connect(database.unwrap_or(&self.database), self.recovery.server_major()).await
     }
 }
 
@@ -81,4 +158,28 @@ pub trait Assertion: Send + Sync + Debug {
 
     /// Called once the check's verdict is known (e.g. to remember state only after a pass).
     fn check_finished(&self, _verdict: crate::report::Verdict) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::target::{session_options, RecoveryInfo};
+
+    #[test]
+    fn tool_sessions_pin_the_search_path_and_turn_event_triggers_off_where_the_server_has_the_setting() {
+        assert_eq!(session_options(true, Some(15)), "-c search_path=pg_catalog,pg_temp");
+        assert_eq!(session_options(true, Some(17)), "-c search_path=pg_catalog,pg_temp -c event_triggers=off");
+        // Unknown major: ask for it (fail safe); the connect helpers retry without on refusal.
+        assert_eq!(session_options(true, None), "-c search_path=pg_catalog,pg_temp -c event_triggers=off");
+        assert_eq!(session_options(false, Some(13)), "");
+        assert_eq!(session_options(false, Some(18)), "-c event_triggers=off");
+    }
+
+    #[test]
+    fn server_major_from_server_version() {
+        let v = |s: &str| RecoveryInfo { server_version: Some(s.into()), ..Default::default() }.server_major();
+        assert_eq!(v("15.18 (Debian 15.18-1.pgdg120+1)"), Some(15));
+        assert_eq!(v("17.2"), Some(17));
+        assert_eq!(v("18beta1"), Some(18));
+        assert_eq!(RecoveryInfo::default().server_major(), None);
+    }
 }

@@ -47,6 +47,9 @@ pub struct CheckConfig {
     pub name: String,
     /// Database assertions run in unless they name their own (default `postgres`).
     pub database: Option<String>,
+    /// Database role the check's own assertions (`sql`, `canary`, Python, custom) run as, via
+    /// `SET ROLE` (default: the target's superuser). Built-in integrity checks run as superuser.
+    pub role: Option<String>,
     /// The restored backup must be younger than this.
     #[serde(default, with = "opt_duration")]
     pub max_backup_age: Option<Duration>,
@@ -361,6 +364,9 @@ impl Config {
                 }
                 None => registry.target(toml::Table::new())?,
             };
+            if c.role.as_deref().is_some_and(|r| r.trim().is_empty()) {
+                return Err(Error::config(format!("check {:?}: role must not be empty", c.name)));
+            }
             let mut assertions: Vec<Arc<dyn Assertion>> = Vec::new();
             if let Some(r) = c.rto {
                 rto.insert(c.name.clone(), r);
@@ -394,6 +400,7 @@ impl Config {
                 backup: None,
                 verify_manifest: c.integrity.verify_manifest,
                 verify_checksums: c.integrity.checksums,
+                role: c.role,
             });
         }
         let notify = crate::notify::NotifyConfig { targets: file.notify, heartbeat: file.heartbeat };
@@ -467,6 +474,23 @@ max_age = "24h"
             Err(Error::Config { line, .. }) => assert_eq!(line, Some(19)),
             other => panic!("expected config error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn role_key_is_kept_and_must_not_be_empty() {
+        let c = Config::parse(
+            &GOOD.replace("database = \"app\"", "database = \"app\"\nrole = \"app_reader\""),
+            &Registry::default(),
+        )
+        .unwrap();
+        assert_eq!(c.checks[0].role.as_deref(), Some("app_reader"));
+        assert_eq!(Config::parse(GOOD, &Registry::default()).unwrap().checks[0].role, None);
+        let e = Config::parse(
+            &GOOD.replace("database = \"app\"", "database = \"app\"\nrole = \" \""),
+            &Registry::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("role must not be empty"), "{e}");
     }
 
     #[test]

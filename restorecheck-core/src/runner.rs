@@ -42,6 +42,9 @@ pub struct Check {
     /// After the assertions, stop the server cleanly and run `pg_checksums --check` (clusters
     /// with data checksums, targets that can).
     pub verify_checksums: bool,
+    /// Database role the user's assertions run as (`SET ROLE`); `None`: the target's superuser.
+    /// restorecheck's own checks (amcheck, read_all, …) always run as superuser.
+    pub role: Option<String>,
 }
 
 impl Check {
@@ -57,6 +60,7 @@ impl Check {
             backup: None,
             verify_manifest: true,
             verify_checksums: true,
+            role: None,
         }
     }
 
@@ -75,6 +79,12 @@ impl Check {
     /// Sets the deadline.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
+        self
+    }
+
+    /// Runs the user's assertions as database role `role` (`SET ROLE`).
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        self.role = Some(role.into());
         self
     }
 }
@@ -294,7 +304,13 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
 
     // assert
     st.enter(Phase::Assert, ctx);
-    let actx = AssertionContext { connection, database: check.database.clone(), backup, recovery: info };
+    let actx = AssertionContext {
+        connection,
+        database: check.database.clone(),
+        backup,
+        recovery: info,
+        role: check.role.clone(),
+    };
     for a in &check.assertions {
         st.report.assertions.push(run_assertion(a.clone(), actx.clone()).await);
     }

@@ -151,7 +151,7 @@ pub async fn run(opts: &SelftestOptions, ctx: &RunContext) -> Result<Vec<CaseRes
     let path_of = |rel: &'static str| {
         let cl = &cl;
         async move {
-            cl.query_one(&format!("select pg_relation_filepath('{rel}')"), &[])
+            cl.query_one(&format!("select pg_catalog.pg_relation_filepath('{rel}')"), &[])
                 .await
                 .map(|r| r.get::<_, String>(0))
                 .map_err(|e| Error::postgres("locating a relation file", e))
@@ -162,7 +162,7 @@ pub async fn run(opts: &SelftestOptions, ctx: &RunContext) -> Result<Vec<CaseRes
     let template_file: String = c
         .client("template1")
         .await?
-        .query_one("select pg_relation_filepath('pg_description')", &[])
+        .query_one("select pg_catalog.pg_relation_filepath('pg_description')", &[])
         .await
         .map_err(|e| Error::postgres("locating a relation file", e))?
         .get(0);

@@ -98,6 +98,76 @@ impl Connection {
         });
         Ok(client)
     }
+
+    /// A config for **restorecheck's own queries** on a restored (untrusted) database: the
+    /// session starts with `search_path = pg_catalog, pg_temp` (it beats `ALTER DATABASE/ROLE …
+    /// SET search_path`, so nothing the database defines can shadow a catalog function,
+    /// operator, type or table) and, on PostgreSQL 17+ (`server_major` ≥ 17 or unknown), with
+    /// `event_triggers = off`, so no event or login trigger fires on the session. Older servers
+    /// reject that setting at startup; [`Connection::tool_connect`] retries without it when the
+    /// major is unknown.
+    pub fn tool_config(&self, database: &str, server_major: Option<u32>) -> tokio_postgres::Config {
+        let mut c = self.config(database);
+        c.options(session_options(true, server_major));
+        c
+    }
+
+    /// Connects to `database` for restorecheck's own queries (see [`Connection::tool_config`]).
+    pub async fn tool_connect(&self, database: &str, server_major: Option<u32>) -> Result<tokio_postgres::Client> {
+        match spawn_connection(self.tool_config(database, server_major), database).await {
+            Err(crate::Error::Postgres { source, .. }) if server_major.is_none() && rejects_event_triggers(&source) => {
+                spawn_connection(self.tool_config(database, Some(16)), database).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// `search_path` of restorecheck's own sessions.
+pub const TOOL_SEARCH_PATH: &str = "pg_catalog,pg_temp";
+
+/// Startup options (`-c name=value …`) of a session restorecheck opens: with `tool`, the
+/// hardened `search_path`; on PostgreSQL 17+ (or an unknown major), `event_triggers=off`.
+pub fn session_options(tool: bool, server_major: Option<u32>) -> String {
+    let mut o = Vec::new();
+    if tool {
+        o.push(format!("-c search_path={TOOL_SEARCH_PATH}"));
+    }
+    if server_major.is_none_or(|m| m >= 17) {
+        o.push("-c event_triggers=off".to_string());
+    }
+    o.join(" ")
+}
+
+/// True when a server older than 17 refused the session because it has no `event_triggers`
+/// setting (`FATAL: unrecognized configuration parameter "event_triggers"`).
+pub fn rejects_event_triggers(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|d| {
+        *d.code() == tokio_postgres::error::SqlState::UNDEFINED_OBJECT && d.message().contains("\"event_triggers\"")
+    })
+}
+
+/// Connects with `config`, driving the connection on a background task.
+pub async fn spawn_connection(config: tokio_postgres::Config, database: &str) -> Result<tokio_postgres::Client> {
+    let (client, conn) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| crate::Error::postgres(format!("connecting to database {database:?}"), e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+impl RecoveryInfo {
+    /// The restored server's major version, from [`RecoveryInfo::server_version`] (`"15.18 (Debian …)"` → 15).
+    pub fn server_major(&self) -> Option<u32> {
+        let v = self.server_version.as_deref()?;
+        let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    }
 }
 
 /// A PostgreSQL server brought up by a target on a fetched backup.

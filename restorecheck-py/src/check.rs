@@ -209,6 +209,12 @@ impl PyCheck {
         self.inner.backup.as_deref()
     }
 
+    /// The database role the check's own assertions run as (`SET ROLE`), if set.
+    #[getter]
+    fn role(&self) -> Option<&str> {
+        self.inner.role.as_deref()
+    }
+
     /// Names of the assertions, in order (`max_backup_age` first when set).
     #[getter]
     fn assertion_names(&self) -> Vec<String> {

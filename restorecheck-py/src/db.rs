@@ -30,6 +30,8 @@ pub fn is_data_problem(code: &str) -> bool {
 #[pyclass(module = "restorecheck._native", name = "Db", frozen)]
 pub struct Db {
     handle: tokio::runtime::Handle,
+    /// The assertion's context: its sessions are the user's (normal search_path, the check's role).
+    ctx: AssertionContext,
     connection: Connection,
     database: String,
     client: Mutex<Option<Arc<Client>>>,
@@ -47,6 +49,7 @@ impl Db {
     pub fn new(handle: tokio::runtime::Handle, ctx: &AssertionContext) -> Self {
         Db {
             handle,
+            ctx: ctx.clone(),
             connection: ctx.connection.clone(),
             database: ctx.database.clone(),
             client: Mutex::new(None),
@@ -77,7 +80,7 @@ impl Db {
         }
         // Connect without holding the lock (another Python thread may want it meanwhile).
         let client =
-            py.detach(|| self.handle.block_on(self.connection.connect(&self.database))).map_err(|e| to_py_err(&e))?;
+            py.detach(|| self.handle.block_on(self.ctx.connect(Some(&self.database)))).map_err(|e| to_py_err(&e))?;
         let mut slot = self.client.lock().unwrap_or_else(|p| p.into_inner());
         Ok(slot.get_or_insert_with(|| Arc::new(client)).clone())
     }
@@ -190,7 +193,8 @@ impl Db {
         self.timeline
     }
 
-    /// A libpq connection string for the restored server (for psycopg and friends).
+    /// A libpq connection string for the restored server (for psycopg and friends). It connects
+    /// as the superuser: the check's `role` is not applied (run `SET ROLE` yourself).
     #[getter]
     fn dsn(&self) -> String {
         format!(
@@ -387,7 +391,9 @@ async fn fetch(client: &Client, stmt: &Statement, values: &[Param]) -> Result<Ve
             Some(s) => s.clone(),
             None => {
                 // concat() renders with the type's output function (`::text` may differ, e.g. for inet).
-                let cols: Vec<String> = (1..=types.len()).map(|n| format!("concat(${n})")).collect();
+                // Qualified: the session keeps the database's search_path, where a planted
+                // `concat(sometype)` would otherwise be the better match.
+                let cols: Vec<String> = (1..=types.len()).map(|n| format!("pg_catalog.concat(${n})")).collect();
                 match client.prepare_typed(&format!("select {}", cols.join(", ")), &types).await {
                     Ok(s) => {
                         as_text.insert(key, s.clone());

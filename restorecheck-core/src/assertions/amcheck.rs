@@ -2,7 +2,13 @@
 //! and heap relations on PostgreSQL 14+) and `read_all` (every table read in full, which makes
 //! PostgreSQL verify each page's checksum when the cluster has checksums).
 //!
-//! They use SQL only, so they work the same on every target.
+//! They use SQL only, so they work the same on every target. Every query runs on a
+//! [tool session](AssertionContext::tool_connect) (`search_path = pg_catalog, pg_temp`) with
+//! schema-qualified names; relation names are quoted in Rust, never concatenated in SQL, so an
+//! operator or function the restored database defines is never called. amcheck itself is
+//! created in a schema of restorecheck's own for the run, or, when the database already has it,
+//! called through the schema it lives in when only superusers control that schema (else moved
+//! into restorecheck's schema for the run), and only when a superuser owns the extension.
 
 use std::time::Instant;
 
@@ -11,15 +17,28 @@ use tokio_postgres::error::SqlState;
 
 use crate::assertion::{Assertion, AssertionContext, Outcome};
 use crate::error::{Error, Result};
+use crate::postgres::quote_ident;
 
 /// Databases worth checking (connectable, not templates).
 async fn databases(ctx: &AssertionContext) -> Result<Vec<String>> {
-    let c = ctx.connect(Some("postgres")).await.or(ctx.connect(None).await)?;
+    let c = match ctx.tool_connect(Some("postgres")).await {
+        Ok(c) => c,
+        Err(_) => ctx.tool_connect(None).await?,
+    };
     let rows = c
-        .query("select datname from pg_database where datallowconn and not datistemplate order by 1", &[])
+        .query(
+            "select d.datname from pg_catalog.pg_database d \
+             where d.datallowconn and not d.datistemplate order by 1",
+            &[],
+        )
         .await
         .map_err(|e| Error::postgres("listing databases", e))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// `"schema"."name"`, quoted in Rust.
+fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(name))
 }
 
 /// Errors that mean the data is damaged (as opposed to "could not check").
@@ -37,9 +56,163 @@ fn db_message(e: &tokio_postgres::Error) -> String {
     e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
 }
 
+/// Disables every enabled event trigger of the session's database, so DDL restorecheck runs
+/// itself (`CREATE SCHEMA`, `CREATE EXTENSION`) fires none. Needed before PostgreSQL 17, which
+/// has no `event_triggers` setting; they stay disabled for the rest of the run (the copy is
+/// thrown away). Returns the names it disabled.
+pub async fn disable_event_triggers(
+    c: &tokio_postgres::Client,
+) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
+    let names: Vec<String> = c
+        .query("select t.evtname from pg_catalog.pg_event_trigger t where t.evtenabled <> 'D' order by 1", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for n in &names {
+        // ALTER EVENT TRIGGER is not itself a command event triggers fire on.
+        c.batch_execute(&format!("ALTER EVENT TRIGGER {} DISABLE", quote_ident(n))).await?;
+    }
+    Ok(names)
+}
+
+/// A schema name no restored database can have prepared in advance.
+fn run_schema() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u32(std::process::id());
+    format!("restorecheck_{:016x}", h.finish())
+}
+
+/// Where amcheck's functions are in one database, for this run.
+#[derive(Debug, Clone)]
+struct Amcheck {
+    /// Schema holding `bt_index_check` and `verify_heapam` during the run.
+    schema: String,
+    /// What to undo afterwards.
+    undo: Undo,
+    /// `verify_heapam` is available (PostgreSQL 14+, amcheck 1.3+).
+    heap: bool,
+}
+
+/// How [`Amcheck`] leaves the restored database afterwards.
+#[derive(Debug, Clone, PartialEq)]
+enum Undo {
+    /// The database had amcheck in a schema only superusers control: used in place.
+    Nothing,
+    /// restorecheck created the extension in its own schema: drop that schema.
+    DropSchema,
+    /// The database had amcheck in a schema others can create in (an overload planted there
+    /// could make our calls ambiguous): moved into our schema, moved back to this one.
+    MoveBack(String),
+}
+
+impl Amcheck {
+    /// Undoes what [`amcheck_in`] changed (best effort: the copy is thrown away anyway).
+    async fn finish(&self, c: &tokio_postgres::Client, db: &str) {
+        let ours = quote_ident(&self.schema);
+        let sql = match &self.undo {
+            Undo::Nothing => return,
+            Undo::DropSchema => format!("DROP SCHEMA {ours} CASCADE"),
+            Undo::MoveBack(to) => {
+                format!("ALTER EXTENSION amcheck SET SCHEMA {}; DROP SCHEMA {ours}", quote_ident(to))
+            }
+        };
+        if let Err(e) = c.batch_execute(&sql).await {
+            tracing::debug!("cleaning up amcheck in {db}: {e}");
+        }
+    }
+}
+
+/// `"1.3"` → (1, 3).
+fn ext_version(v: &str) -> (u32, u32) {
+    let mut it = v.split('.').map(|p| p.trim().parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// Finds amcheck in the session's database, or creates it in a schema of our own.
+async fn amcheck_in(c: &tokio_postgres::Client, db: &str, server: i32, notes: &mut Vec<String>) -> Result<Amcheck> {
+    let could_not = |what: &str, e: tokio_postgres::Error| Error::Assertion {
+        name: "amcheck".into(),
+        message: format!("{what} in database {db:?}: {}", db_message(&e)),
+    };
+    // The schema is "controlled" when a superuser owns it and no other role may create in it.
+    let found = c
+        .query_opt(
+            "select n.nspname, e.extversion, r.rolname, r.rolsuper, \
+                    coalesce((select o.rolsuper from pg_catalog.pg_roles o where o.oid = n.nspowner), false) \
+                    and not exists (select from pg_catalog.pg_roles x where not x.rolsuper \
+                                    and pg_catalog.has_schema_privilege(x.oid, n.oid, 'CREATE')) \
+             from pg_catalog.pg_extension e \
+             join pg_catalog.pg_namespace n on n.oid = e.extnamespace \
+             join pg_catalog.pg_roles r on r.oid = e.extowner \
+             where e.extname = 'amcheck'",
+            &[],
+        )
+        .await
+        .map_err(|e| could_not("looking up amcheck", e))?;
+    let existing = match found {
+        Some(row) => {
+            let (schema, version, owner, superuser, controlled): (String, String, String, bool, bool) =
+                (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+            if !superuser {
+                return Err(Error::Assertion {
+                    name: "amcheck".into(),
+                    message: format!(
+                        "database {db:?} has amcheck owned by role {owner:?}, which is no superuser: restorecheck \
+                         does not call functions an application role controls; drop the extension in production \
+                         or set integrity.amcheck = false"
+                    ),
+                });
+            }
+            let heap = server >= 140000 && ext_version(&version) >= (1, 3);
+            if controlled {
+                return Ok(Amcheck { schema, undo: Undo::Nothing, heap });
+            }
+            Some((schema, heap))
+        }
+        None => None,
+    };
+    if server < 170000 {
+        let disabled = disable_event_triggers(c).await.map_err(|e| could_not("disabling event triggers", e))?;
+        if !disabled.is_empty() {
+            notes.push(format!(
+                "{db}: disabled event triggers {} before restorecheck's own DDL (PostgreSQL {} has no \
+                 event_triggers setting)",
+                disabled.join(", "),
+                server / 10000
+            ));
+        }
+    }
+    let schema = run_schema();
+    let s = quote_ident(&schema);
+    match existing {
+        Some((from, heap)) => {
+            c.batch_execute(&format!("CREATE SCHEMA {s}; ALTER EXTENSION amcheck SET SCHEMA {s}"))
+                .await
+                .map_err(|e| could_not("moving amcheck into a schema of restorecheck's own", e))?;
+            notes.push(format!(
+                "{db}: amcheck lives in schema {from:?}, where other roles can create functions; moved it to \
+                 {schema:?} for the check and back afterwards"
+            ));
+            Ok(Amcheck { schema, undo: Undo::MoveBack(from), heap })
+        }
+        None => {
+            c.batch_execute(&format!("CREATE SCHEMA {s}; CREATE EXTENSION amcheck SCHEMA {s}"))
+                .await
+                .map_err(|e| could_not("installing amcheck", e))?;
+            Ok(Amcheck { schema, undo: Undo::DropSchema, heap: server >= 140000 })
+        }
+    }
+}
+
 /// `amcheck`: `bt_index_check` on every valid B-tree index (optionally `heapallindexed`) and,
 /// on PostgreSQL 14+, `verify_heapam` on every table, materialized view and TOAST table, spread
 /// over `jobs` connections per database.
+///
+/// Index expressions that `heapallindexed` evaluates run as the table's owner in a
+/// security-restricted context (amcheck does this itself since PostgreSQL 14.3/13.7/12.11).
 #[derive(Debug, Clone)]
 pub struct AmcheckAssertion {
     /// Also verify that every heap tuple has its index entry (slower, ~4×).
@@ -51,26 +224,47 @@ pub struct AmcheckAssertion {
 /// One relation to verify.
 #[derive(Debug, Clone)]
 struct Item {
-    oid: i64,
+    oid: u32,
     name: String,
     index: bool,
 }
 
 /// Verifies `items` over one connection; returns corruption findings, or an error when it
 /// could not check.
-async fn verify(ctx: AssertionContext, db: String, items: Vec<Item>, heapallindexed: bool) -> Result<Vec<String>> {
-    let c = ctx.connect(Some(&db)).await?;
+async fn verify(
+    ctx: AssertionContext,
+    db: String,
+    am: Amcheck,
+    items: Vec<Item>,
+    heapallindexed: bool,
+) -> Result<Vec<String>> {
+    let c = ctx.tool_connect(Some(&db)).await?;
+    let could_not = |what: String, e: tokio_postgres::Error| Error::Assertion {
+        name: "amcheck".into(),
+        message: format!("{what} in database {db:?}: {}", db_message(&e)),
+    };
+    let index_sql = format!(
+        "select {}($1::pg_catalog.oid::pg_catalog.regclass, $2::pg_catalog.bool)",
+        qualified(&am.schema, "bt_index_check")
+    );
+    let heap_sql = format!(
+        "select v.blkno, v.msg from {}($1::pg_catalog.oid::pg_catalog.regclass, false::pg_catalog.bool) v limit 3",
+        qualified(&am.schema, "verify_heapam")
+    );
+    let index_stmt = c.prepare(&index_sql).await.map_err(|e| could_not("preparing bt_index_check".into(), e))?;
+    let heap_stmt = if am.heap {
+        Some(c.prepare(&heap_sql).await.map_err(|e| could_not("preparing verify_heapam".into(), e))?)
+    } else {
+        None
+    };
     let mut problems = Vec::new();
     for it in items {
-        let sql = if it.index {
-            format!(
-                "select null::int8, null::text where bt_index_check({}::oid::regclass, {heapallindexed}) is null",
-                it.oid
-            )
-        } else {
-            format!("select blkno, msg from verify_heapam({}::oid::regclass, on_error_stop => false) limit 3", it.oid)
+        let result = match (&heap_stmt, it.index) {
+            (_, true) => c.execute(&index_stmt, &[&it.oid, &heapallindexed]).await.map(|_| Vec::new()),
+            (Some(stmt), false) => c.query(stmt, &[&it.oid]).await,
+            (None, false) => continue,
         };
-        match c.query(&sql, &[]).await {
+        match result {
             Ok(found) => {
                 for f in found {
                     let blk: Option<i64> = f.get(0);
@@ -84,12 +278,7 @@ async fn verify(ctx: AssertionContext, db: String, items: Vec<Item>, heapallinde
                 }
             }
             Err(e) if is_corruption(&e) => problems.push(format!("{db}: {}: {}", it.name, db_message(&e))),
-            Err(e) => {
-                return Err(Error::Assertion {
-                    name: "amcheck".into(),
-                    message: format!("checking {} in database {db:?}: {}", it.name, db_message(&e)),
-                })
-            }
+            Err(e) => return Err(could_not(format!("checking {}", it.name), e)),
         }
     }
     Ok(problems)
@@ -109,80 +298,37 @@ impl Assertion for AmcheckAssertion {
         let started = Instant::now();
         let (mut indexes, mut relations) = (0u64, 0u64);
         let mut problems = Vec::new();
+        let mut notes = Vec::new();
         for db in databases(ctx).await? {
-            let c = ctx.connect(Some(&db)).await?;
+            let c = ctx.tool_connect(Some(&db)).await?;
             let could_not = |what: &str, e: tokio_postgres::Error| Error::Assertion {
                 name: "amcheck".into(),
                 message: format!("{what} in database {db:?}: {}", db_message(&e)),
             };
-            // The restored copy is throwaway: installing the extension there changes nothing real.
-            c.batch_execute("create extension if not exists amcheck")
-                .await
-                .map_err(|e| could_not("installing amcheck", e))?;
             let version: i32 = c
-                .query_one("select current_setting('server_version_num')::int", &[])
+                .query_one("select pg_catalog.current_setting('server_version_num')::pg_catalog.int4", &[])
                 .await
                 .map_err(|e| could_not("reading the version", e))?
                 .get(0);
-            let mut items: Vec<Item> = c
-                .query(
-                    "select c.oid::int8, n.nspname || '.' || c.relname from pg_index i \
-                     join pg_class c on c.oid = i.indexrelid join pg_namespace n on n.oid = c.relnamespace \
-                     join pg_am a on a.oid = c.relam \
-                     where a.amname = 'btree' and c.relpersistence <> 't' and i.indisvalid and i.indisready",
-                    &[],
-                )
-                .await
-                .map_err(|e| could_not("listing indexes", e))?
-                .iter()
-                .map(|r| Item { oid: r.get(0), name: format!("index {}", r.get::<_, String>(1)), index: true })
-                .collect();
-            indexes += items.len() as u64;
-            if version >= 140000 {
-                let heaps: Vec<Item> = c
-                    .query(
-                        "select c.oid::int8, n.nspname || '.' || c.relname from pg_class c \
-                         join pg_namespace n on n.oid = c.relnamespace \
-                         where c.relkind in ('r', 'm', 't') and c.relpersistence <> 't'",
-                        &[],
-                    )
-                    .await
-                    .map_err(|e| could_not("listing tables", e))?
-                    .iter()
-                    .map(|r| Item { oid: r.get(0), name: format!("table {}", r.get::<_, String>(1)), index: false })
-                    .collect();
-                relations += heaps.len() as u64;
-                items.extend(heaps);
-            }
-            let jobs = self.jobs.max(1);
-            let mut chunks: Vec<Vec<Item>> = vec![Vec::new(); jobs];
-            for (i, it) in items.into_iter().enumerate() {
-                chunks[i % jobs].push(it);
-            }
-            let tasks: Vec<_> = chunks
-                .into_iter()
-                .filter(|c| !c.is_empty())
-                .map(|chunk| tokio::spawn(verify(ctx.clone(), db.clone(), chunk, self.heapallindexed)))
-                .collect();
-            for t in tasks {
-                match t.await {
-                    Ok(r) => problems.extend(r?),
-                    Err(e) => {
-                        return Err(Error::Assertion {
-                            name: self.name(),
-                            message: format!("a check task failed: {e}"),
-                        })
-                    }
-                }
-            }
+            // The restored copy is throwaway: installing the extension there changes nothing real.
+            let am = amcheck_in(&c, &db, version, &mut notes).await?;
+            let listed = list_and_verify(self, ctx, &c, &db, &am).await;
+            am.finish(&c, &db).await;
+            let (i, r, p) = listed?;
+            indexes += i;
+            relations += r;
+            problems.extend(p);
         }
-        let observed = serde_json::json!({
+        let mut observed = serde_json::json!({
             "indexes": indexes,
             "relations": relations,
             "jobs": self.jobs.max(1),
             "seconds": started.elapsed().as_secs_f64(),
             "problems": problems.len(),
         });
+        if !notes.is_empty() {
+            observed["notes"] = notes.into();
+        }
         if problems.is_empty() {
             return Ok(Outcome::Pass { observed: Some(observed) });
         }
@@ -195,6 +341,79 @@ impl Assertion for AmcheckAssertion {
             ),
         })
     }
+}
+
+/// Lists one database's indexes (and heaps) and verifies them over `jobs` connections.
+/// Returns (indexes, relations, problems).
+async fn list_and_verify(
+    a: &AmcheckAssertion,
+    ctx: &AssertionContext,
+    c: &tokio_postgres::Client,
+    db: &str,
+    am: &Amcheck,
+) -> Result<(u64, u64, Vec<String>)> {
+    let could_not = |what: &str, e: tokio_postgres::Error| Error::Assertion {
+        name: "amcheck".into(),
+        message: format!("{what} in database {db:?}: {}", db_message(&e)),
+    };
+    let mut items: Vec<Item> = c
+        .query(
+            "select c.oid, n.nspname, c.relname from pg_catalog.pg_index i \
+             join pg_catalog.pg_class c on c.oid = i.indexrelid \
+             join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+             join pg_catalog.pg_am a on a.oid = c.relam \
+             where a.amname = 'btree' and c.relpersistence <> 't' and i.indisvalid and i.indisready",
+            &[],
+        )
+        .await
+        .map_err(|e| could_not("listing indexes", e))?
+        .iter()
+        .map(|r| Item {
+            oid: r.get(0),
+            name: format!("index {}.{}", r.get::<_, String>(1), r.get::<_, String>(2)),
+            index: true,
+        })
+        .collect();
+    let indexes = items.len() as u64;
+    let mut relations = 0;
+    if am.heap {
+        let heaps: Vec<Item> = c
+            .query(
+                "select c.oid, n.nspname, c.relname from pg_catalog.pg_class c \
+                 join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+                 where c.relkind in ('r', 'm', 't') and c.relpersistence <> 't'",
+                &[],
+            )
+            .await
+            .map_err(|e| could_not("listing tables", e))?
+            .iter()
+            .map(|r| Item {
+                oid: r.get(0),
+                name: format!("table {}.{}", r.get::<_, String>(1), r.get::<_, String>(2)),
+                index: false,
+            })
+            .collect();
+        relations = heaps.len() as u64;
+        items.extend(heaps);
+    }
+    let jobs = a.jobs.max(1);
+    let mut chunks: Vec<Vec<Item>> = vec![Vec::new(); jobs];
+    for (i, it) in items.into_iter().enumerate() {
+        chunks[i % jobs].push(it);
+    }
+    let tasks: Vec<_> = chunks
+        .into_iter()
+        .filter(|c| !c.is_empty())
+        .map(|chunk| tokio::spawn(verify(ctx.clone(), db.to_string(), am.clone(), chunk, a.heapallindexed)))
+        .collect();
+    let mut problems = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(r) => problems.extend(r?),
+            Err(e) => return Err(Error::Assertion { name: a.name(), message: format!("a check task failed: {e}") }),
+        }
+    }
+    Ok((indexes, relations, problems))
 }
 
 /// `read_all`: reads every table in full (`COPY … TO '/dev/null'`, TOAST included), the cheap
@@ -217,24 +436,24 @@ impl Assertion for ReadAllAssertion {
         let mut tables = 0u64;
         let mut problems = Vec::new();
         for db in databases(ctx).await? {
-            let c = ctx.connect(Some(&db)).await?;
+            let c = ctx.tool_connect(Some(&db)).await?;
             let rows = c
                 .query(
-                    "select quote_ident(n.nspname) || '.' || quote_ident(c.relname) from pg_class c \
-                     join pg_namespace n on n.oid = c.relnamespace \
+                    "select n.nspname, c.relname from pg_catalog.pg_class c \
+                     join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
                      where c.relkind in ('r', 'm') and c.relpersistence <> 't' \
-                       and n.nspname not in ('information_schema') and n.nspname not like 'pg\\_temp%'",
+                       and n.nspname <> 'information_schema' and n.nspname !~ '^pg_temp'",
                     &[],
                 )
                 .await
                 .map_err(|e| Error::Assertion {
                     name: self.name(),
-                    message: format!("listing tables in {db:?}: {e}"),
+                    message: format!("listing tables in {db:?}: {}", db_message(&e)),
                 })?;
             for row in rows {
-                let t: String = row.get(0);
+                let t = qualified(row.get(0), row.get(1));
                 tables += 1;
-                if let Err(e) = c.simple_query(&format!("copy (select * from {t}) to '/dev/null'")).await {
+                if let Err(e) = c.simple_query(&format!("copy (select * from only {t}) to '/dev/null'")).await {
                     if is_corruption(&e) {
                         problems.push(format!("{db}: {t}: {}", db_message(&e)));
                     } else {
@@ -255,5 +474,26 @@ impl Assertion for ReadAllAssertion {
             expected: self.expected(),
             message: format!("unreadable data: {}", problems.iter().take(5).cloned().collect::<Vec<_>>().join("; ")),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_versions_compare_numerically() {
+        assert!(ext_version("1.3") >= (1, 3));
+        assert!(ext_version("1.10") >= (1, 3));
+        assert!(ext_version("1.2") < (1, 3));
+        assert_eq!(ext_version("garbage"), (0, 0));
+    }
+
+    #[test]
+    fn run_schemas_are_distinct_quoted_identifiers() {
+        let (a, b) = (run_schema(), run_schema());
+        assert_ne!(a, b);
+        assert!(a.starts_with("restorecheck_") && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{a}");
+        assert_eq!(qualified("we\"ird", "bt_index_check"), "\"we\"\"ird\".\"bt_index_check\"");
     }
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::assertion::{Assertion, AssertionContext, Outcome};
 use crate::error::{Error, Result};
+use crate::postgres::quote_ident;
 use crate::report::Verdict;
 
 /// Options: `compare_to_previous = { max_drop = 0.2, state_file = "…" }` in `[check.integrity]`.
@@ -75,9 +76,10 @@ impl Assertion for CompareToPrevious {
     }
 
     async fn check(&self, ctx: &AssertionContext) -> Result<Outcome> {
-        let admin = ctx.connect(Some("postgres")).await?;
+        // restorecheck's own queries: tool sessions, names quoted in Rust (see amcheck.rs).
+        let admin = ctx.tool_connect(Some("postgres")).await?;
         let dbs: Vec<String> = admin
-            .query("select datname from pg_database where datallowconn and not datistemplate", &[])
+            .query("select d.datname from pg_catalog.pg_database d where d.datallowconn and not d.datistemplate", &[])
             .await
             .map_err(|e| Error::postgres("listing databases", e))?
             .iter()
@@ -85,21 +87,22 @@ impl Assertion for CompareToPrevious {
             .collect();
         let mut now = BTreeMap::new();
         for db in dbs {
-            let c = ctx.connect(Some(&db)).await?;
+            let c = ctx.tool_connect(Some(&db)).await?;
             let rows = c
                 .query(
-                    "select n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.reltuples::float8 \
-                     from pg_class c join pg_namespace n on n.oid = c.relnamespace \
-                     where c.relkind = 'r' and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname !~ '^pg_toast'",
+                    "select n.nspname, c.relname, c.reltuples::pg_catalog.float8 \
+                     from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+                     where c.relkind = 'r' and n.nspname not in ('pg_catalog', 'information_schema') \
+                       and n.nspname !~ '^pg_toast'",
                     &[],
                 )
                 .await
                 .map_err(|e| Error::postgres("listing tables", e))?;
             for r in rows {
-                let (schema, table, quoted, est): (String, String, String, f64) =
-                    (r.get(0), r.get(1), r.get(2), r.get(3));
+                let (schema, table, est): (String, String, f64) = (r.get(0), r.get(1), r.get(2));
+                let quoted = format!("{}.{}", quote_ident(&schema), quote_ident(&table));
                 let n = if est < EXACT_BELOW {
-                    c.query_one(&format!("select count(*) from {quoted}"), &[])
+                    c.query_one(&format!("select pg_catalog.count(*) from {quoted}"), &[])
                         .await
                         .map_err(|e| Error::postgres(format!("counting {quoted}"), e))?
                         .get::<_, i64>(0)

@@ -33,6 +33,14 @@ pub struct SqlAssertionConfig {
 }
 
 /// Assertion `sql`.
+///
+/// The query is the user's own code and runs as written: in the database's normal
+/// `search_path`, **as the target's superuser** unless the check sets `role = "…"`, in which
+/// case the session runs `SET ROLE` to that role first (a role missing from the restored
+/// cluster is a verdict *error*). Objects planted in the database that the query touches
+/// (functions, operators, views) run with those privileges. `SET ROLE` limits privileges but
+/// is no sandbox: code that runs `RESET ROLE` gets the superuser back. Only the value's age
+/// (`max_age`) is computed by restorecheck, with fully qualified `pg_catalog` names.
 #[derive(Debug, Clone)]
 pub struct SqlAssertion {
     cfg: SqlAssertionConfig,
@@ -194,15 +202,11 @@ impl Assertion for SqlAssertion {
                 }),
             }
         };
-        let client = match ctx.connection.config(db).connect(tokio_postgres::NoTls).await {
-            Ok((c, conn)) => {
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-                c
-            }
+        let client = match ctx.user_session(Some(db)).await {
+            Ok(c) => c,
             Err(e) => return sql_error("connecting", e),
         };
+        ctx.apply_role(&client).await?;
         let messages = match client.simple_query(&self.cfg.sql).await {
             Ok(m) => m,
             Err(e) => return sql_error("the query", e),
@@ -243,9 +247,16 @@ impl Assertion for SqlAssertion {
         }
         if let Some(max_age) = self.cfg.max_age {
             // Age computed by the server in the same session, so the value's own time zone and
-            // DateStyle are interpreted exactly as the database meant them.
-            let row =
-                client.query_one("select extract(epoch from (now() - $1::text::timestamptz))::float8", &[&text]).await;
+            // DateStyle are interpreted exactly as the database meant them. The session keeps the
+            // database's search_path (the user's query may rely on it), so restorecheck's own
+            // expression names every function, operator and type by its pg_catalog schema.
+            let row = client
+                .query_one(
+                    "select extract(epoch from (pg_catalog.now() OPERATOR(pg_catalog.-) \
+                     $1::pg_catalog.text::pg_catalog.timestamptz))::pg_catalog.float8",
+                    &[&text],
+                )
+                .await;
             let age = match row {
                 Ok(r) => r.get::<_, f64>(0),
                 Err(e) => {
@@ -304,7 +315,8 @@ mod tests {
 
 /// Assertion `canary`: the newest value of a heartbeat production writes on a schedule
 /// (`select max(beat) from restorecheck_canary`). Its age is the achieved recovery point
-/// objective (RPO), reported as `rpo_seconds`; beyond `max_age` the check fails.
+/// objective (RPO), reported as `rpo_seconds`; beyond `max_age` the check fails. Its query runs
+/// like an [`SqlAssertion`]'s: the user's code, as the superuser or the check's `role`.
 #[derive(Debug, Clone)]
 pub struct CanaryAssertion {
     inner: SqlAssertion,

@@ -125,7 +125,8 @@ pub async fn load(
     default_db: &str,
 ) -> Result<Vec<String>> {
     let mut notes = Vec::new();
-    let client = conn.connect("postgres").await?;
+    // A tool session: a globals file may have set search_path for the role or the database.
+    let client = conn.tool_connect("postgres", Some(bin.major)).await?;
     let conn_args = |db: &str| -> Vec<String> {
         vec![
             "-h".into(),
@@ -158,8 +159,10 @@ pub async fn load(
     }
     if !(dump.no_owner && dump.format != DumpFormat::Plain) {
         let wanted = roles_in_dump(bin, dump).await?;
-        let rows =
-            client.query("select rolname from pg_roles", &[]).await.map_err(|e| Error::postgres("listing roles", e))?;
+        let rows = client
+            .query("select r.rolname from pg_catalog.pg_roles r", &[])
+            .await
+            .map_err(|e| Error::postgres("listing roles", e))?;
         let have: BTreeSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
         let missing: Vec<&String> = wanted.iter().filter(|r| !have.contains(*r)).collect();
         for r in &missing {
@@ -177,7 +180,7 @@ pub async fn load(
     }
     let db = dump.database.clone().unwrap_or_else(|| default_db.to_string());
     let exists = client
-        .query_opt("select 1 from pg_database where datname = $1", &[&db])
+        .query_opt("select 1 from pg_catalog.pg_database d where d.datname = $1::pg_catalog.text", &[&db])
         .await
         .map_err(|e| Error::postgres("looking up the database", e))?
         .is_some();

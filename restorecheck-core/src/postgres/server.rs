@@ -4,6 +4,10 @@
 //! still alive, whether it accepts connections (57P03 and a missing socket mean "not yet") and
 //! whether `pg_is_in_recovery()` turned false, all bounded by the caller's deadline and
 //! cancellation. Shared by every target.
+//!
+//! Every session here is a [tool session](crate::target::Connection::tool_config): the restored
+//! database cannot shadow the catalog functions these queries call, and (17+) no login trigger
+//! fires when the poll connects.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -131,6 +135,8 @@ const CONNECTION_REJECTIONS: &[&str] = &[
     "the database system is not yet accepting connections",
     "the database system is not accepting connections",
     "the database system is shutting down",
+    // our first session asks for event_triggers=off; servers before 17 do not know it
+    "unrecognized configuration parameter \"event_triggers\"",
 ];
 
 /// True for FATAL lines caused by our polling connections (wrong role or database name tried).
@@ -187,6 +193,9 @@ pub async fn wait_until_promoted(
     const DBS: [&str; 2] = ["template1", "postgres"];
     let mut last_status = String::new();
     let mut client: Option<tokio_postgres::Client> = None;
+    // Unknown until the server answers: ask for event_triggers=off (PostgreSQL 17+) and drop
+    // it once a server says it has no such setting.
+    let mut major: Option<u32> = None;
     loop {
         if ctx.cancel.is_cancelled() {
             return Err(Error::Cancelled { phase: Phase::Recovery });
@@ -206,7 +215,7 @@ pub async fn wait_until_promoted(
         let conn = Connection { user: user.clone(), ..base.clone() };
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             client = None;
-            let mut cfg = conn.config(DBS[db_idx]);
+            let mut cfg = conn.tool_config(DBS[db_idx], major);
             cfg.connect_timeout(Duration::from_secs(2));
             match cfg.connect(tokio_postgres::NoTls).await {
                 Ok((c, connection)) => {
@@ -214,6 +223,11 @@ pub async fn wait_until_promoted(
                         let _ = connection.await;
                     });
                     client = Some(c);
+                }
+                Err(e) if major.is_none() && crate::target::rejects_event_triggers(&e) => {
+                    tracing::debug!("server before PostgreSQL 17: no event_triggers setting");
+                    major = Some(16);
+                    continue;
                 }
                 Err(e) => match e.as_db_error().map(|d| d.code().clone()) {
                     Some(code) if code == SqlState::CANNOT_CONNECT_NOW => {
@@ -237,7 +251,13 @@ pub async fn wait_until_promoted(
             }
         }
         if let Some(c) = &client {
-            match c.query_one("select pg_is_in_recovery(), pg_last_wal_replay_lsn()::text", &[]).await {
+            match c
+                .query_one(
+                    "select pg_catalog.pg_is_in_recovery(), pg_catalog.pg_last_wal_replay_lsn()::pg_catalog.text",
+                    &[],
+                )
+                .await
+            {
                 Ok(row) => {
                     let in_recovery: bool = row.get(0);
                     if !in_recovery {
@@ -273,11 +293,12 @@ fn status(ctx: &RunContext, last: &mut String, msg: &str) {
 async fn recovery_facts(c: &tokio_postgres::Client, log: Option<&str>) -> Result<RecoveryInfo> {
     let row = c
         .query_one(
-            "select pg_last_wal_replay_lsn()::text, \
-                    extract(epoch from pg_last_xact_replay_timestamp())::float8, \
-                    pg_walfile_name(pg_current_wal_lsn()), \
-                    current_setting('server_version'), \
-                    (select setting::bigint from pg_settings where name = 'wal_segment_size')",
+            "select pg_catalog.pg_last_wal_replay_lsn()::pg_catalog.text, \
+                    extract(epoch from pg_catalog.pg_last_xact_replay_timestamp())::pg_catalog.float8, \
+                    pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), \
+                    pg_catalog.current_setting('server_version'), \
+                    (select s.setting::pg_catalog.int8 from pg_catalog.pg_settings s \
+                      where s.name = 'wal_segment_size')",
             &[],
         )
         .await

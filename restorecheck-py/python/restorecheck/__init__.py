@@ -119,7 +119,9 @@ class Check:
     run in order after the check-level ones (``max_backup_age``, integrity checks).
     ``max_backup_age`` (the restored backup must be younger) and ``timeout`` (deadline of the
     check, default 30 minutes; teardown always runs) are durations. ``backup`` picks a backup id
-    instead of the newest. Further keyword arguments are further keys of a ``[[check]]`` table
+    instead of the newest. ``role`` is a database role the check's own assertions (SQL and
+    callables) run as, via ``SET ROLE`` (default: the restored server's superuser; built-in
+    integrity checks always run as superuser). Further keyword arguments are further keys of a ``[[check]]`` table
     (e.g. ``integrity={"amcheck": False}``): the check is built by the same parser as
     ``restorecheck.toml``, so defaults and error messages are the CLI's. Invalid options raise
     :class:`ConfigError` here, at construction; nothing is restored until :meth:`run`.
@@ -136,6 +138,7 @@ class Check:
         max_backup_age: Optional[Duration] = None,
         timeout: Optional[Duration] = None,
         backup: Optional[str] = None,
+        role: Optional[str] = None,
         **options: Any,
     ) -> None:
         """Builds and validates the check (nothing is restored yet)."""
@@ -148,6 +151,7 @@ class Check:
             database=database,
             max_backup_age=max_backup_age,
             timeout=timeout,
+            role=role,
             **options,
         )
 
@@ -160,6 +164,11 @@ class Check:
     def database(self) -> str:
         """The database assertions run in by default."""
         return self._native.database
+
+    @property
+    def role(self) -> Optional[str]:
+        """The database role the check's own assertions run as (None: the superuser)."""
+        return self._native.role
 
     @property
     def timeout(self) -> datetime.timedelta:

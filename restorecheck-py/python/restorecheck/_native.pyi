@@ -129,6 +129,9 @@ class Check:
     def backup(self) -> Optional[str]:
         """Backup id to test instead of the newest."""
     @property
+    def role(self) -> Optional[str]:
+        """Database role the check's own assertions run as (None: the superuser)."""
+    @property
     def assertion_names(self) -> List[str]:
         """Names of the assertions, in order."""
 
