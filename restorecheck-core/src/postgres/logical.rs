@@ -150,7 +150,7 @@ fn redact_passwords(text: &str) -> String {
         let upper = l.to_ascii_uppercase();
         if let Some(i) = upper.find("PASSWORD '") {
             let start = i + "PASSWORD '".len();
-            let end = l[start..].find('\'').map_or(l.len(), |e| start + e);
+            let end = l[start..].find(['\'', '\n']).map_or(l.len(), |e| start + e);
             l.replace_range(start..end, "***");
         }
         for marker in ["SCRAM-SHA-256$", "md5"] {
@@ -673,6 +673,8 @@ mod tests {
         let t = "LINE 1: ALTER ROLE a WITH LOGIN PASSWORD 'SCRAM-SHA-256$4096:abc=$def:ghi' x\n\
                  ERROR: near \"md5d41d8cd98f00b204e9800998ecf8427e\"";
         let r = redact_passwords(t);
+        assert_eq!(r.lines().count(), 2, "{r}");
+        assert_eq!(redact_passwords("PASSWORD 'abc\n  ^\n"), "PASSWORD '***\n  ^\n");
         assert!(!r.contains("SCRAM-SHA-256$4096") && !r.contains("d41d8cd98f"), "{r}");
         assert!(r.contains("PASSWORD '***'"), "{r}");
     }
