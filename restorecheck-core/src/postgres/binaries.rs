@@ -144,7 +144,8 @@ pub fn for_dump(needs: &DumpNeeds<'_>, configured: Option<&Path>) -> Result<(Bin
     let note = |b: &BinDir| {
         (needs.source_major != 0 && b.major != needs.source_major).then(|| {
             format!(
-                "dump from PostgreSQL {}{made_by} loaded with the newer PostgreSQL {} (pg_restore/psql and server):                  no PostgreSQL {} binaries {}",
+                "dump from PostgreSQL {}{made_by} loaded with the newer PostgreSQL {} (pg_restore/psql and server): \
+                 no PostgreSQL {} binaries {}",
                 needs.source_major,
                 b.version,
                 needs.source_major,
