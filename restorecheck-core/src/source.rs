@@ -184,6 +184,9 @@ pub struct LogicalDump {
     pub globals: Option<PathBuf>,
     /// Skip ownership instead of creating the roles the dump references.
     pub no_owner: bool,
+    /// Archives: create the tablespaces the dump's objects live in (as fresh folders in the work
+    /// dir) and restore into them, instead of `pg_restore --no-tablespaces`.
+    pub restore_tablespaces: bool,
     /// `pg_restore -j` jobs.
     pub jobs: u32,
     /// The lowest PostgreSQL major whose tools and server can load this dump: the major of the

@@ -226,6 +226,7 @@ async fn globals_only_output_serves_as_globals_for_a_custom_dump() {
     .database("app2")
     .assert(sql_in("app2", "select count(*) from notes", 40))
     .assert(sql_in("app2", "select count(*) from pg_tables where tablename = 'notes' and tableowner = 'app_owner'", 1))
+    .assert(sql_in("app2", "select count(*) from pg_tables where tablename = 'notes' and tablespace is null", 1))
     .assert(sql_in("postgres", "select count(*) from pg_roles where rolname in ('app_owner', 'reporting', 'locked')", 3));
     let r = run(&dir, ch).await;
     assert_pass(&r);
@@ -234,5 +235,21 @@ async fn globals_only_output_serves_as_globals_for_a_custom_dump() {
     // The custom dump's table lives in ts1: restored without tablespaces, and said so.
     assert!(r.notes.iter().any(|n| n.contains("--no-tablespaces") && n.contains("ts1")), "{:?}", r.notes);
     assert!(r.notes.iter().any(|n| n.contains("tablespace ts1: created in")), "{:?}", r.notes);
+    assert_eq!(exact_snapshot(&ts), before, "the original tablespace folder changed");
+
+    // restore_tablespaces: the dump's tablespace is created in the work dir and used.
+    let src = PgDumpSource::new(PgDumpConfig { path: custom.clone(), restore_tablespaces: true, ..Default::default() });
+    let ch = Check::new("ts", Arc::new(src), Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap()))
+        .database("app2")
+        .assert(sql_in("app2", "select count(*) from notes", 40))
+        .assert(sql_in("app2", "select count(*) from pg_tables where tablename = 'notes' and tablespace = 'ts1'", 1))
+        .assert(sql_in(
+            "postgres",
+            "select count(*) from pg_tablespace where spcname = 'ts1' and pg_tablespace_location(oid) like '%/tablespaces/ts-1'",
+            1,
+        ));
+    let r = run(&dir, ch).await;
+    assert_pass(&r);
+    assert!(r.notes.iter().any(|n| n.contains("created the tablespaces the dump uses") && n.contains("ts1")), "{:?}", r.notes);
     assert_eq!(exact_snapshot(&ts), before, "the original tablespace folder changed");
 }

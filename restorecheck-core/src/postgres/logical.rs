@@ -209,13 +209,15 @@ pub async fn load(
     // CREATE TABLESPACE needs an absolute location.
     let tablespace_dir =
         std::fs::canonicalize(tablespace_dir).map_err(|e| Error::io("resolving the work dir", tablespace_dir, e))?;
-    let rewriter = Rewriter::new(fresh_roles, tablespace_dir, user.clone());
+    let mut rewriter = Rewriter::new(fresh_roles, tablespace_dir, user.clone());
     if let Some(globals) = &dump.globals {
         let cluster = starts_like_dumpall(globals);
         let sql = SqlFile { path: globals.clone(), globals_section: true, trailer: cluster.then_some(DUMPALL_TRAILER) };
-        let done = stream_sql(bin, user, sql, conn_args("postgres"), rewriter.clone()).await?;
+        rewriter = stream_sql(bin, user, sql, conn_args("postgres"), rewriter).await?;
         notes.push(format!("ran globals file {}", globals.display()));
-        notes.extend(done.notes());
+        notes.extend(rewriter.notes());
+        rewriter.tablespaces.clear();
+        rewriter.skipped_roles.clear();
     }
     if dump.format == DumpFormat::DumpAll {
         // A whole cluster: it creates its roles, tablespaces and databases itself.
@@ -240,10 +242,14 @@ pub async fn load(
         notes.extend(done.notes());
         return Ok(notes);
     }
-    let mut dump_tablespaces = BTreeSet::new();
-    if !(dump.no_owner && dump.format != DumpFormat::Plain) {
-        let (wanted, tablespaces) = scan_dump(bin, dump).await?;
-        dump_tablespaces = tablespaces;
+    // Archives are always scanned (schema only): their tablespaces are created or reported.
+    let create_roles = !(dump.no_owner && dump.format != DumpFormat::Plain);
+    let (wanted, dump_tablespaces) = if create_roles || dump.format != DumpFormat::Plain {
+        scan_dump(bin, dump).await?
+    } else {
+        Default::default()
+    };
+    if create_roles {
         let rows =
             client.query("select rolname from pg_roles", &[]).await.map_err(|e| Error::postgres("listing roles", e))?;
         let have: BTreeSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
@@ -281,12 +287,39 @@ pub async fn load(
         notes.extend(done.notes());
     } else {
         let mut cmd = tokio::process::Command::new(bin.exe("pg_restore"));
-        // Tablespaces of the source cluster do not exist here (and their paths must never be
-        // used): objects go to the default tablespace.
-        cmd.args(["--exit-on-error", "--no-tablespaces"]).args(conn_args(&db)).env("LC_ALL", "C").stdin(Stdio::null());
-        if !dump_tablespaces.is_empty() {
+        cmd.arg("--exit-on-error").args(conn_args(&db)).env("LC_ALL", "C").stdin(Stdio::null());
+        if dump.restore_tablespaces {
+            // Fresh folders in the work dir; an archive never names its tablespaces' locations.
+            let have: BTreeSet<String> = client
+                .query("select spcname::pg_catalog.text from pg_catalog.pg_tablespace", &[])
+                .await
+                .map_err(|e| Error::postgres("listing tablespaces", e))?
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect();
+            let mut created = Vec::new();
+            for name in dump_tablespaces.iter().filter(|n| !have.contains(*n)) {
+                let dir = rewriter.new_tablespace_dir()?;
+                let sql = format!(
+                    "create tablespace {} location '{}'",
+                    quote_ident(name),
+                    dir.display().to_string().replace('\'', "''")
+                );
+                client.batch_execute(&sql).await.map_err(|e| Error::postgres(format!("creating tablespace {name}"), e))?;
+                created.push(format!("{name} in {}", dir.display()));
+            }
+            if !created.is_empty() {
+                notes.push(format!("created the tablespaces the dump uses as fresh folders: {}", created.join(", ")));
+            }
+        } else {
+            // Tablespaces of the source cluster do not exist here (and their paths must never be
+            // used): objects go to the default tablespace.
+            cmd.arg("--no-tablespaces");
+        }
+        if !dump_tablespaces.is_empty() && !dump.restore_tablespaces {
             notes.push(format!(
-                "restored without tablespaces (pg_restore --no-tablespaces): objects of {} went to the default tablespace",
+                "restored without tablespaces (pg_restore --no-tablespaces): objects of {} went to the default \
+                 tablespace (restore_tablespaces = true creates them in the work dir)",
                 dump_tablespaces.iter().cloned().collect::<Vec<_>>().join(", ")
             ));
         }
@@ -350,6 +383,8 @@ struct Rewriter {
     tablespaces: Vec<(String, String, PathBuf)>,
     /// `CREATE ROLE` statements turned into comments.
     skipped_roles: Vec<String>,
+    /// Tablespace folders made so far (they are numbered).
+    made_dirs: usize,
 }
 
 impl Rewriter {
@@ -362,7 +397,21 @@ impl Rewriter {
             in_copy: false,
             tablespaces: Vec::new(),
             skipped_roles: Vec::new(),
+            made_dirs: 0,
         }
+    }
+
+    /// Creates the next fresh, empty tablespace folder (`ts-N`, mode 0700, owned by the
+    /// server's OS user).
+    fn new_tablespace_dir(&mut self) -> Result<PathBuf> {
+        self.made_dirs += 1;
+        let dir = self.tablespace_root.join(format!("ts-{}", self.made_dirs));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::io("creating a tablespace folder", &dir, e))?;
+        self.user.chown_tree(&dir)?;
+        Ok(dir)
     }
 
     /// Notes for the report about what was rewritten.
@@ -423,12 +472,7 @@ impl Rewriter {
             };
             let s = std::str::from_utf8(text).map_err(|_| unusable())?;
             let ts = parse_create_tablespace(s).ok_or_else(unusable)?;
-            let dir = self.tablespace_root.join(format!("ts-{}", self.tablespaces.len() + 1));
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&dir)
-                .map_err(|e| Error::io("creating a tablespace folder", &dir, e))?;
-            self.user.chown_tree(&dir)?;
+            let dir = self.new_tablespace_dir()?;
             let location = dir.display().to_string();
             let out = format!(
                 "CREATE TABLESPACE {} OWNER {} LOCATION '{}';\n",

@@ -37,6 +37,12 @@ pub struct PgDumpConfig {
     pub no_owner: bool,
     /// Parallel jobs for `pg_restore -j` (custom and directory formats; default 2).
     pub jobs: Option<u32>,
+    /// Custom, directory and tar dumps: create the tablespaces their objects live in, as fresh
+    /// folders in the work dir (never the original locations), and restore into them. Default
+    /// `false`: `pg_restore --no-tablespaces`, every object in the default tablespace.
+    /// (pg_dumpall output always creates its tablespaces, redirected into the work dir.)
+    #[serde(default)]
+    pub restore_tablespaces: bool,
     /// Object-storage options (endpoint, region, path style, profile, retries, parallelism).
     #[serde(default)]
     pub storage: StorageOptions,
@@ -673,6 +679,7 @@ pub async fn fetch_dump(
         database: if d.format == DumpFormat::DumpAll { None } else { opts.database.clone().or(header.dbname.clone()) },
         globals: opts.globals.clone(),
         no_owner: opts.no_owner,
+        restore_tablespaces: opts.restore_tablespaces,
         jobs: opts.jobs.unwrap_or(2).max(1),
         min_major: header.min_major(),
         made_by: header.made_by(),
