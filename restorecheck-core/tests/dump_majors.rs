@@ -14,9 +14,9 @@ use common::*;
 use restorecheck_core::postgres::binaries;
 use restorecheck_core::report::{CheckReport, Phase, Verdict};
 use restorecheck_core::sources::{PgDumpConfig, PgDumpSource};
+use restorecheck_core::target::RestoreTarget;
 use restorecheck_core::targets::docker::{self, DockerTarget, DockerTargetConfig};
 use restorecheck_core::targets::{LocalTarget, LocalTargetConfig};
-use restorecheck_core::target::RestoreTarget;
 use restorecheck_core::Check;
 
 const IMAGE: &str = "restorecheck/postgres:{major}";
@@ -46,7 +46,9 @@ pg_ctl -D $D -m fast -w stop >/dev/null
 pg_dump --version"#
     );
     let image = IMAGE.replace("{major}", &major.to_string());
-    let out = docker::run_script(&image, "postgres", &[(dir.path(), false)], &script).await.expect("dumps inside the container");
+    let out = docker::run_script(&image, "postgres", &[(dir.path(), false)], &script)
+        .await
+        .expect("dumps inside the container");
     assert!(out.contains(&format!("(PostgreSQL) {major}.")), "{out}");
     std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(dir.path().join("dumps")).status().unwrap();
     let dumps = dir.path().join("dumps");

@@ -69,7 +69,14 @@ async fn source_cluster(dir: &TestDir) -> (SampleCluster, PathBuf) {
 }
 
 fn conn_args(c: &SampleCluster) -> Vec<String> {
-    vec!["-h".into(), c.socket_dir().display().to_string(), "-p".into(), c.port().to_string(), "-U".into(), "postgres".into()]
+    vec![
+        "-h".into(),
+        c.socket_dir().display().to_string(),
+        "-p".into(),
+        c.port().to_string(),
+        "-U".into(),
+        "postgres".into(),
+    ]
 }
 
 async fn dumpall(c: &SampleCluster, name: &str, extra: &[&str]) -> PathBuf {
@@ -105,9 +112,12 @@ fn whole_cluster_check(path: &Path) -> Check {
         ))
 }
 
-/// Path, size, mode, mtime and content of every entry under `root` (and of `root` itself).
-fn exact_snapshot(root: &Path) -> Vec<(PathBuf, u64, u32, i64, i64, Vec<u8>)> {
-    fn walk(p: &Path, out: &mut Vec<(PathBuf, u64, u32, i64, i64, Vec<u8>)>) {
+/// Path, size, mode, mtime (seconds, nanoseconds) and content of one entry.
+type Entry = (PathBuf, u64, u32, i64, i64, Vec<u8>);
+
+/// Every entry under `root` (and `root` itself).
+fn exact_snapshot(root: &Path) -> Vec<Entry> {
+    fn walk(p: &Path, out: &mut Vec<Entry>) {
         let m = std::fs::symlink_metadata(p).unwrap();
         let content = if m.is_file() { std::fs::read(p).unwrap() } else { Vec::new() };
         out.push((p.to_path_buf(), m.len(), m.mode(), m.mtime(), m.mtime_nsec(), content));
@@ -155,13 +165,21 @@ async fn pg_dumpall_plain_and_gzip_restore_whole_and_leave_the_tablespace_folder
         assert_eq!(r.recovery.mode.as_deref(), Some("logical"));
         assert_eq!(r.backup.pg_major, Some(15));
         assert!(r.backup.kind.as_deref().unwrap_or("").starts_with("pg_dump-dumpall"), "{:?}", r.backup.kind);
-        assert!(r.notes.iter().any(|n| n.contains("skipped the dump's CREATE ROLE") && n.contains("postgres")), "{:?}", r.notes);
+        assert!(
+            r.notes.iter().any(|n| n.contains("skipped the dump's CREATE ROLE") && n.contains("postgres")),
+            "{:?}",
+            r.notes
+        );
         assert!(
             r.notes.iter().any(|n| n.contains("tablespace ts1: created in") && n.contains(&ts.display().to_string())),
             "{:?}",
             r.notes
         );
-        assert!(!r.notes.iter().any(|n| n.contains("created roles")), "the dump creates its roles itself: {:?}", r.notes);
+        assert!(
+            !r.notes.iter().any(|n| n.contains("created roles")),
+            "the dump creates its roles itself: {:?}",
+            r.notes
+        );
         assert_no_secret(&r);
         assert_eq!(exact_snapshot(&ts), before, "the original tablespace folder changed");
     }
@@ -185,7 +203,8 @@ async fn a_damaged_pg_dumpall_fails_and_only_existing_roles_are_forgiven() {
     assert_fail_in(&r, Phase::Restore);
 
     // A statement that does not parse, with the dump's closing line intact.
-    let r = run(&dir, check("typo.sql", text.replacen("CREATE TABLE public.notes", "CREATE TABEL public.notes", 1))).await;
+    let r =
+        run(&dir, check("typo.sql", text.replacen("CREATE TABLE public.notes", "CREATE TABEL public.notes", 1))).await;
     assert_fail_in(&r, Phase::Restore);
     assert!(r.failure.as_ref().unwrap().log_tail.as_deref().unwrap_or("").contains("syntax error"), "{:?}", r.failure);
 
@@ -193,7 +212,11 @@ async fn a_damaged_pg_dumpall_fails_and_only_existing_roles_are_forgiven() {
     let twice = text.replacen("CREATE ROLE reporting;", "CREATE ROLE reporting;\nCREATE ROLE reporting;", 1);
     let r = run(&dir, check("twice.sql", twice)).await;
     assert_fail_in(&r, Phase::Restore);
-    assert!(r.failure.as_ref().unwrap().log_tail.as_deref().unwrap_or("").contains("already exists"), "{:?}", r.failure);
+    assert!(
+        r.failure.as_ref().unwrap().log_tail.as_deref().unwrap_or("").contains("already exists"),
+        "{:?}",
+        r.failure
+    );
 
     // A failing ALTER ROLE with a password hash: the error is reported, the hash is not.
     // (The option is put next to the hash, so that psql's error context quotes it.)
@@ -227,7 +250,11 @@ async fn globals_only_output_serves_as_globals_for_a_custom_dump() {
     .assert(sql_in("app2", "select count(*) from notes", 40))
     .assert(sql_in("app2", "select count(*) from pg_tables where tablename = 'notes' and tableowner = 'app_owner'", 1))
     .assert(sql_in("app2", "select count(*) from pg_tables where tablename = 'notes' and tablespace is null", 1))
-    .assert(sql_in("postgres", "select count(*) from pg_roles where rolname in ('app_owner', 'reporting', 'locked')", 3));
+    .assert(sql_in(
+        "postgres",
+        "select count(*) from pg_roles where rolname in ('app_owner', 'reporting', 'locked')",
+        3,
+    ));
     let r = run(&dir, ch).await;
     assert_pass(&r);
     assert!(r.notes.iter().any(|n| n.contains("ran globals file")), "{:?}", r.notes);
@@ -250,6 +277,10 @@ async fn globals_only_output_serves_as_globals_for_a_custom_dump() {
         ));
     let r = run(&dir, ch).await;
     assert_pass(&r);
-    assert!(r.notes.iter().any(|n| n.contains("created the tablespaces the dump uses") && n.contains("ts1")), "{:?}", r.notes);
+    assert!(
+        r.notes.iter().any(|n| n.contains("created the tablespaces the dump uses") && n.contains("ts1")),
+        "{:?}",
+        r.notes
+    );
     assert_eq!(exact_snapshot(&ts), before, "the original tablespace folder changed");
 }

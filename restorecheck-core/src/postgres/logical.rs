@@ -156,9 +156,7 @@ fn redact_passwords(text: &str) -> String {
         for marker in ["SCRAM-SHA-256$", "md5"] {
             let mut from = 0;
             while let Some(i) = l[from..].find(marker).map(|i| i + from) {
-                let end = l[i..]
-                    .find(|c: char| c.is_whitespace() || c == '\'' || c == '"')
-                    .map_or(l.len(), |e| i + e);
+                let end = l[i..].find(|c: char| c.is_whitespace() || c == '\'' || c == '"').map_or(l.len(), |e| i + e);
                 let token_len = end - i;
                 if marker == "md5" && token_len != 35 {
                     from = i + marker.len();
@@ -244,11 +242,8 @@ pub async fn load(
     }
     // Archives are always scanned (schema only): their tablespaces are created or reported.
     let create_roles = !(dump.no_owner && dump.format != DumpFormat::Plain);
-    let (wanted, dump_tablespaces) = if create_roles || dump.format != DumpFormat::Plain {
-        scan_dump(bin, dump).await?
-    } else {
-        Default::default()
-    };
+    let (wanted, dump_tablespaces) =
+        if create_roles || dump.format != DumpFormat::Plain { scan_dump(bin, dump).await? } else { Default::default() };
     if create_roles {
         let rows =
             client.query("select rolname from pg_roles", &[]).await.map_err(|e| Error::postgres("listing roles", e))?;
@@ -305,7 +300,10 @@ pub async fn load(
                     quote_ident(name),
                     dir.display().to_string().replace('\'', "''")
                 );
-                client.batch_execute(&sql).await.map_err(|e| Error::postgres(format!("creating tablespace {name}"), e))?;
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|e| Error::postgres(format!("creating tablespace {name}"), e))?;
                 created.push(format!("{name} in {}", dir.display()));
             }
             if !created.is_empty() {
@@ -512,7 +510,8 @@ fn take_ident(s: &str) -> Option<(String, &str, &str)> {
         }
         return None;
     }
-    let end = s.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$')).unwrap_or(s.len());
+    let end =
+        s.find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$')).unwrap_or(s.len());
     let first = s.chars().next()?;
     (end > 0 && (first.is_ascii_lowercase() || first == '_')).then(|| (s[..end].to_string(), &s[..end], &s[end..]))
 }
@@ -683,8 +682,14 @@ mod tests {
         let t = parse_create_tablespace("CREATE TABLESPACE ts1 OWNER postgres LOCATION '/srv/ts1';").unwrap();
         assert_eq!((t.name.as_str(), t.owner_sql, t.location.as_str()), ("ts1", "postgres", "/srv/ts1"));
         let t = parse_create_tablespace("CREATE TABLESPACE \"T s\" OWNER \"o\"\"x\" LOCATION '/srv/it''s';").unwrap();
-        assert_eq!((t.name.as_str(), t.name_sql, t.owner_sql, t.location.as_str()), ("T s", "\"T s\"", "\"o\"\"x\"", "/srv/it's"));
-        assert!(parse_create_tablespace("CREATE TABLESPACE ts1 OWNER postgres LOCATION '/a'; CREATE TABLESPACE x LOCATION '/b';").is_none());
+        assert_eq!(
+            (t.name.as_str(), t.name_sql, t.owner_sql, t.location.as_str()),
+            ("T s", "\"T s\"", "\"o\"\"x\"", "/srv/it's")
+        );
+        assert!(parse_create_tablespace(
+            "CREATE TABLESPACE ts1 OWNER postgres LOCATION '/a'; CREATE TABLESPACE x LOCATION '/b';"
+        )
+        .is_none());
         assert!(parse_create_tablespace("CREATE TABLESPACE ts1 LOCATION '/a';").is_none());
     }
 
@@ -700,7 +705,10 @@ mod tests {
         assert_eq!(run("CREATE ROLE app;\n"), "CREATE ROLE app;\n");
         assert_eq!(run("ALTER ROLE postgres WITH SUPERUSER;\n"), "ALTER ROLE postgres WITH SUPERUSER;\n");
         let ts = run("CREATE TABLESPACE ts1 OWNER postgres LOCATION '/srv/ts1';\n");
-        assert_eq!(ts, format!("CREATE TABLESPACE ts1 OWNER postgres LOCATION '{}';\n", d.path().join("ts-1").display()));
+        assert_eq!(
+            ts,
+            format!("CREATE TABLESPACE ts1 OWNER postgres LOCATION '{}';\n", d.path().join("ts-1").display())
+        );
         assert!(d.path().join("ts-1").is_dir());
         assert_eq!(run("\\connect app\n"), "\\connect app\n");
         // After the globals, an existing role's CREATE ROLE is no longer skipped.

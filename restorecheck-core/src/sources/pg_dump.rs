@@ -749,7 +749,8 @@ mod tests {
 
     #[test]
     fn dumpall_output_is_told_apart_from_pg_dump_output() {
-        let all = "--\n-- PostgreSQL database cluster dump\n--\n\nCREATE ROLE x;\n--\n-- PostgreSQL database dump\n--\n";
+        let all =
+            "--\n-- PostgreSQL database cluster dump\n--\n\nCREATE ROLE x;\n--\n-- PostgreSQL database dump\n--\n";
         assert_eq!(format_of(all.as_bytes()), Some(DumpFormat::DumpAll));
         assert_eq!(format_of(b"--\n-- PostgreSQL database dump\n--\n"), Some(DumpFormat::Plain));
         let d = tempfile::tempdir().unwrap();
