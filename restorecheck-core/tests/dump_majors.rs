@@ -22,7 +22,8 @@ use restorecheck_core::Check;
 const IMAGE: &str = "restorecheck/postgres:{major}";
 
 /// Makes, inside the image of `major`, a cluster with database `app` (120 registrations) and
-/// dumps it as `app.custom`, `app.sql` and `app.custom.zst` into `<dir>/dumps`.
+/// dumps it as `app.custom`, `app.sql`, `app.custom.zst` and (pg_dumpall) `cluster.sql` into
+/// `<dir>/dumps`.
 async fn dumps_made_in_container(major: u32) -> (TestDir, PathBuf) {
     let dir = TestDir::new(&format!("dump-major{major}"));
     for d in ["dumps", "sock"] {
@@ -42,6 +43,7 @@ q -d app -c "create table registrations (id bigserial primary key, email text); 
 pg_dump -h $S -U postgres -Fc -f $O/app.custom app
 pg_dump -h $S -U postgres -Fp -f $O/app.sql app
 zstd -q -c $O/app.custom > $O/app.custom.zst
+pg_dumpall -h $S -U postgres -f $O/cluster.sql
 pg_ctl -D $D -m fast -w stop >/dev/null
 pg_dump --version"#
     );
@@ -87,7 +89,7 @@ fn assert_error_naming_17(r: &CheckReport) {
 async fn postgres_13_dumps_restore_with_the_newer_local_binaries_and_say_so() {
     require_only_15_installed();
     let (dir, dumps) = dumps_made_in_container(13).await;
-    for name in ["app.custom", "app.custom.zst", "app.sql"] {
+    for name in ["app.custom", "app.custom.zst", "app.sql", "cluster.sql"] {
         let r = run(&dir, dump_check(&dumps.join(name), local())).await;
         assert_pass(&r);
         assert_eq!(r.backup.pg_major, Some(13), "{name}");
@@ -116,8 +118,10 @@ async fn postgres_17_dumps_are_an_error_naming_17_on_a_host_with_only_15() {
     // PostgreSQL supports (pg_dump 17 writes `SET transaction_timeout`, unknown to 15).
     let text = std::fs::read_to_string(dumps.join("app.sql")).unwrap();
     assert!(text.contains("SET transaction_timeout = 0;"), "the premise of this case changed");
-    let r = run(&dir, dump_check(&dumps.join("app.sql"), local())).await;
-    assert_error_naming_17(&r);
+    for name in ["app.sql", "cluster.sql"] {
+        let r = run(&dir, dump_check(&dumps.join(name), local())).await;
+        assert_error_naming_17(&r);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

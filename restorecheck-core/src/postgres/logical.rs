@@ -197,13 +197,7 @@ pub async fn load(
         ]
     };
     // Roles of the fresh cluster before anything ran: only these may be "created" again.
-    let fresh_roles: BTreeSet<String> = client
-        .query("select rolname::pg_catalog.text from pg_catalog.pg_roles", &[])
-        .await
-        .map_err(|e| Error::postgres("listing roles", e))?
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect();
+    let fresh_roles = role_names(&client).await?;
     // CREATE TABLESPACE needs an absolute location.
     let tablespace_dir =
         std::fs::canonicalize(tablespace_dir).map_err(|e| Error::io("resolving the work dir", tablespace_dir, e))?;
@@ -216,6 +210,8 @@ pub async fn load(
         notes.extend(rewriter.notes());
         rewriter.tablespaces.clear();
         rewriter.skipped_roles.clear();
+        // What the globals created exists now, like the bootstrap superuser.
+        rewriter.fresh_roles = role_names(&client).await?;
     }
     if dump.format == DumpFormat::DumpAll {
         // A whole cluster: it creates its roles, tablespaces and databases itself.
@@ -338,6 +334,16 @@ pub async fn load(
         }
     }
     Ok(notes)
+}
+
+async fn role_names(client: &tokio_postgres::Client) -> Result<BTreeSet<String>> {
+    Ok(client
+        .query("select rolname::pg_catalog.text from pg_catalog.pg_roles", &[])
+        .await
+        .map_err(|e| Error::postgres("listing roles", e))?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect())
 }
 
 /// Closing line of a pg_dump plain file (and of each database's section in a pg_dumpall file).
