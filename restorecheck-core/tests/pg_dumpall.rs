@@ -284,3 +284,40 @@ async fn globals_only_output_serves_as_globals_for_a_custom_dump() {
     );
     assert_eq!(exact_snapshot(&ts), before, "the original tablespace folder changed");
 }
+
+#[tokio::test]
+async fn a_hand_written_globals_file_stays_lenient_but_its_tablespace_is_redirected() {
+    let dir = TestDir::new("dumpall-handmade");
+    let (mut c, _ts) = source_cluster(&dir).await;
+    let custom = c.backups_dir().join("app.custom");
+    let mut args = conn_args(&c);
+    args.extend(["-Fc".into(), "-f".into(), custom.display().to_string(), "app".into()]);
+    c.tool("pg_dump", &args).await.unwrap();
+    c.stop().await.unwrap();
+    // An existing folder the tablespace statement names: it must stay empty.
+    let elsewhere = dir.sub("elsewhere");
+    let globals = dir.sub("globals").join("roles.sql");
+    std::fs::write(
+        &globals,
+        format!(
+            "CREATE ROLE postgres WITH SUPERUSER LOGIN;\nCREATE ROLE app_owner LOGIN;\nCREATE ROLE reporting;\n\
+             GRANT no_such_role TO reporting;\nCREATE TABLESPACE archive OWNER postgres LOCATION '{}';\n",
+            elsewhere.display()
+        ),
+    )
+    .unwrap();
+    let ch = Check::new(
+        "handmade",
+        Arc::new(source(&custom, Some(globals))),
+        Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap()),
+    )
+    .database("app")
+    .assert(sql_in("app", "select count(*) from registrations", 250))
+    .assert(sql_in("postgres", "select count(*) from pg_tablespace where spcname = 'archive'", 1));
+    let r = run(&dir, ch).await;
+    assert_pass(&r);
+    assert!(r.notes.iter().any(|n| n.starts_with("globals:") && n.contains("no_such_role")), "{:?}", r.notes);
+    assert!(!r.notes.iter().any(|n| n.contains("already exists")), "{:?}", r.notes);
+    assert!(r.notes.iter().any(|n| n.contains("tablespace archive: created in")), "{:?}", r.notes);
+    assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none(), "the named folder was written to");
+}

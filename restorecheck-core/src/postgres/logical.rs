@@ -203,19 +203,28 @@ pub async fn load(
         std::fs::canonicalize(tablespace_dir).map_err(|e| Error::io("resolving the work dir", tablespace_dir, e))?;
     let mut rewriter = Rewriter::new(fresh_roles, tablespace_dir, user.clone());
     if let Some(globals) = &dump.globals {
+        // pg_dumpall --globals-only output is held to the same standard as a whole pg_dumpall;
+        // other (hand-written) SQL keeps the lenient treatment: errors become notes.
         let cluster = starts_like_dumpall(globals);
-        let sql = SqlFile { path: globals.clone(), globals_section: true, trailer: cluster.then_some(DUMPALL_TRAILER) };
+        let sql = SqlFile {
+            path: globals.clone(),
+            globals_section: true,
+            trailer: cluster.then_some(DUMPALL_TRAILER),
+            strict: cluster,
+        };
         rewriter = stream_sql(bin, user, sql, conn_args("postgres"), rewriter).await?;
         notes.push(format!("ran globals file {}", globals.display()));
         notes.extend(rewriter.notes());
         rewriter.tablespaces.clear();
         rewriter.skipped_roles.clear();
+        rewriter.ignored_errors.clear();
         // What the globals created exists now, like the bootstrap superuser.
         rewriter.fresh_roles = role_names(&client).await?;
     }
     if dump.format == DumpFormat::DumpAll {
         // A whole cluster: it creates its roles, tablespaces and databases itself.
-        let sql = SqlFile { path: dump.path.clone(), globals_section: true, trailer: Some(DUMPALL_TRAILER) };
+        let sql =
+            SqlFile { path: dump.path.clone(), globals_section: true, trailer: Some(DUMPALL_TRAILER), strict: true };
         let done = stream_sql(bin, user, sql, conn_args("postgres"), rewriter).await?;
         let dbs: Vec<String> = client
             .query(
@@ -273,7 +282,8 @@ pub async fn load(
     notes.push(format!("loaded {} dump {} into database {db:?}", dump.format, dump.path.display()));
 
     if dump.format == DumpFormat::Plain {
-        let sql = SqlFile { path: dump.path.clone(), globals_section: false, trailer: Some(DUMP_TRAILER) };
+        let sql =
+            SqlFile { path: dump.path.clone(), globals_section: false, trailer: Some(DUMP_TRAILER), strict: true };
         let done = stream_sql(bin, user, sql, conn_args(&db), rewriter).await?;
         notes.extend(done.notes());
     } else {
@@ -370,6 +380,9 @@ struct SqlFile {
     globals_section: bool,
     /// The closing line the file must have (a file cut at a statement boundary loads cleanly).
     trailer: Option<&'static [u8]>,
+    /// `ON_ERROR_STOP=1`: any error fails the load. Otherwise errors other than "already
+    /// exists" are kept as notes (hand-written globals files).
+    strict: bool,
 }
 
 /// The line rewriting described in the module docs.
@@ -389,6 +402,8 @@ struct Rewriter {
     skipped_roles: Vec<String>,
     /// Tablespace folders made so far (they are numbered).
     made_dirs: usize,
+    /// Errors psql reported and went past (lenient files only).
+    ignored_errors: Vec<String>,
 }
 
 impl Rewriter {
@@ -402,6 +417,7 @@ impl Rewriter {
             tablespaces: Vec::new(),
             skipped_roles: Vec::new(),
             made_dirs: 0,
+            ignored_errors: Vec::new(),
         }
     }
 
@@ -426,6 +442,9 @@ impl Rewriter {
                 "skipped the dump's CREATE ROLE for roles the fresh cluster already has (their ALTER ROLE ran): {}",
                 self.skipped_roles.join(", ")
             ));
+        }
+        for e in self.ignored_errors.iter().take(5) {
+            notes.push(format!("globals: {e}"));
         }
         for (name, from, to) in &self.tablespaces {
             notes.push(format!(
@@ -564,7 +583,7 @@ async fn stream_sql(
     mut rewriter: Rewriter,
 ) -> Result<Rewriter> {
     let mut cmd = std::process::Command::new(bin.exe("psql"));
-    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+    cmd.args(["-X", "-q", "-v", if sql.strict { "ON_ERROR_STOP=1" } else { "ON_ERROR_STOP=0" }, "-f", "-"])
         .args(&conn_args)
         .env("LC_ALL", "C")
         .stdin(Stdio::piped())
@@ -620,6 +639,13 @@ async fn stream_sql(
         }
         if let Some(e) = read_error {
             return Err(Error::defect(format!("{} is damaged or truncated: {e}", path.display())));
+        }
+        if !sql.strict {
+            rewriter.ignored_errors = redact_passwords(&String::from_utf8_lossy(&out.stderr))
+                .lines()
+                .filter(|l| l.contains("ERROR:") && !l.contains("already exists"))
+                .map(str::to_string)
+                .collect();
         }
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);

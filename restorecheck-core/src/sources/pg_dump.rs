@@ -1,6 +1,8 @@
 //! Source `pg_dump`: logical dumps — custom (`-Fc`), directory (`-Fd`), tar (`-Ft`) or plain SQL,
-//! optionally gzip/zstd/lz4-compressed as a whole file. The target restores them into a fresh
-//! cluster it creates (see [`crate::postgres::logical`]).
+//! and `pg_dumpall` output (a whole cluster, plain SQL), optionally gzip/zstd/lz4-compressed as a
+//! whole file. The target restores them into a fresh cluster it creates (see
+//! [`crate::postgres::logical`]) with binaries of the dump's major or a newer one: the major
+//! is read from the dump's own header (archives) or comments (plain) by restorecheck itself.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -28,11 +30,14 @@ pub struct PgDumpConfig {
     /// `"latest"` (default), `"oldest"`, or a dump's file/folder name.
     pub backup: Option<String>,
     /// Database to restore into (default: the name recorded in the dump, else the check's
-    /// `database`).
+    /// `database`). Not used for pg_dumpall output, which creates and names its databases.
     pub database: Option<String>,
-    /// Output of `pg_dumpall --globals-only` to run first (roles, tablespaces).
+    /// Output of `pg_dumpall --globals-only` to run first (roles, tablespaces; held to the same
+    /// standard as a whole pg_dumpall: any error fails). Other SQL files run leniently: errors
+    /// other than "already exists" become notes. Tablespaces go into the work dir either way.
     pub globals: Option<PathBuf>,
     /// Do not restore ownership (`--no-owner`); otherwise roles the dump references are created.
+    /// Not used for pg_dumpall output, which creates its roles itself.
     #[serde(default)]
     pub no_owner: bool,
     /// Parallel jobs for `pg_restore -j` (custom and directory formats; default 2).
