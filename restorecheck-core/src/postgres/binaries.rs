@@ -134,7 +134,8 @@ pub struct DumpNeeds<'a> {
 
 /// Picks the binaries to load a logical dump with: `configured` (target.bin_dir) if given and
 /// new enough, else the dump's own major, else the oldest installed major that is newer than
-/// the dump (PostgreSQL loads dumps of older majors; never the other way round). Returns the
+/// the dump (PostgreSQL loads dumps of older majors; never the other way round), or the newest
+/// when the dump does not name its major. Returns the
 /// binaries and, when they are not the dump's own major, a note for the report. When nothing
 /// suitable is installed, an [`Error::Tooling`] naming the major to install (verdict *error*,
 /// never *fail*: the dump may be fine).
@@ -172,11 +173,13 @@ pub fn for_dump(needs: &DumpNeeds<'_>, configured: Option<&Path>) -> Result<(Bin
         return Ok((b, n));
     }
     let all = discover();
-    let chosen = all
-        .get(&needs.source_major)
-        .filter(|b| b.major >= want)
-        .or_else(|| all.values().find(|b| b.major >= want))
-        .cloned();
+    let chosen = if needs.source_major == 0 {
+        // The dump does not say: the newest reads every older format.
+        all.values().next_back().filter(|b| b.major >= want)
+    } else {
+        all.get(&needs.source_major).filter(|b| b.major >= want).or_else(|| all.values().find(|b| b.major >= want))
+    }
+    .cloned();
     match chosen {
         Some(b) => {
             let n = note(&b);
@@ -218,5 +221,27 @@ mod tests {
         assert_eq!(parse_version("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"), Some((15, "15.18".into())));
         assert_eq!(parse_version("postgres (PostgreSQL) 17beta1"), Some((17, "17beta1".into())));
         assert_eq!(parse_version("nonsense"), None);
+    }
+
+    #[test]
+    fn dumps_get_their_major_or_a_newer_one_never_an_older() {
+        // This host's PostgreSQL 15 (the tests' premise), given as target.bin_dir.
+        let dir = Path::new("/usr/lib/postgresql/15/bin");
+        let needs = |source_major, min_major| DumpNeeds { source_major, min_major, made_by: Some("pg_dump 17.7") };
+        let (b, note) = for_dump(&needs(15, 15), Some(dir)).unwrap();
+        assert_eq!((b.major, note), (15, None));
+        let (_, note) = for_dump(&needs(13, 13), Some(dir)).unwrap();
+        assert!(note.unwrap().contains("dump from PostgreSQL 13 (pg_dump 17.7) loaded with the newer PostgreSQL 15"));
+        // pg_dump 16+ of a 13 server writes a format pg_restore 15 cannot read.
+        let e = for_dump(&needs(13, 16), Some(dir)).unwrap_err();
+        assert!(matches!(e, Error::Tooling { .. }) && e.to_string().contains("needs PostgreSQL 16 or newer"), "{e}");
+        if !discover().contains_key(&17) {
+            let e = for_dump(&needs(17, 17), None).unwrap_err();
+            assert!(
+                e.to_string().contains("PostgreSQL 17 binaries not found") && e.to_string().contains("postgresql-17"),
+                "{e}"
+            );
+        }
+        assert_eq!(for_dump(&needs(0, 0), None).unwrap().0.major, newest().unwrap().major);
     }
 }
