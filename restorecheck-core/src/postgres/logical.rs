@@ -184,18 +184,7 @@ pub async fn load(
 ) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     let client = conn.connect("postgres").await?;
-    let conn_args = |db: &str| -> Vec<String> {
-        vec![
-            "-h".into(),
-            conn.host.clone(),
-            "-p".into(),
-            conn.port.to_string(),
-            "-U".into(),
-            conn.user.clone(),
-            "-d".into(),
-            db.into(),
-        ]
-    };
+    let conn_args = |db: &str| conn_args(conn, db);
     // Roles of the fresh cluster before anything ran: only these may be "created" again.
     let fresh_roles = role_names(&client).await?;
     // CREATE TABLESPACE needs an absolute location.
@@ -222,27 +211,7 @@ pub async fn load(
         rewriter.fresh_roles = role_names(&client).await?;
     }
     if dump.format == DumpFormat::DumpAll {
-        // A whole cluster: it creates its roles, tablespaces and databases itself.
-        let sql =
-            SqlFile { path: dump.path.clone(), globals_section: true, trailer: Some(DUMPALL_TRAILER), strict: true };
-        let done = stream_sql(bin, user, sql, conn_args("postgres"), rewriter).await?;
-        let dbs: Vec<String> = client
-            .query(
-                "select datname::pg_catalog.text from pg_catalog.pg_database \
-                 where not datistemplate order by datname",
-                &[],
-            )
-            .await
-            .map_err(|e| Error::postgres("listing databases", e))?
-            .iter()
-            .map(|r| r.get::<_, String>(0))
-            .collect();
-        notes.push(format!(
-            "loaded pg_dumpall output {} (databases now: {}); assertions choose one with database = \"…\"",
-            dump.path.display(),
-            dbs.join(", ")
-        ));
-        notes.extend(done.notes());
+        notes.extend(load_dumpall(bin, user, conn, &client, dump, rewriter).await?);
         return Ok(notes);
     }
     // Archives are always scanned (schema only): their tablespaces are created or reported.
@@ -290,31 +259,7 @@ pub async fn load(
         let mut cmd = tokio::process::Command::new(bin.exe("pg_restore"));
         cmd.arg("--exit-on-error").args(conn_args(&db)).env("LC_ALL", "C").stdin(Stdio::null());
         if dump.restore_tablespaces {
-            // Fresh folders in the work dir; an archive never names its tablespaces' locations.
-            let have: BTreeSet<String> = client
-                .query("select spcname::pg_catalog.text from pg_catalog.pg_tablespace", &[])
-                .await
-                .map_err(|e| Error::postgres("listing tablespaces", e))?
-                .iter()
-                .map(|r| r.get::<_, String>(0))
-                .collect();
-            let mut created = Vec::new();
-            for name in dump_tablespaces.iter().filter(|n| !have.contains(*n)) {
-                let dir = rewriter.new_tablespace_dir()?;
-                let sql = format!(
-                    "create tablespace {} location '{}'",
-                    quote_ident(name),
-                    dir.display().to_string().replace('\'', "''")
-                );
-                client
-                    .batch_execute(&sql)
-                    .await
-                    .map_err(|e| Error::postgres(format!("creating tablespace {name}"), e))?;
-                created.push(format!("{name} in {}", dir.display()));
-            }
-            if !created.is_empty() {
-                notes.push(format!("created the tablespaces the dump uses as fresh folders: {}", created.join(", ")));
-            }
+            notes.extend(create_tablespaces(&client, &dump_tablespaces, &mut rewriter).await?);
         } else {
             // Tablespaces of the source cluster do not exist here (and their paths must never be
             // used): objects go to the default tablespace.
@@ -354,6 +299,73 @@ async fn role_names(client: &tokio_postgres::Client) -> Result<BTreeSet<String>>
         .iter()
         .map(|r| r.get::<_, String>(0))
         .collect())
+}
+
+/// psql/pg_restore arguments to reach database `db` of the fresh cluster.
+fn conn_args(conn: &Connection, db: &str) -> Vec<String> {
+    ["-h", &conn.host, "-p", &conn.port.to_string(), "-U", &conn.user, "-d", db].iter().map(|s| s.to_string()).collect()
+}
+
+/// Loads a whole cluster's pg_dumpall output: it creates its roles, tablespaces and databases.
+async fn load_dumpall(
+    bin: &BinDir,
+    user: &OsUser,
+    conn: &Connection,
+    client: &tokio_postgres::Client,
+    dump: &LogicalDump,
+    rewriter: Rewriter,
+) -> Result<Vec<String>> {
+    let sql = SqlFile { path: dump.path.clone(), globals_section: true, trailer: Some(DUMPALL_TRAILER), strict: true };
+    let done = stream_sql(bin, user, sql, conn_args(conn, "postgres"), rewriter).await?;
+    let dbs: Vec<String> = client
+        .query(
+            "select datname::pg_catalog.text from pg_catalog.pg_database where not datistemplate order by datname",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::postgres("listing databases", e))?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    let mut notes = vec![format!(
+        "loaded pg_dumpall output {} (databases now: {}); assertions choose one with database = \"…\"",
+        dump.path.display(),
+        dbs.join(", ")
+    )];
+    notes.extend(done.notes());
+    Ok(notes)
+}
+
+/// `restore_tablespaces`: creates the tablespaces an archive's objects live in (and the fresh
+/// cluster lacks) as fresh folders in the work dir; an archive never names their locations.
+async fn create_tablespaces(
+    client: &tokio_postgres::Client,
+    names: &BTreeSet<String>,
+    rewriter: &mut Rewriter,
+) -> Result<Vec<String>> {
+    let have: BTreeSet<String> = client
+        .query("select spcname::pg_catalog.text from pg_catalog.pg_tablespace", &[])
+        .await
+        .map_err(|e| Error::postgres("listing tablespaces", e))?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    let mut created = Vec::new();
+    for name in names.iter().filter(|n| !have.contains(*n)) {
+        let dir = rewriter.new_tablespace_dir()?;
+        let sql = format!(
+            "create tablespace {} location '{}'",
+            quote_ident(name),
+            dir.display().to_string().replace('\'', "''")
+        );
+        client.batch_execute(&sql).await.map_err(|e| Error::postgres(format!("creating tablespace {name}"), e))?;
+        created.push(format!("{name} in {}", dir.display()));
+    }
+    Ok(if created.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!("created the tablespaces the dump uses as fresh folders: {}", created.join(", "))]
+    })
 }
 
 /// Closing line of a pg_dump plain file (and of each database's section in a pg_dumpall file).
