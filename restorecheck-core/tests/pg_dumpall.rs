@@ -264,6 +264,32 @@ async fn globals_only_output_serves_as_globals_for_a_custom_dump() {
     assert!(r.notes.iter().any(|n| n.contains("tablespace ts1: created in")), "{:?}", r.notes);
     assert_eq!(exact_snapshot(&ts), before, "the original tablespace folder changed");
 
+    // A plain pg_dump of objects in a tablespace: it is created in the work dir (psql cannot skip it).
+    let plain = c.backups_dir().join("app2.sql");
+    let mut args = conn_args(&c);
+    c.start().await.unwrap();
+    args.extend(["-Fp".into(), "-f".into(), plain.display().to_string(), "app2".into()]);
+    c.tool("pg_dump", &args).await.unwrap();
+    c.stop().await.unwrap();
+    let before = exact_snapshot(&ts);
+    assert!(std::fs::read_to_string(&plain).unwrap().contains("SET default_tablespace = ts1;"));
+    let ch = Check::new(
+        "plain-ts",
+        Arc::new(source(&plain, None)),
+        Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap()),
+    )
+    .database("app2")
+    .assert(sql_in("app2", "select count(*) from notes", 40))
+    .assert(sql_in("app2", "select count(*) from pg_tables where tablename = 'notes' and tablespace = 'ts1'", 1));
+    let r = run(&dir, ch).await;
+    assert_pass(&r);
+    assert!(
+        r.notes.iter().any(|n| n.contains("created the tablespaces the dump uses") && n.contains("ts1")),
+        "{:?}",
+        r.notes
+    );
+    assert_eq!(exact_snapshot(&ts), before, "the original tablespace folder changed");
+
     // restore_tablespaces: the dump's tablespace is created in the work dir and used.
     let src = PgDumpSource::new(PgDumpConfig { path: custom.clone(), restore_tablespaces: true, ..Default::default() });
     let ch = Check::new("ts", Arc::new(src), Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap()))

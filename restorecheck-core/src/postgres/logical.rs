@@ -251,6 +251,9 @@ pub async fn load(
     notes.push(format!("loaded {} dump {} into database {db:?}", dump.format, dump.path.display()));
 
     if dump.format == DumpFormat::Plain {
+        // A plain dump's `SET default_tablespace = ts;` fails unless `ts` exists, and psql has
+        // no --no-tablespaces: its tablespaces are always created, as fresh work-dir folders.
+        notes.extend(create_tablespaces(&client, &dump_tablespaces, &mut rewriter).await?);
         let sql =
             SqlFile { path: dump.path.clone(), globals_section: false, trailer: Some(DUMP_TRAILER), strict: true };
         let done = stream_sql(bin, user, sql, conn_args(&db), rewriter).await?;
