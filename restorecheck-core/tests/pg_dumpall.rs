@@ -218,6 +218,13 @@ async fn a_damaged_pg_dumpall_fails_and_only_existing_roles_are_forgiven() {
         r.failure
     );
 
+    // A database locale this host lacks: the tester's problem, an error, not a failed check.
+    assert!(text.contains("LOCALE = 'C'"), "the premise of this case changed");
+    let r = run(&dir, check("locale.sql", text.replacen("LOCALE = 'C'", "LOCALE = 'xx_XX.UTF-8'", 1))).await;
+    assert_eq!(r.verdict, restorecheck_core::report::Verdict::Error, "{:?}", r.failure);
+    let msg = &r.failure.as_ref().unwrap().message;
+    assert!(msg.contains("xx_XX.UTF-8") && msg.contains("locale-gen"), "{msg}");
+
     // A failing ALTER ROLE with a password hash: the error is reported, the hash is not.
     // (The option is put next to the hash, so that psql's error context quotes it.)
     let line = text.lines().find(|l| l.starts_with("ALTER ROLE app_owner WITH")).unwrap();

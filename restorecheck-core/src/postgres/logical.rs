@@ -371,6 +371,22 @@ async fn create_tablespaces(
     })
 }
 
+/// A database the dump creates with a locale this host lacks (`invalid locale name: "de_DE.UTF-8"`):
+/// the tester's environment, not the backup, so an error rather than a failed check.
+fn missing_locale(stderr: &str) -> Option<Error> {
+    let line = stderr.lines().find(|l| l.contains("ERROR:") && l.contains("locale name"))?;
+    let name = line.rsplit_once(": ").map_or(line, |(_, n)| n).trim();
+    Some(Error::Tooling {
+        what: format!(
+            "the dump creates a database with locale {name}, which this host does not have ({})",
+            line.trim()
+        ),
+        hint: "install the locale on the testing host (Debian: add it to /etc/locale.gen and run locale-gen, \
+               or install locales-all)"
+            .into(),
+    })
+}
+
 /// Closing line of a pg_dump plain file (and of each database's section in a pg_dumpall file).
 const DUMP_TRAILER: &[u8] = b"-- PostgreSQL database dump complete";
 /// Closing line of a pg_dumpall file (also `--globals-only`).
@@ -673,6 +689,9 @@ async fn stream_sql(
                     ),
                     hint: "update the PostgreSQL packages to their latest minor release".into(),
                 });
+            }
+            if let Some(e) = missing_locale(&stderr) {
+                return Err(e);
             }
             return Err(Error::BackupDefect {
                 message: format!("psql could not load {} ({})", path.display(), out.status),
