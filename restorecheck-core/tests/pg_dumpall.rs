@@ -159,6 +159,24 @@ async fn pg_dumpall_plain_and_gzip_restore_whole_and_leave_the_tablespace_folder
     let before = exact_snapshot(&ts);
     assert!(before.len() > 2, "the original tablespace folder holds the source's files: {before:?}");
 
+    // The same cluster dumped with --clean (DROP … before every CREATE) and --if-exists.
+    c.start().await.unwrap();
+    let clean = dumpall(&c, "clean.sql", &["--clean"]).await;
+    let clean_if = dumpall(&c, "clean-if-exists.sql", &["--clean", "--if-exists"]).await;
+    assert!(std::fs::read_to_string(&clean).unwrap().contains("DROP ROLE postgres;"));
+    c.stop().await.unwrap();
+    let before = exact_snapshot(&ts);
+    for p in [&clean, &clean_if] {
+        let r = run(&dir, whole_cluster_check(p)).await;
+        assert_pass(&r);
+        assert!(
+            r.notes.iter().any(|n| n.contains("pg_dumpall --clean") && n.contains("DROP ROLE \"postgres\"")),
+            "{:?}",
+            r.notes
+        );
+        assert_eq!(exact_snapshot(&ts), before, "the original tablespace folder changed");
+    }
+
     for p in [&plain, &gz] {
         let r = run(&dir, whole_cluster_check(p)).await;
         assert_pass(&r);

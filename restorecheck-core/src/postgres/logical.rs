@@ -3,11 +3,14 @@
 //! `psql -v ON_ERROR_STOP=1`. Every byte of the dump is read: a truncated or damaged dump fails.
 //!
 //! SQL text from pg_dumpall (a whole cluster, or `--globals-only` as a `globals` file) goes
-//! through [`Rewriter`] on its way into psql, which changes exactly two kinds of lines and
-//! nothing else, so every other error still stops the load:
+//! through [`Rewriter`] on its way into psql, which changes exactly these lines and nothing
+//! else, so every other error still stops the load:
 //! - `CREATE ROLE name;` in the globals section, for a role the fresh cluster already has (the
 //!   bootstrap superuser `postgres`): a comment. The `ALTER ROLE name WITH …` that follows
 //!   still runs.
+//! - `pg_dumpall --clean`'s `DROP ROLE|TABLESPACE [IF EXISTS] name;` and `DROP DATABASE …;` of
+//!   a database the fresh cluster lacks, in the globals section: comments (a fresh cluster has
+//!   nothing to drop; its bootstrap superuser cannot be dropped).
 //! - `CREATE TABLESPACE … LOCATION '<path>';`: the location becomes a fresh empty folder under
 //!   the work dir, so the dump's original path (which may exist on this host) is never touched.
 //!   A `CREATE TABLESPACE` line that cannot be rewritten stops the load.
@@ -191,6 +194,13 @@ pub async fn load(
     let tablespace_dir =
         std::fs::canonicalize(tablespace_dir).map_err(|e| Error::io("resolving the work dir", tablespace_dir, e))?;
     let mut rewriter = Rewriter::new(fresh_roles, tablespace_dir, user.clone());
+    rewriter.fresh_databases = client
+        .query("select datname::pg_catalog.text from pg_catalog.pg_database", &[])
+        .await
+        .map_err(|e| Error::postgres("listing databases", e))?
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
     if let Some(globals) = &dump.globals {
         // pg_dumpall --globals-only output is held to the same standard as a whole pg_dumpall;
         // other (hand-written) SQL keeps the lenient treatment: errors become notes.
@@ -211,7 +221,9 @@ pub async fn load(
         rewriter.fresh_roles = role_names(&client).await?;
     }
     if dump.format == DumpFormat::DumpAll {
-        notes.extend(load_dumpall(bin, user, conn, &client, dump, rewriter).await?);
+        // Our own session must not hold database postgres: pg_dumpall --clean drops it.
+        drop(client);
+        notes.extend(load_dumpall(bin, user, conn, dump, rewriter).await?);
         return Ok(notes);
     }
     // Archives are always scanned (schema only): their tablespaces are created or reported.
@@ -314,13 +326,14 @@ async fn load_dumpall(
     bin: &BinDir,
     user: &OsUser,
     conn: &Connection,
-    client: &tokio_postgres::Client,
     dump: &LogicalDump,
     rewriter: Rewriter,
 ) -> Result<Vec<String>> {
     let sql = SqlFile { path: dump.path.clone(), globals_section: true, trailer: Some(DUMPALL_TRAILER), strict: true };
     let done = stream_sql(bin, user, sql, conn_args(conn, "postgres"), rewriter).await?;
-    let dbs: Vec<String> = client
+    let dbs: Vec<String> = conn
+        .connect("postgres")
+        .await?
         .query(
             "select datname::pg_catalog.text from pg_catalog.pg_database where not datistemplate order by datname",
             &[],
@@ -429,8 +442,12 @@ struct Rewriter {
     in_copy: bool,
     /// Tablespaces redirected: (name, original location, new location).
     tablespaces: Vec<(String, String, PathBuf)>,
+    /// Databases of the fresh cluster (postgres, template0, template1).
+    fresh_databases: BTreeSet<String>,
     /// `CREATE ROLE` statements turned into comments.
     skipped_roles: Vec<String>,
+    /// `pg_dumpall --clean` statements turned into comments ("DROP ROLE app").
+    skipped_drops: Vec<String>,
     /// Tablespace folders made so far (they are numbered).
     made_dirs: usize,
     /// Errors psql reported and went past (lenient files only).
@@ -446,7 +463,9 @@ impl Rewriter {
             in_globals: false,
             in_copy: false,
             tablespaces: Vec::new(),
+            fresh_databases: BTreeSet::new(),
             skipped_roles: Vec::new(),
+            skipped_drops: Vec::new(),
             made_dirs: 0,
             ignored_errors: Vec::new(),
         }
@@ -472,6 +491,13 @@ impl Rewriter {
             notes.push(format!(
                 "skipped the dump's CREATE ROLE for roles the fresh cluster already has (their ALTER ROLE ran): {}",
                 self.skipped_roles.join(", ")
+            ));
+        }
+        if !self.skipped_drops.is_empty() {
+            notes.push(format!(
+                "skipped the dump's clean-up statements (pg_dumpall --clean) for objects a fresh cluster does not \
+                 have, or cannot drop: {}",
+                self.skipped_drops.join(", ")
             ));
         }
         for e in self.ignored_errors.iter().take(5) {
@@ -510,6 +536,17 @@ impl Rewriter {
                         quote_ident(&name)
                     );
                     self.skipped_roles.push(name);
+                    return Ok(Cow::Owned(out.into_bytes()));
+                }
+            }
+            // pg_dumpall --clean drops everything before creating it: in a fresh cluster there
+            // is nothing to drop but the bootstrap superuser (which cannot be) and the
+            // template1/postgres databases (which are dropped and recreated as the dump says).
+            if let Some((kind, name)) = std::str::from_utf8(text).ok().and_then(parse_drop) {
+                if kind != "DATABASE" || !self.fresh_databases.contains(&name) {
+                    let what = format!("DROP {kind} {}", quote_ident(&name));
+                    let out = format!("-- restorecheck: {what} skipped in the fresh cluster\n");
+                    self.skipped_drops.push(what);
                     return Ok(Cow::Owned(out.into_bytes()));
                 }
             }
@@ -578,6 +615,17 @@ fn parse_create_role(line: &str) -> Option<String> {
     let rest = line.strip_prefix("CREATE ROLE ")?;
     let (name, _, rest) = take_ident(rest)?;
     (rest == ";").then_some(name)
+}
+
+/// A line that is exactly pg_dumpall --clean's `DROP ROLE|DATABASE|TABLESPACE [IF EXISTS] name;`.
+fn parse_drop(line: &str) -> Option<(&'static str, String)> {
+    let rest = line.strip_prefix("DROP ")?;
+    let (kind, rest) = ["ROLE", "DATABASE", "TABLESPACE"]
+        .into_iter()
+        .find_map(|k| rest.strip_prefix(k).and_then(|r| r.strip_prefix(' ')).map(|r| (k, r)))?;
+    let rest = rest.strip_prefix("IF EXISTS ").unwrap_or(rest);
+    let (name, _, rest) = take_ident(rest)?;
+    (rest == ";").then_some((kind, name))
 }
 
 /// A pg_dumpall `CREATE TABLESPACE name OWNER role LOCATION '…';` line.
@@ -741,6 +789,16 @@ mod tests {
         assert_eq!(parse_create_role("CREATE ROLE postgres WITH SUPERUSER;"), None);
         assert_eq!(parse_create_role("CREATE ROLE Postgres;"), None);
         assert_eq!(parse_create_role("create role postgres;"), None);
+    }
+
+    #[test]
+    fn only_exact_drop_lines_parse() {
+        assert_eq!(parse_drop("DROP ROLE postgres;"), Some(("ROLE", "postgres".into())));
+        assert_eq!(parse_drop("DROP DATABASE IF EXISTS \"My db\";"), Some(("DATABASE", "My db".into())));
+        assert_eq!(parse_drop("DROP TABLESPACE ts1;"), Some(("TABLESPACE", "ts1".into())));
+        assert_eq!(parse_drop("DROP TABLE t;"), None);
+        assert_eq!(parse_drop("DROP ROLE a, b;"), None);
+        assert_eq!(parse_drop("DROP DATABASE app; DROP TABLE x;"), None);
     }
 
     #[test]
