@@ -270,7 +270,8 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
     // select
     let backup = check.source.select(ctx, check.backup.as_deref()).await?;
     st.report.backup = backup_report(&backup);
-    if let Some(major) = backup.pg_major {
+    // Dumps load into newer majors too: the target picks their binaries when it starts.
+    if let Some(major) = backup.pg_major.filter(|_| !crate::sources::pg_dump::is_dump_kind(&backup.kind)) {
         check.target.preflight(Some(major)).await?;
     }
 

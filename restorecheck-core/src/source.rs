@@ -151,6 +151,10 @@ pub enum DumpFormat {
     Tar,
     /// Plain SQL (`pg_dump -Fp`), restored with psql.
     Plain,
+    /// Plain SQL of a whole cluster (`pg_dumpall`, also `--globals-only`): roles, tablespaces
+    /// and every database, restored with psql.
+    #[serde(rename = "dumpall")]
+    DumpAll,
 }
 
 impl std::fmt::Display for DumpFormat {
@@ -160,6 +164,7 @@ impl std::fmt::Display for DumpFormat {
             DumpFormat::Directory => "directory",
             DumpFormat::Tar => "tar",
             DumpFormat::Plain => "plain",
+            DumpFormat::DumpAll => "dumpall",
         })
     }
 }
@@ -179,8 +184,17 @@ pub struct LogicalDump {
     pub globals: Option<PathBuf>,
     /// Skip ownership instead of creating the roles the dump references.
     pub no_owner: bool,
+    /// Archives: create the tablespaces the dump's objects live in (as fresh folders in the work
+    /// dir) and restore into them, instead of `pg_restore --no-tablespaces`.
+    pub restore_tablespaces: bool,
     /// `pg_restore -j` jobs.
     pub jobs: u32,
+    /// The lowest PostgreSQL major whose tools and server can load this dump: the major of the
+    /// server it was dumped from, raised to what the archive format needs (format 1.15 needs
+    /// pg_restore 16, 1.16 needs 17). 0 when the dump does not say.
+    pub min_major: u32,
+    /// What made the dump, for messages ("pg_dump 17.2, archive format 1.16"), when known.
+    pub made_by: Option<String>,
 }
 
 /// Environment variables the restored server needs (for its `restore_command`), possibly

@@ -121,6 +121,89 @@ pub fn find(major: u32, configured: Option<&Path>) -> Result<BinDir> {
     })
 }
 
+/// What a logical dump needs from the binaries that load it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpNeeds<'a> {
+    /// Major of the server the dump was taken from (0: unknown).
+    pub source_major: u32,
+    /// Lowest major whose pg_restore/psql and server can load it (0: any).
+    pub min_major: u32,
+    /// What made it ("pg_dump 17.2, archive format 1.16"), for messages.
+    pub made_by: Option<&'a str>,
+}
+
+/// Picks the binaries to load a logical dump with: `configured` (target.bin_dir) if given and
+/// new enough, else the dump's own major, else the oldest installed major that is newer than
+/// the dump (PostgreSQL loads dumps of older majors; never the other way round), or the newest
+/// when the dump does not name its major. Returns the
+/// binaries and, when they are not the dump's own major, a note for the report. When nothing
+/// suitable is installed, an [`Error::Tooling`] naming the major to install (verdict *error*,
+/// never *fail*: the dump may be fine).
+pub fn for_dump(needs: &DumpNeeds<'_>, configured: Option<&Path>) -> Result<(BinDir, Option<String>)> {
+    let want = needs.source_major.max(needs.min_major);
+    let made_by = needs.made_by.map(|m| format!(" ({m})")).unwrap_or_default();
+    let note = |b: &BinDir| {
+        (needs.source_major != 0 && b.major != needs.source_major).then(|| {
+            format!(
+                "dump from PostgreSQL {}{made_by} loaded with the newer PostgreSQL {} (pg_restore/psql and server): \
+                 no PostgreSQL {} binaries {}",
+                needs.source_major,
+                b.version,
+                needs.source_major,
+                if configured.is_some() { "configured (target.bin_dir)" } else { "installed" }
+            )
+        })
+    };
+    if let Some(dir) = configured {
+        let b = probe(dir).ok_or_else(|| Error::Tooling {
+            what: format!("no usable `postgres` binary in bin_dir {}", dir.display()),
+            hint: "point target.bin_dir at the bin directory of a PostgreSQL installation".into(),
+        })?;
+        if b.major < want {
+            return Err(Error::Tooling {
+                what: format!(
+                    "bin_dir {} holds PostgreSQL {}, but the dump needs PostgreSQL {want} or newer{made_by}",
+                    dir.display(),
+                    b.major
+                ),
+                hint: format!("set target.bin_dir to a PostgreSQL {want} (or newer) installation"),
+            });
+        }
+        let n = note(&b);
+        return Ok((b, n));
+    }
+    let all = discover();
+    let chosen = if needs.source_major == 0 {
+        // The dump does not say: the newest reads every older format.
+        all.values().next_back().filter(|b| b.major >= want)
+    } else {
+        all.get(&needs.source_major).filter(|b| b.major >= want).or_else(|| all.values().find(|b| b.major >= want))
+    }
+    .cloned();
+    match chosen {
+        Some(b) => {
+            let n = note(&b);
+            Ok((b, n))
+        }
+        None => Err(Error::Tooling {
+            what: format!(
+                "PostgreSQL {want} binaries not found (the dump was made from PostgreSQL {}{made_by}; \
+                 this host has: {})",
+                if needs.source_major == 0 { "?".to_string() } else { needs.source_major.to_string() },
+                if all.is_empty() {
+                    "none".to_string()
+                } else {
+                    all.keys().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+                }
+            ),
+            hint: format!(
+                "install postgresql-{want} (Debian/Ubuntu: apt-get install postgresql-{want}; \
+                 RHEL: postgresql{want}-server) or set target.bin_dir to a PostgreSQL {want}+ bin directory"
+            ),
+        }),
+    }
+}
+
 /// The newest installation found, for commands that do not care about the version (`demo`).
 pub fn newest() -> Result<BinDir> {
     discover().into_values().next_back().ok_or_else(|| Error::Tooling {
@@ -138,5 +221,27 @@ mod tests {
         assert_eq!(parse_version("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n"), Some((15, "15.18".into())));
         assert_eq!(parse_version("postgres (PostgreSQL) 17beta1"), Some((17, "17beta1".into())));
         assert_eq!(parse_version("nonsense"), None);
+    }
+
+    #[test]
+    fn dumps_get_their_major_or_a_newer_one_never_an_older() {
+        // This host's PostgreSQL 15 (the tests' premise), given as target.bin_dir.
+        let dir = Path::new("/usr/lib/postgresql/15/bin");
+        let needs = |source_major, min_major| DumpNeeds { source_major, min_major, made_by: Some("pg_dump 17.7") };
+        let (b, note) = for_dump(&needs(15, 15), Some(dir)).unwrap();
+        assert_eq!((b.major, note), (15, None));
+        let (_, note) = for_dump(&needs(13, 13), Some(dir)).unwrap();
+        assert!(note.unwrap().contains("dump from PostgreSQL 13 (pg_dump 17.7) loaded with the newer PostgreSQL 15"));
+        // pg_dump 16+ of a 13 server writes a format pg_restore 15 cannot read.
+        let e = for_dump(&needs(13, 16), Some(dir)).unwrap_err();
+        assert!(matches!(e, Error::Tooling { .. }) && e.to_string().contains("needs PostgreSQL 16 or newer"), "{e}");
+        if !discover().contains_key(&17) {
+            let e = for_dump(&needs(17, 17), None).unwrap_err();
+            assert!(
+                e.to_string().contains("PostgreSQL 17 binaries not found") && e.to_string().contains("postgresql-17"),
+                "{e}"
+            );
+        }
+        assert_eq!(for_dump(&needs(0, 0), None).unwrap().0.major, newest().unwrap().major);
     }
 }

@@ -1,6 +1,8 @@
 //! Source `pg_dump`: logical dumps — custom (`-Fc`), directory (`-Fd`), tar (`-Ft`) or plain SQL,
-//! optionally gzip/zstd/lz4-compressed as a whole file. The target restores them into a fresh
-//! cluster it creates (see [`crate::postgres::logical`]).
+//! and `pg_dumpall` output (a whole cluster, plain SQL), optionally gzip/zstd/lz4-compressed as a
+//! whole file. The target restores them into a fresh cluster it creates (see
+//! [`crate::postgres::logical`]) with binaries of the dump's major or a newer one: the major
+//! is read from the dump's own header (archives) or comments (plain) by restorecheck itself.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -15,7 +17,6 @@ use crate::archive::{self, Compression};
 use crate::context::RunContext;
 use crate::decrypt::{DecryptConfig, Decryptor};
 use crate::error::{Error, Result};
-use crate::postgres::binaries;
 use crate::source::{BackupInfo, BackupSource, DumpFormat, FetchRequest, FetchedBackup, LogicalDump, WalSupply};
 use crate::storage::{self, BackupFile, Location, Remote, RemoteObject, StorageOptions};
 
@@ -29,15 +30,24 @@ pub struct PgDumpConfig {
     /// `"latest"` (default), `"oldest"`, or a dump's file/folder name.
     pub backup: Option<String>,
     /// Database to restore into (default: the name recorded in the dump, else the check's
-    /// `database`).
+    /// `database`). Not used for pg_dumpall output, which creates and names its databases.
     pub database: Option<String>,
-    /// Output of `pg_dumpall --globals-only` to run first (roles, tablespaces).
+    /// Output of `pg_dumpall --globals-only` to run first (roles, tablespaces; held to the same
+    /// standard as a whole pg_dumpall: any error fails). Other SQL files run leniently: errors
+    /// other than "already exists" become notes. Tablespaces go into the work dir either way.
     pub globals: Option<PathBuf>,
     /// Do not restore ownership (`--no-owner`); otherwise roles the dump references are created.
+    /// Not used for pg_dumpall output, which creates its roles itself.
     #[serde(default)]
     pub no_owner: bool,
     /// Parallel jobs for `pg_restore -j` (custom and directory formats; default 2).
     pub jobs: Option<u32>,
+    /// Custom, directory and tar dumps: create the tablespaces their objects live in, as fresh
+    /// folders in the work dir (never the original locations), and restore into them. Default
+    /// `false`: `pg_restore --no-tablespaces`, every object in the default tablespace.
+    /// (pg_dumpall output always creates its tablespaces, redirected into the work dir.)
+    #[serde(default)]
+    pub restore_tablespaces: bool,
     /// Object-storage options (endpoint, region, path style, profile, retries, parallelism).
     #[serde(default)]
     pub storage: StorageOptions,
@@ -92,6 +102,13 @@ fn first_bytes(path: &Path, n: usize) -> Vec<u8> {
     buf
 }
 
+/// Whether a [`BackupInfo::kind`] names a logical dump (`pg_dump-custom`, `pg_dump-dumpall.gz`):
+/// such a backup loads into its own major or any newer one, so a target's version preflight
+/// for its exact major does not apply (the target picks binaries when it starts).
+pub fn is_dump_kind(kind: &str) -> bool {
+    kind.starts_with("pg_dump-")
+}
+
 /// Recognises a dump file or `-Fd` folder: its format and whole-file compression.
 pub fn detect_dump(path: &Path) -> Option<(DumpFormat, Compression)> {
     detect(path).map(|d| (d.format, d.compression))
@@ -116,11 +133,20 @@ fn detect(path: &Path) -> Option<Detected> {
 /// A dump's format from its first (decompressed) bytes.
 fn format_of(head: &[u8]) -> Option<DumpFormat> {
     if head.starts_with(b"PGDMP") {
-        Some(DumpFormat::Custom)
-    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
-        Some(DumpFormat::Tar)
-    } else {
-        String::from_utf8_lossy(head).contains("PostgreSQL database dump").then_some(DumpFormat::Plain)
+        return Some(DumpFormat::Custom);
+    }
+    if head.len() >= 262 && &head[257..262] == b"ustar" {
+        return Some(DumpFormat::Tar);
+    }
+    // pg_dumpall opens with "-- PostgreSQL database cluster dump"; each database's section
+    // inside it (and a pg_dump file) with "-- PostgreSQL database dump".
+    let text = String::from_utf8_lossy(head);
+    let cluster = text.find("-- PostgreSQL database cluster dump");
+    let single = text.find("PostgreSQL database dump");
+    match (cluster, single) {
+        (Some(c), s) if s.is_none_or(|s| c < s) => Some(DumpFormat::DumpAll),
+        (_, Some(_)) => Some(DumpFormat::Plain),
+        _ => None,
     }
 }
 
@@ -156,56 +182,190 @@ fn encrypted(name: &str, decrypt: Option<&Decryptor>) -> bool {
     decrypt.is_some_and(|d| d.strip(name).is_some())
 }
 
-/// Facts read from a dump's header (`pg_restore -l`, or the plain file's comments).
-#[derive(Debug, Default, Clone)]
+/// Facts read from a dump's header (an archive's `toc.dat` header, or the plain file's comments).
+#[derive(Debug, Default, Clone, PartialEq)]
 struct Header {
     created_at: Option<DateTime<Utc>>,
     dbname: Option<String>,
+    /// Major of the server the dump was taken from ("Dumped from database version").
     server_major: Option<u32>,
+    /// Version of the pg_dump that wrote it ("Dumped by pg_dump version").
+    dumped_by: Option<String>,
+    /// Archive format version (custom, directory, tar): `(1, 16)`.
+    archive_version: Option<(u8, u8)>,
+}
+
+impl Header {
+    /// The lowest PostgreSQL major that can load the dump: the source server's major, raised to
+    /// the oldest pg_restore that reads the archive format. 0 when unknown.
+    fn min_major(&self) -> u32 {
+        let format_needs = self.archive_version.map_or(0, |v| {
+            archive_format_min_major(v).unwrap_or_else(|| self.dumped_by.as_deref().and_then(major_of).unwrap_or(0))
+        });
+        self.server_major.unwrap_or(0).max(format_needs)
+    }
+
+    /// "pg_dump 17.2, archive format 1.16", for messages.
+    fn made_by(&self) -> Option<String> {
+        let by = self.dumped_by.as_deref().map(|v| format!("pg_dump {}", v.split_whitespace().next().unwrap_or(v)));
+        let fmt = self.archive_version.map(|(a, b)| format!("archive format {a}.{b}"));
+        match (by, fmt) {
+            (Some(a), Some(b)) => Some(format!("{a}, {b}")),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The oldest pg_restore major that reads archive format `version` (pg_restore reads every
+/// older format, never a newer one: "unsupported version (1.16) in file header").
+/// From `K_VERS_*` in PostgreSQL's `src/bin/pg_dump/pg_backup_archiver.h`: 1.14 (table access
+/// methods) came with 12, 1.15 (compression algorithm in the header) with 16, 1.16 (BLOB
+/// METADATA, relkind) with 17. `None` for formats newer than this table knows.
+pub fn archive_format_min_major(version: (u8, u8)) -> Option<u32> {
+    match version {
+        (1, m) if m <= 13 => Some(0), // every supported pg_restore (12+) reads them
+        (1, 14) => Some(12),
+        (1, 15) => Some(16),
+        (1, 16) => Some(17),
+        _ => None,
+    }
 }
 
 fn major_of(version: &str) -> Option<u32> {
     version.trim().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
-/// Runs `pg_restore -l` (the newest installed one reads every older format).
-fn read_archive_header(path: &Path) -> Result<Header> {
-    let bin = binaries::newest()?;
-    let out = std::process::Command::new(bin.exe("pg_restore"))
-        .arg("-l")
-        .arg(path)
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| Error::io("running pg_restore -l", path, e))?;
-    if !out.status.success() {
-        return Err(Error::defect(format!(
-            "{} is not a readable dump: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+/// Reads the header `pg_dump` writes at the start of a custom file and of `toc.dat` (directory
+/// and tar formats): `PGDMP`, the archive version, integer size, format, compression, creation
+/// time, database name, server version and pg_dump version (`ReadHead` in PostgreSQL's
+/// `pg_backup_archiver.c`). Read by restorecheck itself, so that a dump newer than every
+/// installed pg_restore still tells which major it needs.
+fn parse_archive_header(b: &[u8]) -> Option<Header> {
+    struct R<'a> {
+        b: &'a [u8],
+        pos: usize,
+        int_size: usize,
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut h = Header::default();
-    for line in text.lines() {
-        let l = line.trim_start_matches(';').trim();
-        if let Some(v) = l.strip_prefix("Archive created at ") {
-            h.created_at = crate::sources::basebackup::parse_label_time(v.trim());
-        } else if let Some(v) = l.strip_prefix("dbname: ") {
-            h.dbname = Some(v.trim().to_string());
-        } else if let Some(v) = l.strip_prefix("Dumped from database version: ") {
-            h.server_major = major_of(v);
+    impl R<'_> {
+        fn byte(&mut self) -> Option<u8> {
+            let v = *self.b.get(self.pos)?;
+            self.pos += 1;
+            Some(v)
+        }
+        fn int(&mut self) -> Option<i64> {
+            let negative = self.byte()? != 0;
+            let mut v: i64 = 0;
+            for i in 0..self.int_size {
+                let byte = i64::from(self.byte()?);
+                if i < 8 {
+                    v |= byte << (8 * i);
+                }
+            }
+            Some(if negative { -v } else { v })
+        }
+        fn string(&mut self) -> Option<Option<String>> {
+            let n = self.int()?;
+            if n < 0 {
+                return Some(None);
+            }
+            let n = usize::try_from(n).ok()?;
+            let s = self.b.get(self.pos..self.pos.checked_add(n)?)?;
+            self.pos += n;
+            Some(Some(String::from_utf8_lossy(s).into_owned()))
         }
     }
-    Ok(h)
+    if !b.starts_with(b"PGDMP") {
+        return None;
+    }
+    let mut r = R { b, pos: 5, int_size: 4 };
+    let (vmaj, vmin, _rev) = (r.byte()?, r.byte()?, r.byte()?);
+    let mut h = Header { archive_version: Some((vmaj, vmin)), ..Header::default() };
+    // Formats before 1.10 (PostgreSQL 8.0) carry no versions; pg_restore 12+ reads them anyway.
+    if (vmaj, vmin) < (1, 10) {
+        return Some(h);
+    }
+    r.int_size = usize::from(r.byte()?);
+    if !(1..=8).contains(&r.int_size) {
+        return None;
+    }
+    let _off_size = r.byte()?;
+    let _format = r.byte()?;
+    if (vmaj, vmin) >= (1, 15) {
+        let _algorithm = r.byte()?;
+    } else {
+        let _level = r.int()?;
+    }
+    let mut tm = [0i64; 7];
+    for f in &mut tm {
+        *f = r.int()?;
+    }
+    // struct tm of pg_dump's local time; read as this host's local time, as pg_restore does.
+    let [sec, min, hour, mday, mon, year, _isdst] = tm;
+    h.created_at = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(year + 1900).ok()?,
+        u32::try_from(mon + 1).ok()?,
+        u32::try_from(mday).ok()?,
+    )
+    .and_then(|d| d.and_hms_opt(u32::try_from(hour).ok()?, u32::try_from(min).ok()?, u32::try_from(sec).ok()?))
+    .and_then(|naive| {
+        use chrono::TimeZone;
+        chrono::Local.from_local_datetime(&naive).earliest().map(|t| t.with_timezone(&Utc))
+    });
+    h.dbname = r.string()?;
+    let remote = r.string()?;
+    h.server_major = remote.as_deref().and_then(major_of);
+    h.dumped_by = r.string()?;
+    Some(h)
 }
 
+/// The first bytes of the archive header of the dump at `path` (custom file, `-Fd` folder's
+/// `toc.dat`, or a tar's first member), decompressing whole-file compression.
+fn archive_header_bytes(path: &Path, format: DumpFormat) -> Vec<u8> {
+    match format {
+        DumpFormat::Directory => first_bytes(&path.join("toc.dat"), 8192),
+        DumpFormat::Tar => {
+            let b = first_bytes(path, 512 + 8192);
+            // pg_dump -Ft writes toc.dat as the first member: its data follows the 512-byte header.
+            if b.len() > 512 && b.starts_with(b"toc.dat\0") {
+                b[512..].to_vec()
+            } else {
+                Vec::new()
+            }
+        }
+        _ => first_bytes(path, 8192),
+    }
+}
+
+/// Reads an archive's header (custom, directory, tar). A file that does not start like one is
+/// a defect.
+fn read_archive_header(path: &Path, format: DumpFormat) -> Result<Header> {
+    parse_archive_header(&archive_header_bytes(path, format)).ok_or_else(|| {
+        Error::defect(format!("{} is not a readable dump: its {format} archive header is damaged", path.display()))
+    })
+}
+
+/// Reads a plain dump's comments: "Dumped from database version", "Dumped by pg_dump
+/// version". pg_dumpall puts them at the start of each database's section, after the globals,
+/// so the search goes on until they appear (bounded).
 fn read_plain_header(path: &Path) -> Header {
     let mut h = Header::default();
-    if let Ok(r) = archive::open_decompressed(path, None) {
-        for line in BufReader::new(r).lines().take(40).map_while(|l| l.ok()) {
-            if let Some(v) = line.strip_prefix("-- Dumped from database version ") {
-                h.server_major = major_of(v);
-            }
+    let Ok(r) = archive::open_decompressed(path, None) else { return h };
+    let mut read: u64 = 0;
+    let mut buf = Vec::new();
+    let mut reader = BufReader::new(r);
+    while read < 64 * 1024 * 1024 {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n as u64,
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end();
+        if let Some(v) = line.strip_prefix("-- Dumped from database version ") {
+            h.server_major = major_of(v);
+        } else if let Some(v) = line.strip_prefix("-- Dumped by pg_dump version ") {
+            h.dumped_by = Some(v.trim().to_string());
+            break;
         }
     }
     h
@@ -221,12 +381,11 @@ fn size_of(p: &Path) -> u64 {
 
 fn info_for(path: &Path, d: &Detected) -> BackupInfo {
     let mtime = fs::metadata(path).and_then(|m| m.modified()).ok().map(DateTime::<Utc>::from);
-    // A compressed archive needs decompressing before pg_restore can list it; its mtime is the
-    // best cheap time stamp. Uncompressed archives carry their creation time.
-    let header = match (&d.format, d.compression) {
-        (DumpFormat::Plain, _) => read_plain_header(path),
-        (_, Compression::None) => read_archive_header(path).unwrap_or_default(),
-        _ => Header::default(),
+    // Archives carry their creation time and versions in the header restorecheck reads itself
+    // (through whole-file compression too); plain dumps their versions in comments.
+    let header = match d.format {
+        DumpFormat::Plain | DumpFormat::DumpAll => read_plain_header(path),
+        f => read_archive_header(path, f).unwrap_or_default(),
     };
     BackupInfo {
         id: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -497,7 +656,8 @@ pub async fn fetch_dump(
     let d = detect(&path).ok_or_else(|| Error::defect(format!("{} is not a readable dump", path.display())))?;
     // Archives compressed as a whole are decompressed into scratch space: pg_restore needs
     // a seekable file for parallel restore. Plain SQL streams through the decompressor.
-    let file = if d.format != DumpFormat::Plain && d.compression != Compression::None {
+    let plain = matches!(d.format, DumpFormat::Plain | DumpFormat::DumpAll);
+    let file = if !plain && d.compression != Compression::None {
         let dest = req.scratch_dir.join(format!("dump.{}", d.format));
         ctx.progress.begin(&format!("decompressing {}", path.display()), fs::metadata(&path).ok().map(|m| m.len()));
         let (src, dst, progress) = (path.clone(), dest.clone(), ctx.progress.clone());
@@ -515,18 +675,19 @@ pub async fn fetch_dump(
     } else {
         path.clone()
     };
-    let header = match d.format {
-        DumpFormat::Plain => read_plain_header(&file),
-        _ => read_archive_header(&file)?,
-    };
+    let header = if plain { read_plain_header(&file) } else { read_archive_header(&file, d.format)? };
     let dump = LogicalDump {
         path: file,
         format: d.format,
-        compression: if d.format == DumpFormat::Plain { d.compression } else { Compression::None },
-        database: opts.database.clone().or(header.dbname),
+        compression: if plain { d.compression } else { Compression::None },
+        // A pg_dumpall file creates and names its databases itself.
+        database: if d.format == DumpFormat::DumpAll { None } else { opts.database.clone().or(header.dbname.clone()) },
         globals: opts.globals.clone(),
         no_owner: opts.no_owner,
+        restore_tablespaces: opts.restore_tablespaces,
         jobs: opts.jobs.unwrap_or(2).max(1),
+        min_major: header.min_major(),
+        made_by: header.made_by(),
     };
     let mut f = FetchedBackup::new(req.data_dir.clone(), header.server_major.unwrap_or(0), WalSupply::SelfContained);
     f.logical = Some(dump);
@@ -541,6 +702,72 @@ mod tests {
     fn versions() {
         assert_eq!(major_of("15.18 (Debian 15.18-0+deb12u1)"), Some(15));
         assert_eq!(major_of("9.6.24"), Some(9));
+    }
+
+    /// A custom-format header as pg_dump `vmin` writes it (`WriteHead`).
+    fn header_bytes(vmin: u8, server: &str, pg_dump: &str) -> Vec<u8> {
+        let int = |v: i64| {
+            let mut b = vec![u8::from(v < 0)];
+            b.extend_from_slice(&(v.unsigned_abs() as u32).to_le_bytes());
+            b
+        };
+        let string = |s: &str| {
+            let mut b = int(s.len() as i64);
+            b.extend_from_slice(s.as_bytes());
+            b
+        };
+        let mut b = b"PGDMP".to_vec();
+        b.extend_from_slice(&[1, vmin, 0, 4, 8, 1]);
+        if vmin >= 15 {
+            b.push(0);
+        } else {
+            b.extend(int(-1));
+        }
+        for v in [43, 25, 9, 1, 11, 126, 0] {
+            b.extend(int(v));
+        }
+        b.extend(string("app"));
+        b.extend(string(server));
+        b.extend(string(pg_dump));
+        b
+    }
+
+    #[test]
+    fn archive_headers_name_the_major_they_need() {
+        let h = parse_archive_header(&header_bytes(16, "17.7 (Debian 17.7-3)", "17.7 (Debian 17.7-3)")).unwrap();
+        assert_eq!((h.server_major, h.archive_version, h.dbname.as_deref()), (Some(17), Some((1, 16)), Some("app")));
+        assert_eq!(h.min_major(), 17);
+        assert_eq!(h.made_by().as_deref(), Some("pg_dump 17.7, archive format 1.16"));
+        assert!(h.created_at.is_some());
+        // pg_dump 16 of a PostgreSQL 13 server: format 1.15 needs pg_restore 16.
+        let h = parse_archive_header(&header_bytes(15, "13.23", "16.4")).unwrap();
+        assert_eq!((h.server_major, h.min_major()), (Some(13), 16));
+        let h = parse_archive_header(&header_bytes(14, "13.23", "13.23")).unwrap();
+        assert_eq!(h.min_major(), 13);
+        // A format newer than the table: the pg_dump version decides.
+        let h = parse_archive_header(&header_bytes(17, "19.1", "19.1")).unwrap();
+        assert_eq!(h.min_major(), 19);
+        assert_eq!(parse_archive_header(b"PGDMP\x01\x10"), None);
+        assert_eq!(parse_archive_header(b"not a dump"), None);
+        assert_eq!(archive_format_min_major((1, 14)), Some(12));
+    }
+
+    #[test]
+    fn dumpall_output_is_told_apart_from_pg_dump_output() {
+        let all =
+            "--\n-- PostgreSQL database cluster dump\n--\n\nCREATE ROLE x;\n--\n-- PostgreSQL database dump\n--\n";
+        assert_eq!(format_of(all.as_bytes()), Some(DumpFormat::DumpAll));
+        assert_eq!(format_of(b"--\n-- PostgreSQL database dump\n--\n"), Some(DumpFormat::Plain));
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("all.sql");
+        let mut text = all.to_string();
+        for i in 0..3000 {
+            text.push_str(&format!("CREATE ROLE r{i};\n"));
+        }
+        text.push_str("-- Dumped from database version 17.7\n-- Dumped by pg_dump version 17.7\n");
+        fs::write(&p, text).unwrap();
+        let h = read_plain_header(&p);
+        assert_eq!((h.server_major, h.dumped_by.as_deref()), (Some(17), Some("17.7")));
     }
 
     #[test]

@@ -106,15 +106,15 @@ impl RestoreTarget for LocalTarget {
     ) -> Result<Box<dyn RunningServer>> {
         let os_user = OsUser::resolve(self.cfg.os_user.as_deref())?;
         let mut early_notes = Vec::new();
-        let bin = if backup.logical.is_some() {
-            // A dump loads into the same major or any newer one (pg_restore reads older formats).
-            let bin = binaries::find(backup.pg_major, self.cfg.bin_dir.as_deref()).or_else(|e| {
-                binaries::newest().ok().filter(|b| b.major >= backup.pg_major && self.cfg.bin_dir.is_none()).ok_or(e)
-            })?;
-            if bin.major != backup.pg_major {
-                early_notes
-                    .push(format!("dump from PostgreSQL {} loaded into PostgreSQL {}", backup.pg_major, bin.version));
-            }
+        let bin = if let Some(dump) = &backup.logical {
+            // The dump's own major, else a newer one (PostgreSQL loads older dumps, never newer).
+            let needs = binaries::DumpNeeds {
+                source_major: backup.pg_major,
+                min_major: dump.min_major,
+                made_by: dump.made_by.as_deref(),
+            };
+            let (bin, note) = binaries::for_dump(&needs, self.cfg.bin_dir.as_deref())?;
+            early_notes.extend(note);
             os_user.chown_tree(&req.work_dir)?;
             logical::initdb(&bin, &os_user, &backup.data_dir).await?;
             bin
@@ -159,7 +159,8 @@ impl RestoreTarget for LocalTarget {
             // Load the dump now (restore phase); on any failure stop the server before returning.
             let loaded = async {
                 server.wait_recovered(ctx).await?;
-                logical::load(&bin, &os_user, &server.connection(), dump, &req.database).await
+                let tablespaces = req.work_dir.join("tablespaces");
+                logical::load(&bin, &os_user, &server.connection(), dump, &req.database, &tablespaces).await
             }
             .await;
             match loaded {

@@ -42,9 +42,10 @@ class BaseBackup(_Named):
 
 
 class PgDump(_Named):
-    """A ``pg_dump`` archive (custom, directory, tar or plain) loaded into a fresh cluster.
+    """A ``pg_dump`` archive (custom, directory, tar or plain) or ``pg_dumpall`` output loaded into a fresh cluster.
 
-    Options as the core's ``pg_dump`` kind: ``path``, ``backup``, ``database``, ``globals``, ``no_owner``, ``jobs``.
+    Options as the core's ``pg_dump`` kind: ``path``, ``backup``, ``database``, ``globals``, ``no_owner``, ``jobs``,
+    ``restore_tablespaces``.
     """
 
     kind_name = "pg_dump"
