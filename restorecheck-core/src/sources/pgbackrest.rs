@@ -82,6 +82,10 @@ pub struct PgBackRestConfig {
     /// How far to recover (default `latest`: all archived WAL).
     #[serde(default)]
     pub recovery_target: RecoveryTarget,
+    /// Which timeline recovery follows (`"latest"`, default: the newest in the archive, as
+    /// after a failover; `"current"`: the backup's own; or a timeline number).
+    #[serde(default)]
+    pub recovery_target_timeline: crate::source::RecoveryTargetTimeline,
 }
 
 /// Source `pgbackrest`.
@@ -258,6 +262,7 @@ impl PgBackRestSource {
             location: format!("pgbackrest:stanza {}{repo}, backup {}", self.cfg.stanza, b.label),
             pg_major: stanza.db_of(&b.database).and_then(|d| d.version.split('.').next()?.parse().ok()),
             label: None,
+            timeline: b.archive.as_ref().and_then(|a| a.start.as_deref()).and_then(crate::source::timeline_of_segment),
         }
     }
 
@@ -356,6 +361,51 @@ impl PgBackRestSource {
         }
         Ok(())
     }
+}
+
+/// The segments and timeline history files of the archive ids `ids` of `stanza` in a local
+/// (posix) repository: `archive/<stanza>/<id>/<NNNNNNNN>.history` and
+/// `archive/<stanza>/<id>/<16 hex>/<segment>-<sha1>[.gz|.lz4|.zst|.bz2]`. `None` when it cannot
+/// be listed or a history file cannot be read (an encrypted repository): the caller then falls
+/// back to pgBackRest's `archive.max`.
+fn list_repo_archive(repo: &Path, stanza: &str, ids: &[&str]) -> Option<crate::wal_archive::ArchiveContents> {
+    let mut contents = crate::wal_archive::ArchiveContents {
+        described: format!("the pgBackRest archive (stanza {stanza}, archive {})", ids.join(", ")),
+        ..Default::default()
+    };
+    if ids.is_empty() {
+        return None;
+    }
+    for id in ids {
+        let dir = repo.join("archive").join(stanza).join(id);
+        for e in std::fs::read_dir(&dir).ok()?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ft = e.file_type().ok()?;
+            if ft.is_dir() && name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                for f in std::fs::read_dir(e.path()).ok()?.flatten() {
+                    let n = f.file_name().to_string_lossy().into_owned();
+                    let seg = n.split('-').next().unwrap_or("");
+                    if tool::is_segment_name(seg) {
+                        contents.segments.push(seg.to_ascii_uppercase());
+                    }
+                }
+            } else if ft.is_file() {
+                let Some(tli) = name
+                    .strip_suffix(".history")
+                    .filter(|t| t.len() == 8)
+                    .and_then(|t| u32::from_str_radix(t, 16).ok())
+                else {
+                    continue;
+                };
+                let mut text = String::new();
+                use std::io::Read;
+                std::fs::File::open(e.path()).ok()?.take(1 << 20).read_to_string(&mut text).ok()?;
+                let h = crate::wal_archive::parse_history(&text).ok()?;
+                contents.histories.insert(tli, h);
+            }
+        }
+    }
+    Some(contents)
 }
 
 /// A value of `key` in the first of `sections` of an INI text that has it.
@@ -465,6 +515,7 @@ struct Timestamps {
 
 #[derive(Debug, Deserialize)]
 struct WalRange {
+    start: Option<String>,
     stop: Option<String>,
 }
 
@@ -530,6 +581,9 @@ impl BackupSource for PgBackRestSource {
             format!("--pg1-path={}", req.data_dir.display()),
             format!("--set={}", b.label),
             "--type=default".into(),
+            // Also reaches the server as a setting; here so that pgBackRest's own
+            // postgresql.auto.conf agrees.
+            format!("--target-timeline={}", self.cfg.recovery_target_timeline),
             "--archive-mode=off".into(),
             format!("--tablespace-map-all={}", req.tablespace_dir.display()),
             "--no-link-all".into(),
@@ -564,7 +618,7 @@ impl BackupSource for PgBackRestSource {
         })?;
         let command = self.write_restore_script(&exe, req)?;
         let repo_key = self.cfg.repo.or(b.database.repo_key.and_then(|k| u32::try_from(k).ok())).unwrap_or(1);
-        let readable_paths = self.repo_path(ctx, &exe, repo_key).await.into_iter().collect();
+        let readable_paths: Vec<PathBuf> = self.repo_path(ctx, &exe, repo_key).await.into_iter().collect();
 
         let mut expected_end = Vec::new();
         let backup_end_lsn: Option<Lsn> = b.lsn.as_ref().and_then(|l| l.stop.as_deref()).and_then(|s| s.parse().ok());
@@ -583,7 +637,16 @@ impl BackupSource for PgBackRestSource {
                     || b.database.repo_key.is_none()
                     || a.database.repo_key == b.database.repo_key)
         };
-        for a in stanza.archive.iter().filter(|a| same_db(a)) {
+        // A local repository is listed, so that the proof follows the timeline recovery follows
+        // (after a failover `archive.max` may be an old primary's segment past the fork).
+        let listed = match readable_paths.first() {
+            Some(repo) => {
+                let ids: Vec<&str> = stanza.archive.iter().filter(|a| same_db(a)).map(|a| a.id.as_str()).collect();
+                list_repo_archive(repo, &self.cfg.stanza, &ids)
+            }
+            None => None,
+        };
+        for a in stanza.archive.iter().filter(|a| same_db(a) && listed.is_none()) {
             if let Some(max) = &a.max {
                 expected_end.push(ExpectedEnd {
                     lsn: None,
@@ -600,12 +663,14 @@ impl BackupSource for PgBackRestSource {
             FetchedBackup::new(req.data_dir.clone(), pg_major, WalSupply::RestoreCommand { command, readable_paths });
         fetched.backup_end_lsn = backup_end_lsn;
         fetched.expected_end = expected_end;
+        fetched.archive = listed;
         fetched.bytes_restored = b
             .info
             .as_ref()
             .and_then(|i| i.size)
             .unwrap_or_else(|| tool::tree_size(&req.data_dir) + tool::tree_size(&req.tablespace_dir));
         fetched.recovery_target = self.cfg.recovery_target.clone();
+        fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
         Ok(fetched)
     }
 }

@@ -76,6 +76,10 @@ pub struct WaleConfig {
     /// How far to recover (default `latest`: all WAL in the storage).
     #[serde(default)]
     pub recovery_target: RecoveryTarget,
+    /// Which timeline recovery follows (`"latest"`, default: the newest in the archive, as
+    /// after a failover; `"current"`: the backup's own; or a timeline number).
+    #[serde(default)]
+    pub recovery_target_timeline: crate::source::RecoveryTargetTimeline,
 }
 
 impl std::fmt::Debug for WaleConfig {
@@ -87,6 +91,7 @@ impl std::fmt::Debug for WaleConfig {
             .field("env", &self.env.keys().map(|k| format!("{k}=***")).collect::<Vec<_>>())
             .field("backup", &self.backup)
             .field("recovery_target", &self.recovery_target)
+            .field("recovery_target_timeline", &self.recovery_target_timeline)
             .finish()
     }
 }
@@ -306,6 +311,8 @@ impl WaleSource {
             },
             pg_major: None,
             label: None,
+            // `base_<start segment>_<offset>`.
+            timeline: b.name.strip_prefix("base_").and_then(|n| n.get(0..24)).and_then(crate::source::timeline_of_segment),
         }
     }
 
@@ -504,6 +511,7 @@ impl BackupSource for WaleSource {
         fetched.expected_end = expected_end;
         fetched.bytes_restored = tool::tree_size(&req.data_dir) + tool::tree_size(&req.tablespace_dir);
         fetched.recovery_target = self.cfg.recovery_target.clone();
+        fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
         fetched.server_env = env.into();
         Ok(fetched)
     }
