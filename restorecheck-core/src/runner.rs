@@ -414,7 +414,7 @@ pub fn completeness(fetched: &FetchedBackup, info: &mut RecoveryInfo) -> Result<
         let newest = info.wal_segment_size.and_then(|size| archive.newest_on(&path, size).map(|n| (n, size)));
         if let Some((seg, size)) = newest {
             let mut reason = format!(
-                "{} continues to segment {seg} on the timeline recovery follows ({}, recovery_target_timeline {})",
+                "{} continues to segment {seg} on the timeline path recovery follows (timeline {}; recovery_target_timeline {})",
                 archive.described,
                 path.describe(),
                 fetched.recovery_target_timeline

@@ -625,6 +625,7 @@ mod tests {
                 config: None,
                 backup: None,
                 recovery_target: RecoveryTarget::Latest,
+                recovery_target_timeline: Default::default(),
             })
         };
         assert!(c("pg-main").is_ok());
