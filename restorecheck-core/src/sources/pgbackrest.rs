@@ -36,6 +36,36 @@ const INSTALL_HINT: &str = "install pgBackRest (Debian/Ubuntu: apt-get install p
 /// crypto (95), json-format (99).
 const DEFECT_CODES: &[i32] = &[26, 28, 29, 42, 51, 55, 75, 95, 99];
 
+/// Exit codes that say what the repository holds is wrong, not that reading it failed: a retry
+/// reads the same bytes again. All of [`DEFECT_CODES`] but file-read (42), which a storage
+/// hiccup also causes.
+const DAMAGE_CODES: &[i32] = &[26, 28, 29, 51, 55, 75, 95, 99];
+
+/// How often a failed `pgbackrest restore` is run again when the failure may be transient,
+/// and the pause before each retry. pgBackRest's own per-file retries (`job-retry`, default 2,
+/// the second after `job-retry-interval` = 15 s) are switched off for the restore, because
+/// they also retry a checksum error and so delayed the verdict on a damaged file by ~38 s.
+const RESTORE_RETRIES: &[std::time::Duration] =
+    &[std::time::Duration::from_secs(2), std::time::Duration::from_secs(10)];
+
+/// True when a `pgbackrest restore` that exited with `code` is worth running again: it did
+/// not die of a signal (cancellation, OOM) and did not report damage.
+fn retryable(code: Option<i32>) -> bool {
+    code.is_some_and(|c| c != 0 && !DAMAGE_CODES.contains(&c))
+}
+
+/// Empties `dir` (a folder of the work dir) without following links, for a clean retry.
+fn empty_dir(dir: &Path) -> Result<()> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+    for e in rd.flatten() {
+        let p = e.path();
+        let is_dir = std::fs::symlink_metadata(&p).map(|m| m.is_dir()).unwrap_or(false);
+        let r = if is_dir { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        r.map_err(|e| Error::io("removing", &p, e))?;
+    }
+    Ok(())
+}
+
 /// Options that restorecheck sets itself and that `options` therefore may not carry.
 const RESERVED_OPTIONS: &[&str] = &[
     "stanza",
@@ -575,9 +605,7 @@ impl BackupSource for PgBackRestSource {
         })?;
         self.check_config_readable().await?;
 
-        ctx.progress.begin(&format!("pgbackrest restore {}", b.label), None);
-        let mut cmd = self.command(&exe);
-        cmd.args([
+        let mut args: Vec<String> = vec![
             format!("--pg1-path={}", req.data_dir.display()),
             format!("--set={}", b.label),
             "--type=default".into(),
@@ -593,11 +621,41 @@ impl BackupSource for PgBackRestSource {
             "--reset-pg1-host".into(),
             "--log-level-file=off".into(),
             format!("--lock-path={}", req.scratch_dir.join("pgbackrest-lock").display()),
-            "restore".into(),
-        ]);
-        let out = tool::run(ctx, Phase::Fetch, cmd, "pgbackrest restore").await;
-        ctx.progress.end();
-        let out = out?;
+        ];
+        // Fail fast on damage: no per-file retries inside pgBackRest (unless the user set
+        // them); restorecheck retries the whole restore itself, and only on errors that may be
+        // transient. archive-get (the restore_command) keeps pgBackRest's retries.
+        let own_retries = !self.cfg.options.contains_key("job-retry");
+        if own_retries {
+            args.push("--job-retry=0".into());
+        }
+        args.push("restore".into());
+        let mut attempt = 0;
+        let out = loop {
+            ctx.progress.begin(&format!("pgbackrest restore {}", b.label), None);
+            let mut cmd = self.command(&exe);
+            cmd.args(&args);
+            let out = tool::run(ctx, Phase::Fetch, cmd, "pgbackrest restore").await;
+            ctx.progress.end();
+            let out = out?;
+            let pause = RESTORE_RETRIES.get(attempt).filter(|_| own_retries && retryable(out.code()));
+            let Some(pause) = pause else { break out };
+            attempt += 1;
+            tracing::warn!(
+                "`pgbackrest restore` of backup {} failed with exit code {:?}; retrying in {}s ({attempt} of {}): {}",
+                b.label,
+                out.code(),
+                pause.as_secs(),
+                RESTORE_RETRIES.len(),
+                out.message()
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(*pause) => {}
+                _ = ctx.cancel.cancelled() => return Err(Error::Cancelled { phase: Phase::Fetch }),
+            }
+            empty_dir(&req.data_dir)?;
+            empty_dir(&req.tablespace_dir)?;
+        };
         if !out.status.success() {
             let msg = format!(
                 "`pgbackrest restore` of backup {} (stanza {}) failed with exit code {}: {}",
@@ -741,6 +799,20 @@ mod tests {
         let plain: Vec<StanzaInfo> =
             serde_json::from_str(&raw.replace("aes-256-cbc", "none").replace(|c: char| c.is_control(), " ")).unwrap();
         assert!(cfg("").unwrap().wrong_cipher_pass(&plain[0]).is_none());
+    }
+
+    #[test]
+    fn only_failures_that_may_be_transient_are_retried() {
+        // checksum, format, file-missing, crypto: the repository's bytes are wrong.
+        for damage in [26, 28, 29, 55, 95] {
+            assert!(!retryable(Some(damage)), "{damage}");
+        }
+        // file-read (a storage hiccup or a truncated file), host connect, service errors.
+        for transient in [42, 39, 104, 103] {
+            assert!(retryable(Some(transient)), "{transient}");
+        }
+        assert!(!retryable(Some(0)));
+        assert!(!retryable(None), "killed by a signal (cancelled): not retried");
     }
 
     #[test]
