@@ -599,7 +599,12 @@ mod tests {
         use crate::source::RecoveryTargetTimeline;
         use crate::wal_archive::{parse_history, ArchiveContents};
         let mut archive = ArchiveContents { described: "the WAL archive /a".into(), ..Default::default() };
-        for n in ["00000001000000000000000B", "00000001000000000000000E", "00000002000000000000000B", "00000002000000000000000C"] {
+        for n in [
+            "00000001000000000000000B",
+            "00000001000000000000000E",
+            "00000002000000000000000B",
+            "00000002000000000000000C",
+        ] {
             archive.segments.push(n.into());
         }
         archive.histories.insert(2, parse_history("1\t0/B00A3C8\tno recovery target specified\n").unwrap());

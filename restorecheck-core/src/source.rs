@@ -221,11 +221,9 @@ impl<'de> serde::Deserialize<'de> for RecoveryTargetTimeline {
                 "recovery_target_timeline must be \"latest\", \"current\" or a timeline number (1, 2, …)",
             )),
             Raw::Word(w) => Self::parse(&w).map_err(D::Error::custom),
-            Raw::Number(n) => u32::try_from(n)
-                .ok()
-                .filter(|n| *n >= 1)
-                .map(Self::Id)
-                .ok_or_else(|| D::Error::custom(format!("recovery_target_timeline {n} is not a timeline (they start at 1)"))),
+            Raw::Number(n) => u32::try_from(n).ok().filter(|n| *n >= 1).map(Self::Id).ok_or_else(|| {
+                D::Error::custom(format!("recovery_target_timeline {n} is not a timeline (they start at 1)"))
+            }),
         }
     }
 }

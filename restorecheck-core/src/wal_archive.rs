@@ -207,7 +207,8 @@ impl WalArchive {
         let mut newest: Option<(String, String)> = None; // (log+seg part, full name)
         let mut segments = 0;
         let mut compressions = Vec::new();
-        let mut contents = ArchiveContents { described: format!("the WAL archive {}", path.display()), ..Default::default() };
+        let mut contents =
+            ArchiveContents { described: format!("the WAL archive {}", path.display()), ..Default::default() };
         for entry in rd.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let comp = Compression::from_name(&name);

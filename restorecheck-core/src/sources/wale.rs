@@ -312,7 +312,11 @@ impl WaleSource {
             pg_major: None,
             label: None,
             // `base_<start segment>_<offset>`.
-            timeline: b.name.strip_prefix("base_").and_then(|n| n.get(0..24)).and_then(crate::source::timeline_of_segment),
+            timeline: b
+                .name
+                .strip_prefix("base_")
+                .and_then(|n| n.get(0..24))
+                .and_then(crate::source::timeline_of_segment),
         }
     }
 
