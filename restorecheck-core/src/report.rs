@@ -3,7 +3,7 @@
 //! JSON shape, version 1 (fields may be added, never renamed or removed):
 //! `{"version":1, "verdict":"pass|fail|error", "checks":[{"name", "verdict", "failure": null |
 //! {"phase", "message"}, "backup":{"id","taken_at","source"}, "recovery":{"end_lsn",
-//! "last_replayed_at","timeline"}, "assertions":[{"name","verdict","observed","expected",
+//! "last_replayed_at","timeline","timeline_path","timeline_switches"}, "assertions":[{"name","verdict","observed","expected",
 //! "message"}], "timings":{"fetch","restore","recovery","assert","teardown","total"}}]}`.
 
 use std::fmt;
