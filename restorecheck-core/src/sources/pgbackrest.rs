@@ -802,6 +802,34 @@ mod tests {
     }
 
     #[test]
+    fn a_local_repository_archive_is_listed_with_its_timeline_history() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("archive/main/15-1");
+        std::fs::create_dir_all(a.join("0000000100000000")).unwrap();
+        std::fs::create_dir_all(a.join("0000000200000000")).unwrap();
+        for f in [
+            "0000000100000000/00000001000000000000000E-0123456789abcdef0123456789abcdef01234567.gz",
+            "0000000100000000/00000001000000000000000B.partial-0123456789abcdef0123456789abcdef01234567.gz",
+            "0000000200000000/00000002000000000000000C-0123456789abcdef0123456789abcdef01234567.lz4",
+        ] {
+            std::fs::write(a.join(f), b"x").unwrap();
+        }
+        std::fs::write(a.join("00000002.history"), "1\t0/B00A3C8\tno recovery target specified\n").unwrap();
+        std::fs::write(a.join("archive.info"), "[db]\n").unwrap();
+        let c = list_repo_archive(d.path(), "main", &["15-1"]).unwrap();
+        let mut segs = c.segments.clone();
+        segs.sort();
+        assert_eq!(segs, ["00000001000000000000000E", "00000002000000000000000C"]);
+        let p = c.path(crate::source::RecoveryTargetTimeline::Latest, 1);
+        assert_eq!(p.timelines, vec![1, 2]);
+        assert_eq!(c.newest_on(&p, 16 << 20).as_deref(), Some("00000002000000000000000C"));
+        // An encrypted history file cannot be read: fall back to pgBackRest's archive.max.
+        std::fs::write(a.join("00000003.history"), b"Salted__\x01\x02garbage").unwrap();
+        assert!(list_repo_archive(d.path(), "main", &["15-1"]).is_none());
+        assert!(list_repo_archive(d.path(), "other", &["15-1"]).is_none());
+    }
+
+    #[test]
     fn only_failures_that_may_be_transient_are_retried() {
         // checksum, format, file-missing, crypto: the repository's bytes are wrong.
         for damage in [26, 28, 29, 55, 95] {
