@@ -18,7 +18,7 @@ use common::*;
 use restorecheck_core::fixture::{SampleCluster, SampleOptions};
 use restorecheck_core::report::{CheckReport, Phase};
 use restorecheck_core::source::RecoveryTargetTimeline;
-use restorecheck_core::sources::{BaseBackupConfig, BaseBackupSource};
+use restorecheck_core::sources::{BaseBackupConfig, BaseBackupSource, PgBackRestConfig, PgBackRestSource};
 use restorecheck_core::targets::{LocalTarget, LocalTargetConfig};
 use restorecheck_core::Check;
 
@@ -207,6 +207,143 @@ async fn after_a_failover_recovery_and_the_proof_follow_the_timeline_history() {
         r.recovery.expected_end
     );
     assert!(!text_of(&r).contains("followed timeline"), "{}", text_of(&r));
+    drop(standby);
+    drop(primary);
+}
+
+/// `pg_switch_wal()`; the name of the segment it finished.
+async fn switch(c: &SampleCluster) -> String {
+    lsn_of(c, "select pg_walfile_name(pg_switch_wal())").await
+}
+
+/// Runs `pgbackrest` as the clusters' OS user, as a real installation would.
+fn pgbackrest(c: &SampleCluster, cwd: &Path, args: &[String]) {
+    let mut cmd = std::process::Command::new("pgbackrest");
+    cmd.args(args).current_dir(cwd);
+    c.os_user().apply_std(&mut cmd);
+    let out = cmd.output().expect("pgbackrest is installed (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "pgbackrest {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The same failover with pgBackRest: both primaries push into one stanza; the source lists the
+/// (local) repository's archive with its history files and follows 1 → 2.
+#[tokio::test]
+async fn after_a_failover_a_pgbackrest_backup_follows_the_new_timeline() {
+    const STANZA: &str = "tl";
+    let dir = TestDir::new("tl-pgbr");
+    let repo = dir.sub("repo");
+    let lock = dir.sub("lock");
+    let conf = dir.path().join("pgbackrest.conf");
+    let pgdata = dir.path().join("primary/pgdata");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nrepo1-path={}\nlog-level-file=off\nlock-path={}\nstart-fast=y\narchive-timeout=30\n\n[{STANZA}]\npg1-path={}\n",
+            repo.display(),
+            lock.display(),
+            pgdata.display()
+        ),
+    )
+    .unwrap();
+    let push = |pg1: &Path| {
+        format!("pgbackrest --config={} --stanza={STANZA} --pg1-path={} archive-push %p", conf.display(), pg1.display())
+    };
+    let primary = SampleCluster::create(
+        &dir.path().join("primary"),
+        SampleOptions { extra_conf: vec![format!("archive_command = '{}'", push(&pgdata))], ..Default::default() },
+    )
+    .await
+    .unwrap();
+    primary.os_user().chown_tree(&repo).unwrap();
+    primary.os_user().chown_tree(&lock).unwrap();
+    let conn = |c: &SampleCluster, extra: &[&str]| {
+        let mut v = vec![
+            format!("--config={}", conf.display()),
+            format!("--stanza={STANZA}"),
+            format!("--pg1-path={}", c.pgdata().display()),
+            format!("--pg1-port={}", c.port()),
+            format!("--pg1-socket-path={}", c.socket_dir().display()),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    pgbackrest(&primary, dir.path(), &conn(&primary, &["stanza-create"]));
+    primary.create_app(100).await.unwrap();
+    pgbackrest(&primary, dir.path(), &conn(&primary, &["--type=full", "backup"]));
+    primary.add_rows(50).await.unwrap();
+
+    let standby = primary.standby(&dir.path().join("standby")).await.unwrap();
+    // Once promoted, the standby pushes into the same stanza (its own data dir as pg1-path).
+    let auto = standby.pgdata().join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).unwrap();
+    text.push_str(&format!("archive_command = '{}'\n", push(&standby.pgdata())));
+    std::fs::write(&auto, text).unwrap();
+    standby.tool("pg_ctl", &["-D".into(), standby.pgdata().display().to_string(), "reload".into()]).await.unwrap();
+    wait_replayed(&primary, &standby).await;
+    standby.promote().await.unwrap();
+    let history = repo.join(format!("archive/{STANZA}/15-1/00000002.history"));
+    let until = Instant::now() + Duration::from_secs(60);
+    while !history.exists() {
+        assert!(Instant::now() < until, "00000002.history was not pushed within 60s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The old primary goes on writing and pushing timeline-1 segments past the fork.
+    let mut last_old = String::new();
+    for _ in 0..4 {
+        primary.add_rows(1000).await.unwrap();
+        last_old = switch(&primary).await;
+    }
+    let mut last_new = String::new();
+    for _ in 0..2 {
+        standby.add_rows(10).await.unwrap();
+        last_new = switch(&standby).await;
+    }
+    let new_primary_rows = count(&standby).await;
+    assert_eq!(new_primary_rows, 170);
+    // Wait until each has pushed the last segment it switched away from (archiving is in order).
+    for (c, seg, who) in [(&primary, &last_old, "old primary"), (&standby, &last_new, "new primary")] {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let last = lsn_of(c, "select coalesce(last_archived_wal, '') from pg_stat_archiver").await;
+            if last.len() == 24 && last[0..8] == seg[0..8] && last[8..] >= seg[8..] {
+                break;
+            }
+            assert!(Instant::now() < until, "the {who} did not push {seg} within 60s (last {last})");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(last_old[8..] > last_new[8..], "the old primary went on past the new one: {last_old} {last_new}");
+
+    let source = PgBackRestSource::new(PgBackRestConfig {
+        stanza: STANZA.into(),
+        config: Some(conf.clone()),
+        repo: None,
+        options: Default::default(),
+        backup: None,
+        recovery_target: Default::default(),
+        recovery_target_timeline: RecoveryTargetTimeline::Latest,
+    })
+    .unwrap();
+    let listed = restorecheck_core::BackupSource::list(&source, &restorecheck_core::RunContext::new()).await.unwrap();
+    assert_eq!(listed[0].timeline, Some(1), "the backup was taken on timeline 1: {listed:?}");
+    let target = LocalTarget::new(LocalTargetConfig::default()).unwrap();
+    let check = Check::new("pgbr-failover", Arc::new(source), Arc::new(target))
+        .database("app")
+        .timeout(Duration::from_secs(300))
+        .assert(sql_eq("select count(*) from registrations", new_primary_rows));
+    let r = run(&dir, check).await;
+    assert_pass(&r);
+    assert_eq!(r.recovery.timeline_path, Some(vec![1, 2]));
+    assert!(
+        r.recovery.expected_end.iter().any(|e| e.reason.contains("pgBackRest archive") && e.reason.contains("1 → 2")),
+        "{:?}",
+        r.recovery.expected_end
+    );
     drop(standby);
     drop(primary);
 }
