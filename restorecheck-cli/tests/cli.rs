@@ -142,11 +142,14 @@ async fn list_and_validate() {
     let newer = out.find("newer").unwrap();
     let older = out.find("older").unwrap();
     assert!(newer < older, "newest first:\n{out}");
+    assert_eq!(out.matches("timeline 1").count(), 2, "each backup's timeline:\n{out}");
     let (code, out, _) = rc(&["list", "-c", cfg.to_str().unwrap(), "--format", "json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v[0]["backups"][0]["id"], "newer");
     assert_eq!(v[0]["backups"][1]["kind"], "tar");
+    assert_eq!(v[0]["backups"][0]["timeline"], 1);
+    assert_eq!(v[0]["backups"][1]["timeline"], 1);
 
     let (code, out, err) = rc(&["validate", "-c", cfg.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");

@@ -452,6 +452,29 @@ max_age = "24h"
     }
 
     #[test]
+    fn recovery_target_timeline_is_a_source_option_and_bad_values_are_clear_errors() {
+        for good in ["\"latest\"", "\"current\"", "2"] {
+            let text = GOOD.replace(
+                "wal_archive = \"/backups/wal\"",
+                &format!("wal_archive = \"/backups/wal\"\nrecovery_target_timeline = {good}"),
+            );
+            Config::parse(&text, &Registry::default()).unwrap();
+        }
+        for bad in ["\"newest\"", "0", "true"] {
+            let text = GOOD.replace(
+                "wal_archive = \"/backups/wal\"",
+                &format!("wal_archive = \"/backups/wal\"\nrecovery_target_timeline = {bad}"),
+            );
+            match Config::parse(&text, &Registry::default()) {
+                Err(Error::Config { message, .. }) => {
+                    assert!(message.contains("recovery_target_timeline"), "{bad}: {message}")
+                }
+                other => panic!("{bad}: expected a config error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_errors_with_line_numbers() {
         let bad = GOOD.replace("wal_archive =", "wal_archiv =");
         match Config::parse(&bad, &Registry::default()) {

@@ -18,6 +18,7 @@ use crate::postgres::user::OsUser;
 pub struct SampleCluster {
     root: PathBuf,
     sock: PathBuf,
+    archive: PathBuf,
     bin: BinDir,
     user: OsUser,
     port: u16,
@@ -44,14 +45,7 @@ impl SampleCluster {
             None => binaries::newest()?,
         };
         let user = OsUser::resolve(None)?;
-        // Unix socket paths must fit in 107 bytes: deep roots get a short socket dir in /tmp.
-        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let sock = if root.join("sock/.s.PGSQL.65535").as_os_str().len() <= 100 {
-            root.join("sock")
-        } else {
-            let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            PathBuf::from(format!("/tmp/rcfx-{}-{n}", std::process::id()))
-        };
+        let sock = Self::socket_dir_for(root);
         for p in [root.to_path_buf(), root.join("backups"), root.join("archive"), sock.clone()] {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -63,7 +57,16 @@ impl SampleCluster {
         user.chown_tree(root)?;
         user.chown_tree(&sock)?;
         let port = 20000 + (std::process::id() % 20000) as u16;
-        let mut c = SampleCluster { root: root.to_path_buf(), sock, bin, user, port, running: false, keep: false };
+        let mut c = SampleCluster {
+            root: root.to_path_buf(),
+            sock,
+            archive: root.join("archive"),
+            bin,
+            user,
+            port,
+            running: false,
+            keep: false,
+        };
         let mut initdb = vec![
             "-D".to_string(),
             c.pgdata().display().to_string(),
@@ -102,6 +105,85 @@ impl SampleCluster {
         Ok(c)
     }
 
+    /// Unix socket paths must fit in 107 bytes: deep roots get a short socket dir in /tmp.
+    fn socket_dir_for(root: &Path) -> PathBuf {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        if root.join("sock/.s.PGSQL.65535").as_os_str().len() <= 100 {
+            root.join("sock")
+        } else {
+            let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            PathBuf::from(format!("/tmp/rcfx-{}-{n}", std::process::id()))
+        }
+    }
+
+    /// Creates and starts a streaming standby of this cluster under `root` (which must not
+    /// exist): `pg_basebackup -R` of this cluster, its own socket dir and port, archiving (once
+    /// promoted) into this cluster's archive, as a real failover pair does.
+    pub async fn standby(&self, root: &Path) -> Result<SampleCluster> {
+        let sock = Self::socket_dir_for(root);
+        for p in [root.to_path_buf(), root.join("backups"), sock.clone()] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&p)
+                .map_err(|e| Error::io("creating", &p, e))?;
+        }
+        self.user.chown_tree(root)?;
+        self.user.chown_tree(&sock)?;
+        let port = self.port.wrapping_add(1).max(1024);
+        let mut c = SampleCluster {
+            root: root.to_path_buf(),
+            sock,
+            archive: self.archive.clone(),
+            bin: self.bin.clone(),
+            user: self.user.clone(),
+            port,
+            running: false,
+            keep: false,
+        };
+        let args: Vec<String> = [
+            "-D",
+            &c.pgdata().display().to_string(),
+            "-h",
+            &self.socket_dir().display().to_string(),
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-c",
+            "fast",
+            "--no-sync",
+            "-R",
+            "-Xstream",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.tool("pg_basebackup", &args).await?;
+        let path = c.pgdata().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&path).map_err(|e| Error::io("reading", &path, e))?;
+        // Once promoted it archives what it holds, including segments the primary archived
+        // already (its base backup's): an identical copy counts as archived, as careful
+        // archive commands have it.
+        text.push_str(&format!(
+            "\n# restorecheck sample standby\nport = {port}\nunix_socket_directories = '{}'\n\
+             archive_command = '(test ! -f {a}/%f && cp %p {a}/%f) || cmp -s %p {a}/%f'\n",
+            c.socket_dir().display(),
+            a = c.archive_dir().display()
+        ));
+        std::fs::write(&path, text).map_err(|e| Error::io("writing", &path, e))?;
+        c.start().await?;
+        Ok(c)
+    }
+
+    /// Promotes a standby (`pg_ctl promote -w`): it switches to a new timeline and, with
+    /// `archive_mode = on`, archives the new timeline's history file and segments.
+    pub async fn promote(&self) -> Result<()> {
+        self.tool("pg_ctl", &["-D".into(), self.pgdata().display().to_string(), "-w".into(), "promote".into()])
+            .await
+            .map(|_| ())
+    }
+
     /// Keeps the folder on drop (for debugging).
     pub fn keep(&mut self) {
         self.keep = true;
@@ -117,7 +199,7 @@ impl SampleCluster {
     }
     /// The WAL archive (`archive_command` copies here).
     pub fn archive_dir(&self) -> PathBuf {
-        self.root.join("archive")
+        self.archive.clone()
     }
     /// A folder for backups.
     pub fn backups_dir(&self) -> PathBuf {

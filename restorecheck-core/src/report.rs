@@ -3,7 +3,7 @@
 //! JSON shape, version 1 (fields may be added, never renamed or removed):
 //! `{"version":1, "verdict":"pass|fail|error", "checks":[{"name", "verdict", "failure": null |
 //! {"phase", "message"}, "backup":{"id","taken_at","source"}, "recovery":{"end_lsn",
-//! "last_replayed_at","timeline"}, "assertions":[{"name","verdict","observed","expected",
+//! "last_replayed_at","timeline","timeline_path","timeline_switches"}, "assertions":[{"name","verdict","observed","expected",
 //! "message"}], "timings":{"fetch","restore","recovery","assert","teardown","total"}}]}`.
 
 use std::fmt;
@@ -113,6 +113,21 @@ pub struct RecoveryReport {
     pub server_version: Option<String>,
     /// The recovery target that was asked for (`latest`, `immediate`, `time …`, …).
     pub target: Option<String>,
+    /// The timelines recovery followed, oldest first (`[1, 2]` after a failover), when the
+    /// source's WAL archive could be listed; the completeness proof followed the same path.
+    pub timeline_path: Option<Vec<u32>>,
+    /// Where recovery switched from each timeline of `timeline_path` to the next
+    /// (`[{"timeline": 1, "switch_lsn": "0/B00A3C8"}]`).
+    pub timeline_switches: Vec<crate::wal_archive::TimelineSwitch>,
+}
+
+impl RecoveryReport {
+    /// `followed timeline 1 → 2 (switch at 0/B00A3C8)`, when recovery switched timelines.
+    pub fn timeline_line(&self) -> Option<String> {
+        let path = self.timeline_path.as_ref().filter(|p| p.len() > 1)?;
+        let p = crate::wal_archive::TimelinePath { timelines: path.clone(), switches: self.timeline_switches.clone() };
+        Some(format!("followed timeline {}", p.describe()))
+    }
 }
 
 /// One required recovery end point.
@@ -266,6 +281,9 @@ impl Report {
                 _ => String::new(),
             };
             let _ = writeln!(out, "{:<5} {} in {}{backup}", c.verdict, c.name, human_secs(c.timings.total));
+            if let Some(line) = c.recovery.timeline_line() {
+                let _ = writeln!(out, "      {line}");
+            }
             if let Some(f) = &c.failure {
                 let _ = writeln!(out, "      {} phase: {}", f.phase, f.message);
                 if let Some(tail) = &f.log_tail {
@@ -362,6 +380,39 @@ mod tests {
         for k in ["fetch", "restore", "recovery", "assert", "teardown", "total"] {
             assert!(c["timings"].get(k).is_some(), "timings.{k}");
         }
+    }
+
+    #[test]
+    fn a_followed_timeline_switch_is_in_the_json_and_the_text() {
+        let recovery = RecoveryReport {
+            timeline_path: Some(vec![1, 2]),
+            timeline_switches: vec![crate::wal_archive::TimelineSwitch {
+                timeline: 1,
+                switch_lsn: "0/B00A3C8".parse().unwrap(),
+            }],
+            ..Default::default()
+        };
+        let c = CheckReport {
+            name: "app".into(),
+            verdict: Verdict::Pass,
+            failure: None,
+            backup: BackupReport::default(),
+            recovery,
+            assertions: vec![],
+            timings: Timings::default(),
+            warnings: vec![],
+            notes: vec![],
+        };
+        let r = Report::new("r".into(), Utc::now(), vec![c]);
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["checks"][0]["recovery"]["timeline_path"], serde_json::json!([1, 2]));
+        assert_eq!(
+            v["checks"][0]["recovery"]["timeline_switches"],
+            serde_json::json!([{"timeline": 1, "switch_lsn": "0/B00A3C8"}])
+        );
+        assert!(r.to_text().contains("followed timeline 1 → 2 (switch at 0/B00A3C8)"), "{}", r.to_text());
+        let plain = RecoveryReport { timeline_path: Some(vec![1]), ..Default::default() };
+        assert_eq!(plain.timeline_line(), None);
     }
 
     #[test]

@@ -280,8 +280,12 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
     let work = WorkDir::create(work_root, &ctx.run_id, index)?;
     let req = FetchRequest::new(work.data_dir(), work.tablespace_dir(), work.scratch_dir());
     st.work = Some(work.clone());
-    let fetched = check.source.fetch(ctx, &backup, &req).await?;
+    let mut fetched = check.source.fetch(ctx, &backup, &req).await?;
     st.report.backup.pg_major = Some(fetched.pg_major);
+    if fetched.backup_timeline.is_none() && fetched.logical.is_none() {
+        // Before start: a finished recovery renames backup_label.
+        fetched.backup_timeline = crate::wal_archive::backup_label_timeline(&fetched.data_dir);
+    }
     if check.verify_manifest && fetched.logical.is_none() && fetched.data_dir.join("backup_manifest").is_file() {
         let note = check.target.verify_backup(ctx, &fetched).await?;
         st.report.notes.push(note);
@@ -301,6 +305,10 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
     let verdict = completeness(&fetched, &mut info);
     st.report.recovery = recovery_report(&info);
     st.report.recovery.target = Some(fetched.recovery_target.to_string());
+    if let Some(path) = timeline_path(&fetched) {
+        st.report.recovery.timeline_path = Some(path.timelines);
+        st.report.recovery.timeline_switches = path.switches;
+    }
     verdict?;
 
     // assert
@@ -399,13 +407,54 @@ async fn run_assertion(a: Arc<dyn Assertion>, ctx: AssertionContext) -> Assertio
     AssertionReport { name, verdict, observed, expected: expected.or(described), message }
 }
 
-/// Recovery must have reached the backup's own end and every point the source says exists.
-/// Anything less is a failed check: the database would be older than the backup claims.
+/// The timeline path archive recovery of `fetched` follows (`recovery_target_timeline` through
+/// the archive's history files), when the source listed its archive.
+pub fn timeline_path(fetched: &FetchedBackup) -> Option<crate::wal_archive::TimelinePath> {
+    if fetched.wal == crate::source::WalSupply::SelfContained {
+        return None;
+    }
+    let archive = fetched.archive.as_ref()?;
+    // Unknown (no backup_label timeline): PostgreSQL would start from pg_control's; 1 is
+    // where every cluster starts.
+    Some(archive.path(fetched.recovery_target_timeline, fetched.backup_timeline.unwrap_or(1)))
+}
+
+/// Recovery must have reached the backup's own end and every point the source says exists:
+/// with a listed archive, the newest segment on the timeline path recovery follows (a parent
+/// timeline's segments count only up to its switch point, so an old primary's segments past a
+/// failover do not). Anything less is a failed check: the database would be older than the
+/// backup claims.
 pub fn completeness(fetched: &FetchedBackup, info: &mut RecoveryInfo) -> Result<()> {
     use crate::source::{ExpectedEnd, RecoveryTarget};
+    let mut from_source = fetched.expected_end.clone();
+    if let (Some(archive), Some(path)) = (&fetched.archive, timeline_path(fetched)) {
+        let newest = info.wal_segment_size.and_then(|size| archive.newest_on(&path, size).map(|n| (n, size)));
+        if let Some((seg, size)) = newest {
+            let mut reason = format!(
+                "{} continues to segment {seg} on the timeline path recovery follows (timeline {}; recovery_target_timeline {})",
+                archive.described,
+                path.describe(),
+                fetched.recovery_target_timeline
+            );
+            if !archive.unreadable_histories.is_empty() {
+                reason.push_str(&format!("; unreadable history files: {}", archive.unreadable_histories.join("; ")));
+            }
+            from_source.push(ExpectedEnd {
+                lsn: WalSegment::parse(&seg, size).map(|s| s.start_lsn(size)),
+                wal_segment: Some(seg),
+                reason,
+            });
+        } else if info.wal_segment_size.is_none() && !archive.segments.is_empty() {
+            from_source.push(ExpectedEnd {
+                lsn: None,
+                wal_segment: None,
+                reason: format!("{} holds WAL, but the server did not report its WAL segment size", archive.described),
+            });
+        }
+    }
     let mut expected = match (&fetched.recovery_target, &fetched.wal) {
         // Stopping early on purpose: the archive's end is no longer the goal, the target is.
-        (RecoveryTarget::Latest, _) | (_, crate::source::WalSupply::SelfContained) => fetched.expected_end.clone(),
+        (RecoveryTarget::Latest, _) | (_, crate::source::WalSupply::SelfContained) => from_source,
         (RecoveryTarget::Lsn(l), _) => vec![ExpectedEnd {
             lsn: Some(*l),
             wal_segment: None,
@@ -489,6 +538,8 @@ fn recovery_report(i: &RecoveryInfo) -> RecoveryReport {
             .collect(),
         server_version: i.server_version.clone(),
         target: None,
+        timeline_path: None,
+        timeline_switches: Vec::new(),
     }
 }
 
@@ -558,6 +609,50 @@ mod tests {
             ..Default::default()
         };
         completeness(&f, &mut info).unwrap();
+    }
+
+    #[test]
+    fn after_a_failover_the_proof_follows_the_timeline_and_not_the_old_primarys_segments() {
+        use crate::source::RecoveryTargetTimeline;
+        use crate::wal_archive::{parse_history, ArchiveContents};
+        let mut archive = ArchiveContents { described: "the WAL archive /a".into(), ..Default::default() };
+        for n in [
+            "00000001000000000000000B",
+            "00000001000000000000000E",
+            "00000002000000000000000B",
+            "00000002000000000000000C",
+        ] {
+            archive.segments.push(n.into());
+        }
+        archive.histories.insert(2, parse_history("1\t0/B00A3C8\tno recovery target specified\n").unwrap());
+        let mut f = FetchedBackup::new(
+            PathBuf::from("/x"),
+            15,
+            WalSupply::RestoreCommand { command: "true".into(), readable_paths: vec![] },
+        );
+        f.backup_end_lsn = Some("0/3000100".parse().unwrap());
+        f.backup_timeline = Some(1);
+        f.archive = Some(archive);
+        let info = |end: &str| RecoveryInfo {
+            end_lsn: Some(end.parse().unwrap()),
+            wal_segment_size: Some(16 << 20),
+            ..Default::default()
+        };
+        // Recovery reached the end of timeline 2: complete, although timeline 1 goes on to 0E.
+        let mut i = info("0/C000108");
+        completeness(&f, &mut i).unwrap();
+        assert_eq!(i.expected_end[1].wal_segment.as_deref(), Some("00000002000000000000000C"));
+        assert!(i.expected_end[1].reason.contains("1 → 2 (switch at 0/B00A3C8)"), "{}", i.expected_end[1].reason);
+        assert_eq!(timeline_path(&f).unwrap().timelines, vec![1, 2]);
+        // Stopped in timeline 2's 0B (its 0C missing): short.
+        let e = completeness(&f, &mut info("0/B100000")).unwrap_err();
+        assert!(e.is_backup_defect(), "{e}");
+        // Staying on timeline 1 on purpose: its own segments, all of them, are the goal.
+        f.recovery_target_timeline = RecoveryTargetTimeline::Current;
+        let e = completeness(&f, &mut info("0/C000108")).unwrap_err();
+        assert!(e.to_string().contains("00000001000000000000000E"), "{e}");
+        completeness(&f, &mut info("0/E000108")).unwrap();
+        assert_eq!(timeline_path(&f).unwrap().timelines, vec![1]);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct BackupInfo {
     pub pg_major: Option<u32>,
     /// Free-form label recorded with the backup (pg_basebackup `LABEL`).
     pub label: Option<String>,
+    /// The timeline the backup was taken on, if the source can tell without fetching.
+    pub timeline: Option<u32>,
 }
 
 /// Options for [`BackupSource::fetch`]. New options become new fields, never new parameters.
@@ -139,6 +141,93 @@ impl<'de> serde::Deserialize<'de> for RecoveryTarget {
     }
 }
 
+/// Which timeline archive recovery follows (`recovery_target_timeline` in a source's config,
+/// next to `recovery_target`); the completeness proof follows the same one.
+///
+/// TOML: `"latest"` (default, as PostgreSQL 12+: the newest timeline whose `.history` file the
+/// archive holds, and its ancestry), `"current"` (stay on the backup's own timeline) or a
+/// timeline number (`2`, or `"2"`: that timeline and its ancestry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryTargetTimeline {
+    /// The newest timeline in the archive.
+    #[default]
+    Latest,
+    /// The timeline the backup was taken on.
+    Current,
+    /// This timeline (1 or higher).
+    Id(u32),
+}
+
+impl RecoveryTargetTimeline {
+    /// The value for PostgreSQL's `recovery_target_timeline` setting.
+    pub fn setting(&self) -> String {
+        self.to_string()
+    }
+
+    /// Parses `latest`, `current` or a timeline number (decimal, or hex with `0x`, as
+    /// PostgreSQL accepts).
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let t = s.trim();
+        let bad = || {
+            format!(
+                "recovery_target_timeline must be \"latest\", \"current\" or a timeline number (1, 2, …), not {s:?}"
+            )
+        };
+        match t {
+            "latest" => Ok(Self::Latest),
+            "current" => Ok(Self::Current),
+            _ => {
+                let n = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                    Some(h) => u32::from_str_radix(h, 16).ok(),
+                    None => t.parse::<u32>().ok(),
+                };
+                n.filter(|n| *n >= 1).map(Self::Id).ok_or_else(bad)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RecoveryTargetTimeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Latest => f.write_str("latest"),
+            Self::Current => f.write_str("current"),
+            Self::Id(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Serialize for RecoveryTargetTimeline {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Self::Id(n) => s.serialize_u32(*n),
+            other => s.collect_str(other),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RecoveryTargetTimeline {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(i64),
+            Word(String),
+            Other(serde::de::IgnoredAny),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Other(_) => Err(D::Error::custom(
+                "recovery_target_timeline must be \"latest\", \"current\" or a timeline number (1, 2, …)",
+            )),
+            Raw::Word(w) => Self::parse(&w).map_err(D::Error::custom),
+            Raw::Number(n) => u32::try_from(n).ok().filter(|n| *n >= 1).map(Self::Id).ok_or_else(|| {
+                D::Error::custom(format!("recovery_target_timeline {n} is not a timeline (they start at 1)"))
+            }),
+        }
+    }
+}
+
 /// Format of a logical dump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -235,6 +324,15 @@ pub struct FetchedBackup {
     pub bytes_restored: u64,
     /// How far recovery goes (archive recovery only; self-contained backups stop at their end).
     pub recovery_target: RecoveryTarget,
+    /// Which timeline archive recovery follows.
+    pub recovery_target_timeline: RecoveryTargetTimeline,
+    /// The timeline the backup was taken on (`backup_label`), if known; the runner reads it
+    /// from `backup_label` before start when the source leaves it unset.
+    pub backup_timeline: Option<u32>,
+    /// What the WAL archive holds, by timeline, when the source can list it: the runner then
+    /// requires recovery to reach the newest segment on the timeline path recovery follows
+    /// (instead of an `expected_end` entry for the archive's newest segment).
+    pub archive: Option<crate::wal_archive::ArchiveContents>,
     /// Environment the server (its `restore_command`) needs.
     pub server_env: SecretEnv,
     /// Set for logical dumps: `data_dir` is then empty and the target creates a fresh cluster
@@ -254,6 +352,9 @@ impl FetchedBackup {
             superuser_hints: Vec::new(),
             bytes_restored: 0,
             recovery_target: RecoveryTarget::Latest,
+            recovery_target_timeline: RecoveryTargetTimeline::Latest,
+            backup_timeline: None,
+            archive: None,
             server_env: SecretEnv::default(),
             logical: None,
         }
@@ -303,6 +404,13 @@ pub trait BackupSource: Send + Sync + Debug {
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup>;
 }
 
+/// The timeline in a 24-hex-digit WAL segment name (`000000020000000000000003` → 2).
+pub fn timeline_of_segment(name: &str) -> Option<u32> {
+    (name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u32::from_str_radix(&name[0..8], 16).ok())
+        .flatten()
+}
+
 /// Orders backups newest first (by `taken_at`, then id), as [`BackupSource::list`] promises.
 pub fn sort_newest_first(backups: &mut [BackupInfo]) {
     backups.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| b.id.cmp(&a.id)));
@@ -335,5 +443,37 @@ pub fn select_from(
                 ),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    struct T {
+        #[serde(default)]
+        recovery_target_timeline: RecoveryTargetTimeline,
+    }
+
+    #[test]
+    fn recovery_target_timeline_parses_words_and_numbers_and_rejects_the_rest() {
+        let p = |s: &str| toml::from_str::<T>(s).map(|t| t.recovery_target_timeline);
+        assert_eq!(p("").unwrap(), RecoveryTargetTimeline::Latest);
+        assert_eq!(p("recovery_target_timeline = \"latest\"").unwrap(), RecoveryTargetTimeline::Latest);
+        assert_eq!(p("recovery_target_timeline = \"current\"").unwrap(), RecoveryTargetTimeline::Current);
+        assert_eq!(p("recovery_target_timeline = 2").unwrap(), RecoveryTargetTimeline::Id(2));
+        assert_eq!(p("recovery_target_timeline = \"3\"").unwrap(), RecoveryTargetTimeline::Id(3));
+        assert_eq!(p("recovery_target_timeline = \"0x1A\"").unwrap(), RecoveryTargetTimeline::Id(26));
+        for bad in ["0", "-1", "\"newest\"", "\"\"", "4294967296", "1.5"] {
+            let e = p(&format!("recovery_target_timeline = {bad}")).unwrap_err().to_string();
+            assert!(e.contains("recovery_target_timeline"), "{bad}: {e}");
+        }
+        assert_eq!(RecoveryTargetTimeline::Id(2).setting(), "2");
+        assert_eq!(serde_json::to_value(RecoveryTargetTimeline::Id(2)).unwrap(), serde_json::json!(2));
+        assert_eq!(serde_json::to_value(RecoveryTargetTimeline::Current).unwrap(), serde_json::json!("current"));
+        assert_eq!(timeline_of_segment("0000000A0000000000000003"), Some(10));
+        assert_eq!(timeline_of_segment("00000002.history"), None);
     }
 }

@@ -120,6 +120,7 @@ fn source(s: &Setup) -> BarmanSource {
         config: Some(s.conf.clone()),
         backup: None,
         recovery_target: Default::default(),
+        recovery_target_timeline: Default::default(),
     })
     .unwrap()
 }
@@ -181,6 +182,7 @@ async fn good_backup_restores_with_later_writes_and_tablespaces_moved() {
         config: Some(s.conf.clone()),
         backup: None,
         recovery_target: RecoveryTarget::Immediate,
+        recovery_target_timeline: Default::default(),
     })
     .unwrap();
     let r = run(
@@ -251,6 +253,7 @@ async fn unknown_server_is_a_source_error() {
         config: Some(conf),
         backup: None,
         recovery_target: Default::default(),
+        recovery_target_timeline: Default::default(),
     })
     .unwrap();
     let e = src.list(&RunContext::new()).await.unwrap_err();

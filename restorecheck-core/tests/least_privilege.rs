@@ -320,6 +320,7 @@ async fn pgbackrest_passes_from_a_read_only_repository() {
         )]),
         backup: None,
         recovery_target: Default::default(),
+        recovery_target_timeline: Default::default(),
     })
     .unwrap();
     let listed = source.list(&restorecheck_core::RunContext::new()).await.unwrap();
@@ -434,6 +435,7 @@ async fn barman_case(name: &str, waiting: bool) {
         config: Some(ro_conf),
         backup: None,
         recovery_target: Default::default(),
+        recovery_target_timeline: Default::default(),
     })
     .unwrap();
     let chk = Check::new("barman", Arc::new(source), local())

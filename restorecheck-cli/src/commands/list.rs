@@ -23,12 +23,16 @@ pub async fn run(args: ConfigArgs) -> ExitStatus {
                             .map(|t| human_secs((chrono::Utc::now() - t).num_seconds() as f64) + " old")
                             .unwrap_or_else(|| "age unknown".into());
                         let size = b.size_bytes.map(|s| format!("{:.1} MB", s as f64 / 1e6)).unwrap_or_default();
+                        // The timeline it was taken on: after a failover, older backups are on
+                        // the old primary's timeline.
+                        let timeline = b.timeline.map(|t| format!("timeline {t}")).unwrap_or_default();
                         println!(
-                            "  {:<32} {:<25} {:<12} {:<10} {size}",
+                            "  {:<32} {:<25} {:<12} {:<10} {:<11} {size}",
                             b.id,
                             b.taken_at.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default(),
                             age,
-                            b.kind
+                            b.kind,
+                            timeline
                         );
                     }
                 }

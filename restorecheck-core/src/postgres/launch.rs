@@ -131,6 +131,7 @@ pub fn prepare(spec: &LaunchSpec<'_>) -> Result<Launch> {
         restore_command,
         hot_standby_minimums: &control.hot_standby_minimums,
         recovery_target: &backup.recovery_target,
+        recovery_target_timeline: backup.recovery_target_timeline,
     });
     let mut users: Vec<String> = Vec::new();
     for u in db_user

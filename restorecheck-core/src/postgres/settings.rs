@@ -29,6 +29,8 @@ pub struct SafeSettingsInput<'a> {
     pub hot_standby_minimums: &'a [(&'static str, u64)],
     /// How far archive recovery goes.
     pub recovery_target: &'a crate::source::RecoveryTarget,
+    /// Which timeline archive recovery follows.
+    pub recovery_target_timeline: crate::source::RecoveryTargetTimeline,
 }
 
 /// Throwaway-instance defaults that make recovery faster; the user's `settings` may override.
@@ -90,7 +92,7 @@ pub fn safety_settings(i: &SafeSettingsInput<'_>) -> Vec<(String, String)> {
         ("recovery_target_time", String::new()),
         ("recovery_target_xid", String::new()),
         ("recovery_target_inclusive", "on".into()),
-        ("recovery_target_timeline", "latest".into()),
+        ("recovery_target_timeline", i.recovery_target_timeline.setting()),
         ("recovery_target_action", "promote".into()),
         ("recovery_min_apply_delay", "0".into()),
         // Logs in a parseable, English form on stderr (the target captures it).
@@ -223,6 +225,7 @@ mod tests {
             restore_command: Some("cp /a/%f %p"),
             hot_standby_minimums: &[("max_connections", 300), ("max_wal_senders", 10)],
             recovery_target: &crate::source::RecoveryTarget::Name("rp1".into()),
+            recovery_target_timeline: crate::source::RecoveryTargetTimeline::Id(2),
         })
     }
 
@@ -240,6 +243,7 @@ mod tests {
         assert_eq!(get("max_wal_senders"), Some("10"));
         assert_eq!(get("recovery_target_name"), Some("rp1"));
         assert_eq!(get("recovery_target_action"), Some("promote"));
+        assert_eq!(get("recovery_target_timeline"), Some("2"));
         assert_eq!(get("stats_temp_directory"), None);
         let s13 = input(13);
         assert!(s13.iter().any(|(k, _)| k == "stats_temp_directory"));

@@ -61,6 +61,10 @@ pub struct BarmanConfig {
     /// How far to recover (default `latest`: all WAL Barman holds).
     #[serde(default)]
     pub recovery_target: RecoveryTarget,
+    /// Which timeline recovery follows (`"latest"`, default: the newest in the archive, as
+    /// after a failover; `"current"`: the backup's own; or a timeline number).
+    #[serde(default)]
+    pub recovery_target_timeline: crate::source::RecoveryTargetTimeline,
 }
 
 /// Source `barman`.
@@ -369,6 +373,8 @@ impl BackupSource for BarmanSource {
                 size_bytes: e.get("size_bytes").and_then(Value::as_u64),
                 pg_major: None,
                 label: as_string(e.get("backup_name")),
+                // list-backups does not say; `select` reads it from show-backup.
+                timeline: None,
                 id,
             });
         }
@@ -390,6 +396,7 @@ impl BackupSource for BarmanSource {
                 chosen.taken_at = Some(t);
             }
             chosen.pg_major = s.pg_version_num.and_then(|n| u32::try_from(n / 10000).ok()).filter(|m| *m >= 10);
+            chosen.timeline = s.begin_wal.as_deref().and_then(crate::source::timeline_of_segment);
         }
         Ok(chosen)
     }
@@ -464,6 +471,10 @@ impl BackupSource for BarmanSource {
             RecoveryTarget::Lsn(l) => args.extend(["--target-lsn".into(), l.to_string()]),
             RecoveryTarget::Name(n) => args.extend(["--target-name".into(), n.clone()]),
         }
+        // Barman 3.4 takes only a number; `latest` and `current` reach the server as settings.
+        if let crate::source::RecoveryTargetTimeline::Id(n) = self.cfg.recovery_target_timeline {
+            args.extend(["--target-tli".into(), n.to_string()]);
+        }
         args.extend([self.cfg.server.clone(), backup.id.clone(), req.data_dir.display().to_string()]);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         ctx.progress.begin(&format!("barman {verb} {}", backup.id), None);
@@ -512,18 +523,24 @@ impl BackupSource for BarmanSource {
             });
         }
         let barman_wal = data.join("barman_wal");
+        let mut archive_contents = None;
         let wal = if barman_wal.is_dir() {
             let archive = WalArchive::scan(&barman_wal).map_err(|e| {
                 source_err(format!("cannot read the WAL Barman copied into {}: {e}", barman_wal.display()))
             })?;
             let command = archive.write_restore_command(&req.scratch_dir)?;
-            if let Some(seg) = archive.newest_segment.filter(|s| Some(s) != show.last_available_wal.as_ref()) {
-                expected_end.push(ExpectedEnd {
-                    lsn: None,
-                    wal_segment: Some(seg.clone()),
-                    reason: format!("barman {verb} copied WAL up to segment {seg} into barman_wal"),
-                });
-            }
+            // The runner follows the timeline recovery follows through what Barman copied; the
+            // catalog's last WAL counts only when it lies on that path's last timeline (after a
+            // failover it may be an old primary's segment past the fork).
+            let backup_tli = show.begin_wal.as_deref().and_then(crate::source::timeline_of_segment).unwrap_or(1);
+            let target = archive.contents.path(self.cfg.recovery_target_timeline, backup_tli).target();
+            expected_end.retain(|e| {
+                e.wal_segment.as_deref().and_then(crate::source::timeline_of_segment).is_none_or(|t| Some(t) == target)
+            });
+            archive_contents = Some(crate::wal_archive::ArchiveContents {
+                described: format!("the WAL barman {verb} copied into barman_wal"),
+                ..archive.contents
+            });
             WalSupply::RestoreCommand { command, readable_paths: vec![barman_wal] }
         } else {
             if let Some(seg) =
@@ -552,8 +569,10 @@ impl BackupSource for BarmanSource {
         // Barman restores as `backup_manifest.<ID>`, has the real one.
         fetched.backup_end_lsn = manifest_end_lsn(data, &backup.id).or(show.end_lsn);
         fetched.expected_end = expected_end;
+        fetched.archive = archive_contents;
         fetched.bytes_restored = tool::tree_size(data) + tool::tree_size(&req.tablespace_dir);
         fetched.recovery_target = self.cfg.recovery_target.clone();
+        fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
         Ok(fetched)
     }
 }
@@ -606,6 +625,7 @@ mod tests {
                 config: None,
                 backup: None,
                 recovery_target: RecoveryTarget::Latest,
+                recovery_target_timeline: Default::default(),
             })
         };
         assert!(c("pg-main").is_ok());

@@ -15,7 +15,7 @@ use crate::context::RunContext;
 use crate::decrypt::{DecryptConfig, Decryptor};
 use crate::error::{Error, Result};
 use crate::postgres::Lsn;
-use crate::source::{BackupInfo, BackupSource, ExpectedEnd, FetchRequest, FetchedBackup, WalSupply};
+use crate::source::{BackupInfo, BackupSource, FetchRequest, FetchedBackup, WalSupply};
 use crate::storage::{self, BackupFile, Location, Remote, RemoteObject, StorageOptions};
 use crate::wal_archive::WalArchive;
 
@@ -35,6 +35,10 @@ pub struct BaseBackupConfig {
     /// How far to recover (default `latest`: all archived WAL).
     #[serde(default)]
     pub recovery_target: crate::source::RecoveryTarget,
+    /// Which timeline recovery follows (`"latest"`, default: the newest in the archive, as
+    /// after a failover; `"current"`: the backup's own; or a timeline number).
+    #[serde(default)]
+    pub recovery_target_timeline: crate::source::RecoveryTargetTimeline,
     /// Object-storage options (endpoint, region, path style, profile, retries, parallelism).
     #[serde(default)]
     pub storage: StorageOptions,
@@ -272,6 +276,7 @@ impl BaseBackupSource {
             kind,
             location: format!("basebackup:{}", dir.display()),
             pg_major,
+            timeline: label.start_wal_file.as_deref().and_then(crate::source::timeline_of_segment),
             label: label.label,
         })
     }
@@ -323,6 +328,7 @@ impl BackupSource for BaseBackupSource {
                             location: format!("basebackup:{}", dir.display()),
                             pg_major: None,
                             label: None,
+                            timeline: None,
                         }),
                     }
                 }
@@ -361,8 +367,8 @@ impl BackupSource for BaseBackupSource {
         let data = &req.data_dir;
         let (pg_major, backup_end_lsn) = check_physical(data, &origin)?;
         let start_file = label.as_deref().map(BackupLabel::parse).and_then(|l| l.start_wal_file);
-        let (wal, expected_end) = match &self.cfg.wal_archive {
-            None => (WalSupply::SelfContained, Vec::new()),
+        let (wal, archive) = match &self.cfg.wal_archive {
+            None => (WalSupply::SelfContained, None),
             Some(a) => {
                 let (local, shown) = match Location::parse(a, &self.cfg.storage)? {
                     Location::Local(p) => {
@@ -395,24 +401,22 @@ impl BackupSource for BaseBackupSource {
                 };
                 let archive = WalArchive::scan(&local)?;
                 let command = archive.write_restore_command(&req.scratch_dir)?;
-                let expected = archive
-                    .newest_segment
-                    .iter()
-                    .map(|seg| ExpectedEnd {
-                        lsn: None,
-                        wal_segment: Some(seg.clone()),
-                        reason: format!("the WAL archive {shown} continues to segment {seg}"),
-                    })
-                    .collect();
-                (WalSupply::RestoreCommand { command, readable_paths: vec![local] }, expected)
+                // The runner turns the listing into where recovery must get to, following the
+                // timeline recovery follows.
+                let contents = crate::wal_archive::ArchiveContents {
+                    described: format!("the WAL archive {shown}"),
+                    ..archive.contents
+                };
+                (WalSupply::RestoreCommand { command, readable_paths: vec![local] }, Some(contents))
             }
         };
         let mut fetched = FetchedBackup::new(data.clone(), pg_major, wal);
         fetched.backup_end_lsn = backup_end_lsn;
-        fetched.expected_end = expected_end;
+        fetched.archive = archive;
         fetched.superuser_hints = owner.into_iter().collect();
         fetched.bytes_restored = bytes;
         fetched.recovery_target = self.cfg.recovery_target.clone();
+        fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
         Ok(fetched)
     }
 }
@@ -783,6 +787,7 @@ impl BaseBackupSource {
                         kind: if base.is_empty() { "plain".into() } else { tar_kind(&base, decrypt.as_ref()) },
                         location,
                         pg_major: None,
+                        timeline: parsed.start_wal_file.as_deref().and_then(crate::source::timeline_of_segment),
                         label: parsed.label,
                     });
                 }
@@ -798,6 +803,7 @@ impl BaseBackupSource {
                     location,
                     pg_major: None,
                     label: None,
+                    timeline: None,
                 }),
                 Err(e) => out.push(BackupInfo {
                     id,
@@ -807,6 +813,7 @@ impl BaseBackupSource {
                     location,
                     pg_major: None,
                     label: None,
+                    timeline: None,
                 }),
             }
         }

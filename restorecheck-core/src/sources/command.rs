@@ -44,6 +44,10 @@ pub struct CommandConfig {
     /// For physical backups with a `restore_command`: how far to recover.
     #[serde(default)]
     pub recovery_target: RecoveryTarget,
+    /// Which timeline recovery follows (`"latest"`, default: the newest in the archive, as
+    /// after a failover; `"current"`: the backup's own; or a timeline number).
+    #[serde(default)]
+    pub recovery_target_timeline: crate::source::RecoveryTargetTimeline,
     /// For dumps: database to restore into (default: the dump's own, else the check's).
     pub database: Option<String>,
     /// For dumps: skip ownership instead of creating referenced roles.
@@ -151,6 +155,7 @@ impl BackupSource for CommandSource {
                 kind: l.kind.unwrap_or_else(|| "command".into()),
                 pg_major: l.pg_major,
                 label: l.label,
+                timeline: None,
             });
         }
         crate::source::sort_newest_first(&mut all);
@@ -195,6 +200,7 @@ impl BackupSource for CommandSource {
             let mut f = FetchedBackup::new(req.data_dir.clone(), pg_major, wal);
             f.backup_end_lsn = end;
             f.recovery_target = self.cfg.recovery_target.clone();
+            f.recovery_target_timeline = self.cfg.recovery_target_timeline;
             f.server_env = self.environment()?.into();
             return Ok(f);
         }

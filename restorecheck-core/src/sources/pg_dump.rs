@@ -395,6 +395,7 @@ fn info_for(path: &Path, d: &Detected) -> BackupInfo {
         location: format!("pg_dump:{}", path.display()),
         pg_major: header.server_major,
         label: header.dbname,
+        timeline: None,
     }
 }
 
@@ -513,6 +514,7 @@ async fn list_local_encrypted(root: PathBuf, decrypt: Option<Decryptor>) -> Resu
                     location: format!("pg_dump:{}", p.display()),
                     pg_major: None,
                     label: None,
+                    timeline: None,
                 });
             }
         }
@@ -556,6 +558,7 @@ async fn list_remote(remote: Arc<Remote>, decrypt: Option<Decryptor>) -> Result<
                 location: format!("pg_dump:{}", if self_object { remote.url("") } else { remote.url(&name) }),
                 pg_major: None,
                 label: None,
+                timeline: None,
             });
         }
     }
@@ -569,6 +572,7 @@ async fn list_remote(remote: Arc<Remote>, decrypt: Option<Decryptor>) -> Result<
                 location: format!("pg_dump:{}", remote.url(&dir)),
                 pg_major: None,
                 label: None,
+                timeline: None,
             });
         }
     }

@@ -36,6 +36,36 @@ const INSTALL_HINT: &str = "install pgBackRest (Debian/Ubuntu: apt-get install p
 /// crypto (95), json-format (99).
 const DEFECT_CODES: &[i32] = &[26, 28, 29, 42, 51, 55, 75, 95, 99];
 
+/// Exit codes that say what the repository holds is wrong, not that reading it failed: a retry
+/// reads the same bytes again. All of [`DEFECT_CODES`] but file-read (42), which a storage
+/// hiccup also causes.
+const DAMAGE_CODES: &[i32] = &[26, 28, 29, 51, 55, 75, 95, 99];
+
+/// How often a failed `pgbackrest restore` is run again when the failure may be transient,
+/// and the pause before each retry. pgBackRest's own per-file retries (`job-retry`, default 2,
+/// the second after `job-retry-interval` = 15 s) are switched off for the restore, because
+/// they also retry a checksum error and so delayed the verdict on a damaged file by ~38 s.
+const RESTORE_RETRIES: &[std::time::Duration] =
+    &[std::time::Duration::from_secs(2), std::time::Duration::from_secs(10)];
+
+/// True when a `pgbackrest restore` that exited with `code` is worth running again: it did
+/// not die of a signal (cancellation, OOM) and did not report damage.
+fn retryable(code: Option<i32>) -> bool {
+    code.is_some_and(|c| c != 0 && !DAMAGE_CODES.contains(&c))
+}
+
+/// Empties `dir` (a folder of the work dir) without following links, for a clean retry.
+fn empty_dir(dir: &Path) -> Result<()> {
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+    for e in rd.flatten() {
+        let p = e.path();
+        let is_dir = std::fs::symlink_metadata(&p).map(|m| m.is_dir()).unwrap_or(false);
+        let r = if is_dir { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        r.map_err(|e| Error::io("removing", &p, e))?;
+    }
+    Ok(())
+}
+
 /// Options that restorecheck sets itself and that `options` therefore may not carry.
 const RESERVED_OPTIONS: &[&str] = &[
     "stanza",
@@ -82,6 +112,10 @@ pub struct PgBackRestConfig {
     /// How far to recover (default `latest`: all archived WAL).
     #[serde(default)]
     pub recovery_target: RecoveryTarget,
+    /// Which timeline recovery follows (`"latest"`, default: the newest in the archive, as
+    /// after a failover; `"current"`: the backup's own; or a timeline number).
+    #[serde(default)]
+    pub recovery_target_timeline: crate::source::RecoveryTargetTimeline,
 }
 
 /// Source `pgbackrest`.
@@ -258,6 +292,7 @@ impl PgBackRestSource {
             location: format!("pgbackrest:stanza {}{repo}, backup {}", self.cfg.stanza, b.label),
             pg_major: stanza.db_of(&b.database).and_then(|d| d.version.split('.').next()?.parse().ok()),
             label: None,
+            timeline: b.archive.as_ref().and_then(|a| a.start.as_deref()).and_then(crate::source::timeline_of_segment),
         }
     }
 
@@ -356,6 +391,51 @@ impl PgBackRestSource {
         }
         Ok(())
     }
+}
+
+/// The segments and timeline history files of the archive ids `ids` of `stanza` in a local
+/// (posix) repository: `archive/<stanza>/<id>/<NNNNNNNN>.history` and
+/// `archive/<stanza>/<id>/<16 hex>/<segment>-<sha1>[.gz|.lz4|.zst|.bz2]`. `None` when it cannot
+/// be listed or a history file cannot be read (an encrypted repository): the caller then falls
+/// back to pgBackRest's `archive.max`.
+fn list_repo_archive(repo: &Path, stanza: &str, ids: &[&str]) -> Option<crate::wal_archive::ArchiveContents> {
+    let mut contents = crate::wal_archive::ArchiveContents {
+        described: format!("the pgBackRest archive (stanza {stanza}, archive {})", ids.join(", ")),
+        ..Default::default()
+    };
+    if ids.is_empty() {
+        return None;
+    }
+    for id in ids {
+        let dir = repo.join("archive").join(stanza).join(id);
+        for e in std::fs::read_dir(&dir).ok()?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let ft = e.file_type().ok()?;
+            if ft.is_dir() && name.len() == 16 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                for f in std::fs::read_dir(e.path()).ok()?.flatten() {
+                    let n = f.file_name().to_string_lossy().into_owned();
+                    let seg = n.split('-').next().unwrap_or("");
+                    if tool::is_segment_name(seg) {
+                        contents.segments.push(seg.to_ascii_uppercase());
+                    }
+                }
+            } else if ft.is_file() {
+                let Some(tli) = name
+                    .strip_suffix(".history")
+                    .filter(|t| t.len() == 8)
+                    .and_then(|t| u32::from_str_radix(t, 16).ok())
+                else {
+                    continue;
+                };
+                let mut text = String::new();
+                use std::io::Read;
+                std::fs::File::open(e.path()).ok()?.take(1 << 20).read_to_string(&mut text).ok()?;
+                let h = crate::wal_archive::parse_history(&text).ok()?;
+                contents.histories.insert(tli, h);
+            }
+        }
+    }
+    Some(contents)
 }
 
 /// A value of `key` in the first of `sections` of an INI text that has it.
@@ -465,6 +545,7 @@ struct Timestamps {
 
 #[derive(Debug, Deserialize)]
 struct WalRange {
+    start: Option<String>,
     stop: Option<String>,
 }
 
@@ -524,12 +605,13 @@ impl BackupSource for PgBackRestSource {
         })?;
         self.check_config_readable().await?;
 
-        ctx.progress.begin(&format!("pgbackrest restore {}", b.label), None);
-        let mut cmd = self.command(&exe);
-        cmd.args([
+        let mut args: Vec<String> = vec![
             format!("--pg1-path={}", req.data_dir.display()),
             format!("--set={}", b.label),
             "--type=default".into(),
+            // Also reaches the server as a setting; here so that pgBackRest's own
+            // postgresql.auto.conf agrees.
+            format!("--target-timeline={}", self.cfg.recovery_target_timeline),
             "--archive-mode=off".into(),
             format!("--tablespace-map-all={}", req.tablespace_dir.display()),
             "--no-link-all".into(),
@@ -539,11 +621,41 @@ impl BackupSource for PgBackRestSource {
             "--reset-pg1-host".into(),
             "--log-level-file=off".into(),
             format!("--lock-path={}", req.scratch_dir.join("pgbackrest-lock").display()),
-            "restore".into(),
-        ]);
-        let out = tool::run(ctx, Phase::Fetch, cmd, "pgbackrest restore").await;
-        ctx.progress.end();
-        let out = out?;
+        ];
+        // Fail fast on damage: no per-file retries inside pgBackRest (unless the user set
+        // them); restorecheck retries the whole restore itself, and only on errors that may be
+        // transient. archive-get (the restore_command) keeps pgBackRest's retries.
+        let own_retries = !self.cfg.options.contains_key("job-retry");
+        if own_retries {
+            args.push("--job-retry=0".into());
+        }
+        args.push("restore".into());
+        let mut attempt = 0;
+        let out = loop {
+            ctx.progress.begin(&format!("pgbackrest restore {}", b.label), None);
+            let mut cmd = self.command(&exe);
+            cmd.args(&args);
+            let out = tool::run(ctx, Phase::Fetch, cmd, "pgbackrest restore").await;
+            ctx.progress.end();
+            let out = out?;
+            let pause = RESTORE_RETRIES.get(attempt).filter(|_| own_retries && retryable(out.code()));
+            let Some(pause) = pause else { break out };
+            attempt += 1;
+            tracing::warn!(
+                "`pgbackrest restore` of backup {} failed with exit code {:?}; retrying in {}s ({attempt} of {}): {}",
+                b.label,
+                out.code(),
+                pause.as_secs(),
+                RESTORE_RETRIES.len(),
+                out.message()
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(*pause) => {}
+                _ = ctx.cancel.cancelled() => return Err(Error::Cancelled { phase: Phase::Fetch }),
+            }
+            empty_dir(&req.data_dir)?;
+            empty_dir(&req.tablespace_dir)?;
+        };
         if !out.status.success() {
             let msg = format!(
                 "`pgbackrest restore` of backup {} (stanza {}) failed with exit code {}: {}",
@@ -564,7 +676,7 @@ impl BackupSource for PgBackRestSource {
         })?;
         let command = self.write_restore_script(&exe, req)?;
         let repo_key = self.cfg.repo.or(b.database.repo_key.and_then(|k| u32::try_from(k).ok())).unwrap_or(1);
-        let readable_paths = self.repo_path(ctx, &exe, repo_key).await.into_iter().collect();
+        let readable_paths: Vec<PathBuf> = self.repo_path(ctx, &exe, repo_key).await.into_iter().collect();
 
         let mut expected_end = Vec::new();
         let backup_end_lsn: Option<Lsn> = b.lsn.as_ref().and_then(|l| l.stop.as_deref()).and_then(|s| s.parse().ok());
@@ -583,7 +695,16 @@ impl BackupSource for PgBackRestSource {
                     || b.database.repo_key.is_none()
                     || a.database.repo_key == b.database.repo_key)
         };
-        for a in stanza.archive.iter().filter(|a| same_db(a)) {
+        // A local repository is listed, so that the proof follows the timeline recovery follows
+        // (after a failover `archive.max` may be an old primary's segment past the fork).
+        let listed = match readable_paths.first() {
+            Some(repo) => {
+                let ids: Vec<&str> = stanza.archive.iter().filter(|a| same_db(a)).map(|a| a.id.as_str()).collect();
+                list_repo_archive(repo, &self.cfg.stanza, &ids)
+            }
+            None => None,
+        };
+        for a in stanza.archive.iter().filter(|a| same_db(a) && listed.is_none()) {
             if let Some(max) = &a.max {
                 expected_end.push(ExpectedEnd {
                     lsn: None,
@@ -600,12 +721,14 @@ impl BackupSource for PgBackRestSource {
             FetchedBackup::new(req.data_dir.clone(), pg_major, WalSupply::RestoreCommand { command, readable_paths });
         fetched.backup_end_lsn = backup_end_lsn;
         fetched.expected_end = expected_end;
+        fetched.archive = listed;
         fetched.bytes_restored = b
             .info
             .as_ref()
             .and_then(|i| i.size)
             .unwrap_or_else(|| tool::tree_size(&req.data_dir) + tool::tree_size(&req.tablespace_dir));
         fetched.recovery_target = self.cfg.recovery_target.clone();
+        fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
         Ok(fetched)
     }
 }
@@ -676,6 +799,48 @@ mod tests {
         let plain: Vec<StanzaInfo> =
             serde_json::from_str(&raw.replace("aes-256-cbc", "none").replace(|c: char| c.is_control(), " ")).unwrap();
         assert!(cfg("").unwrap().wrong_cipher_pass(&plain[0]).is_none());
+    }
+
+    #[test]
+    fn a_local_repository_archive_is_listed_with_its_timeline_history() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("archive/main/15-1");
+        std::fs::create_dir_all(a.join("0000000100000000")).unwrap();
+        std::fs::create_dir_all(a.join("0000000200000000")).unwrap();
+        for f in [
+            "0000000100000000/00000001000000000000000E-0123456789abcdef0123456789abcdef01234567.gz",
+            "0000000100000000/00000001000000000000000B.partial-0123456789abcdef0123456789abcdef01234567.gz",
+            "0000000200000000/00000002000000000000000C-0123456789abcdef0123456789abcdef01234567.lz4",
+        ] {
+            std::fs::write(a.join(f), b"x").unwrap();
+        }
+        std::fs::write(a.join("00000002.history"), "1\t0/B00A3C8\tno recovery target specified\n").unwrap();
+        std::fs::write(a.join("archive.info"), "[db]\n").unwrap();
+        let c = list_repo_archive(d.path(), "main", &["15-1"]).unwrap();
+        let mut segs = c.segments.clone();
+        segs.sort();
+        assert_eq!(segs, ["00000001000000000000000E", "00000002000000000000000C"]);
+        let p = c.path(crate::source::RecoveryTargetTimeline::Latest, 1);
+        assert_eq!(p.timelines, vec![1, 2]);
+        assert_eq!(c.newest_on(&p, 16 << 20).as_deref(), Some("00000002000000000000000C"));
+        // An encrypted history file cannot be read: fall back to pgBackRest's archive.max.
+        std::fs::write(a.join("00000003.history"), b"Salted__\x01\x02garbage").unwrap();
+        assert!(list_repo_archive(d.path(), "main", &["15-1"]).is_none());
+        assert!(list_repo_archive(d.path(), "other", &["15-1"]).is_none());
+    }
+
+    #[test]
+    fn only_failures_that_may_be_transient_are_retried() {
+        // checksum, format, file-missing, crypto: the repository's bytes are wrong.
+        for damage in [26, 28, 29, 55, 95] {
+            assert!(!retryable(Some(damage)), "{damage}");
+        }
+        // file-read (a storage hiccup or a truncated file), host connect, service errors.
+        for transient in [42, 39, 104, 103] {
+            assert!(retryable(Some(transient)), "{transient}");
+        }
+        assert!(!retryable(Some(0)));
+        assert!(!retryable(None), "killed by a signal (cancelled): not retried");
     }
 
     #[test]

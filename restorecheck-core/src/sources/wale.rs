@@ -76,6 +76,10 @@ pub struct WaleConfig {
     /// How far to recover (default `latest`: all WAL in the storage).
     #[serde(default)]
     pub recovery_target: RecoveryTarget,
+    /// Which timeline recovery follows (`"latest"`, default: the newest in the archive, as
+    /// after a failover; `"current"`: the backup's own; or a timeline number).
+    #[serde(default)]
+    pub recovery_target_timeline: crate::source::RecoveryTargetTimeline,
 }
 
 impl std::fmt::Debug for WaleConfig {
@@ -87,6 +91,7 @@ impl std::fmt::Debug for WaleConfig {
             .field("env", &self.env.keys().map(|k| format!("{k}=***")).collect::<Vec<_>>())
             .field("backup", &self.backup)
             .field("recovery_target", &self.recovery_target)
+            .field("recovery_target_timeline", &self.recovery_target_timeline)
             .finish()
     }
 }
@@ -158,6 +163,43 @@ fn newest_stored_segment(store: &Path) -> Option<String> {
         .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".lzo").map(str::to_ascii_uppercase))
         .filter(|n| tool::is_segment_name(n))
         .max_by_key(|n| tool::segment_order_key(n))
+}
+
+/// The segments and timeline history files under `wal_005/` of a `file://` storage (history
+/// files are `NNNNNNNN.history.lzo`, read with `lzop -dc`), so that the proof follows the
+/// timeline recovery follows. `None` when a history file cannot be read: the caller falls back
+/// to the newest segment of any timeline.
+async fn stored_contents(ctx: &RunContext, store: &Path) -> Option<crate::wal_archive::ArchiveContents> {
+    let dir = store.join("wal_005");
+    let mut contents = crate::wal_archive::ArchiveContents {
+        described: format!("the WAL-E storage {}", dir.display()),
+        ..Default::default()
+    };
+    let mut histories = Vec::new();
+    for e in std::fs::read_dir(&dir).ok()?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(base) = name.strip_suffix(".lzo") else { continue };
+        if tool::is_segment_name(base) {
+            contents.segments.push(base.to_ascii_uppercase());
+        } else if let Some(tli) =
+            base.strip_suffix(".history").filter(|t| t.len() == 8).and_then(|t| u32::from_str_radix(t, 16).ok())
+        {
+            histories.push((tli, e.path()));
+        }
+    }
+    if !histories.is_empty() {
+        let lzop = crate::wal_archive::which("lzop")?;
+        for (tli, path) in histories {
+            let mut cmd = tokio::process::Command::new(&lzop);
+            cmd.arg("-dc").arg(&path);
+            let out = tool::run(ctx, Phase::Fetch, cmd, "lzop -dc").await.ok()?;
+            if !out.status.success() {
+                return None;
+            }
+            contents.histories.insert(tli, crate::wal_archive::parse_history(&out.stdout).ok()?);
+        }
+    }
+    Some(contents)
 }
 
 /// `pg_control`'s `state` (a `DBState`, right after system identifier, control and catalog
@@ -306,6 +348,12 @@ impl WaleSource {
             },
             pg_major: None,
             label: None,
+            // `base_<start segment>_<offset>`.
+            timeline: b
+                .name
+                .strip_prefix("base_")
+                .and_then(|n| n.get(0..24))
+                .and_then(crate::source::timeline_of_segment),
         }
     }
 
@@ -489,7 +537,11 @@ impl BackupSource for WaleSource {
                 });
             }
         }
-        if let Some(store) = &store {
+        let listed = match &store {
+            Some(store) => stored_contents(ctx, store).await,
+            None => None,
+        };
+        if let Some(store) = store.as_ref().filter(|_| listed.is_none()) {
             if let Some(seg) = newest_stored_segment(store) {
                 expected_end.push(ExpectedEnd {
                     lsn: None,
@@ -504,6 +556,8 @@ impl BackupSource for WaleSource {
         fetched.expected_end = expected_end;
         fetched.bytes_restored = tool::tree_size(&req.data_dir) + tool::tree_size(&req.tablespace_dir);
         fetched.recovery_target = self.cfg.recovery_target.clone();
+        fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
+        fetched.archive = listed;
         fetched.server_env = env.into();
         Ok(fetched)
     }

@@ -60,6 +60,10 @@ pub struct WalgConfig {
     /// How far to recover (default `latest`: all WAL in the storage).
     #[serde(default)]
     pub recovery_target: RecoveryTarget,
+    /// Which timeline recovery follows (`"latest"`, default: the newest in the archive, as
+    /// after a failover; `"current"`: the backup's own; or a timeline number).
+    #[serde(default)]
+    pub recovery_target_timeline: crate::source::RecoveryTargetTimeline,
 }
 
 impl std::fmt::Debug for WalgConfig {
@@ -71,6 +75,7 @@ impl std::fmt::Debug for WalgConfig {
             .field("env_file", &self.env_file)
             .field("backup", &self.backup)
             .field("recovery_target", &self.recovery_target)
+            .field("recovery_target_timeline", &self.recovery_target_timeline)
             .finish()
     }
 }
@@ -149,12 +154,24 @@ struct TimelineInfo {
     missing_segments: Option<Vec<String>>,
 }
 
-/// The point recovery must reach according to `wal-show`: the end of the newest timeline at or
-/// after the backup's own.
-fn expected_from_timelines(timelines: &[TimelineInfo], backup_timeline: Option<u32>) -> Option<ExpectedEnd> {
+/// The point recovery must reach according to `wal-show`: the end of the timeline recovery
+/// ends on: the newest at or after the backup's own (`latest`), the backup's own (`current`),
+/// or the one asked for.
+fn expected_from_timelines(
+    timelines: &[TimelineInfo],
+    backup_timeline: Option<u32>,
+    target: crate::source::RecoveryTargetTimeline,
+) -> Option<ExpectedEnd> {
+    use crate::source::RecoveryTargetTimeline as T;
+    let wanted = match target {
+        T::Latest => None,
+        T::Current => backup_timeline,
+        T::Id(n) => Some(n),
+    };
     let t = timelines
         .iter()
         .filter(|t| backup_timeline.is_none_or(|b| t.id >= b))
+        .filter(|t| wanted.is_none_or(|w| t.id == w))
         .filter(|t| tool::is_segment_name(&t.end_segment))
         .max_by_key(|t| t.id)?;
     let missing = t.missing_segments.as_deref().unwrap_or_default();
@@ -275,6 +292,7 @@ impl WalgSource {
             },
             pg_major: b.pg_version.filter(|v| *v >= 90000).map(|v| (v / 10000) as u32),
             label: b.hostname.as_ref().filter(|h| !h.is_empty()).map(|h| format!("taken on {h}")),
+            timeline: b.timeline(),
         }
     }
 
@@ -526,9 +544,12 @@ impl BackupSource for WalgSource {
         let mut fetched =
             FetchedBackup::new(req.data_dir.clone(), pg_major, WalSupply::RestoreCommand { command, readable_paths });
         fetched.backup_end_lsn = b.finish_lsn.filter(|l| *l > 0).map(Lsn).or(manifest_end);
-        fetched.expected_end = expected_from_timelines(&timelines, backup_timeline).into_iter().collect();
+        fetched.expected_end = expected_from_timelines(&timelines, backup_timeline, self.cfg.recovery_target_timeline)
+            .into_iter()
+            .collect();
         fetched.bytes_restored = tool::tree_size(&req.data_dir) + tool::tree_size(&req.tablespace_dir);
         fetched.recovery_target = self.cfg.recovery_target.clone();
+        fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
         let mut server_env = env;
         // WAL-G's prefetch runs `wal-g wal-prefetch` processes in the background that would
         // outlive the restored server and write into the removed work dir; 1 turns it off.
@@ -585,12 +606,12 @@ mod tests {
         let json = r#"[{"id":1,"parent_id":0,"switch_point_lsn":0,"start_segment":"000000010000000000000001","end_segment":"000000010000000000000009","segments_count":8,"missing_segments":["000000010000000000000005"],"segment_range_size":9,"status":"LOST_SEGMENTS"},
                        {"id":2,"parent_id":1,"switch_point_lsn":150995200,"start_segment":"000000020000000000000009","end_segment":"00000002000000000000000B","segments_count":3,"missing_segments":[],"segment_range_size":3,"status":"OK"}]"#;
         let t: Vec<TimelineInfo> = serde_json::from_str(json).unwrap();
-        let e = expected_from_timelines(&t, Some(1)).unwrap();
+        let e = expected_from_timelines(&t, Some(1), Default::default()).unwrap();
         assert_eq!(e.wal_segment.as_deref(), Some("00000002000000000000000B"));
-        let e = expected_from_timelines(&t[..1], Some(1)).unwrap();
+        let e = expected_from_timelines(&t[..1], Some(1), Default::default()).unwrap();
         assert!(e.reason.contains("1 missing segment(s) on that timeline: 000000010000000000000005"), "{}", e.reason);
-        assert!(expected_from_timelines(&t, Some(3)).is_none());
-        assert!(expected_from_timelines(&[], None).is_none());
+        assert!(expected_from_timelines(&t, Some(3), Default::default()).is_none());
+        assert!(expected_from_timelines(&[], None, Default::default()).is_none());
     }
 
     #[test]
