@@ -144,7 +144,8 @@ impl SampleCluster {
     pub async fn tool(&self, name: &str, args: &[String]) -> Result<String> {
         let exe = self.bin.exe(name);
         let mut cmd = tokio::process::Command::new(&exe);
-        cmd.args(args).stdin(Stdio::null()).env("LC_ALL", "C").current_dir(&self.root);
+        cmd.args(args).stdin(Stdio::null()).current_dir(&self.root);
+        crate::process::clean_env(&mut cmd, Some(&self.bin.path), Some(&self.user), &[]);
         self.user.apply(&mut cmd);
         let out = cmd.output().await.map_err(|e| Error::io(format!("running {name}"), &exe, e))?;
         if !out.status.success() {
@@ -199,6 +200,7 @@ impl SampleCluster {
             host: self.socket_dir().display().to_string(),
             port: self.port,
             user: "postgres".into(),
+            password: None,
         };
         conn.connect(db).await
     }

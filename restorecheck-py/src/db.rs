@@ -193,10 +193,15 @@ impl Db {
     /// A libpq connection string for the restored server (for psycopg and friends).
     #[getter]
     fn dsn(&self) -> String {
-        format!(
+        let mut dsn = format!(
             "host={} port={} user={} dbname={}",
             self.connection.host, self.connection.port, self.connection.user, self.database
-        )
+        );
+        // The copy only admits restorecheck's role with the run's password (hex, no quoting needed).
+        if let Some(p) = &self.connection.password {
+            dsn.push_str(&format!(" password='{}'", p.expose().replace('\\', "\\\\").replace('\'', "\\'")));
+        }
+        dsn
     }
 
     fn __repr__(&self) -> String {

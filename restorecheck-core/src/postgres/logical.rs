@@ -21,10 +21,11 @@ pub async fn initdb(bin: &BinDir, user: &OsUser, data_dir: &Path) -> Result<()> 
     cmd.arg("-D")
         .arg(data_dir)
         .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
-        .env("LC_ALL", "C")
         .stdin(Stdio::null());
+    crate::process::clean_env(&mut cmd, Some(&bin.path), Some(user), &[]);
     user.apply(&mut cmd);
-    let out = cmd.output().await.map_err(|e| Error::io("running initdb", bin.exe("initdb"), e))?;
+    crate::process::own_group(&mut cmd, libc::SIGKILL);
+    let out = crate::process::output(cmd).await.map_err(|e| Error::io("running initdb", bin.exe("initdb"), e))?;
     if !out.status.success() {
         return Err(Error::Tooling {
             what: format!("initdb of the fresh cluster failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
@@ -88,10 +89,11 @@ async fn roles_in_dump(bin: &BinDir, dump: &LogicalDump) -> Result<BTreeSet<Stri
                 referenced_roles(&line, &mut roles);
             }
         } else {
-            let out = std::process::Command::new(&restore)
-                .args(["--schema-only", "-f", "-"])
-                .arg(&dump.path)
-                .env("LC_ALL", "C")
+            let mut cmd = std::process::Command::new(&restore);
+            cmd.args(["--schema-only", "-f", "-"]).arg(&dump.path).stdin(Stdio::null());
+            crate::process::clean_env_std(&mut cmd, restore.parent(), None, &[]);
+            crate::process::own_group_std(&mut cmd, libc::SIGKILL);
+            let out = cmd
                 .output()
                 .map_err(|e| Error::io("running pg_restore --schema-only", &restore, e))?;
             if !out.status.success() {
@@ -116,10 +118,11 @@ fn tail(bytes: &[u8], n: usize) -> String {
 }
 
 /// Loads `dump` into the running fresh cluster reached through `conn`. Returns notes for the
-/// report. A dump that cannot be loaded in full is a [`Error::BackupDefect`].
+/// report. A dump that cannot be loaded in full is a [`Error::BackupDefect`]. `psql` and
+/// `pg_restore` run as restorecheck's own OS user (the only one the copy admits), not `_user`.
 pub async fn load(
     bin: &BinDir,
-    user: &OsUser,
+    _user: &OsUser,
     conn: &Connection,
     dump: &LogicalDump,
     default_db: &str,
@@ -143,9 +146,9 @@ pub async fn load(
         cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=0", "-f"])
             .arg(globals)
             .args(conn_args("postgres"))
-            .env("LC_ALL", "C");
-        user.apply(&mut cmd);
-        let out = cmd.output().await.map_err(|e| Error::io("running psql", bin.exe("psql"), e))?;
+            .stdin(Stdio::null());
+        crate::process::pg_client(&mut cmd, &bin.path, conn);
+        let out = crate::process::output(cmd).await.map_err(|e| Error::io("running psql", bin.exe("psql"), e))?;
         let errs: Vec<String> = String::from_utf8_lossy(&out.stderr)
             .lines()
             .filter(|l| l.contains("ERROR:") && !l.contains("already exists"))
@@ -190,10 +193,10 @@ pub async fn load(
     notes.push(format!("loaded {} dump {} into database {db:?}", dump.format, dump.path.display()));
 
     if dump.format == DumpFormat::Plain {
-        load_plain(bin, user, dump, conn_args(&db)).await?;
+        load_plain(bin, conn, dump, conn_args(&db)).await?;
     } else {
         let mut cmd = tokio::process::Command::new(bin.exe("pg_restore"));
-        cmd.args(["--exit-on-error", "--no-tablespaces"]).args(conn_args(&db)).env("LC_ALL", "C").stdin(Stdio::null());
+        cmd.args(["--exit-on-error", "--no-tablespaces"]).args(conn_args(&db)).stdin(Stdio::null());
         if dump.no_owner {
             cmd.arg("--no-owner");
         }
@@ -201,8 +204,8 @@ pub async fn load(
             cmd.arg(format!("--jobs={}", dump.jobs));
         }
         cmd.arg(&dump.path);
-        user.apply(&mut cmd);
-        let out = cmd.output().await.map_err(|e| Error::io("running pg_restore", bin.exe("pg_restore"), e))?;
+        crate::process::pg_client(&mut cmd, &bin.path, conn);
+        let out = crate::process::output(cmd).await.map_err(|e| Error::io("running pg_restore", bin.exe("pg_restore"), e))?;
         if !out.status.success() {
             return Err(Error::BackupDefect {
                 message: format!("pg_restore could not load {} ({})", dump.path.display(), out.status),
@@ -215,15 +218,14 @@ pub async fn load(
 
 /// Streams a plain SQL dump (decompressing on the fly) into `psql -v ON_ERROR_STOP=1`, and
 /// requires the dump's closing line, so a dump cut at a statement boundary still fails.
-async fn load_plain(bin: &BinDir, user: &OsUser, dump: &LogicalDump, conn_args: Vec<String>) -> Result<()> {
+async fn load_plain(bin: &BinDir, conn: &Connection, dump: &LogicalDump, conn_args: Vec<String>) -> Result<()> {
     let mut cmd = std::process::Command::new(bin.exe("psql"));
     cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
         .args(&conn_args)
-        .env("LC_ALL", "C")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    user.apply_std(&mut cmd);
+    crate::process::pg_client_std(&mut cmd, &bin.path, conn);
     let path = dump.path.clone();
     let exe = bin.exe("psql");
     tokio::task::spawn_blocking(move || -> Result<()> {

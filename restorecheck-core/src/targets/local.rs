@@ -18,6 +18,7 @@ use crate::postgres::launch::{self, LaunchSpec};
 use crate::postgres::logical;
 use crate::postgres::server::{ServerProbe, ServerSession};
 use crate::postgres::user::OsUser;
+use crate::process;
 use crate::source::FetchedBackup;
 use crate::target::{Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer};
 
@@ -85,12 +86,11 @@ impl RestoreTarget for LocalTarget {
         }
         let args = crate::postgres::datadir::verifybackup_args(&backup.data_dir, &backup.wal)?;
         let exe = bin.exe("pg_verifybackup");
-        let out = tokio::process::Command::new(&exe)
-            .args(&args)
-            .env("LC_ALL", "C")
-            .output()
-            .await
-            .map_err(|e| Error::io("running pg_verifybackup", &exe, e))?;
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.args(&args).stdin(Stdio::null()).kill_on_drop(true);
+        process::clean_env(&mut cmd, Some(&bin.path), None, &[]);
+        process::own_group(&mut cmd, libc::SIGKILL);
+        let out = process::output(cmd).await.map_err(|e| Error::io("running pg_verifybackup", &exe, e))?;
         if !out.status.success() {
             let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
             return Err(crate::postgres::datadir::verifybackup_failed(&text));
@@ -105,7 +105,8 @@ impl RestoreTarget for LocalTarget {
         req: &RestoreRequest,
     ) -> Result<Box<dyn RunningServer>> {
         let os_user = OsUser::resolve(self.cfg.os_user.as_deref())?;
-        let mut early_notes = Vec::new();
+        let mut early_notes: Vec<String> =
+            crate::postgres::user::fallback_note(&os_user, self.cfg.os_user.as_deref()).into_iter().collect();
         let bin = if backup.logical.is_some() {
             // A dump loads into the same major or any newer one (pg_restore reads older formats).
             let bin = binaries::find(backup.pg_major, self.cfg.bin_dir.as_deref()).or_else(|e| {
@@ -152,6 +153,9 @@ impl RestoreTarget for LocalTarget {
         let stop_timeout = self.cfg.stop_timeout.unwrap_or(Duration::from_secs(30));
         let mut server = Box::new(LocalServer {
             child: Some(child),
+            hba_path: plan.hba_path.clone(),
+            os_user: os_user.clone(),
+            locked: false,
             session: ServerSession::new(plan, req.socket_dir.clone(), stop_timeout),
             checksums: (control.checksum_version > 0).then(|| (bin.clone(), os_user.clone(), backup.data_dir.clone())),
         });
@@ -178,8 +182,11 @@ impl RestoreTarget for LocalTarget {
 }
 
 /// Spawns `postgres` as `user` with output to `log_path`, in its own process group (a
-/// terminal's Ctrl-C reaches restorecheck, which then shuts the server down in order), and
-/// with a parent-death signal so a killed restorecheck never leaves a server running.
+/// terminal's Ctrl-C reaches restorecheck, which then shuts the server down in order), with a
+/// parent-death signal so a killed restorecheck never leaves a server running, and with a
+/// clean environment: only what PostgreSQL needs plus the variables the source declared for
+/// its `restore_command` (`env`). Nothing else of restorecheck's environment is readable from
+/// SQL (`COPY … FROM PROGRAM 'env'`) or `/proc/<pid>/environ`.
 fn spawn_postgres(
     bin: &BinDir,
     user: &OsUser,
@@ -191,41 +198,26 @@ fn spawn_postgres(
     let log2 = log.try_clone().map_err(|e| Error::io("creating server log", log_path, e))?;
     let exe = bin.exe("postgres");
     let mut cmd = tokio::process::Command::new(&exe);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log2))
-        .env("LC_ALL", "C")
-        .env_remove("LANG")
-        .env_remove("PGDATA")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .process_group(0);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
+    process::clean_env(&mut cmd, Some(&bin.path), Some(user), env);
     user.apply(&mut cmd);
-    set_parent_death_signal(&mut cmd);
+    process::own_group(&mut cmd, libc::SIGQUIT);
     cmd.spawn().map_err(|e| Error::Tooling {
         what: format!("cannot start {}: {e}", exe.display()),
         hint: "check the PostgreSQL installation".into(),
     })
 }
 
-#[allow(unsafe_code)]
-fn set_parent_death_signal(cmd: &mut tokio::process::Command) {
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
-    // async-signal-safe. It runs after the uid/gid switch, which would otherwise clear the setting.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// A server started by [`LocalTarget`].
 #[derive(Debug)]
 pub struct LocalServer {
     child: Option<tokio::process::Child>,
+    /// Our hba file, switched to password authentication after promotion.
+    hba_path: PathBuf,
+    /// The server's OS user (owns the hba file).
+    os_user: OsUser,
+    /// True once the copy only accepts the run's password.
+    locked: bool,
     session: ServerSession,
     /// Set when the cluster has data checksums: what `pg_checksums` needs.
     checksums: Option<(BinDir, OsUser, PathBuf)>,
@@ -254,7 +246,15 @@ impl ServerProbe for LocalProbe<'_> {
 impl RunningServer for LocalServer {
     async fn wait_recovered(&mut self, ctx: &RunContext) -> Result<RecoveryInfo> {
         let mut probe = LocalProbe { child: &mut self.child };
-        self.session.wait(ctx, &mut probe).await
+        let info = self.session.wait(ctx, &mut probe).await?;
+        if !self.locked {
+            let conn =
+                crate::postgres::auth::lock_down("local", &self.session.connection(), &self.hba_path, &self.os_user)
+                    .await?;
+            self.session.set_connection(conn);
+            self.locked = true;
+        }
+        Ok(info)
     }
 
     fn connection(&self) -> Connection {
@@ -284,9 +284,11 @@ impl RunningServer for LocalServer {
         }
         let started = std::time::Instant::now();
         let mut cmd = tokio::process::Command::new(bin.exe("pg_checksums"));
-        cmd.arg("--check").arg("-D").arg(&data).env("LC_ALL", "C");
+        cmd.arg("--check").arg("-D").arg(&data).stdin(Stdio::null()).kill_on_drop(true);
+        process::clean_env(&mut cmd, Some(&bin.path), Some(&user), &[]);
         user.apply(&mut cmd);
-        let out = cmd.output().await.map_err(|e| Error::io("running pg_checksums", bin.exe("pg_checksums"), e))?;
+        process::own_group(&mut cmd, libc::SIGKILL);
+        let out = process::output(cmd).await.map_err(|e| Error::io("running pg_checksums", bin.exe("pg_checksums"), e))?;
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let field =
             |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());
