@@ -152,6 +152,7 @@ impl RestoreTarget for LocalTarget {
         );
         let stop_timeout = self.cfg.stop_timeout.unwrap_or(Duration::from_secs(30));
         let mut server = Box::new(LocalServer {
+            pgid: child.id().and_then(|p| i32::try_from(p).ok()),
             child: Some(child),
             hba_path: plan.hba_path.clone(),
             os_user: os_user.clone(),
@@ -212,6 +213,9 @@ fn spawn_postgres(
 #[derive(Debug)]
 pub struct LocalServer {
     child: Option<tokio::process::Child>,
+    /// The server's process group (its pid): killed after the server stopped, so nothing its
+    /// `restore_command` forked survives the check.
+    pgid: Option<i32>,
     /// Our hba file, switched to password authentication after promotion.
     hba_path: PathBuf,
     /// The server's OS user (owns the hba file).
@@ -274,6 +278,7 @@ impl RunningServer for LocalServer {
         let Some(mut child) = self.child.take() else { return Ok(None) };
         // pg_checksums needs a cleanly shut down cluster: a fast shutdown writes a checkpoint.
         stop_child(&mut child, self.session.stop_timeout).await;
+        self.pgid = None;
         let clean = child.try_wait().ok().flatten().is_some_and(|s| s.success());
         if !clean {
             return Err(Error::Target {
@@ -317,14 +322,21 @@ impl RunningServer for LocalServer {
     }
 
     async fn teardown(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let Some(mut child) = self.child.take() else {
+            if let Some(g) = self.pgid.take() {
+                process::kill_group(g);
+            }
+            return Ok(());
+        };
         stop_child(&mut child, self.session.stop_timeout).await;
+        self.pgid = None;
         let _ = fs::remove_dir_all(&self.session.socket_dir);
         Ok(())
     }
 }
 
-/// Fast shutdown (SIGINT), then immediate (SIGQUIT) after `timeout`, then SIGKILL as a last resort.
+/// Fast shutdown (SIGINT), then immediate (SIGQUIT) after `timeout`, then SIGKILL as a last
+/// resort; then the rest of the server's process group.
 async fn stop_child(child: &mut tokio::process::Child, timeout: Duration) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
@@ -336,16 +348,19 @@ async fn stop_child(child: &mut tokio::process::Child, timeout: Duration) {
         (Signal::SIGKILL, Duration::from_secs(10)),
     ] {
         if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
+            break;
         }
         if sig == Signal::SIGKILL {
             tracing::warn!("PostgreSQL (pid {pid}) ignored SIGINT and SIGQUIT; killing it");
         }
         let _ = kill(pid, sig);
         if tokio::time::timeout(wait, child.wait()).await.is_ok() {
-            return;
+            break;
         }
     }
+    // The server ran in its own process group: whatever its restore_command left running in
+    // the background dies with it.
+    process::kill_group(pid.as_raw());
 }
 
 impl Drop for LocalServer {
@@ -364,6 +379,9 @@ impl Drop for LocalServer {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
+        }
+        if let Some(g) = self.pgid.take() {
+            process::kill_group(g);
         }
     }
 }
