@@ -99,6 +99,12 @@ impl SampleCluster {
         text.push('\n');
         std::fs::write(&path, text).map_err(|e| Error::io("writing", &path, e))?;
         c.start().await?;
+        if c.user.name != "postgres" {
+            // Tools that connect as their OS user's name (pgBackRest, WAL-E) find a role, as on
+            // a Debian host where the cluster runs as `postgres`.
+            c.exec("postgres", &format!("create role {} superuser login", crate::postgres::quote_ident(&c.user.name)))
+                .await?;
+        }
         Ok(c)
     }
 
