@@ -9,7 +9,6 @@
 //! waits for it is dropped, so no helper a tool forked outlives its check.
 
 use std::path::Path;
-use std::time::Duration;
 
 use crate::postgres::user::OsUser;
 
@@ -137,18 +136,6 @@ pub fn kill_group(pgid: i32) {
     }
 }
 
-/// Sends `SIGTERM` to the process group `pgid`, then `SIGKILL` once `grace` has passed or as
-/// soon as the group leader `leader` has exited.
-pub async fn stop_group(leader: &mut tokio::process::Child, pgid: i32, grace: Duration) {
-    if pgid <= 1 {
-        return;
-    }
-    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGTERM);
-    let _ = tokio::time::timeout(grace, leader.wait()).await;
-    kill_group(pgid);
-    let _ = leader.wait().await;
-}
-
 /// Runs `cmd` (set up with [`own_group`]) to completion and captures its output, like
 /// `Command::output`, but kills the child's whole group when the returned future is dropped
 /// (the check's deadline) and kills what the child left running in its group when it exits.
@@ -213,6 +200,8 @@ impl Drop for GroupGuard {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

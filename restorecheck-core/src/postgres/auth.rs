@@ -37,15 +37,26 @@ pub async fn lock_down(kind: &'static str, conn: &Connection, hba_path: &Path, o
     // The statement carries only the verifier, but keep it out of the log all the same (the
     // backup's postgresql.conf may say log_statement = all). Superuser-only settings: a role
     // that is no superuser still sets its own password.
-    for set in ["set log_statement = 'none'", "set log_min_duration_statement = -1", "set pgaudit.log = 'none'"] {
+    for set in [
+        "set log_statement = 'none'",
+        "set log_min_duration_statement = -1",
+        "set log_min_error_statement = 'panic'",
+        "set pgaudit.log = 'none'",
+    ] {
         let _ = client.batch_execute(set).await;
     }
-    let alter = format!(
-        "alter role {} with login password '{}' valid until 'infinity'",
-        crate::postgres::quote_ident(&conn.user),
-        password.scram_verifier().replace('\'', "''")
-    );
-    client.batch_execute(&alter).await.map_err(|e| fail(format!("setting the run's password on the restored copy: {e}")))?;
+    let role = crate::postgres::quote_ident(&conn.user);
+    let verifier = password.scram_verifier().replace('\'', "''");
+    // A password that expired in production would be refused: superusers lift that too. A
+    // role that is no superuser may only set its own password.
+    let full = format!("alter role {role} with login password '{verifier}' valid until 'infinity'");
+    if let Err(e) = client.batch_execute(&full).await {
+        tracing::debug!("setting the password with VALID UNTIL failed ({e}); setting the password only");
+        client
+            .batch_execute(&format!("alter role {role} password '{verifier}'"))
+            .await
+            .map_err(|e| fail(format!("setting the run's password on the restored copy: {e}")))?;
+    }
     write_hba(hba_path, &settings::hba_conf_password(&conn.user), os_user)?;
     client
         .batch_execute("select pg_catalog.pg_reload_conf()")

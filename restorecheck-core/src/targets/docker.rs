@@ -47,7 +47,7 @@ pub struct DockerTargetConfig {
     /// (default `postgres:{major}`). Never pulled: it must exist locally.
     pub image: Option<String>,
     /// `uid:gid` the server runs as inside; data files are chowned to match
-    /// (default: the `local` target's OS user, `postgres` of this host when run as root).
+    /// (default: the `local` target's OS user, `restorecheck` of this host when run as root).
     pub user: Option<String>,
     /// Host OS user whose uid/gid to use when `user` is not given.
     pub os_user: Option<String>,

@@ -28,7 +28,8 @@ use crate::target::{Connection, RecoveryInfo, RestoreRequest, RestoreTarget, Run
 pub struct LocalTargetConfig {
     /// Directory of the PostgreSQL binaries; default: search for the backup's major version.
     pub bin_dir: Option<PathBuf>,
-    /// OS user the server runs as when restorecheck runs as root (default `postgres`).
+    /// OS user the server runs as when restorecheck runs as root (default: the dedicated user
+    /// `restorecheck`, or `postgres` with a note in the report when it does not exist).
     pub os_user: Option<String>,
     /// Database superuser role to connect as; default: `postgres`, then the backup's owner.
     pub superuser: Option<String>,
