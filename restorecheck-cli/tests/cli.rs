@@ -747,7 +747,12 @@ fn outputs_never_follow_planted_symlinks_and_are_private() {
     let (code, out, err) = rc(&args);
     assert_ne!(code, 0, "no backup: not a pass\n{out}\n{err}");
     for v in &victims {
-        assert_eq!(std::fs::read_to_string(v).unwrap(), "root-only, untouched\n", "{} was written through", v.display());
+        assert_eq!(
+            std::fs::read_to_string(v).unwrap(),
+            "root-only, untouched\n",
+            "{} was written through",
+            v.display()
+        );
     }
     for p in [&report, &metrics] {
         let m = std::fs::symlink_metadata(p).unwrap();

@@ -113,8 +113,7 @@ fn random_u32() -> u32 {
 /// such as the previous metrics file).
 pub fn read_nofollow(path: &Path) -> std::io::Result<String> {
     use std::io::Read as _;
-    let mut f =
-        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)?;
+    let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)?;
     let mut s = String::new();
     f.read_to_string(&mut s)?;
     Ok(s)

@@ -79,8 +79,7 @@ pub async fn lock_down(kind: &'static str, conn: &Connection, hba_path: &Path, o
         }
         if tokio::time::Instant::now() > deadline {
             return Err(fail(
-                "the restored copy did not switch to password authentication within 15s after pg_reload_conf()"
-                    .into(),
+                "the restored copy did not switch to password authentication within 15s after pg_reload_conf()".into(),
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -55,9 +55,7 @@ impl ControlData {
         cmd.arg("-D").arg(data_dir).stdin(std::process::Stdio::null());
         crate::process::clean_env(&mut cmd, Some(bin_dir), None, &[]);
         crate::process::own_group(&mut cmd, libc::SIGKILL);
-        let out = crate::process::output(cmd)
-            .await
-            .map_err(|e| Error::io("running pg_controldata", &exe, e))?;
+        let out = crate::process::output(cmd).await.map_err(|e| Error::io("running pg_controldata", &exe, e))?;
         if !out.status.success() {
             return Err(Error::defect(format!(
                 "pg_controldata cannot read the backup's pg_control ({}): {}",

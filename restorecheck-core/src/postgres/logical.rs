@@ -93,9 +93,7 @@ async fn roles_in_dump(bin: &BinDir, dump: &LogicalDump) -> Result<BTreeSet<Stri
             cmd.args(["--schema-only", "-f", "-"]).arg(&dump.path).stdin(Stdio::null());
             crate::process::clean_env_std(&mut cmd, restore.parent(), None, &[]);
             crate::process::own_group_std(&mut cmd, libc::SIGKILL);
-            let out = cmd
-                .output()
-                .map_err(|e| Error::io("running pg_restore --schema-only", &restore, e))?;
+            let out = cmd.output().map_err(|e| Error::io("running pg_restore --schema-only", &restore, e))?;
             if !out.status.success() {
                 return Err(Error::defect(format!(
                     "{} is damaged: {}",
@@ -205,7 +203,8 @@ pub async fn load(
         }
         cmd.arg(&dump.path);
         crate::process::pg_client(&mut cmd, &bin.path, conn);
-        let out = crate::process::output(cmd).await.map_err(|e| Error::io("running pg_restore", bin.exe("pg_restore"), e))?;
+        let out =
+            crate::process::output(cmd).await.map_err(|e| Error::io("running pg_restore", bin.exe("pg_restore"), e))?;
         if !out.status.success() {
             return Err(Error::BackupDefect {
                 message: format!("pg_restore could not load {} ({})", dump.path.display(), out.status),

@@ -64,11 +64,7 @@ pub(crate) async fn run(
     mut cmd: tokio::process::Command,
     what: &str,
 ) -> Result<ToolOutput> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("LC_ALL", "C")
-        .kill_on_drop(true);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).env("LC_ALL", "C").kill_on_drop(true);
     crate::process::own_group(&mut cmd, libc::SIGKILL);
     tracing::debug!("running {what}");
     let child = cmd.spawn().map_err(|e| Error::Tooling {

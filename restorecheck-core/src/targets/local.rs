@@ -294,7 +294,8 @@ impl RunningServer for LocalServer {
         process::clean_env(&mut cmd, Some(&bin.path), Some(&user), &[]);
         user.apply(&mut cmd);
         process::own_group(&mut cmd, libc::SIGKILL);
-        let out = process::output(cmd).await.map_err(|e| Error::io("running pg_checksums", bin.exe("pg_checksums"), e))?;
+        let out =
+            process::output(cmd).await.map_err(|e| Error::io("running pg_checksums", bin.exe("pg_checksums"), e))?;
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let field =
             |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());

@@ -244,9 +244,8 @@ async fn docker_container_gets_no_environment_and_no_trust() {
         wal_archive: Some(c.archive_dir()),
         ..Default::default()
     });
-    let check = Check::new("docker", Arc::new(source), Arc::new(target))
-        .database("app")
-        .timeout(Duration::from_secs(300));
+    let check =
+        Check::new("docker", Arc::new(source), Arc::new(target)).database("app").timeout(Duration::from_secs(300));
     let seen = Arc::new(Mutex::new(Seen::default()));
     let probe = Probe { seen: seen.clone(), read_proc: false };
     let r = run(&dir, check.assert(probe)).await;
@@ -271,8 +270,11 @@ fn processes_with(needle: &str) -> Vec<u32> {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             let zombie = stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
-            let args: Vec<String> =
-                cmd.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
             !zombie && args.join(" ") == needle
         })
         .collect()
