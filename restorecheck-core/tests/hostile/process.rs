@@ -340,3 +340,41 @@ fetch = "sleep {tag} </dev/null >/dev/null 2>&1 & exit 3"
     assert!(r.failure.unwrap().message.contains("exited 3"));
     assert_none_survives(&format!("sleep {tag}"));
 }
+
+#[tokio::test]
+async fn the_server_s_own_os_user_cannot_connect_while_the_copy_recovers() {
+    let dir = TestDir::new("hostile-peer");
+    let c = cluster(&dir, 10).await;
+    let b = c.basebackup("b1", &["-Fp", "-Xnone"]).await.unwrap();
+    // Several later segments: restore_command keeps running after the copy became consistent
+    // and accepts (read-only) connections, which is when a connection attempt reaches
+    // authentication.
+    for _ in 0..6 {
+        c.add_rows(2).await.unwrap();
+        c.switch_and_archive().await.unwrap();
+    }
+    let attempts = dir.sub("attempts");
+    OsUser::resolve(None).unwrap().chown_tree(&attempts).unwrap();
+    let log = attempts.join("psql.log");
+    // restore_command runs as the server's OS user, in the data dir: what planted code could
+    // do. It reads the socket dir and port from postmaster.pid and tries to connect.
+    let cfg = format!(
+        r#"
+list = "echo '{{\"id\": \"b1\"}}'"
+fetch = "cp -a {b}/. \"$RESTORECHECK_DEST\""
+restore_command = 'psql -X -w -h "$(sed -n 5p postmaster.pid)" -p "$(sed -n 4p postmaster.pid)" -U postgres -d postgres -tAc "select 4242" >> {log} 2>&1; cp {a}/%f "%p"'
+"#,
+        b = b.display(),
+        a = c.archive_dir().display(),
+        log = log.display(),
+    );
+    let r =
+        run(&dir, command_check(&cfg, local_target("")).assert(sql_eq("select count(*) from registrations", 22))).await;
+    assert_pass(&r);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.lines().any(|l| l.trim() == "4242"), "the server's OS user connected:\n{text}");
+    assert!(
+        text.contains("Peer authentication failed"),
+        "no attempt reached authentication (only start-up refusals), so nothing was proven:\n{text}"
+    );
+}
