@@ -75,17 +75,20 @@ pub fn clean_env_std(
 }
 
 /// Sets up a PostgreSQL client program (`psql`, `pg_restore`) that connects to the restored
-/// copy through `conn`: it runs as restorecheck's own OS user (the only one the copy's `peer`
-/// map admits), with a clean environment plus `PGPASSWORD` once the copy wants the run's
-/// password, in its own process group with a parent-death signal.
-pub fn pg_client(cmd: &mut tokio::process::Command, bin_dir: &Path, conn: &crate::target::Connection) {
-    clean_env(cmd, Some(bin_dir), None, &client_env(conn));
+/// copy through `conn` (after [`crate::postgres::auth::lock_down`], so with the run's
+/// password): it runs as `user` — never root, since a plain dump's psql meta-commands
+/// (`\!`) are the dump author's code — with a clean environment plus `PGPASSWORD`, in its own
+/// process group with a parent-death signal.
+pub fn pg_client(cmd: &mut tokio::process::Command, bin_dir: &Path, conn: &crate::target::Connection, user: &OsUser) {
+    clean_env(cmd, Some(bin_dir), Some(user), &client_env(conn));
+    user.apply(cmd);
     own_group(cmd, libc::SIGKILL);
 }
 
 /// [`pg_client`] for a `std::process::Command`.
-pub fn pg_client_std(cmd: &mut std::process::Command, bin_dir: &Path, conn: &crate::target::Connection) {
-    clean_env_std(cmd, Some(bin_dir), None, &client_env(conn));
+pub fn pg_client_std(cmd: &mut std::process::Command, bin_dir: &Path, conn: &crate::target::Connection, user: &OsUser) {
+    clean_env_std(cmd, Some(bin_dir), Some(user), &client_env(conn));
+    user.apply_std(cmd);
     own_group_std(cmd, libc::SIGKILL);
 }
 
@@ -160,11 +163,6 @@ impl GroupGuard {
     /// A guard for the group led by `child` (started with [`own_group`]).
     pub fn new(child: &tokio::process::Child) -> Self {
         GroupGuard { pgid: child.id().and_then(|p| i32::try_from(p).ok()) }
-    }
-
-    /// A guard for the group `pgid`.
-    pub fn for_pgid(pgid: Option<u32>) -> Self {
-        GroupGuard { pgid: pgid.and_then(|p| i32::try_from(p).ok()) }
     }
 
     /// The process group id, while armed.

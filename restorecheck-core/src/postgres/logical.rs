@@ -117,10 +117,10 @@ fn tail(bytes: &[u8], n: usize) -> String {
 
 /// Loads `dump` into the running fresh cluster reached through `conn`. Returns notes for the
 /// report. A dump that cannot be loaded in full is a [`Error::BackupDefect`]. `psql` and
-/// `pg_restore` run as restorecheck's own OS user (the only one the copy admits), not `_user`.
+/// `pg_restore` run as `user` with the run's password from `conn`.
 pub async fn load(
     bin: &BinDir,
-    _user: &OsUser,
+    user: &OsUser,
     conn: &Connection,
     dump: &LogicalDump,
     default_db: &str,
@@ -145,7 +145,7 @@ pub async fn load(
             .arg(globals)
             .args(conn_args("postgres"))
             .stdin(Stdio::null());
-        crate::process::pg_client(&mut cmd, &bin.path, conn);
+        crate::process::pg_client(&mut cmd, &bin.path, conn, user);
         let out = crate::process::output(cmd).await.map_err(|e| Error::io("running psql", bin.exe("psql"), e))?;
         let errs: Vec<String> = String::from_utf8_lossy(&out.stderr)
             .lines()
@@ -191,7 +191,7 @@ pub async fn load(
     notes.push(format!("loaded {} dump {} into database {db:?}", dump.format, dump.path.display()));
 
     if dump.format == DumpFormat::Plain {
-        load_plain(bin, conn, dump, conn_args(&db)).await?;
+        load_plain(bin, user, conn, dump, conn_args(&db)).await?;
     } else {
         let mut cmd = tokio::process::Command::new(bin.exe("pg_restore"));
         cmd.args(["--exit-on-error", "--no-tablespaces"]).args(conn_args(&db)).stdin(Stdio::null());
@@ -202,7 +202,7 @@ pub async fn load(
             cmd.arg(format!("--jobs={}", dump.jobs));
         }
         cmd.arg(&dump.path);
-        crate::process::pg_client(&mut cmd, &bin.path, conn);
+        crate::process::pg_client(&mut cmd, &bin.path, conn, user);
         let out =
             crate::process::output(cmd).await.map_err(|e| Error::io("running pg_restore", bin.exe("pg_restore"), e))?;
         if !out.status.success() {
@@ -217,14 +217,20 @@ pub async fn load(
 
 /// Streams a plain SQL dump (decompressing on the fly) into `psql -v ON_ERROR_STOP=1`, and
 /// requires the dump's closing line, so a dump cut at a statement boundary still fails.
-async fn load_plain(bin: &BinDir, conn: &Connection, dump: &LogicalDump, conn_args: Vec<String>) -> Result<()> {
+async fn load_plain(
+    bin: &BinDir,
+    user: &OsUser,
+    conn: &Connection,
+    dump: &LogicalDump,
+    conn_args: Vec<String>,
+) -> Result<()> {
     let mut cmd = std::process::Command::new(bin.exe("psql"));
     cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
         .args(&conn_args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    crate::process::pg_client_std(&mut cmd, &bin.path, conn);
+    crate::process::pg_client_std(&mut cmd, &bin.path, conn, user);
     let path = dump.path.clone();
     let exe = bin.exe("psql");
     tokio::task::spawn_blocking(move || -> Result<()> {
