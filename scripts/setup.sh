@@ -50,6 +50,13 @@ if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
   echo "setup: running as root but there is no 'postgres' OS user for the server; creating one" >&2
   useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
 fi
+# As root, restorecheck runs the restored server as a dedicated unprivileged OS user, not as the
+# `postgres` user a production cluster on this host may run as (its files, its socket, its
+# peer-authenticated roles stay out of reach of the restored copy).
+if [ "$(id -u)" -eq 0 ] && ! id restorecheck >/dev/null 2>&1; then
+  echo "setup: creating the dedicated OS user 'restorecheck' for restored servers" >&2
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin restorecheck
+fi
 echo "setup: PostgreSQL $(ls /usr/lib/postgresql 2>/dev/null | tr '\n' ' ')ready" >&2
 [ "$TEST" = 1 ] || exit 0
 # --- WAL-E for source `wale` and its tests: WAL-E 1.1.1 (its final release, from PyPI) in its own

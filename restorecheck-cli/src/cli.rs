@@ -146,6 +146,10 @@ pub struct RunArgs {
     /// Also write a Prometheus textfile (node_exporter textfile collector) to PATH, atomically.
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+    /// File mode (octal) of the report, metrics and history files restorecheck creates
+    /// (default 0600: owner only). E.g. 0640 for a node_exporter in the file's group.
+    #[arg(long, value_name = "OCTAL", default_value = "0600", value_parser = parse_output_mode)]
+    pub output_mode: u32,
     /// Only run the named check (repeatable).
     #[arg(long = "check")]
     pub checks: Vec<String>,
@@ -161,6 +165,10 @@ pub struct RunArgs {
     /// Do not read or write the run history (no RTO trend, charts show this run only).
     #[arg(long)]
     pub no_history: bool,
+}
+
+fn parse_output_mode(s: &str) -> Result<u32, String> {
+    restorecheck_core::outputs::parse_mode(s).map_err(|e| e.to_string())
 }
 
 /// Options of `init`.

@@ -727,4 +727,87 @@ fn demo_passes_cleans_up_and_prints_the_next_three_commands() {
     }
     assert!(std::fs::read_dir(dir.work()).unwrap().next().is_none(), "demo left files behind");
     assert!(no_server_under(&dir.work()));
+
+fn outputs_never_follow_planted_symlinks_and_are_private() {
+    let dir = Dir::new("output-links");
+    // A check that cannot find a backup: quick, and it still writes every output.
+    let empty = dir.0.join("no-backups");
+    std::fs::create_dir_all(&empty).unwrap();
+    let cfg = config(&dir, &empty, None, "");
+    // Root-only files outside, which links at the output paths point at.
+    let outside = dir.0.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let victims: Vec<PathBuf> = ["report", "metrics", "history"].iter().map(|n| outside.join(n)).collect();
+    for v in &victims {
+        std::fs::write(v, "root-only, untouched\n").unwrap();
+        std::fs::set_permissions(v, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let report = dir.0.join("report.json");
+    let metrics = dir.0.join("restorecheck.prom");
+    let history = dir.0.join("history.db");
+    for (link, v) in [&report, &metrics, &history].into_iter().zip(&victims) {
+        std::os::unix::fs::symlink(v, link).unwrap();
+    }
+    let args = [
+        "run",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--format",
+        "json",
+        "--output",
+        report.to_str().unwrap(),
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+        "--history",
+        history.to_str().unwrap(),
+    ];
+    let (code, out, err) = rc(&args);
+    assert_ne!(code, 0, "no backup: not a pass\n{out}\n{err}");
+    for v in &victims {
+        assert_eq!(
+            std::fs::read_to_string(v).unwrap(),
+            "root-only, untouched\n",
+            "{} was written through",
+            v.display()
+        );
+    }
+    for p in [&report, &metrics] {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        assert!(m.file_type().is_file(), "{} is a regular file now", p.display());
+        assert_eq!(m.permissions().mode() & 0o7777, 0o600, "{}", p.display());
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["checks"][0]["name"], "app", "{json}");
+    // The history is opened in place: a link there is refused (a warning), never followed.
+    assert!(std::fs::symlink_metadata(&history).unwrap().file_type().is_symlink());
+    assert!(err.contains("symbolic link"), "{err}");
+    // No temp file left beside the outputs.
+    let names: Vec<String> =
+        std::fs::read_dir(&dir.0).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    assert!(!names.iter().any(|n| n.contains(".tmp-")), "{names:?}");
+
+    // --output-mode: another mode on request, for a fresh file and a replaced one; nonsense refused.
+    let fresh = dir.0.join("fresh.json");
+    let mut args2 = args.to_vec();
+    args2[6] = fresh.to_str().unwrap();
+    args2.extend(["--output-mode", "0640"]);
+    let (code, out, err) = rc(&args2);
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o7777, 0o640);
+    assert_eq!(std::fs::metadata(&report).unwrap().permissions().mode() & 0o7777, 0o600);
+    let fresh_history = dir.0.join("fresh-history.db");
+    let (code, _, err) = rc(&[
+        "run",
+        "-c",
+        cfg.to_str().unwrap(),
+        "--output",
+        fresh.to_str().unwrap(),
+        "--history",
+        fresh_history.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "{err}");
+    assert_eq!(std::fs::metadata(&fresh_history).unwrap().permissions().mode() & 0o7777, 0o600);
+    let (code, _, err) = rc(&["run", "-c", cfg.to_str().unwrap(), "--output-mode", "4755"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("output mode"), "{err}");
 }

@@ -102,6 +102,12 @@ impl SampleCluster {
         text.push('\n');
         std::fs::write(&path, text).map_err(|e| Error::io("writing", &path, e))?;
         c.start().await?;
+        if c.user.name != "postgres" {
+            // Tools that connect as their OS user's name (pgBackRest, WAL-E) find a role, as on
+            // a Debian host where the cluster runs as `postgres`.
+            c.exec("postgres", &format!("create role {} superuser login", crate::postgres::quote_ident(&c.user.name)))
+                .await?;
+        }
         Ok(c)
     }
 
@@ -226,7 +232,8 @@ impl SampleCluster {
     pub async fn tool(&self, name: &str, args: &[String]) -> Result<String> {
         let exe = self.bin.exe(name);
         let mut cmd = tokio::process::Command::new(&exe);
-        cmd.args(args).stdin(Stdio::null()).env("LC_ALL", "C").current_dir(&self.root);
+        cmd.args(args).stdin(Stdio::null()).current_dir(&self.root);
+        crate::process::clean_env(&mut cmd, Some(&self.bin.path), Some(&self.user), &[]);
         self.user.apply(&mut cmd);
         let out = cmd.output().await.map_err(|e| Error::io(format!("running {name}"), &exe, e))?;
         if !out.status.success() {
@@ -281,6 +288,7 @@ impl SampleCluster {
             host: self.socket_dir().display().to_string(),
             port: self.port,
             user: "postgres".into(),
+            password: None,
         };
         conn.connect(db).await
     }

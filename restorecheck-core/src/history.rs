@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension as _};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -117,10 +117,27 @@ impl History {
     /// Opens `path`, creating it (and its folder) with the current schema when missing. A file
     /// written by a newer restorecheck (higher schema version) is refused.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with_mode(path, crate::outputs::DEFAULT_MODE)
+    }
+
+    /// [`open`](History::open), creating a missing file with `mode` (default `0600`). A
+    /// symlink at `path` is refused, never followed.
+    pub fn open_with_mode(path: &Path, mode: u32) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| db_err(path, "cannot create its folder", e))?;
         }
-        let conn = Connection::open(path).map_err(|e| db_err(path, "cannot open", e))?;
+        crate::outputs::refuse_symlink(path).map_err(|e| db_err(path, "cannot open", e))?;
+        match crate::outputs::create_new(path, mode) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(db_err(path, "cannot create", e)),
+        }
+        // SQLite itself refuses a link planted between the check above and the open.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| db_err(path, "cannot open", e))?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| db_err(path, "cannot configure", e))?;
         let version: i64 =
             conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db_err(path, "cannot read", e))?;

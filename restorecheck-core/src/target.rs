@@ -65,10 +65,47 @@ pub struct Connection {
     pub port: u16,
     /// A superuser role that exists in the restored cluster.
     pub user: String,
+    /// The per-run password of `user`, once the target switched the copy from peer to
+    /// password authentication (after promotion). Never printed: `Debug` shows `***`.
+    pub password: Option<RunPassword>,
+}
+
+/// A per-run random password for the restored copy's superuser role. `Debug` and `Display`
+/// never show it; [`expose`](RunPassword::expose) hands it to a connection.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RunPassword(String);
+
+impl RunPassword {
+    /// A fresh password: 32 random bytes from the kernel, as 64 hex digits.
+    pub fn generate() -> Result<Self> {
+        use std::io::Read;
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(|e| crate::Error::io("reading random bytes", "/dev/urandom", e))?;
+        Ok(RunPassword(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+    }
+
+    /// The password itself, for a connection (never log it).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Its SCRAM-SHA-256 verifier, to set with `ALTER ROLE … PASSWORD` without the password
+    /// itself ever reaching the server (or its log).
+    pub fn scram_verifier(&self) -> String {
+        postgres_protocol::password::scram_sha_256(self.0.as_bytes())
+    }
+}
+
+impl std::fmt::Debug for RunPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 impl Connection {
-    /// A tokio-postgres config for `database` (no password: targets use local trust auth).
+    /// A tokio-postgres config for `database` (with the run's password once there is one).
     pub fn config(&self, database: &str) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
         if self.host.starts_with('/') {
@@ -81,6 +118,9 @@ impl Connection {
             .dbname(database)
             .application_name("restorecheck")
             .connect_timeout(std::time::Duration::from_secs(5));
+        if let Some(p) = &self.password {
+            c.password(p.expose());
+        }
         c
     }
 

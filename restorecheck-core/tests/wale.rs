@@ -44,7 +44,9 @@ async fn fixture(name: &str, rows: u32, with_tablespace: bool) -> Fixture {
     let envdir = dir.sub("wale.env");
     std::fs::write(envdir.join("WALE_FILE_PREFIX"), format!("file://localhost{}\n", store.display())).unwrap();
     std::fs::write(envdir.join("WALE_LOG_DESTINATION"), "stderr\n").unwrap();
-    let st = std::process::Command::new("chown").arg("-R").arg("postgres").arg(&store).status().unwrap();
+    // Written by the sample cluster's archive_command, as its OS user.
+    let owner = restorecheck_core::postgres::user::OsUser::resolve(None).unwrap().name;
+    let st = std::process::Command::new("chown").arg("-R").arg(&owner).arg(&store).status().unwrap();
     assert!(st.success());
     let opts = SampleOptions {
         extra_conf: vec![format!("archive_command = 'envdir {} {} wal-push %p'", envdir.display(), wale.display())],

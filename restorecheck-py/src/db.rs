@@ -197,10 +197,15 @@ impl Db {
     /// as the superuser: the check's `role` is not applied (run `SET ROLE` yourself).
     #[getter]
     fn dsn(&self) -> String {
-        format!(
+        let mut dsn = format!(
             "host={} port={} user={} dbname={}",
             self.connection.host, self.connection.port, self.connection.user, self.database
-        )
+        );
+        // The copy only admits restorecheck's role with the run's password (hex, no quoting needed).
+        if let Some(p) = &self.connection.password {
+            dsn.push_str(&format!(" password='{}'", p.expose().replace('\\', "\\\\").replace('\'', "\\'")));
+        }
+        dsn
     }
 
     fn __repr__(&self) -> String {

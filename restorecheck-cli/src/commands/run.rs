@@ -4,6 +4,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use restorecheck_core::history::{self, History, Row};
+use restorecheck_core::outputs::write_atomic;
 use restorecheck_core::{runner, ExitStatus, Report, RunOptions};
 
 use crate::cli::{RunArgs, RunFormat};
@@ -38,8 +39,9 @@ pub async fn run(args: RunArgs, quiet: bool) -> ExitStatus {
     let ctx = super::context(quiet);
     let mut report = runner::run_parallel(&checks, &opts, &ctx, usize::from(args.jobs)).await;
     let path = if args.no_history { None } else { args.history.or(config.history).or_else(history::default_path) };
-    let earlier = record(&mut report, path, &config.rto);
-    let status = deliver(&report, args.format, args.output.as_deref(), args.metrics_file.as_deref(), &earlier);
+    let mode = args.output_mode;
+    let earlier = record(&mut report, path, &config.rto, mode);
+    let status = deliver(&report, args.format, args.output.as_deref(), args.metrics_file.as_deref(), &earlier, mode);
     push(&report, args.pushgateway, args.pushgateway_env, args.metrics_file.as_deref()).await;
     notify(&config.notify, &report).await;
     status
@@ -55,8 +57,9 @@ fn record(
     report: &mut Report,
     path: Option<std::path::PathBuf>,
     rto: &std::collections::BTreeMap<String, std::time::Duration>,
+    mode: u32,
 ) -> Vec<Row> {
-    let mut store = path.and_then(|p| match History::open(&p) {
+    let mut store = path.and_then(|p| match History::open_with_mode(&p, mode) {
         Ok(h) => Some(h),
         Err(e) => {
             eprintln!("warning: {e}; this run is not recorded in the history");
@@ -110,7 +113,7 @@ async fn push(report: &Report, url: Option<String>, url_env: Option<String>, met
         },
         (None, None) => return,
     };
-    let previous = metrics.and_then(|p| std::fs::read_to_string(p).ok());
+    let previous = metrics.and_then(|p| restorecheck_core::outputs::read_nofollow(p).ok());
     let body = report.to_prometheus(previous.as_deref());
     if let Err(e) = restorecheck_core::notify::push_metrics(restorecheck_core::notify::Secret::new(url), body).await {
         eprintln!("warning: {e}");
@@ -123,6 +126,7 @@ fn deliver(
     output: Option<&Path>,
     metrics: Option<&Path>,
     history: &[Row],
+    mode: u32,
 ) -> ExitStatus {
     let mut status = report.exit_status();
     let mut write_failed = |what: &str, path: &Path, e: std::io::Error| {
@@ -130,7 +134,7 @@ fn deliver(
         status = ExitStatus::Error;
     };
     if let Some(path) = metrics {
-        let previous = match std::fs::read_to_string(path) {
+        let previous = match restorecheck_core::outputs::read_nofollow(path) {
             Ok(t) => Some(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => {
@@ -138,7 +142,7 @@ fn deliver(
                 None
             }
         };
-        if let Err(e) = write_atomically(path, report.to_prometheus(previous.as_deref()).as_bytes()) {
+        if let Err(e) = write_atomic(path, report.to_prometheus(previous.as_deref()).as_bytes(), mode) {
             write_failed("metrics", path, e);
         }
     }
@@ -150,7 +154,7 @@ fn deliver(
     };
     match output {
         Some(path) => {
-            if let Err(e) = write_atomically(path, text.as_bytes()) {
+            if let Err(e) = write_atomic(path, text.as_bytes(), mode) {
                 write_failed("report", path, e);
             }
         }
@@ -163,54 +167,4 @@ fn deliver(
         }
     }
     status
-}
-
-/// Replaces `path` atomically: writes `<path>.tmp-<pid>` in the same folder, fsyncs it, renames
-/// it over `path` and fsyncs the folder. Readers (node_exporter, CI) never see a partial file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name =
-        path.file_name().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"))?;
-    let mut tmp_name = name.to_os_string();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        return result;
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    // The rename is done; a folder that cannot be fsynced (some filesystems) is not an error.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp_file() {
-        let dir = std::env::temp_dir().join(format!("restorecheck-atomic-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("out.prom");
-        write_atomically(&p, b"one").unwrap();
-        write_atomically(&p, b"two").unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
-        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("out.prom")]);
-        assert!(write_atomically(&dir.join("missing/x"), b"x").is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }

@@ -38,15 +38,17 @@ impl CommandNotify {
 
     pub(super) async fn send(&self, report: &Report) -> std::result::Result<(), String> {
         let body = report.to_json();
-        let mut child = tokio::process::Command::new(&self.command)
-            .args(&self.args)
+        let mut cmd = tokio::process::Command::new(&self.command);
+        cmd.args(&self.args)
             .env("RESTORECHECK_VERDICT", report.verdict.to_string().to_lowercase())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", self.command))?;
+            .kill_on_drop(true);
+        // Its own process group: at the timeout (or if restorecheck dies) nothing it forked stays.
+        crate::process::own_group(&mut cmd, libc::SIGKILL);
+        let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", self.command))?;
+        let mut guard = crate::process::GroupGuard::new(&child);
         let run = async {
             if let Some(mut stdin) = child.stdin.take() {
                 // A program that does not read its stdin is fine.
@@ -55,7 +57,9 @@ impl CommandNotify {
             }
             child.wait().await
         };
-        match tokio::time::timeout(NOTIFY_TIMEOUT, run).await {
+        let result = tokio::time::timeout(NOTIFY_TIMEOUT, run).await;
+        guard.finished();
+        match result {
             Err(_) => Err(format!("{} did not finish within {}s", self.command, NOTIFY_TIMEOUT.as_secs())),
             Ok(Err(e)) => Err(format!("{}: {e}", self.command)),
             Ok(Ok(st)) if st.success() => Ok(()),

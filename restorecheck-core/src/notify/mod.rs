@@ -309,7 +309,7 @@ fn parse_verdict(s: &str) -> Option<Verdict> {
 
 /// The last verdict per target label; a missing or unreadable file is empty.
 pub fn load_state(path: &Path) -> BTreeMap<String, Verdict> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = crate::outputs::read_nofollow(path).unwrap_or_default();
     let map: BTreeMap<String, String> = serde_json::from_str(&text).unwrap_or_default();
     map.into_iter().filter_map(|(k, v)| parse_verdict(&v).map(|v| (k, v))).collect()
 }
@@ -324,9 +324,12 @@ pub fn store_state(path: &Path, label: &str, verdict: Verdict) -> std::io::Resul
             std::fs::create_dir_all(dir)?;
         }
     }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_string_pretty(&map).unwrap_or_default())?;
-    std::fs::rename(&tmp, path)
+    // A fresh temp file, renamed over the state file: a planted link is never written through.
+    crate::outputs::write_atomic(
+        path,
+        serde_json::to_string_pretty(&map).unwrap_or_default().as_bytes(),
+        crate::outputs::DEFAULT_MODE,
+    )
 }
 
 /// The text of a notification: the verdict, counts, and per check its verdict and failure.

@@ -51,14 +51,11 @@ impl ControlData {
     /// Runs `pg_controldata` from `bin_dir` on `data_dir`.
     pub async fn read(bin_dir: &Path, data_dir: &Path) -> Result<Self> {
         let exe = bin_dir.join("pg_controldata");
-        let out = tokio::process::Command::new(&exe)
-            .arg("-D")
-            .arg(data_dir)
-            .env("LC_ALL", "C")
-            .env_remove("LANG")
-            .output()
-            .await
-            .map_err(|e| Error::io("running pg_controldata", &exe, e))?;
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.arg("-D").arg(data_dir).stdin(std::process::Stdio::null());
+        crate::process::clean_env(&mut cmd, Some(bin_dir), None, &[]);
+        crate::process::own_group(&mut cmd, libc::SIGKILL);
+        let out = crate::process::output(cmd).await.map_err(|e| Error::io("running pg_controldata", &exe, e))?;
         if !out.status.success() {
             return Err(Error::defect(format!(
                 "pg_controldata cannot read the backup's pg_control ({}): {}",

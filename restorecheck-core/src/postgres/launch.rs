@@ -38,6 +38,8 @@ pub struct LaunchSpec<'a> {
 pub struct Launch {
     /// `postgres` arguments (`-D … -c …`).
     pub args: Vec<String>,
+    /// Our `pg_hba.conf` (rewritten after promotion, see [`crate::postgres::auth`]).
+    pub hba_path: PathBuf,
     /// Where the server's stderr must go (targets read it for errors).
     pub log_path: PathBuf,
     /// Port naming the socket file.
@@ -88,7 +90,6 @@ pub fn prepare(spec: &LaunchSpec<'_>) -> Result<Launch> {
     let hba = req.work_dir.join("pg_hba.conf");
     let ident = req.work_dir.join("pg_ident.conf");
     write(&hba, settings::HBA_CONF)?;
-    write(&ident, "")?;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -144,6 +145,9 @@ pub fn prepare(spec: &LaunchSpec<'_>) -> Result<Launch> {
             users.push(u);
         }
     }
+    // Stage 1 of authentication: peer, and only restorecheck's own OS user, only as these roles.
+    write(&ident, &settings::ident_conf(&own_os_user_name(), &users))?;
+    os_user.chown_tree(&ident)?;
     let args = settings::command_line(data, &safety, user_settings);
     let names: Vec<&str> = args.iter().filter_map(|a| a.split_once('=').map(|(k, _)| k)).collect();
     for f in ["postgresql.conf", "postgresql.auto.conf"] {
@@ -154,12 +158,19 @@ pub fn prepare(spec: &LaunchSpec<'_>) -> Result<Launch> {
     }
     Ok(Launch {
         args,
+        hba_path: hba,
         log_path: req.work_dir.join("postgres.log"),
         port,
         users,
         mode: if restore_command.is_some() { "archive" } else { "crash" },
         notes,
     })
+}
+
+/// The name of the OS user restorecheck runs as (what `peer` authentication sees).
+fn own_os_user_name() -> String {
+    let me = nix::unistd::Uid::effective();
+    nix::unistd::User::from_uid(me).ok().flatten().map(|u| u.name).unwrap_or_else(|| me.to_string())
 }
 
 fn restore_command_of(w: &WalSupply) -> Option<&str> {

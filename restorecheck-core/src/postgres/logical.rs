@@ -36,10 +36,11 @@ pub async fn initdb(bin: &BinDir, user: &OsUser, data_dir: &Path) -> Result<()> 
     cmd.arg("-D")
         .arg(data_dir)
         .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
-        .env("LC_ALL", "C")
         .stdin(Stdio::null());
+    crate::process::clean_env(&mut cmd, Some(&bin.path), Some(user), &[]);
     user.apply(&mut cmd);
-    let out = cmd.output().await.map_err(|e| Error::io("running initdb", bin.exe("initdb"), e))?;
+    crate::process::own_group(&mut cmd, libc::SIGKILL);
+    let out = crate::process::output(cmd).await.map_err(|e| Error::io("running initdb", bin.exe("initdb"), e))?;
     if !out.status.success() {
         return Err(Error::Tooling {
             what: format!("initdb of the fresh cluster failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
@@ -116,12 +117,11 @@ async fn scan_dump(bin: &BinDir, dump: &LogicalDump) -> Result<(BTreeSet<String>
                 referenced_tablespace(&line, &mut tablespaces);
             }
         } else {
-            let out = std::process::Command::new(&restore)
-                .args(["--schema-only", "-f", "-"])
-                .arg(&dump.path)
-                .env("LC_ALL", "C")
-                .output()
-                .map_err(|e| Error::io("running pg_restore --schema-only", &restore, e))?;
+            let mut cmd = std::process::Command::new(&restore);
+            cmd.args(["--schema-only", "-f", "-"]).arg(&dump.path).stdin(Stdio::null());
+            crate::process::clean_env_std(&mut cmd, restore.parent(), None, &[]);
+            crate::process::own_group_std(&mut cmd, libc::SIGKILL);
+            let out = cmd.output().map_err(|e| Error::io("running pg_restore --schema-only", &restore, e))?;
             if !out.status.success() {
                 return Err(Error::defect(format!(
                     "{} is damaged: {}",
@@ -212,7 +212,7 @@ pub async fn load(
             trailer: cluster.then_some(DUMPALL_TRAILER),
             strict: cluster,
         };
-        rewriter = stream_sql(bin, user, sql, conn_args("postgres"), rewriter).await?;
+        rewriter = stream_sql(bin, user, conn, sql, conn_args("postgres"), rewriter).await?;
         notes.push(format!("ran globals file {}", globals.display()));
         notes.extend(rewriter.notes());
         rewriter.tablespaces.clear();
@@ -267,11 +267,11 @@ pub async fn load(
         notes.extend(create_tablespaces(&client, &dump_tablespaces, &mut rewriter).await?);
         let sql =
             SqlFile { path: dump.path.clone(), globals_section: false, trailer: Some(DUMP_TRAILER), strict: true };
-        let done = stream_sql(bin, user, sql, conn_args(&db), rewriter).await?;
+        let done = stream_sql(bin, user, conn, sql, conn_args(&db), rewriter).await?;
         notes.extend(done.notes());
     } else {
         let mut cmd = tokio::process::Command::new(bin.exe("pg_restore"));
-        cmd.arg("--exit-on-error").args(conn_args(&db)).env("LC_ALL", "C").stdin(Stdio::null());
+        cmd.arg("--exit-on-error").args(conn_args(&db)).stdin(Stdio::null());
         if dump.restore_tablespaces {
             notes.extend(create_tablespaces(&client, &dump_tablespaces, &mut rewriter).await?);
         } else {
@@ -293,8 +293,9 @@ pub async fn load(
             cmd.arg(format!("--jobs={}", dump.jobs));
         }
         cmd.arg(&dump.path);
-        user.apply(&mut cmd);
-        let out = cmd.output().await.map_err(|e| Error::io("running pg_restore", bin.exe("pg_restore"), e))?;
+        crate::process::pg_client(&mut cmd, &bin.path, conn, user);
+        let out =
+            crate::process::output(cmd).await.map_err(|e| Error::io("running pg_restore", bin.exe("pg_restore"), e))?;
         if !out.status.success() {
             return Err(Error::BackupDefect {
                 message: format!("pg_restore could not load {} ({})", dump.path.display(), out.status),
@@ -329,7 +330,7 @@ async fn load_dumpall(
     rewriter: Rewriter,
 ) -> Result<Vec<String>> {
     let sql = SqlFile { path: dump.path.clone(), globals_section: true, trailer: Some(DUMPALL_TRAILER), strict: true };
-    let done = stream_sql(bin, user, sql, conn_args(conn, "postgres"), rewriter).await?;
+    let done = stream_sql(bin, user, conn, sql, conn_args(conn, "postgres"), rewriter).await?;
     let dbs: Vec<String> = conn
         .connect("postgres")
         .await?
@@ -656,6 +657,7 @@ fn parse_create_tablespace(line: &str) -> Option<CreateTablespace<'_>> {
 async fn stream_sql(
     bin: &BinDir,
     user: &OsUser,
+    conn: &Connection,
     sql: SqlFile,
     conn_args: Vec<String>,
     mut rewriter: Rewriter,
@@ -663,11 +665,10 @@ async fn stream_sql(
     let mut cmd = std::process::Command::new(bin.exe("psql"));
     cmd.args(["-X", "-q", "-v", if sql.strict { "ON_ERROR_STOP=1" } else { "ON_ERROR_STOP=0" }, "-f", "-"])
         .args(&conn_args)
-        .env("LC_ALL", "C")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    user.apply_std(&mut cmd);
+    crate::process::pg_client_std(&mut cmd, &bin.path, conn, user);
     let exe = bin.exe("psql");
     let version = bin.version.clone();
     rewriter.in_globals = sql.globals_section;

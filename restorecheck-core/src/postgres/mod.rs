@@ -2,6 +2,7 @@
 //! finding binaries, the settings that cut a restored copy off from production, and starting,
 //! watching and stopping a server without ever sleeping blindly.
 
+pub mod auth;
 pub mod binaries;
 pub mod control;
 pub mod datadir;

@@ -74,12 +74,23 @@ impl ServerSession {
         if let Some(info) = &self.finished {
             return Ok(info.clone());
         }
-        let base = Connection { host: self.socket_dir.display().to_string(), port: self.port, user: String::new() };
+        let base = Connection {
+            host: self.socket_dir.display().to_string(),
+            port: self.port,
+            user: String::new(),
+            password: None,
+        };
         let (conn, mut info) = wait_until_promoted(ctx, probe, &self.log_path, &base, &self.users).await?;
         info.mode = Some(self.mode.to_string());
         self.connection = Some(conn);
         self.finished = Some(info.clone());
         Ok(info)
+    }
+
+    /// Replaces the connection once the target switched the copy to password authentication
+    /// ([`crate::postgres::auth::lock_down`]).
+    pub fn set_connection(&mut self, conn: Connection) {
+        self.connection = Some(conn);
     }
 
     /// Records that the server's content was loaded another way (a logical dump).
@@ -96,6 +107,7 @@ impl ServerSession {
             host: self.socket_dir.display().to_string(),
             port: self.port,
             user: self.users.first().cloned().unwrap_or_else(|| "postgres".into()),
+            password: None,
         })
     }
 

@@ -180,18 +180,45 @@ pub fn is_protected(name: &str) -> bool {
     PROTECTED.contains(&name)
 }
 
-/// The `pg_hba.conf` of a restored copy: local socket connections only, trusted. Replication
-/// connections are refused outright.
+/// Name of the user name map in our `pg_ident.conf` (see [`ident_conf`]).
+pub const IDENT_MAP: &str = "restorecheck";
+
+/// The `pg_hba.conf` of a restored copy while it recovers (stage 1): local socket connections
+/// only, authenticated by `peer` through [`IDENT_MAP`], which maps only the OS user
+/// restorecheck runs as (no other OS user, not even the server's own, can connect); no
+/// replication. During recovery the copy is read-only, so no password can be set yet.
 pub const HBA_CONF: &str = "# written by restorecheck: only local socket connections, no replication\n\
 local   replication   all   reject\n\
-local   all           all   trust\n";
+local   all           all   peer map=restorecheck\n";
 
-/// The `pg_hba.conf` for targets reached over TCP on a private network (containers).
-pub const HBA_CONF_TCP: &str = "# written by restorecheck: no replication connections\n\
-local   replication   all   reject\n\
-host    replication   all   all   reject\n\
-local   all           all   trust\n\
-host    all           all   all   trust\n";
+/// `pg_ident.conf` for [`HBA_CONF`]: OS user `os_user` (the one restorecheck runs as) may
+/// connect as each of `roles`, nobody else as anyone. One line per role, because PostgreSQL
+/// before 16 has no "any role" in the database-user column.
+pub fn ident_conf(os_user: &str, roles: &[String]) -> String {
+    let mut s = String::from("# written by restorecheck: only restorecheck's own OS user, only these roles\n");
+    for r in roles {
+        s.push_str(&format!("{IDENT_MAP}   {}   {}\n", hba_word(os_user), hba_word(r)));
+    }
+    s
+}
+
+/// The `pg_hba.conf` after promotion (stage 2): only `role`, only with the run's password
+/// (scram-sha-256), only over the private socket; everything else rejected.
+pub fn hba_conf_password(role: &str) -> String {
+    format!(
+        "# written by restorecheck after promotion: only its own role, with the run's password\n\
+         local   replication   all   reject\n\
+         local   all           {}   scram-sha-256\n\
+         local   all           all   reject\n",
+        hba_word(role)
+    )
+}
+
+/// A name as one word of `pg_hba.conf` / `pg_ident.conf`: double-quoted (so keywords such as
+/// `all` or names with spaces are taken literally), embedded quotes doubled.
+pub fn hba_word(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
 
 /// Builds the `postgres` argument list: `-D dir` then `-c k=v` for every setting, with user
 /// `settings` applied between the fast defaults and the safety settings (which always win).
@@ -266,5 +293,18 @@ mod tests {
         assert!(!args.contains(&"fsync=off".to_string()));
         assert!(is_protected("archive_command"));
         assert!(!is_protected("work_mem"));
+    }
+
+    #[test]
+    fn no_trust_anywhere() {
+        assert!(!HBA_CONF.contains("trust"));
+        assert!(HBA_CONF.contains("peer map=restorecheck"));
+        let h = hba_conf_password("post\"gres");
+        assert!(!h.contains("trust") && !h.contains("peer"));
+        assert!(h.contains("local   all           \"post\"\"gres\"   scram-sha-256"), "{h}");
+        assert!(h.trim_end().ends_with("local   all           all   reject"), "{h}");
+        let i = ident_conf("root", &["postgres".into(), "all".into()]);
+        assert!(i.contains("restorecheck   \"root\"   \"postgres\"\n"), "{i}");
+        assert!(i.contains("restorecheck   \"root\"   \"all\"\n"), "{i}");
     }
 }

@@ -7,6 +7,25 @@ use nix::unistd::{Gid, Uid, User};
 
 use crate::error::{Error, Result};
 
+/// The dedicated unprivileged OS user the restored server runs as when restorecheck runs as
+/// root: not `postgres`, so the copy shares nothing with a production cluster on the host
+/// (its files, its socket, its peer-authenticated roles).
+pub const DEFAULT_OS_USER: &str = "restorecheck";
+
+/// The user taken when [`DEFAULT_OS_USER`] does not exist (with a note in the report).
+pub const FALLBACK_OS_USER: &str = "postgres";
+
+/// A note for the report when the server runs as [`FALLBACK_OS_USER`] because the dedicated
+/// user does not exist and none was configured (`configured` = `target.os_user`).
+pub fn fallback_note(user: &OsUser, configured: Option<&str>) -> Option<String> {
+    (user.switched && configured.is_none() && user.name == FALLBACK_OS_USER).then(|| {
+        format!(
+            "the restored server runs as OS user {FALLBACK_OS_USER:?}, which a production cluster on this host \
+             may share: create the dedicated user {DEFAULT_OS_USER:?} (scripts/setup.sh) to isolate it"
+        )
+    })
+}
+
 /// The OS identity to run PostgreSQL programs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OsUser {
@@ -21,20 +40,26 @@ pub struct OsUser {
 }
 
 impl OsUser {
-    /// Resolves the user: `wanted` (default `postgres`) when running as root, else ourselves.
+    /// Resolves the user: `wanted` when running as root (default: the dedicated unprivileged
+    /// user [`DEFAULT_OS_USER`], else `postgres` when it does not exist, see
+    /// [`fallback_note`]), else ourselves.
     pub fn resolve(wanted: Option<&str>) -> Result<Self> {
         let me = Uid::effective();
         if !me.is_root() {
             let name = User::from_uid(me).ok().flatten().map(|u| u.name).unwrap_or_else(|| me.to_string());
             return Ok(OsUser { name, uid: me.as_raw(), gid: Gid::effective().as_raw(), switched: false });
         }
-        let name = wanted.unwrap_or("postgres");
+        let name = match wanted {
+            Some(w) => w,
+            None if User::from_name(DEFAULT_OS_USER).ok().flatten().is_some() => DEFAULT_OS_USER,
+            None => FALLBACK_OS_USER,
+        };
         let u = User::from_name(name).ok().flatten().ok_or_else(|| Error::Tooling {
             what: format!(
                 "running as root, and PostgreSQL refuses to run as root, but OS user {name:?} does not exist"
             ),
-            hint: "create it (useradd --system postgres; installing PostgreSQL packages does this) \
-                   or set target.os_user to an unprivileged user"
+            hint: "create the dedicated user (scripts/setup.sh does: useradd --system --no-create-home \
+                   --shell /usr/sbin/nologin restorecheck) or set target.os_user to an unprivileged user"
                 .into(),
         })?;
         if u.uid.is_root() {

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -20,6 +19,7 @@ use serde::Deserialize;
 
 use crate::context::RunContext;
 use crate::error::{Error, Result};
+use crate::report::Phase;
 use crate::source::{BackupInfo, BackupSource, FetchRequest, FetchedBackup, RecoveryTarget, WalSupply};
 use crate::sources::basebackup::check_physical;
 use crate::sources::pg_dump::{detect_dump, fetch_dump, PgDumpConfig};
@@ -96,21 +96,27 @@ impl CommandSource {
         Ok(vars)
     }
 
-    async fn shell(&self, what: &str, script: &str, extra: &[(&str, String)]) -> Result<(i32, String, String)> {
+    /// Runs `script` through `/bin/sh -c` in its own process group (with a parent-death
+    /// signal): at the check's deadline, on cancellation and when the script exits, every
+    /// process it forked is killed with it.
+    async fn shell(
+        &self,
+        ctx: &RunContext,
+        phase: Phase,
+        what: &str,
+        script: &str,
+        extra: &[(&str, String)],
+    ) -> Result<(i32, String, String)> {
         let mut cmd = tokio::process::Command::new("/bin/sh");
-        cmd.arg("-c").arg(script).stdin(Stdio::null()).kill_on_drop(true);
+        cmd.arg("-c").arg(script);
         for (k, v) in self.environment()? {
             cmd.env(k, v);
         }
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        let out = cmd.output().await.map_err(|e| self.err(format!("cannot run the {what} command: {e}")))?;
-        Ok((
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
+        let out = crate::sources::tool::run(ctx, phase, cmd, &format!("the {what} command")).await?;
+        Ok((out.code().unwrap_or(-1), out.stdout, out.stderr))
     }
 }
 
@@ -138,8 +144,8 @@ impl BackupSource for CommandSource {
         format!("command:{}", self.cfg.list)
     }
 
-    async fn list(&self, _ctx: &RunContext) -> Result<Vec<BackupInfo>> {
-        let (code, out, err) = self.shell("list", &self.cfg.list, &[]).await?;
+    async fn list(&self, ctx: &RunContext) -> Result<Vec<BackupInfo>> {
+        let (code, out, err) = self.shell(ctx, Phase::Select, "list", &self.cfg.list, &[]).await?;
         if code != 0 {
             return Err(self.err(format!("the list command exited {code}: {}", last_lines(&err))));
         }
@@ -172,6 +178,8 @@ impl BackupSource for CommandSource {
         std::fs::create_dir_all(&dest).map_err(|e| Error::io("creating", &dest, e))?;
         let (code, _, err) = self
             .shell(
+                ctx,
+                Phase::Fetch,
                 "fetch",
                 &self.cfg.fetch,
                 &[("RESTORECHECK_DEST", dest.display().to_string()), ("RESTORECHECK_BACKUP_ID", backup.id.clone())],

@@ -1,5 +1,6 @@
-//! Running a backup tool (`pgbackrest`, `barman`) for a source: output captured, the whole
-//! process group stopped on cancellation, timeout or drop (the tools start helpers such as
+//! Running a backup tool (`pgbackrest`, `barman`, `wal-g`, `wal-e`) for a source: output
+//! captured, in its own process group with a parent-death signal, the whole group killed on
+//! cancellation, timeout or drop and when the tool exits (the tools start helpers such as
 //! `rsync` or pgBackRest's local processes), and errors that quote the tool.
 
 use std::path::{Path, PathBuf};
@@ -39,25 +40,6 @@ impl ToolOutput {
     }
 }
 
-/// Kills the child's process group unless disarmed (the future was dropped, or cancelled).
-struct GroupGuard {
-    pgid: Option<i32>,
-}
-
-impl GroupGuard {
-    fn kill(&mut self) {
-        if let Some(pgid) = self.pgid.take() {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-}
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Finds `program` on `PATH` (an absolute or relative path with a `/` is taken as is).
 pub(crate) fn find_program(program: &str, install_hint: &str) -> Result<PathBuf> {
     if program.contains('/') {
@@ -82,18 +64,15 @@ pub(crate) async fn run(
     mut cmd: tokio::process::Command,
     what: &str,
 ) -> Result<ToolOutput> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("LC_ALL", "C")
-        .kill_on_drop(true)
-        .process_group(0);
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).env("LC_ALL", "C").kill_on_drop(true);
+    crate::process::own_group(&mut cmd, libc::SIGKILL);
     tracing::debug!("running {what}");
     let child = cmd.spawn().map_err(|e| Error::Tooling {
         what: format!("cannot start {what}: {e}"),
         hint: "check that the tool is installed and executable".into(),
     })?;
-    let mut guard = GroupGuard { pgid: child.id().and_then(|p| i32::try_from(p).ok()) };
+    // Dropping this future (the check's deadline) drops the guard: the whole group dies.
+    let mut guard = crate::process::GroupGuard::new(&child);
     let out = tokio::select! {
         r = child.wait_with_output() => r.map_err(|e| Error::Tooling {
             what: format!("waiting for {what} failed: {e}"),
@@ -104,8 +83,8 @@ pub(crate) async fn run(
             return Err(Error::Cancelled { phase });
         }
     };
-    // Finished on its own: its pid (and group id) may be reused from now on, so never signal it.
-    guard.pgid = None;
+    // Finished on its own: whatever it left running in its group dies with it.
+    guard.finished();
     Ok(ToolOutput {
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

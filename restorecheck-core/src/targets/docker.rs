@@ -5,7 +5,10 @@
 //!
 //! The container has **no network at all** (`--network none`): the work dir is bind-mounted at
 //! the same path inside, and restorecheck talks to the server through its Unix socket in that
-//! work dir. WAL archives are mounted read-only. Containers carry the labels
+//! work dir, authenticated like the `local` target (peer for restorecheck's own OS user while
+//! recovering, the run's password after promotion: [`crate::postgres::auth`]). The container's
+//! environment is only `LC_ALL=C` and the variables the source declares for its
+//! `restore_command`: nothing of restorecheck's own environment. WAL archives are mounted read-only. Containers carry the labels
 //! `org.restorecheck.run`, `org.restorecheck.pid` and `org.restorecheck.host`; a run removes
 //! containers left behind by an earlier, killed run on the same host.
 
@@ -44,7 +47,7 @@ pub struct DockerTargetConfig {
     /// (default `postgres:{major}`). Never pulled: it must exist locally.
     pub image: Option<String>,
     /// `uid:gid` the server runs as inside; data files are chowned to match
-    /// (default: the `local` target's OS user, `postgres` of this host when run as root).
+    /// (default: the `local` target's OS user, `restorecheck` of this host when run as root).
     pub user: Option<String>,
     /// Host OS user whose uid/gid to use when `user` is not given.
     pub os_user: Option<String>,
@@ -256,6 +259,9 @@ impl RestoreTarget for DockerTarget {
         require_image(&docker, &image).await?;
         let mut notes = remove_stale_containers(&docker).await;
         let os_user = self.os_user()?;
+        if self.cfg.user.is_none() {
+            notes.extend(crate::postgres::user::fallback_note(&os_user, self.cfg.os_user.as_deref()));
+        }
         os_user.chown_tree(&req.work_dir)?;
 
         // pg_control facts, read with the image's own pg_controldata.
@@ -312,6 +318,9 @@ impl RestoreTarget for DockerTarget {
         let stop_timeout = self.cfg.stop_timeout.unwrap_or(Duration::from_secs(30));
         Ok(Box::new(DockerServer {
             container: Some(container),
+            hba_path: plan.hba_path.clone(),
+            os_user,
+            locked: false,
             docker,
             session: ServerSession::new(plan, req.socket_dir.clone(), stop_timeout),
         }))
@@ -321,6 +330,12 @@ impl RestoreTarget for DockerTarget {
 /// A server running in a container started by [`DockerTarget`].
 pub struct DockerServer {
     container: Option<ContainerAsync<GenericImage>>,
+    /// Our hba file (in the bind-mounted work dir), switched to passwords after promotion.
+    hba_path: std::path::PathBuf,
+    /// The server's OS user (owns the hba file).
+    os_user: OsUser,
+    /// True once the copy only accepts the run's password.
+    locked: bool,
     docker: Docker,
     session: ServerSession,
 }
@@ -357,7 +372,15 @@ impl ServerProbe for DockerProbe<'_> {
 impl RunningServer for DockerServer {
     async fn wait_recovered(&mut self, ctx: &RunContext) -> Result<RecoveryInfo> {
         let mut probe = DockerProbe { container: &self.container };
-        self.session.wait(ctx, &mut probe).await
+        let info = self.session.wait(ctx, &mut probe).await?;
+        if !self.locked {
+            let conn =
+                crate::postgres::auth::lock_down("docker", &self.session.connection(), &self.hba_path, &self.os_user)
+                    .await?;
+            self.session.set_connection(conn);
+            self.locked = true;
+        }
+        Ok(info)
     }
 
     fn connection(&self) -> Connection {

@@ -18,6 +18,7 @@ use crate::postgres::launch::{self, LaunchSpec};
 use crate::postgres::logical;
 use crate::postgres::server::{ServerProbe, ServerSession};
 use crate::postgres::user::OsUser;
+use crate::process;
 use crate::source::FetchedBackup;
 use crate::target::{Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer};
 
@@ -27,7 +28,8 @@ use crate::target::{Connection, RecoveryInfo, RestoreRequest, RestoreTarget, Run
 pub struct LocalTargetConfig {
     /// Directory of the PostgreSQL binaries; default: search for the backup's major version.
     pub bin_dir: Option<PathBuf>,
-    /// OS user the server runs as when restorecheck runs as root (default `postgres`).
+    /// OS user the server runs as when restorecheck runs as root (default: the dedicated user
+    /// `restorecheck`, or `postgres` with a note in the report when it does not exist).
     pub os_user: Option<String>,
     /// Database superuser role to connect as; default: `postgres`, then the backup's owner.
     pub superuser: Option<String>,
@@ -85,12 +87,11 @@ impl RestoreTarget for LocalTarget {
         }
         let args = crate::postgres::datadir::verifybackup_args(&backup.data_dir, &backup.wal)?;
         let exe = bin.exe("pg_verifybackup");
-        let out = tokio::process::Command::new(&exe)
-            .args(&args)
-            .env("LC_ALL", "C")
-            .output()
-            .await
-            .map_err(|e| Error::io("running pg_verifybackup", &exe, e))?;
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.args(&args).stdin(Stdio::null()).kill_on_drop(true);
+        process::clean_env(&mut cmd, Some(&bin.path), None, &[]);
+        process::own_group(&mut cmd, libc::SIGKILL);
+        let out = process::output(cmd).await.map_err(|e| Error::io("running pg_verifybackup", &exe, e))?;
         if !out.status.success() {
             let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
             return Err(crate::postgres::datadir::verifybackup_failed(&text));
@@ -105,7 +106,8 @@ impl RestoreTarget for LocalTarget {
         req: &RestoreRequest,
     ) -> Result<Box<dyn RunningServer>> {
         let os_user = OsUser::resolve(self.cfg.os_user.as_deref())?;
-        let mut early_notes = Vec::new();
+        let mut early_notes: Vec<String> =
+            crate::postgres::user::fallback_note(&os_user, self.cfg.os_user.as_deref()).into_iter().collect();
         let bin = if let Some(dump) = &backup.logical {
             // The dump's own major, else a newer one (PostgreSQL loads older dumps, never newer).
             let needs = binaries::DumpNeeds {
@@ -151,7 +153,11 @@ impl RestoreTarget for LocalTarget {
         );
         let stop_timeout = self.cfg.stop_timeout.unwrap_or(Duration::from_secs(30));
         let mut server = Box::new(LocalServer {
+            pgid: child.id().and_then(|p| i32::try_from(p).ok()),
             child: Some(child),
+            hba_path: plan.hba_path.clone(),
+            os_user: os_user.clone(),
+            locked: false,
             session: ServerSession::new(plan, req.socket_dir.clone(), stop_timeout),
             checksums: (control.checksum_version > 0).then(|| (bin.clone(), os_user.clone(), backup.data_dir.clone())),
         });
@@ -179,8 +185,11 @@ impl RestoreTarget for LocalTarget {
 }
 
 /// Spawns `postgres` as `user` with output to `log_path`, in its own process group (a
-/// terminal's Ctrl-C reaches restorecheck, which then shuts the server down in order), and
-/// with a parent-death signal so a killed restorecheck never leaves a server running.
+/// terminal's Ctrl-C reaches restorecheck, which then shuts the server down in order), with a
+/// parent-death signal so a killed restorecheck never leaves a server running, and with a
+/// clean environment: only what PostgreSQL needs plus the variables the source declared for
+/// its `restore_command` (`env`). Nothing else of restorecheck's environment is readable from
+/// SQL (`COPY … FROM PROGRAM 'env'`) or `/proc/<pid>/environ`.
 fn spawn_postgres(
     bin: &BinDir,
     user: &OsUser,
@@ -192,41 +201,29 @@ fn spawn_postgres(
     let log2 = log.try_clone().map_err(|e| Error::io("creating server log", log_path, e))?;
     let exe = bin.exe("postgres");
     let mut cmd = tokio::process::Command::new(&exe);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log2))
-        .env("LC_ALL", "C")
-        .env_remove("LANG")
-        .env_remove("PGDATA")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .process_group(0);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
+    process::clean_env(&mut cmd, Some(&bin.path), Some(user), env);
     user.apply(&mut cmd);
-    set_parent_death_signal(&mut cmd);
+    process::own_group(&mut cmd, libc::SIGQUIT);
     cmd.spawn().map_err(|e| Error::Tooling {
         what: format!("cannot start {}: {e}", exe.display()),
         hint: "check the PostgreSQL installation".into(),
     })
 }
 
-#[allow(unsafe_code)]
-fn set_parent_death_signal(cmd: &mut tokio::process::Command) {
-    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
-    // async-signal-safe. It runs after the uid/gid switch, which would otherwise clear the setting.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 /// A server started by [`LocalTarget`].
 #[derive(Debug)]
 pub struct LocalServer {
     child: Option<tokio::process::Child>,
+    /// The server's process group (its pid): killed after the server stopped, so nothing its
+    /// `restore_command` forked survives the check.
+    pgid: Option<i32>,
+    /// Our hba file, switched to password authentication after promotion.
+    hba_path: PathBuf,
+    /// The server's OS user (owns the hba file).
+    os_user: OsUser,
+    /// True once the copy only accepts the run's password.
+    locked: bool,
     session: ServerSession,
     /// Set when the cluster has data checksums: what `pg_checksums` needs.
     checksums: Option<(BinDir, OsUser, PathBuf)>,
@@ -255,7 +252,15 @@ impl ServerProbe for LocalProbe<'_> {
 impl RunningServer for LocalServer {
     async fn wait_recovered(&mut self, ctx: &RunContext) -> Result<RecoveryInfo> {
         let mut probe = LocalProbe { child: &mut self.child };
-        self.session.wait(ctx, &mut probe).await
+        let info = self.session.wait(ctx, &mut probe).await?;
+        if !self.locked {
+            let conn =
+                crate::postgres::auth::lock_down("local", &self.session.connection(), &self.hba_path, &self.os_user)
+                    .await?;
+            self.session.set_connection(conn);
+            self.locked = true;
+        }
+        Ok(info)
     }
 
     fn connection(&self) -> Connection {
@@ -275,6 +280,7 @@ impl RunningServer for LocalServer {
         let Some(mut child) = self.child.take() else { return Ok(None) };
         // pg_checksums needs a cleanly shut down cluster: a fast shutdown writes a checkpoint.
         stop_child(&mut child, self.session.stop_timeout).await;
+        self.pgid = None;
         let clean = child.try_wait().ok().flatten().is_some_and(|s| s.success());
         if !clean {
             return Err(Error::Target {
@@ -285,9 +291,12 @@ impl RunningServer for LocalServer {
         }
         let started = std::time::Instant::now();
         let mut cmd = tokio::process::Command::new(bin.exe("pg_checksums"));
-        cmd.arg("--check").arg("-D").arg(&data).env("LC_ALL", "C");
+        cmd.arg("--check").arg("-D").arg(&data).stdin(Stdio::null()).kill_on_drop(true);
+        process::clean_env(&mut cmd, Some(&bin.path), Some(&user), &[]);
         user.apply(&mut cmd);
-        let out = cmd.output().await.map_err(|e| Error::io("running pg_checksums", bin.exe("pg_checksums"), e))?;
+        process::own_group(&mut cmd, libc::SIGKILL);
+        let out =
+            process::output(cmd).await.map_err(|e| Error::io("running pg_checksums", bin.exe("pg_checksums"), e))?;
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let field =
             |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());
@@ -316,14 +325,21 @@ impl RunningServer for LocalServer {
     }
 
     async fn teardown(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let Some(mut child) = self.child.take() else {
+            if let Some(g) = self.pgid.take() {
+                process::kill_group(g);
+            }
+            return Ok(());
+        };
         stop_child(&mut child, self.session.stop_timeout).await;
+        self.pgid = None;
         let _ = fs::remove_dir_all(&self.session.socket_dir);
         Ok(())
     }
 }
 
-/// Fast shutdown (SIGINT), then immediate (SIGQUIT) after `timeout`, then SIGKILL as a last resort.
+/// Fast shutdown (SIGINT), then immediate (SIGQUIT) after `timeout`, then SIGKILL as a last
+/// resort; then the rest of the server's process group.
 async fn stop_child(child: &mut tokio::process::Child, timeout: Duration) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
@@ -335,16 +351,19 @@ async fn stop_child(child: &mut tokio::process::Child, timeout: Duration) {
         (Signal::SIGKILL, Duration::from_secs(10)),
     ] {
         if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
+            break;
         }
         if sig == Signal::SIGKILL {
             tracing::warn!("PostgreSQL (pid {pid}) ignored SIGINT and SIGQUIT; killing it");
         }
         let _ = kill(pid, sig);
         if tokio::time::timeout(wait, child.wait()).await.is_ok() {
-            return;
+            break;
         }
     }
+    // The server ran in its own process group: whatever its restore_command left running in
+    // the background dies with it.
+    process::kill_group(pid.as_raw());
 }
 
 impl Drop for LocalServer {
@@ -363,6 +382,9 @@ impl Drop for LocalServer {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }
+        }
+        if let Some(g) = self.pgid.take() {
+            process::kill_group(g);
         }
     }
 }
