@@ -2,25 +2,88 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::safefs;
 use crate::source::WalSupply;
 
 fn write(path: &Path, text: &str) -> Result<()> {
-    fs::write(path, text).map_err(|e| Error::io("writing", path, e))
+    safefs::write_file(path, text.as_bytes())
 }
 
-/// Comments out `include` / `include_dir` lines of the backup's postgresql.conf whose target
-/// does not exist on this host (production's `/etc/...` files): PostgreSQL refuses to start
-/// otherwise. `include_if_exists` is left alone. Returns a note per line disabled.
+/// Files PostgreSQL reads to know what the backup is: a link or special file in their place is
+/// refused (the backup is then unusable), never followed.
+const CONTROL_FILES: [&str; 5] = ["backup_label", "tablespace_map", "PG_VERSION", "backup_manifest", "global/pg_control"];
+
+/// Configuration files restorecheck reads, rewrites or overrides: a link or special file in
+/// their place is removed (and `postgresql.conf` replaced by a placeholder), never followed.
+const CONFIG_FILES: [&str; 4] = ["postgresql.conf", "postgresql.auto.conf", "pg_hba.conf", "pg_ident.conf"];
+
+/// Whether `rel` (a path inside a data directory) names one of the files PostgreSQL trusts to
+/// describe the backup ([`CONTROL_FILES`]).
+pub(crate) fn is_control_file(rel: &Path) -> bool {
+    let rel: PathBuf = rel.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    CONTROL_FILES.iter().any(|c| rel == Path::new(c))
+}
+
+/// Refuses a data directory whose `backup_label`, `tablespace_map`, `PG_VERSION`,
+/// `backup_manifest` or `global/pg_control` is anything but a regular file (a symbolic link
+/// could make the server, or restorecheck, read a file elsewhere on this host).
+pub(crate) fn refuse_irregular_control_files(data: &Path) -> Result<()> {
+    for f in CONTROL_FILES {
+        let p = data.join(f);
+        if safefs::present(&p) && !safefs::is_regular(&p) {
+            return Err(Error::defect(format!(
+                "{f} in the backup is a symbolic link or special file, not a regular file; restorecheck refuses to \
+                 follow it (it could point anywhere on this host), so the backup cannot be checked"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Removes configuration and signal files of the backup that are links or special files
+/// (`postgresql.conf` is replaced by a placeholder). Returns a note per file.
+fn replace_irregular_config(data: &Path) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let mut names: Vec<String> = CONFIG_FILES.iter().map(|s| s.to_string()).collect();
+    if let Ok(rd) = fs::read_dir(data) {
+        names.extend(
+            rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".signal")),
+        );
+    }
+    for f in names {
+        let p = data.join(&f);
+        if !safefs::present(&p) || safefs::is_regular(&p) {
+            continue;
+        }
+        if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            return Err(Error::defect(format!("{f} in the backup is a folder, not a file")));
+        }
+        fs::remove_file(&p).map_err(|e| Error::io("removing", &p, e))?;
+        if f == "postgresql.conf" {
+            write(&p, "# written by restorecheck: the backup's postgresql.conf was a link or special file, not followed\n")?;
+        }
+        notes.push(format!(
+            "{f} in the backup was a symbolic link or special file: removed{}, never followed",
+            if f == "postgresql.conf" { " and replaced by an empty one" } else { "" }
+        ));
+    }
+    Ok(notes)
+}
+
+/// Comments out `include` / `include_dir` / `include_if_exists` lines of the backup's
+/// postgresql.conf whose target does not exist on this host (production's `/etc/...` files:
+/// PostgreSQL refuses to start otherwise) or lies outside the data directory (a file of the
+/// test host; its content would reach the server log). Returns a note per line disabled.
 pub fn disable_missing_includes(data: &Path, conf: &Path) -> Result<Vec<String>> {
-    let text = fs::read_to_string(conf).map_err(|e| Error::io("reading", conf, e))?;
+    let Some(text) = safefs::read_text(conf, safefs::CONF_MAX)? else { return Ok(Vec::new()) };
     let mut notes = Vec::new();
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         let t = line.trim_start();
-        let directive = ["include_dir", "include"].into_iter().find(|d| {
+        let directive = ["include_if_exists", "include_dir", "include"].into_iter().find(|d| {
             t.strip_prefix(d).is_some_and(|rest| rest.starts_with(|c: char| c.is_whitespace() || c == '=' || c == '\''))
         });
         let target = directive.and_then(|d| {
@@ -28,13 +91,24 @@ pub fn disable_missing_includes(data: &Path, conf: &Path) -> Result<Vec<String>>
             let q = rest.strip_prefix('\'')?;
             q.split('\'').next().map(str::to_string)
         });
-        match target {
-            Some(path) if !data.join(&path).exists() => {
-                out.push_str("# disabled by restorecheck (missing on this host): ");
-                out.push_str(line);
-                notes.push(format!("disabled `{}` in postgresql.conf: {path} does not exist on this host", t.trim()));
+        let why = target.as_deref().and_then(|path| {
+            let p = Path::new(path);
+            let climbs = p.components().any(|c| matches!(c, Component::ParentDir));
+            if p.is_absolute() || climbs {
+                Some(format!("{path} is outside the data directory"))
+            } else if !safefs::present(&data.join(p)) {
+                Some(format!("{path} does not exist on this host"))
+            } else {
+                None
             }
-            _ => out.push_str(line),
+        });
+        match why {
+            Some(why) => {
+                out.push_str("# disabled by restorecheck (outside the backup or missing on this host): ");
+                out.push_str(line);
+                notes.push(format!("disabled `{}` in postgresql.conf: {why}", t.trim()));
+            }
+            None => out.push_str(line),
         }
         out.push('\n');
     }
@@ -50,7 +124,7 @@ pub fn disable_missing_includes(data: &Path, conf: &Path) -> Result<Vec<String>>
 /// is invalid here (a locale this host lacks, say) would otherwise stop the server. Returns the
 /// names commented out.
 pub fn comment_out_settings(file: &Path, names: &[&str]) -> Result<Vec<String>> {
-    let Ok(text) = fs::read_to_string(file) else { return Ok(Vec::new()) };
+    let Some(text) = safefs::read_text(file, safefs::CONF_MAX)? else { return Ok(Vec::new()) };
     let mut hit = Vec::new();
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
@@ -74,13 +148,14 @@ pub fn comment_out_settings(file: &Path, names: &[&str]) -> Result<Vec<String>> 
 }
 
 /// Makes a fetched data directory startable and safe: no stale pid file, no standby mode,
-/// the signal file matching how WAL is supplied, mode 0700, a config file present.
-/// Returns notes for the report.
+/// the signal file matching how WAL is supplied, mode 0700, a config file present, no
+/// configuration or signal file that is a link. Returns notes for the report.
 pub fn prepare(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
-    let mut notes = Vec::new();
+    refuse_irregular_control_files(data)?;
+    let mut notes = replace_irregular_config(data)?;
     for f in ["postmaster.pid", "postmaster.opts", "standby.signal"] {
         let p = data.join(f);
-        if p.exists() {
+        if safefs::present(&p) {
             fs::remove_file(&p).map_err(|e| Error::io("removing", &p, e))?;
             if f == "standby.signal" {
                 notes.push("removed standby.signal from the backup (a restored copy never follows a primary)".into());
@@ -88,7 +163,7 @@ pub fn prepare(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
         }
     }
     let rc = data.join("recovery.conf");
-    if rc.exists() {
+    if safefs::present(&rc) {
         let to = data.join("recovery.conf.restorecheck-disabled");
         fs::rename(&rc, &to).map_err(|e| Error::io("renaming", &rc, e))?;
         notes.push("renamed a leftover recovery.conf (not supported since PostgreSQL 12)".into());
@@ -97,13 +172,13 @@ pub fn prepare(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
     match wal {
         WalSupply::RestoreCommand { .. } => write(&signal, "")?,
         WalSupply::SelfContained => {
-            if signal.exists() {
+            if safefs::present(&signal) {
                 fs::remove_file(&signal).map_err(|e| Error::io("removing", &signal, e))?;
             }
         }
     }
     let conf = data.join("postgresql.conf");
-    if !conf.exists() {
+    if !safefs::present(&conf) {
         // Debian-style primaries keep their configuration in /etc: the backup has none.
         write(&conf, "# written by restorecheck: the backup had no postgresql.conf\n")?;
     } else {
@@ -113,12 +188,133 @@ pub fn prepare(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
     Ok(notes)
 }
 
+/// Replaces a `pg_wal` symbolic link that leads out of `work_dir` (a plain backup made with
+/// `pg_basebackup --waldir`, or a copy of one) by a folder holding a copy of its segments,
+/// history files and `archive_status`: the restored server recycles and writes WAL, and must
+/// never do that in the backup's own WAL folder. Returns a note when it did.
+pub(crate) fn materialize_wal(data: &Path, work_dir: &Path) -> Result<Option<String>> {
+    let link = data.join("pg_wal");
+    let is_link = fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return Ok(None);
+    }
+    let target = fs::read_link(&link).map_err(|e| Error::io("reading link", &link, e))?;
+    let target = if target.is_relative() { data.join(target) } else { target };
+    let canon = fs::canonicalize(&target).map_err(|_| {
+        Error::defect(format!("pg_wal of the backup is a link to {}, which does not exist here", target.display()))
+    })?;
+    let canon_work = fs::canonicalize(work_dir).unwrap_or_else(|_| work_dir.to_path_buf());
+    if canon.starts_with(&canon_work) && canon != canon_work {
+        return Ok(None);
+    }
+    if !canon.is_dir() {
+        return Err(Error::defect(format!("pg_wal of the backup is a link to {}, which is not a folder", canon.display())));
+    }
+    let tmp = data.join("pg_wal.restorecheck-copy");
+    let mut bytes = 0u64;
+    copy_regular_files(&canon, &tmp, &mut bytes)?;
+    let status = canon.join("archive_status");
+    if fs::symlink_metadata(&status).is_ok_and(|m| m.is_dir()) {
+        copy_regular_files(&status, &tmp.join("archive_status"), &mut bytes)?;
+    } else {
+        fs::create_dir(tmp.join("archive_status")).map_err(|e| Error::io("creating", tmp.join("archive_status"), e))?;
+    }
+    fs::remove_file(&link).map_err(|e| Error::io("replacing pg_wal link", &link, e))?;
+    fs::rename(&tmp, &link).map_err(|e| Error::io("placing copied pg_wal", &link, e))?;
+    Ok(Some(format!(
+        "pg_wal of the backup is a link to {}: its {} were copied into the work dir (the backup is never written)",
+        canon.display(),
+        safefs::human_bytes(bytes)
+    )))
+}
+
+/// Copies the regular files directly in `src` (links and other entries are skipped, never
+/// followed) into the new folder `dst`.
+fn copy_regular_files(src: &Path, dst: &Path, bytes: &mut u64) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().mode(0o700).create(dst).map_err(|e| Error::io("creating", dst, e))?;
+    for e in fs::read_dir(src).map_err(|e| Error::io("listing", src, e))? {
+        let e = e.map_err(|er| Error::io("listing", src, er))?;
+        if !e.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let (from, to) = (e.path(), dst.join(e.file_name()));
+        let mut r = safefs::open_nofollow(&from).map_err(|er| Error::io("opening", &from, er))?;
+        let mut w = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&to)
+            .map_err(|er| Error::io("creating", &to, er))?;
+        *bytes += std::io::copy(&mut r, &mut w).map_err(|er| crate::archive::read_error(&from.display().to_string(), er))?;
+    }
+    Ok(())
+}
+
+/// The one check of tablespaces, for every source and both targets: every `pg_tblspc` entry
+/// and every `tablespace_map` line must name a numeric OID, and every place they lead to must
+/// resolve inside `work_dir` (no `..`, no production path, no link out). A server started
+/// otherwise would write into a tablespace of the source cluster, the backup, or any folder
+/// of this host the backup names. Anything else is a [`Error::BackupDefect`].
+pub(crate) fn check_tablespaces(data: &Path, work_dir: &Path) -> Result<()> {
+    let outside = |oid: &str, target: &str| {
+        Error::defect(format!(
+            "tablespace {oid} leads to {target}, outside restorecheck's work dir {}; refusing to start a server that \
+             would read or write there",
+            work_dir.display()
+        ))
+    };
+    let numeric = |oid: &str| !oid.is_empty() && oid.len() <= 10 && oid.bytes().all(|b| b.is_ascii_digit());
+    let tbl = data.join("pg_tblspc");
+    if let Ok(rd) = fs::read_dir(&tbl) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !numeric(&name) {
+                return Err(Error::defect(format!(
+                    "pg_tblspc/{name:?} in the backup is not a tablespace OID (a number); refusing the backup"
+                )));
+            }
+            let link = e.path();
+            let meta = fs::symlink_metadata(&link).map_err(|er| Error::io("reading", &link, er))?;
+            if meta.is_dir() {
+                continue; // an in-place tablespace, inside the data directory
+            }
+            if !meta.file_type().is_symlink() {
+                return Err(Error::defect(format!("pg_tblspc/{name} in the backup is neither a link nor a folder")));
+            }
+            let target = fs::read_link(&link).map_err(|er| Error::io("reading link", &link, er))?;
+            let abs = if target.is_relative() { tbl.join(&target) } else { target.clone() };
+            if !safefs::resolves_inside(&abs, work_dir) {
+                return Err(outside(&name, &target.display().to_string()));
+            }
+        }
+    }
+    let map = data.join("tablespace_map");
+    if let Some(text) = safefs::read_text(&map, safefs::LABEL_MAX)? {
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let (oid, path) = line.split_once(' ').unwrap_or((line, ""));
+            if !numeric(oid) {
+                return Err(Error::defect(format!(
+                    "tablespace_map line {}: {oid:?} is not a tablespace OID (a number); refusing the backup",
+                    n + 1
+                )));
+            }
+            if !safefs::resolves_inside(Path::new(path), work_dir) {
+                return Err(outside(oid, path));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Arguments for `pg_verifybackup` on a fetched data directory (before it starts): WAL is parsed
 /// only when the backup carries it, and tablespaces extracted from tar backups get the
 /// `pg_tblspc/<oid>` links the tool follows (PostgreSQL replaces them from `tablespace_map`).
+/// Tablespaces are checked first ([`check_tablespaces`]): no link leads out of the work dir.
 pub fn verifybackup_args(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
+    refuse_irregular_control_files(data)?;
+    check_tablespaces(data, data.parent().unwrap_or(data))?;
     let map = data.join("tablespace_map");
-    if let Ok(text) = fs::read_to_string(&map) {
+    if let Some(text) = safefs::read_text(&map, safefs::LABEL_MAX)? {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             if let Some((oid, path)) = line.split_once(' ') {
                 let link = data.join("pg_tblspc").join(oid);
@@ -183,13 +379,13 @@ mod tests {
         )
         .unwrap();
         let notes = disable_missing_includes(d.path(), &conf).unwrap();
-        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert_eq!(notes.len(), 3, "{notes:?}");
         let text = fs::read_to_string(&conf).unwrap();
         assert!(text.contains("\ninclude_dir 'conf.d'\n"));
-        assert!(text.contains(
-            "# disabled by restorecheck (missing on this host): include '/etc/postgresql/15/main/extra.conf'"
-        ));
-        assert!(text.contains("\ninclude_if_exists '/nope'\n"));
-        assert!(text.contains("# disabled by restorecheck (missing on this host): include_dir = '/etc/pg/conf.d'"));
+        let off = "# disabled by restorecheck (outside the backup or missing on this host): ";
+        assert!(text.contains(&format!("{off}include '/etc/postgresql/15/main/extra.conf'")));
+        // Outside the data directory, even when it exists here: its content would reach the log.
+        assert!(text.contains(&format!("{off}include_if_exists '/nope'")));
+        assert!(text.contains(&format!("{off}include_dir = '/etc/pg/conf.d'")));
     }
 }
