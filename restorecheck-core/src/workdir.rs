@@ -129,3 +129,39 @@ pub fn remove_stale(root: &Path) -> Vec<String> {
     }
     notes
 }
+
+/// Checks that the filesystem holding `dir` has at least `needed` bytes free for an
+/// unprivileged writer (`statvfs`), before a source writes `what` there. Not enough is an
+/// [`Error::Tooling`] (verdict error, exit 2): the tester's disk, not the backup.
+pub fn ensure_free_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| Error::io("checking free space", dir, e.into()))?;
+    let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+    if free < needed {
+        return Err(Error::Tooling {
+            what: format!(
+                "not enough free space in the work dir {}: {what} needs at least {} but only {} is free",
+                dir.display(),
+                crate::safefs::human_bytes(needed),
+                crate::safefs::human_bytes(free)
+            ),
+            hint: "free space there, or set work_dir in the config (or TMPDIR) to a filesystem with room for the \
+                   restored cluster"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_shortage_is_a_tooling_error() {
+        let d = tempfile::tempdir().unwrap();
+        ensure_free_space(d.path(), 1, "a tiny backup").unwrap();
+        let e = ensure_free_space(d.path(), u64::MAX / 2, "the backup x").unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Tooling);
+        assert!(e.to_string().contains("not enough free space in the work dir"), "{e}");
+    }
+}

@@ -7,6 +7,9 @@
 #[path = "common/mod.rs"]
 mod common;
 
+#[path = "hostile/fs.rs"]
 mod fs;
+#[path = "hostile/process.rs"]
 mod process;
+#[path = "hostile/sql.rs"]
 mod sql;
