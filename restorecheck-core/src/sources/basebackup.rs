@@ -525,18 +525,27 @@ async fn copy_plain(ctx: &RunContext, src: &Path, req: &FetchRequest) -> Result<
 }
 
 /// Bytes behind the `pg_wal` and `pg_tblspc/<oid>` links of a plain backup (`dir_size` does
-/// not follow links).
+/// not follow links), counting only what [`copy_plain`] copies from there: the WAL folder's
+/// own files, a tablespace's `PG_*` folders. A link to `/` costs one directory listing.
 fn linked_sizes(src: &Path) -> u64 {
-    let mut links = vec![src.join("pg_wal")];
-    if let Ok(rd) = fs::read_dir(src.join("pg_tblspc")) {
-        links.extend(rd.flatten().map(|e| e.path()));
+    let target = |l: &Path| {
+        fs::symlink_metadata(l).is_ok_and(|m| m.file_type().is_symlink()).then(|| fs::canonicalize(l).ok()).flatten()
+    };
+    let listing = |d: &Path| fs::read_dir(d).map(|rd| rd.flatten().collect::<Vec<_>>()).unwrap_or_default();
+    let mut n = 0;
+    if let Some(wal) = target(&src.join("pg_wal")) {
+        n += listing(&wal).iter().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum::<u64>();
     }
-    links
-        .iter()
-        .filter(|l| fs::symlink_metadata(l).is_ok_and(|m| m.file_type().is_symlink()))
-        .filter_map(|l| fs::canonicalize(l).ok())
-        .map(|t| dir_size(&t))
-        .sum()
+    for link in listing(&src.join("pg_tblspc")) {
+        if let Some(t) = target(&link.path()) {
+            n += listing(&t)
+                .iter()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("PG_"))
+                .map(|e| dir_size(&e.path()))
+                .sum::<u64>();
+        }
+    }
+    n
 }
 
 /// Copies the tablespace `oid` of a plain backup from `target` (where its `pg_tblspc` link
