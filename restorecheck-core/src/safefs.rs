@@ -76,10 +76,13 @@ pub(crate) fn read_capped(r: impl Read, max: u64, what: &str) -> Result<String> 
 
 /// Replaces `path` by a new regular file holding `content`: whatever is there (a file, a
 /// symbolic link, a FIFO) is unlinked first and the new file is created with `O_EXCL |
-/// O_NOFOLLOW`, so no link is ever written through. A replaced regular file keeps its mode;
-/// a new one gets 0644 (these are configuration and signal files, nothing secret).
+/// O_NOFOLLOW`, so no link is ever written through. A replaced regular file keeps its mode
+/// and owner; a new one gets 0644 (these are configuration and signal files, nothing secret)
+/// and the owner of its folder (the server's OS user once the work dir is handed over).
 pub(crate) fn write_file(path: &Path, content: &[u8]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let mut mode = 0o644;
+    let mut owner = path.parent().and_then(|p| fs::symlink_metadata(p).ok()).map(|m| (m.uid(), m.gid()));
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => {
             return Err(Error::defect(format!(
@@ -90,6 +93,7 @@ pub(crate) fn write_file(path: &Path, content: &[u8]) -> Result<()> {
         Ok(m) => {
             if m.file_type().is_file() {
                 mode = m.permissions().mode() & 0o777;
+                owner = Some((m.uid(), m.gid()));
             }
             fs::remove_file(path).map_err(|e| Error::io("replacing", path, e))?;
         }
@@ -103,6 +107,12 @@ pub(crate) fn write_file(path: &Path, content: &[u8]) -> Result<()> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| Error::io("creating", path, e))?;
+    if let Some((uid, gid)) = owner {
+        // Only root can give a file away; anyone else already owns what it creates.
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(|e| Error::io("changing owner", path, e))?;
+        }
+    }
     f.write_all(content).map_err(|e| Error::io("writing", path, e))?;
     Ok(())
 }
