@@ -152,6 +152,16 @@ pub fn ensure_free_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// [`ensure_free_space`] before a physical source writes `backup` into `req`: the size the
+/// source listed (the stored size — for compressed backups a lower bound of what they expand
+/// to) must be free in the work dir. Nothing is checked when the source does not know a size.
+pub fn ensure_room_for(req: &crate::source::FetchRequest, backup: &crate::source::BackupInfo) -> Result<()> {
+    match (backup.size_bytes, req.data_dir.parent()) {
+        (Some(n), Some(work)) if n > 0 => ensure_free_space(work, n, &format!("backup {}", backup.id)),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

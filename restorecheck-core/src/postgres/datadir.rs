@@ -388,4 +388,111 @@ mod tests {
         assert!(text.contains(&format!("{off}include_if_exists '/nope'")));
         assert!(text.contains(&format!("{off}include_dir = '/etc/pg/conf.d'")));
     }
+
+    fn restore_command() -> WalSupply {
+        WalSupply::RestoreCommand { command: "true".into(), readable_paths: Vec::new() }
+    }
+
+    #[test]
+    fn linked_configs_are_replaced_and_linked_control_files_refused() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let (data, secret) = (d.path().join("data"), d.path().join("secret"));
+        fs::create_dir(&data).unwrap();
+        fs::write(&secret, "MARKER\n").unwrap();
+        for f in ["postgresql.conf", "postgresql.auto.conf", "pg_hba.conf", "recovery.signal", "standby.signal"] {
+            symlink(&secret, data.join(f)).unwrap();
+        }
+        let notes = prepare(&data, &restore_command()).unwrap();
+        assert_eq!(fs::read_to_string(&secret).unwrap(), "MARKER\n");
+        assert!(safefs::is_regular(&data.join("postgresql.conf")) && safefs::is_regular(&data.join("recovery.signal")));
+        assert!(!safefs::present(&data.join("postgresql.auto.conf")) && !safefs::present(&data.join("pg_hba.conf")));
+        assert!(!fs::read_to_string(data.join("postgresql.conf")).unwrap().contains("MARKER"));
+        assert_eq!(notes.iter().filter(|n| n.contains("symbolic link")).count(), 5, "{notes:?}");
+        for f in ["backup_label", "tablespace_map", "PG_VERSION", "global/pg_control"] {
+            let p = data.join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            symlink(&secret, &p).unwrap();
+            let e = prepare(&data, &WalSupply::SelfContained).unwrap_err();
+            assert!(e.is_backup_defect() && e.to_string().contains(f), "{f}: {e}");
+            fs::remove_file(&p).unwrap();
+        }
+        assert_eq!(fs::read_to_string(&secret).unwrap(), "MARKER\n");
+    }
+
+    #[test]
+    fn includes_of_files_outside_the_data_dir_are_disabled_even_when_they_exist() {
+        let d = tempfile::tempdir().unwrap();
+        let conf = d.path().join("postgresql.conf");
+        fs::write(&conf, "include '/etc/passwd'\ninclude_if_exists '../secret'\n").unwrap();
+        let notes = disable_missing_includes(d.path(), &conf).unwrap();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes.iter().all(|n| n.contains("outside the data directory")));
+    }
+
+    #[test]
+    fn a_pg_wal_link_out_of_the_work_dir_becomes_a_copy() {
+        let d = tempfile::tempdir().unwrap();
+        let (work, wal) = (d.path().join("work"), d.path().join("backup-wal"));
+        let data = work.join("data");
+        fs::create_dir_all(&data).unwrap();
+        fs::create_dir_all(wal.join("archive_status")).unwrap();
+        fs::write(wal.join("000000010000000000000002"), "segment").unwrap();
+        fs::write(wal.join("archive_status/000000010000000000000002.done"), "").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", wal.join("evil")).unwrap();
+        std::os::unix::fs::symlink(&wal, data.join("pg_wal")).unwrap();
+        let note = materialize_wal(&data, &work).unwrap().unwrap();
+        assert!(note.contains("copied into the work dir"), "{note}");
+        let pg_wal = data.join("pg_wal");
+        assert!(fs::symlink_metadata(&pg_wal).unwrap().is_dir());
+        assert_eq!(fs::read_to_string(pg_wal.join("000000010000000000000002")).unwrap(), "segment");
+        assert!(pg_wal.join("archive_status/000000010000000000000002.done").is_file());
+        assert!(!safefs::present(&pg_wal.join("evil")), "links in the WAL folder are not copied");
+        assert!(fs::symlink_metadata(wal.join("evil")).is_ok(), "the backup's WAL folder is left alone");
+        // A link inside the work dir stays.
+        fs::create_dir(work.join("wal2")).unwrap();
+        fs::remove_dir_all(&pg_wal).unwrap();
+        std::os::unix::fs::symlink(work.join("wal2"), &pg_wal).unwrap();
+        assert!(materialize_wal(&data, &work).unwrap().is_none());
+    }
+
+    #[test]
+    fn tablespaces_must_name_oids_and_stay_inside_the_work_dir() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let work = d.path().join("work");
+        let (data, ts) = (work.join("data"), work.join("tablespaces"));
+        fs::create_dir_all(data.join("pg_tblspc")).unwrap();
+        fs::create_dir_all(ts.join("16400")).unwrap();
+        symlink("/etc", ts.join("evil")).unwrap();
+        let map = data.join("tablespace_map");
+        let ok = format!("16400 {}\n", ts.join("16400").display());
+        fs::write(&map, &ok).unwrap();
+        check_tablespaces(&data, &work).unwrap();
+        for (text, words) in [
+            ("16400 ../../x\n".to_string(), "outside restorecheck's work dir"),
+            ("16400 /etc/x\n".to_string(), "outside restorecheck's work dir"),
+            (format!("16400 {}/../../x\n", ts.display()), "outside restorecheck's work dir"),
+            (format!("16400 {}\n", ts.join("evil/x").display()), "outside restorecheck's work dir"),
+            (format!("abc {}\n", ts.join("16400").display()), "is not a tablespace OID"),
+        ] {
+            fs::write(&map, &text).unwrap();
+            let e = check_tablespaces(&data, &work).unwrap_err();
+            assert!(e.is_backup_defect() && e.to_string().contains(words), "{text}: {e}");
+        }
+        fs::remove_file(&map).unwrap();
+        let link = data.join("pg_tblspc/16400");
+        symlink(ts.join("16400"), &link).unwrap();
+        check_tablespaces(&data, &work).unwrap();
+        for target in ["/etc", "../../../x"] {
+            fs::remove_file(&link).unwrap();
+            symlink(target, &link).unwrap();
+            assert!(check_tablespaces(&data, &work).is_err(), "{target}");
+        }
+        fs::remove_file(&link).unwrap();
+        symlink(ts.join("16400"), data.join("pg_tblspc/x16400")).unwrap();
+        let e = check_tablespaces(&data, &work).unwrap_err();
+        assert!(e.to_string().contains("not a tablespace OID"), "{e}");
+    }
+
 }

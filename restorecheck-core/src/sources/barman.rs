@@ -395,6 +395,7 @@ impl BackupSource for BarmanSource {
     }
 
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+        crate::workdir::ensure_room_for(req, backup)?;
         let exe = self.program()?;
         let show = self.show_backup(ctx, Phase::Fetch, &backup.id).await?;
         let status = show.status.clone().unwrap_or_else(|| "UNKNOWN".into());

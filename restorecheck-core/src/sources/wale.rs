@@ -418,6 +418,7 @@ impl BackupSource for WaleSource {
     }
 
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+        crate::workdir::ensure_room_for(req, backup)?;
         let exe = self.program()?;
         let env = self.environment()?;
         let all = self.backups(ctx, Phase::Fetch).await?;

@@ -454,6 +454,7 @@ impl BackupSource for WalgSource {
     }
 
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+        crate::workdir::ensure_room_for(req, backup)?;
         let exe = self.program()?;
         let env = self.environment()?;
         // Fresh facts: the backup may have been deleted since the listing.
