@@ -102,14 +102,14 @@ pub fn remove_stale(root: &Path) -> Vec<String> {
             continue;
         }
         let dir = e.path();
-        let owner = fs::read_to_string(dir.join(OWNER_FILE)).ok().and_then(|s| s.trim().parse::<i32>().ok());
+        let read = |p: &Path| crate::safefs::read_text(p, crate::safefs::SMALL_MAX).ok().flatten();
+        let owner = read(&dir.join(OWNER_FILE)).and_then(|s| s.trim().parse::<i32>().ok());
         match owner {
             Some(pid) if pid_alive(pid) => continue, // another run in progress
             None => continue,                        // not ours to judge
             _ => {}
         }
-        if let Some(pm) = fs::read_to_string(dir.join("data/postmaster.pid"))
-            .ok()
+        if let Some(pm) = read(&dir.join("data/postmaster.pid"))
             .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
         {
             let is_ours = fs::read_link(format!("/proc/{pm}/cwd")).map(|c| c.starts_with(&dir)).unwrap_or(false);

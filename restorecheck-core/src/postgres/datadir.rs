@@ -75,11 +75,28 @@ fn replace_irregular_config(data: &Path) -> Result<Vec<String>> {
 
 /// Comments out `include` / `include_dir` / `include_if_exists` lines of the backup's
 /// postgresql.conf whose target does not exist on this host (production's `/etc/...` files:
-/// PostgreSQL refuses to start otherwise) or lies outside the data directory (a file of the
-/// test host; its content would reach the server log). Returns a note per line disabled.
+/// PostgreSQL refuses to start otherwise) or leads outside the data directory (a file of the
+/// test host, or of a production cluster on it: its content would reach the server log) —
+/// also through a link. Included files inside the data directory are treated the same way, a
+/// few levels deep. Returns a note per line disabled.
 pub fn disable_missing_includes(data: &Path, conf: &Path) -> Result<Vec<String>> {
-    let Some(text) = safefs::read_text(conf, safefs::CONF_MAX)? else { return Ok(Vec::new()) };
     let mut notes = Vec::new();
+    sanitize_includes(data, conf, 0, &mut notes)?;
+    Ok(notes)
+}
+
+/// How deep included files are followed (PostgreSQL itself stops at 10).
+const INCLUDE_DEPTH: usize = 10;
+
+fn sanitize_includes(data: &Path, conf: &Path, depth: usize, notes: &mut Vec<String>) -> Result<()> {
+    let Some(text) = safefs::read_text(conf, safefs::CONF_MAX)? else { return Ok(()) };
+    let shown = conf.strip_prefix(data).unwrap_or(conf).display().to_string();
+    let base = conf.parent().unwrap_or(data);
+    let canon_data = fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+    // Inside the data directory, also after resolving links.
+    let inside = |p: &Path| fs::canonicalize(p).is_ok_and(|c| c.starts_with(&canon_data));
+    let mut changed = false;
+    let mut nested = Vec::new();
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         let t = line.trim_start();
@@ -89,33 +106,60 @@ pub fn disable_missing_includes(data: &Path, conf: &Path) -> Result<Vec<String>>
         let target = directive.and_then(|d| {
             let rest = t[d.len()..].trim_start().trim_start_matches('=').trim_start();
             let q = rest.strip_prefix('\'')?;
-            q.split('\'').next().map(str::to_string)
+            q.split('\'').next().map(|p| (d, p.to_string()))
         });
-        let why = target.as_deref().and_then(|path| {
+        let why = target.as_ref().and_then(|(d, path)| {
             let p = Path::new(path);
-            let climbs = p.components().any(|c| matches!(c, Component::ParentDir));
-            if p.is_absolute() || climbs {
-                Some(format!("{path} is outside the data directory"))
-            } else if !safefs::present(&data.join(p)) {
-                Some(format!("{path} does not exist on this host"))
-            } else {
-                None
+            let full = base.join(p);
+            if p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
+                return Some(format!("{path} is outside the data directory"));
             }
+            if !safefs::present(&full) {
+                return Some(format!("{path} does not exist on this host"));
+            }
+            if !inside(&full) {
+                return Some(format!("{path} leads outside the data directory (a link)"));
+            }
+            if *d == "include_dir" {
+                let entries: Vec<PathBuf> = fs::read_dir(&full)
+                    .map(|rd| rd.flatten().map(|e| e.path()).collect())
+                    .unwrap_or_default();
+                let confs: Vec<PathBuf> =
+                    entries.into_iter().filter(|e| e.extension().is_some_and(|x| x == "conf")).collect();
+                if confs.iter().any(|c| !safefs::is_regular(c) || !inside(c)) {
+                    return Some(format!("{path} holds a link or special file"));
+                }
+                nested.extend(confs);
+            } else if !safefs::is_regular(&full) {
+                return Some(format!("{path} is a link or special file"));
+            } else {
+                nested.push(full);
+            }
+            None
         });
         match why {
             Some(why) => {
                 out.push_str("# disabled by restorecheck (outside the backup or missing on this host): ");
                 out.push_str(line);
-                notes.push(format!("disabled `{}` in postgresql.conf: {why}", t.trim()));
+                notes.push(format!("disabled `{}` in {shown}: {why}", t.trim()));
+                changed = true;
             }
             None => out.push_str(line),
         }
         out.push('\n');
     }
-    if !notes.is_empty() {
+    if changed {
         write(conf, &out)?;
     }
-    Ok(notes)
+    for f in nested {
+        if depth + 1 >= INCLUDE_DEPTH {
+            return Err(Error::defect(format!(
+                "{shown}: configuration files include each other more than {INCLUDE_DEPTH} levels deep"
+            )));
+        }
+        sanitize_includes(data, &f, depth + 1, notes)?;
+    }
+    Ok(())
 }
 
 /// Comments out, in `file` (postgresql.conf or postgresql.auto.conf), every line setting one of
@@ -184,6 +228,8 @@ pub fn prepare(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
     } else {
         notes.extend(disable_missing_includes(data, &conf)?);
     }
+    // ALTER SYSTEM never writes includes, but a crafted postgresql.auto.conf may.
+    notes.extend(disable_missing_includes(data, &data.join("postgresql.auto.conf"))?);
     fs::set_permissions(data, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io("chmod 0700", data, e))?;
     Ok(notes)
 }
@@ -428,6 +474,20 @@ mod tests {
         let notes = disable_missing_includes(d.path(), &conf).unwrap();
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes.iter().all(|n| n.contains("outside the data directory")));
+        // Nested: an included file inside the data dir that includes /etc, and links out.
+        fs::create_dir(d.path().join("conf.d")).unwrap();
+        fs::write(d.path().join("conf.d/a.conf"), "include '/etc/hostname'
+").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("linked.conf")).unwrap();
+        fs::write(&conf, "include_dir 'conf.d'
+include 'linked.conf'
+").unwrap();
+        let notes = disable_missing_includes(d.path(), &conf).unwrap();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        let text = fs::read_to_string(&conf).unwrap();
+        assert!(text.starts_with("include_dir 'conf.d'
+# disabled"), "{text}");
+        assert!(fs::read_to_string(d.path().join("conf.d/a.conf")).unwrap().starts_with("# disabled"));
     }
 
     #[test]
