@@ -276,7 +276,8 @@ pub fn extract_tar_from(
 fn entry_is_safe<R: Read>(entry: &tar::Entry<'_, R>, what: &str) -> Result<bool> {
     use std::path::Component;
     let path: PathBuf = entry.path().map_err(|e| read_error(what, e))?.into_owned();
-    let climbs = |p: &Path| p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)));
+    let climbs =
+        |p: &Path| p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)));
     if climbs(&path) {
         return Err(Error::defect(format!(
             "{what}: entry {} would land outside the folder it is extracted into; refusing the archive",
@@ -285,7 +286,8 @@ fn entry_is_safe<R: Read>(entry: &tar::Entry<'_, R>, what: &str) -> Result<bool>
     }
     let kind = entry.header().entry_type();
     if kind.is_symlink() || kind.is_hard_link() {
-        let target: PathBuf = entry.link_name().map_err(|e| read_error(what, e))?.map(|t| t.into_owned()).unwrap_or_default();
+        let target: PathBuf =
+            entry.link_name().map_err(|e| read_error(what, e))?.map(|t| t.into_owned()).unwrap_or_default();
         if crate::safefs::link_stays_below(&target) {
             return Ok(true);
         }
@@ -401,9 +403,11 @@ mod tests {
         assert!(std::fs::symlink_metadata(dest.join("postgresql.conf")).is_err());
         assert!(std::fs::symlink_metadata(dest.join("postgresql.auto.conf")).is_err());
         assert_eq!(std::fs::read_link(dest.join("inside")).unwrap(), Path::new("PG_VERSION"));
-        for (name, kind, link) in
-            [("backup_label", sym, "/root/secret"), ("global/pg_control", sym, "../x"), ("h", tar::EntryType::Link, "../x")]
-        {
+        for (name, kind, link) in [
+            ("backup_label", sym, "/root/secret"),
+            ("global/pg_control", sym, "../x"),
+            ("h", tar::EntryType::Link, "../x"),
+        ] {
             let (_d, r) = extract(&[(name, kind, link)]);
             let e = r.unwrap_err();
             assert!(e.is_backup_defect() && e.to_string().contains("leads out of the backup"), "{name}: {e}");

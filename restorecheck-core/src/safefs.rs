@@ -23,10 +23,8 @@ pub(crate) const MANIFEST_MAX: u64 = 1 << 30;
 /// blocking on a FIFO (`O_NONBLOCK`); anything but a regular file is refused. Errors keep
 /// their `io::ErrorKind` (`NotFound` for a missing file); a link gives `ELOOP`.
 pub(crate) fn open_nofollow(path: &Path) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
+    let f =
+        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)?;
     if !f.metadata()?.file_type().is_file() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
     }

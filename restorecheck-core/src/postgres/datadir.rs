@@ -14,7 +14,8 @@ fn write(path: &Path, text: &str) -> Result<()> {
 
 /// Files PostgreSQL reads to know what the backup is: a link or special file in their place is
 /// refused (the backup is then unusable), never followed.
-const CONTROL_FILES: [&str; 5] = ["backup_label", "tablespace_map", "PG_VERSION", "backup_manifest", "global/pg_control"];
+const CONTROL_FILES: [&str; 5] =
+    ["backup_label", "tablespace_map", "PG_VERSION", "backup_manifest", "global/pg_control"];
 
 /// Configuration files restorecheck reads, rewrites or overrides: a link or special file in
 /// their place is removed (and `postgresql.conf` replaced by a placeholder), never followed.
@@ -63,7 +64,10 @@ fn replace_irregular_config(data: &Path) -> Result<Vec<String>> {
         }
         fs::remove_file(&p).map_err(|e| Error::io("removing", &p, e))?;
         if f == "postgresql.conf" {
-            write(&p, "# written by restorecheck: the backup's postgresql.conf was a link or special file, not followed\n")?;
+            write(
+                &p,
+                "# written by restorecheck: the backup's postgresql.conf was a link or special file, not followed\n",
+            )?;
         }
         notes.push(format!(
             "{f} in the backup was a symbolic link or special file: removed{}, never followed",
@@ -121,9 +125,8 @@ fn sanitize_includes(data: &Path, conf: &Path, depth: usize, notes: &mut Vec<Str
                 return Some(format!("{path} leads outside the data directory (a link)"));
             }
             if *d == "include_dir" {
-                let entries: Vec<PathBuf> = fs::read_dir(&full)
-                    .map(|rd| rd.flatten().map(|e| e.path()).collect())
-                    .unwrap_or_default();
+                let entries: Vec<PathBuf> =
+                    fs::read_dir(&full).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
                 let confs: Vec<PathBuf> =
                     entries.into_iter().filter(|e| e.extension().is_some_and(|x| x == "conf")).collect();
                 if confs.iter().any(|c| !safefs::is_regular(c) || !inside(c)) {
@@ -254,7 +257,10 @@ pub(crate) fn materialize_wal(data: &Path, work_dir: &Path) -> Result<Option<Str
         return Ok(None);
     }
     if !canon.is_dir() {
-        return Err(Error::defect(format!("pg_wal of the backup is a link to {}, which is not a folder", canon.display())));
+        return Err(Error::defect(format!(
+            "pg_wal of the backup is a link to {}, which is not a folder",
+            canon.display()
+        )));
     }
     let tmp = data.join("pg_wal.restorecheck-copy");
     let mut bytes = 0u64;
@@ -291,7 +297,8 @@ fn copy_regular_files(src: &Path, dst: &Path, bytes: &mut u64) -> Result<()> {
             .create_new(true)
             .open(&to)
             .map_err(|er| Error::io("creating", &to, er))?;
-        *bytes += std::io::copy(&mut r, &mut w).map_err(|er| crate::archive::read_error(&from.display().to_string(), er))?;
+        *bytes +=
+            std::io::copy(&mut r, &mut w).map_err(|er| crate::archive::read_error(&from.display().to_string(), er))?;
     }
     Ok(())
 }
@@ -476,17 +483,30 @@ mod tests {
         assert!(notes.iter().all(|n| n.contains("outside the data directory")));
         // Nested: an included file inside the data dir that includes /etc, and links out.
         fs::create_dir(d.path().join("conf.d")).unwrap();
-        fs::write(d.path().join("conf.d/a.conf"), "include '/etc/hostname'
-").unwrap();
+        fs::write(
+            d.path().join("conf.d/a.conf"),
+            "include '/etc/hostname'
+",
+        )
+        .unwrap();
         std::os::unix::fs::symlink("/etc/passwd", d.path().join("linked.conf")).unwrap();
-        fs::write(&conf, "include_dir 'conf.d'
+        fs::write(
+            &conf,
+            "include_dir 'conf.d'
 include 'linked.conf'
-").unwrap();
+",
+        )
+        .unwrap();
         let notes = disable_missing_includes(d.path(), &conf).unwrap();
         assert_eq!(notes.len(), 2, "{notes:?}");
         let text = fs::read_to_string(&conf).unwrap();
-        assert!(text.starts_with("include_dir 'conf.d'
-# disabled"), "{text}");
+        assert!(
+            text.starts_with(
+                "include_dir 'conf.d'
+# disabled"
+            ),
+            "{text}"
+        );
         assert!(fs::read_to_string(d.path().join("conf.d/a.conf")).unwrap().starts_with("# disabled"));
     }
 
@@ -554,5 +574,4 @@ include 'linked.conf'
         let e = check_tablespaces(&data, &work).unwrap_err();
         assert!(e.to_string().contains("not a tablespace OID"), "{e}");
     }
-
 }

@@ -488,7 +488,8 @@ async fn copy_plain(ctx: &RunContext, src: &Path, req: &FetchRequest) -> Result<
     let r = tokio::task::spawn_blocking(move || -> Result<u64> {
         let mut bytes = 0;
         let mut out_links = Vec::new();
-        let mut copy = CopyState { bytes: &mut bytes, progress: &*progress, cancel: &cancel, out_links: &mut out_links };
+        let mut copy =
+            CopyState { bytes: &mut bytes, progress: &*progress, cancel: &cancel, out_links: &mut out_links };
         copy.tree(&src, &req2.data_dir, Path::new(""))?;
         for (rel, target) in out_links {
             let link = req2.data_dir.join(&rel);
@@ -534,7 +535,12 @@ fn linked_sizes(src: &Path) -> u64 {
     let listing = |d: &Path| fs::read_dir(d).map(|rd| rd.flatten().collect::<Vec<_>>()).unwrap_or_default();
     let mut n = 0;
     if let Some(wal) = target(&src.join("pg_wal")) {
-        n += listing(&wal).iter().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum::<u64>();
+        n += listing(&wal)
+            .iter()
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum::<u64>();
     }
     for link in listing(&src.join("pg_tblspc")) {
         if let Some(t) = target(&link.path()) {
@@ -616,8 +622,8 @@ impl CopyState<'_> {
                     .create_new(true)
                     .open(&to)
                     .map_err(|e| Error::io("creating", &to, e))?;
-                let n = std::io::copy(&mut r, &mut w)
-                    .map_err(|e| archive::read_error(&from.display().to_string(), e))?;
+                let n =
+                    std::io::copy(&mut r, &mut w).map_err(|e| archive::read_error(&from.display().to_string(), e))?;
                 fs::set_permissions(&to, perm).map_err(|e| Error::io("setting mode", &to, e))?;
                 *self.bytes += n;
                 self.progress.advance(n);

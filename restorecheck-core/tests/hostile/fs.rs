@@ -179,9 +179,15 @@ async fn tablespaces_and_entries_that_climb_or_name_no_oid_are_refused() {
     let landings = [work.join("x"), dir.path().join("x"), dir.path().parent().unwrap().join("x"), etc_x.clone()];
     let map = |text: &str| raw_entry("tablespace_map", tar::EntryType::Regular, "", text.as_bytes());
     let etc = etc_x.display().to_string();
-    let cases: Vec<(&str, Vec<Vec<u8>>, Vec<&str>)> = vec![
+    // (backup name, entries put in front of base.tar, words of the refusal)
+    type Case<'a> = (&'a str, Vec<Vec<u8>>, Vec<&'a str>);
+    let cases: Vec<Case<'_>> = vec![
         ("map-climbs", vec![map("16400 ../../x\n")], vec!["tablespace_map line 1", "absolute path without `..`"]),
-        ("map-not-oid", vec![map(&format!("abc {etc}\n"))], vec!["tablespace_map line 1", "\"abc\" is not a tablespace OID"]),
+        (
+            "map-not-oid",
+            vec![map(&format!("abc {etc}\n"))],
+            vec!["tablespace_map line 1", "\"abc\" is not a tablespace OID"],
+        ),
         ("map-absolute-no-tar", vec![map(&format!("16400 {etc}\n"))], vec!["16400.tar is not in the backup"]),
         (
             "entry-climbs",
@@ -314,10 +320,13 @@ async fn a_1_gib_backup_label_and_a_2_gib_zstd_window_are_refused() {
     assert!(rss_after < rss_before + 256 * 1024, "memory grew from {rss_before} to {rss_after} KiB");
 }
 
-/// Path, kind, size, mode, modification time and a content hash of every entry under `root`.
-fn deep_snapshot(root: &Path) -> Vec<(PathBuf, String, u64, u32, SystemTime, u64)> {
+/// Path, kind, size, mode, modification time and content hash of one entry.
+type Seen = (PathBuf, String, u64, u32, SystemTime, u64);
+
+/// [`Seen`] for every entry under `root`.
+fn deep_snapshot(root: &Path) -> Vec<Seen> {
     use std::hash::{Hash, Hasher};
-    fn walk(p: &Path, out: &mut Vec<(PathBuf, String, u64, u32, SystemTime, u64)>) {
+    fn walk(p: &Path, out: &mut Vec<Seen>) {
         for e in fs::read_dir(p).unwrap().flatten() {
             let m = fs::symlink_metadata(e.path()).unwrap();
             let mut h = std::collections::hash_map::DefaultHasher::new();
