@@ -117,7 +117,7 @@ pub fn read_error(what: &str, e: io::Error) -> Error {
     }
     if is_out_of_space(&e) {
         return Error::Tooling {
-            what: format!("the work dir ran out of space while writing {what}: {}", chain_text(&e)),
+            what: format!("the work dir ran out of space while restoring {what}: {}", chain_text(&e)),
             hint: "this is the tester's disk, not the backup: free space there, or set work_dir (or TMPDIR) to a \
                    filesystem with room for the restored cluster"
                 .into(),
