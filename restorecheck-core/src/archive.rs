@@ -204,6 +204,172 @@ fn find_in_chain<T: std::error::Error + 'static>(e: &io::Error) -> Option<&T> {
     None
 }
 
+/// The largest GNU long-name or pax extension header a tar stream may carry (the tar crate
+/// reads each of them into memory whole).
+const TAR_EXTENSION_MAX: u64 = 1 << 20;
+
+/// A tar stream read through a check of its headers: a GNU long-name / long-link or pax
+/// extension entry larger than [`TAR_EXTENSION_MAX`] is refused before the tar crate would
+/// allocate it. It follows the stream block by block (entry sizes, pax `size=`, GNU sparse
+/// extension blocks) and only acts on blocks whose header checksum is right; should it ever
+/// lose track, it stops checking and the tar crate's own parsing decides.
+struct HeaderGuard<R> {
+    inner: R,
+    header: [u8; 512],
+    fill: usize,
+    /// Bytes of entry data (and padding) still to pass.
+    skip: u64,
+    /// Pax extension data being collected, and how much of it is still to come.
+    pax: Vec<u8>,
+    pax_left: u64,
+    pax_pad: u64,
+    /// The size a pax `size=` record gave the next entry.
+    next_size: Option<u64>,
+    /// GNU sparse extension blocks follow, then `after_ext` bytes of data.
+    sparse_ext: bool,
+    after_ext: u64,
+    lost: bool,
+}
+
+impl<R: Read> HeaderGuard<R> {
+    fn new(inner: R) -> Self {
+        HeaderGuard {
+            inner,
+            header: [0; 512],
+            fill: 0,
+            skip: 0,
+            pax: Vec::new(),
+            pax_left: 0,
+            pax_pad: 0,
+            next_size: None,
+            sparse_ext: false,
+            after_ext: 0,
+            lost: false,
+        }
+    }
+
+    fn on_header(&mut self) -> io::Result<()> {
+        let h = &self.header;
+        if self.sparse_ext {
+            // GNU sparse extension block: no checksum, "more follow" flag at 504.
+            self.sparse_ext = h[504] != 0;
+            if !self.sparse_ext {
+                self.skip = self.after_ext;
+            }
+            return Ok(());
+        }
+        if h.iter().all(|b| *b == 0) {
+            return Ok(());
+        }
+        let stored = octal(&h[148..156]);
+        let sum: u64 =
+            h.iter().enumerate().map(|(i, b)| if (148..156).contains(&i) { 32 } else { u64::from(*b) }).sum();
+        let Some(size) = (stored == Some(sum)).then(|| tar_size(&h[124..136])).flatten() else {
+            self.lost = true;
+            return Ok(());
+        };
+        let padded = |n: u64| n.div_ceil(512).saturating_mul(512);
+        match h[156] {
+            b'L' | b'K' | b'x' | b'g' if size > TAR_EXTENSION_MAX => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "a tar extension header (long name or pax record) claims {}; restorecheck reads at most {}",
+                        crate::safefs::human_bytes(size),
+                        crate::safefs::human_bytes(TAR_EXTENSION_MAX)
+                    ),
+                ));
+            }
+            b'x' => {
+                self.pax.clear();
+                self.pax_left = size;
+                self.pax_pad = padded(size) - size;
+            }
+            b'L' | b'K' | b'g' => self.skip = padded(size),
+            kind => {
+                let size = self.next_size.take().unwrap_or(size);
+                if kind == b'S' && h[482] != 0 {
+                    self.sparse_ext = true;
+                    self.after_ext = padded(size);
+                } else {
+                    self.skip = padded(size);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_pax_done(&mut self) {
+        let text = String::from_utf8_lossy(&self.pax);
+        self.next_size = text
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(_, kv)| kv))
+            .find_map(|kv| kv.strip_prefix("size="))
+            .and_then(|v| v.trim().parse().ok());
+        self.skip = self.pax_pad;
+    }
+
+    fn observe(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() && !self.lost {
+            if self.pax_left > 0 {
+                let take = (self.pax_left.min(buf.len() as u64)) as usize;
+                self.pax.extend_from_slice(&buf[..take]);
+                self.pax_left -= take as u64;
+                buf = &buf[take..];
+                if self.pax_left == 0 {
+                    self.on_pax_done();
+                }
+            } else if self.skip > 0 {
+                let take = (self.skip.min(buf.len() as u64)) as usize;
+                self.skip -= take as u64;
+                buf = &buf[take..];
+            } else {
+                let take = (512 - self.fill).min(buf.len());
+                self.header[self.fill..self.fill + take].copy_from_slice(&buf[..take]);
+                self.fill += take;
+                buf = &buf[take..];
+                if self.fill == 512 {
+                    self.fill = 0;
+                    self.on_header()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for HeaderGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.observe(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// An octal tar number field (NUL- or space-terminated).
+fn octal(field: &[u8]) -> Option<u64> {
+    let s: String = field.iter().take_while(|b| **b != 0).map(|b| *b as char).collect();
+    let s = s.trim();
+    if s.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(s, 8).ok()
+}
+
+/// A tar size field: octal, or GNU base-256 when the high bit of its first byte is set.
+fn tar_size(field: &[u8]) -> Option<u64> {
+    if field[0] & 0x80 != 0 {
+        let mut n: u64 = 0;
+        for (i, b) in field.iter().enumerate() {
+            let b = if i == 0 { b & 0x7f } else { *b };
+            n = n.checked_mul(256)?.checked_add(u64::from(b))?;
+        }
+        Some(n)
+    } else {
+        octal(field)
+    }
+}
+
 /// Statistics of one extraction.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Extracted {
@@ -235,7 +401,7 @@ pub fn extract_tar_from(
     dest: &Path,
     cancel: Option<tokio_util::sync::CancellationToken>,
 ) -> Result<Extracted> {
-    let mut ar = tar::Archive::new(reader);
+    let mut ar = tar::Archive::new(HeaderGuard::new(reader));
     ar.set_preserve_permissions(true);
     ar.set_preserve_ownerships(false);
     ar.set_unpack_xattrs(false);
@@ -328,7 +494,7 @@ pub fn read_tar_member_from(
     wanted: &str,
     max_entries: usize,
 ) -> Result<Option<(String, Option<String>)>> {
-    let mut ar = tar::Archive::new(reader);
+    let mut ar = tar::Archive::new(HeaderGuard::new(reader));
     let defect = |e: io::Error| read_error(what, e);
     for entry in ar.entries().map_err(defect)?.take(max_entries) {
         let mut entry = entry.map_err(defect)?;
@@ -430,6 +596,52 @@ mod tests {
         let big = io::Cursor::new(h.as_bytes().to_vec()).chain(io::repeat(b'x'));
         let e = read_tar_member_from(Box::new(big), "base.tar", "backup_label", 10).unwrap_err();
         assert!(e.is_backup_defect() && e.to_string().contains("larger than 1 MiB"), "{e}");
+    }
+
+    #[test]
+    fn a_huge_long_name_header_is_refused_before_it_is_read_into_memory() {
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_size(1 << 30);
+        h.set_cksum();
+        let stream = io::Cursor::new(h.as_bytes().to_vec()).chain(io::repeat(b'a'));
+        let d = tempfile::tempdir().unwrap();
+        let e = extract_tar_from(Box::new(stream), "base.tar", d.path(), None).unwrap_err();
+        assert!(e.is_backup_defect() && e.to_string().contains("claims 1 GiB"), "{e}");
+    }
+
+    #[test]
+    fn the_header_guard_follows_long_names_pax_sizes_and_odd_sizes() {
+        let mut b = tar::Builder::new(Vec::new());
+        let long = format!("base/{}/file", "d".repeat(150));
+        for (i, (name, len)) in
+            [("PG_VERSION", 3usize), (long.as_str(), 1000), ("global/x", 513), ("y", 0)].iter().enumerate()
+        {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(*len as u64);
+            h.set_mode(0o600);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, name, &vec![b'0' + i as u8; *len][..]).unwrap();
+        }
+        // A pax header whose size= the next entry uses.
+        let mut pax = tar::Header::new_ustar();
+        let rec = "15 size=000005\n";
+        pax.set_entry_type(tar::EntryType::XHeader);
+        pax.set_size(rec.len() as u64);
+        pax.set_path("pax").unwrap();
+        pax.set_cksum();
+        b.append(&pax, rec.as_bytes()).unwrap();
+        // Its own size field says 0: only a guard that read the pax record stays in step.
+        let mut h = tar::Header::new_ustar();
+        h.set_size(0);
+        h.set_path("z").unwrap();
+        h.set_cksum();
+        b.append(&h, &b"12345"[..]).unwrap();
+        let t = b.into_inner().unwrap();
+        let mut g = HeaderGuard::new(io::Cursor::new(t));
+        io::copy(&mut g, &mut io::sink()).unwrap();
+        assert!(!g.lost, "the guard lost track of a well-formed archive");
     }
 
     #[test]
