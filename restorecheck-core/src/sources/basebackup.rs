@@ -712,6 +712,10 @@ async fn extract_backup_files(
     rewrite_tablespace_map(&req.data_dir, &tablespaces)?;
     if let Some(m) = manifest {
         let to = req.data_dir.join("backup_manifest");
+        // Whatever base.tar put there (a link, say) is replaced, never written through.
+        if safefs::present(&to) && fs::symlink_metadata(&to).is_ok_and(|md| !md.is_dir()) {
+            fs::remove_file(&to).map_err(|e| Error::io("replacing", &to, e))?;
+        }
         let decrypt = decrypt.cloned();
         let cancel = ctx.cancel.clone();
         tokio::task::spawn_blocking(move || m.save_to(&to, decrypt.as_ref(), None, cancel))

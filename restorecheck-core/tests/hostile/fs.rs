@@ -264,7 +264,7 @@ fn zstd_raw_frame(data: &[u8], window_log: u8) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn a_1_gib_backup_label_and_a_2_gib_zstd_window_are_refused() {
+async fn a_1_gib_backup_label_or_tar_header_and_a_2_gib_zstd_window_are_refused() {
     let dir = TestDir::new("hostile-sizes");
     let c = cluster(&dir, 10).await;
     let tar = c.basebackup("tar", &["-Ft", "-Xfetch", "--no-manifest"]).await.unwrap();
@@ -301,6 +301,33 @@ async fn a_1_gib_backup_label_and_a_2_gib_zstd_window_are_refused() {
     let r = run_in(&work, check(&b, None)).await;
     println!("tar 1 GiB backup_label refused in {:?}", started.elapsed());
     assert_verdict(&r, Verdict::Fail, Phase::Fetch, &["backup_label in", "larger than 1 MiB"]);
+
+    // A GNU long-name header claiming 1 GiB after every real entry of base.tar: refused before
+    // the tar crate reads it into memory (so the check also follows a real archive to its end).
+    let b = copy_backup(&tar, "tar-longname-1g");
+    let base = b.join("base.tar");
+    let tmp = b.join("base.tar.new");
+    {
+        let mut builder = tar::Builder::new(fs::File::create(&tmp).unwrap());
+        let mut ar = tar::Archive::new(fs::File::open(&base).unwrap());
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let (mut h, name) = (e.header().clone(), e.path().unwrap().into_owned());
+            builder.append_data(&mut h, &name, &mut e).unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_size(1 << 30);
+        h.set_cksum();
+        let mut f = builder.into_inner().unwrap();
+        f.write_all(h.as_bytes()).unwrap();
+        let end = std::io::Seek::stream_position(&mut f).unwrap();
+        f.set_len(end + (1 << 30) + 1024).unwrap(); // sparse
+    }
+    fs::rename(&tmp, &base).unwrap();
+    let r = run_in(&work, check(&b, None)).await;
+    assert_verdict(&r, Verdict::Fail, Phase::Fetch, &["base.tar", "claims 1 GiB"]);
 
     // base.tar.zst whose frame asks for a 2 GiB window: refused before any allocation; this
     // is restorecheck's limit, not proof the backup is bad, so the verdict is error.
