@@ -76,6 +76,10 @@ pub fn counting(inner: Box<dyn Read + Send>, progress: Option<Arc<dyn Progress>>
     }
 }
 
+/// The largest zstd window restorecheck decodes: 2^27 = 128 MiB, zstd's default limit (what
+/// `zstd --long` and pg_basebackup's `zstd:long` write). Larger windows are refused.
+pub const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
 /// Wraps `raw` in the decompressor for `comp`. `what` names the file in messages.
 pub fn decompress(raw: Box<dyn Read + Send>, comp: Compression, what: &str) -> Result<Box<dyn Read + Send>> {
     Ok(match comp {
@@ -83,8 +87,9 @@ pub fn decompress(raw: Box<dyn Read + Send>, comp: Compression, what: &str) -> R
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
         Compression::Zstd => {
             let mut d = zstd::stream::read::Decoder::new(raw).map_err(|e| read_error(what, e))?;
-            // Backups compressed with zstd's long mode need the large window.
-            d.window_log_max(31).map_err(|e| read_error(what, e))?;
+            // A frame may ask for a window of up to 2 GiB, which the decoder would allocate:
+            // capped at zstd's own default limit (what `--long` and pg_basebackup's `long` use).
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|e| read_error(what, e))?;
             Box::new(d)
         }
         Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(raw)),
@@ -110,11 +115,54 @@ pub fn read_error(what: &str, e: io::Error) -> Error {
     if find_in_chain::<crate::storage::ReadCancelled>(&e).is_some() {
         return Error::Cancelled { phase: crate::report::Phase::Fetch };
     }
-    if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::ENOSPC) {
+    if is_out_of_space(&e) {
+        return Error::Tooling {
+            what: format!("the work dir ran out of space while restoring {what}: {}", chain_text(&e)),
+            hint: "this is the tester's disk, not the backup: free space there, or set work_dir (or TMPDIR) to a \
+                   filesystem with room for the restored cluster"
+                .into(),
+        };
+    }
+    if chain_text(&e).contains("Frame requires too much memory") {
+        return Error::Tooling {
+            what: format!(
+                "{what} is zstd-compressed with a window larger than {} MiB (zstd --long=28 or more); restorecheck \
+                 refuses such frames to keep its memory bounded",
+                (1u64 << ZSTD_WINDOW_LOG_MAX) >> 20
+            ),
+            hint: format!(
+                "compress backups with a window of at most 2^{ZSTD_WINDOW_LOG_MAX} (zstd's default, also with --long)"
+            ),
+        };
+    }
+    if e.kind() == io::ErrorKind::PermissionDenied {
         Error::io("extracting", what, e)
     } else {
         Error::defect(format!("{what} is damaged or truncated: {}", chain_text(&e)))
     }
+}
+
+/// Whether `e`, or an error it wraps (the tar crate keeps the kind but drops the OS error
+/// number), is a full disk or an exceeded quota.
+pub(crate) fn is_out_of_space(e: &io::Error) -> bool {
+    let full = |e: &io::Error| {
+        matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+            || matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+    };
+    if full(e) {
+        return true;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|r| r as _);
+    while let Some(err) = cur {
+        if err.downcast_ref::<io::Error>().is_some_and(full) {
+            return true;
+        }
+        cur = match err.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as _),
+            None => err.source(),
+        };
+    }
+    false
 }
 
 /// An error with its causes (the tar crate says only "failed to unpack …" and keeps the real
@@ -156,6 +204,172 @@ fn find_in_chain<T: std::error::Error + 'static>(e: &io::Error) -> Option<&T> {
     None
 }
 
+/// The largest GNU long-name or pax extension header a tar stream may carry (the tar crate
+/// reads each of them into memory whole).
+const TAR_EXTENSION_MAX: u64 = 1 << 20;
+
+/// A tar stream read through a check of its headers: a GNU long-name / long-link or pax
+/// extension entry larger than [`TAR_EXTENSION_MAX`] is refused before the tar crate would
+/// allocate it. It follows the stream block by block (entry sizes, pax `size=`, GNU sparse
+/// extension blocks) and only acts on blocks whose header checksum is right; should it ever
+/// lose track, it stops checking and the tar crate's own parsing decides.
+struct HeaderGuard<R> {
+    inner: R,
+    header: [u8; 512],
+    fill: usize,
+    /// Bytes of entry data (and padding) still to pass.
+    skip: u64,
+    /// Pax extension data being collected, and how much of it is still to come.
+    pax: Vec<u8>,
+    pax_left: u64,
+    pax_pad: u64,
+    /// The size a pax `size=` record gave the next entry.
+    next_size: Option<u64>,
+    /// GNU sparse extension blocks follow, then `after_ext` bytes of data.
+    sparse_ext: bool,
+    after_ext: u64,
+    lost: bool,
+}
+
+impl<R: Read> HeaderGuard<R> {
+    fn new(inner: R) -> Self {
+        HeaderGuard {
+            inner,
+            header: [0; 512],
+            fill: 0,
+            skip: 0,
+            pax: Vec::new(),
+            pax_left: 0,
+            pax_pad: 0,
+            next_size: None,
+            sparse_ext: false,
+            after_ext: 0,
+            lost: false,
+        }
+    }
+
+    fn on_header(&mut self) -> io::Result<()> {
+        let h = &self.header;
+        if self.sparse_ext {
+            // GNU sparse extension block: no checksum, "more follow" flag at 504.
+            self.sparse_ext = h[504] != 0;
+            if !self.sparse_ext {
+                self.skip = self.after_ext;
+            }
+            return Ok(());
+        }
+        if h.iter().all(|b| *b == 0) {
+            return Ok(());
+        }
+        let stored = octal(&h[148..156]);
+        let sum: u64 =
+            h.iter().enumerate().map(|(i, b)| if (148..156).contains(&i) { 32 } else { u64::from(*b) }).sum();
+        let Some(size) = (stored == Some(sum)).then(|| tar_size(&h[124..136])).flatten() else {
+            self.lost = true;
+            return Ok(());
+        };
+        let padded = |n: u64| n.div_ceil(512).saturating_mul(512);
+        match h[156] {
+            b'L' | b'K' | b'x' | b'g' if size > TAR_EXTENSION_MAX => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "a tar extension header (long name or pax record) claims {}; restorecheck reads at most {}",
+                        crate::safefs::human_bytes(size),
+                        crate::safefs::human_bytes(TAR_EXTENSION_MAX)
+                    ),
+                ));
+            }
+            b'x' => {
+                self.pax.clear();
+                self.pax_left = size;
+                self.pax_pad = padded(size) - size;
+            }
+            b'L' | b'K' | b'g' => self.skip = padded(size),
+            kind => {
+                let size = self.next_size.take().unwrap_or(size);
+                if kind == b'S' && h[482] != 0 {
+                    self.sparse_ext = true;
+                    self.after_ext = padded(size);
+                } else {
+                    self.skip = padded(size);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_pax_done(&mut self) {
+        let text = String::from_utf8_lossy(&self.pax);
+        self.next_size = text
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|(_, kv)| kv))
+            .find_map(|kv| kv.strip_prefix("size="))
+            .and_then(|v| v.trim().parse().ok());
+        self.skip = self.pax_pad;
+    }
+
+    fn observe(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() && !self.lost {
+            if self.pax_left > 0 {
+                let take = (self.pax_left.min(buf.len() as u64)) as usize;
+                self.pax.extend_from_slice(&buf[..take]);
+                self.pax_left -= take as u64;
+                buf = &buf[take..];
+                if self.pax_left == 0 {
+                    self.on_pax_done();
+                }
+            } else if self.skip > 0 {
+                let take = (self.skip.min(buf.len() as u64)) as usize;
+                self.skip -= take as u64;
+                buf = &buf[take..];
+            } else {
+                let take = (512 - self.fill).min(buf.len());
+                self.header[self.fill..self.fill + take].copy_from_slice(&buf[..take]);
+                self.fill += take;
+                buf = &buf[take..];
+                if self.fill == 512 {
+                    self.fill = 0;
+                    self.on_header()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for HeaderGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.observe(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// An octal tar number field (NUL- or space-terminated).
+fn octal(field: &[u8]) -> Option<u64> {
+    let s: String = field.iter().take_while(|b| **b != 0).map(|b| *b as char).collect();
+    let s = s.trim();
+    if s.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(s, 8).ok()
+}
+
+/// A tar size field: octal, or GNU base-256 when the high bit of its first byte is set.
+fn tar_size(field: &[u8]) -> Option<u64> {
+    if field[0] & 0x80 != 0 {
+        let mut n: u64 = 0;
+        for (i, b) in field.iter().enumerate() {
+            let b = if i == 0 { b & 0x7f } else { *b };
+            n = n.checked_mul(256)?.checked_add(u64::from(b))?;
+        }
+        Some(n)
+    } else {
+        octal(field)
+    }
+}
+
 /// Statistics of one extraction.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Extracted {
@@ -187,7 +401,7 @@ pub fn extract_tar_from(
     dest: &Path,
     cancel: Option<tokio_util::sync::CancellationToken>,
 ) -> Result<Extracted> {
-    let mut ar = tar::Archive::new(reader);
+    let mut ar = tar::Archive::new(HeaderGuard::new(reader));
     ar.set_preserve_permissions(true);
     ar.set_preserve_ownerships(false);
     ar.set_unpack_xattrs(false);
@@ -199,6 +413,9 @@ pub fn extract_tar_from(
             return Err(Error::Cancelled { phase: crate::report::Phase::Fetch });
         }
         let mut entry = entry.map_err(defect)?;
+        if !entry_is_safe(&entry, what)? {
+            continue;
+        }
         stats.bytes += entry.header().size().unwrap_or(0);
         stats.entries += 1;
         entry.unpack_in(dest).map_err(|e| {
@@ -216,9 +433,55 @@ pub fn extract_tar_from(
     Ok(stats)
 }
 
+/// Decides about one tar entry before it is unpacked: a path that climbs (`..`) or is absolute,
+/// and a hard link to such a path, are refused; a symbolic link that could lead out of the
+/// extraction folder (absolute, or with `..`) is not created — refused for the files
+/// PostgreSQL trusts to describe the backup (`backup_label`, …), skipped with a warning
+/// otherwise (a `postgresql.conf` linked to `/etc`: the server gets a placeholder instead);
+/// device files and FIFOs are skipped. Returns whether to unpack it.
+fn entry_is_safe<R: Read>(entry: &tar::Entry<'_, R>, what: &str) -> Result<bool> {
+    use std::path::Component;
+    let path: PathBuf = entry.path().map_err(|e| read_error(what, e))?.into_owned();
+    let climbs =
+        |p: &Path| p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)));
+    if climbs(&path) {
+        return Err(Error::defect(format!(
+            "{what}: entry {} would land outside the folder it is extracted into; refusing the archive",
+            path.display()
+        )));
+    }
+    let kind = entry.header().entry_type();
+    if kind.is_symlink() || kind.is_hard_link() {
+        let target: PathBuf =
+            entry.link_name().map_err(|e| read_error(what, e))?.map(|t| t.into_owned()).unwrap_or_default();
+        if crate::safefs::link_stays_below(&target) {
+            return Ok(true);
+        }
+        let link = if kind.is_hard_link() { "hard link" } else { "symbolic link" };
+        if kind.is_hard_link() || crate::postgres::datadir::is_control_file(&path) {
+            return Err(Error::defect(format!(
+                "{what}: {} is a {link} that leads out of the backup; restorecheck refuses to follow it (it could point \
+                 anywhere on this host), so the backup cannot be checked",
+                path.display()
+            )));
+        }
+        tracing::warn!("{what}: not creating {}, a {link} that leads out of the backup", path.display());
+        return Ok(false);
+    }
+    if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+        tracing::warn!("{what}: not creating {}, a device file or FIFO", path.display());
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// The largest tar member [`read_tar_member`] reads (`backup_label` is a few hundred bytes).
+pub const MEMBER_MAX: u64 = 1 << 20;
+
 /// Reads the first entry named `wanted` from a tar archive, looking at no more than
-/// `max_entries` entries (pg_basebackup writes `backup_label` first). Returns the content and
-/// the user name recorded in its header.
+/// `max_entries` entries (pg_basebackup writes `backup_label` first) and no more than
+/// [`MEMBER_MAX`] bytes of it. Returns the content and the user name recorded in its header.
+/// A member that is a link, or larger, is a [`Error::BackupDefect`].
 pub fn read_tar_member(archive: &Path, wanted: &str, max_entries: usize) -> Result<Option<(String, Option<String>)>> {
     let reader = open_decompressed(archive, None)?;
     read_tar_member_from(reader, &archive.display().to_string(), wanted, max_entries)
@@ -231,17 +494,191 @@ pub fn read_tar_member_from(
     wanted: &str,
     max_entries: usize,
 ) -> Result<Option<(String, Option<String>)>> {
-    let mut ar = tar::Archive::new(reader);
+    let mut ar = tar::Archive::new(HeaderGuard::new(reader));
     let defect = |e: io::Error| read_error(what, e);
     for entry in ar.entries().map_err(defect)?.take(max_entries) {
         let mut entry = entry.map_err(defect)?;
         let path: PathBuf = entry.path().map_err(defect)?.into_owned();
         if path == Path::new(wanted) {
+            if !entry.header().entry_type().is_file() {
+                return Err(Error::defect(format!(
+                    "{wanted} in {what} is a link or special file, not a regular file; restorecheck refuses to follow \
+                     it (it could point anywhere on this host), so the backup cannot be checked"
+                )));
+            }
             let user = entry.header().username().ok().flatten().map(str::to_string);
-            let mut s = String::new();
-            entry.read_to_string(&mut s).map_err(defect)?;
+            let s = crate::safefs::read_capped(&mut entry, MEMBER_MAX, &format!("{wanted} in {what}"))?;
             return Ok(Some((s, user)));
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar entry header with a raw `name` (the tar crate's builder refuses `..` and absolute
+    /// names, which is what a hostile archive has).
+    fn raw_entry(out: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_entry_type(kind);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+
+    fn extract(entries: &[(&str, tar::EntryType, &str)]) -> (tempfile::TempDir, Result<Extracted>) {
+        let mut t = Vec::new();
+        for (name, kind, link) in entries {
+            raw_entry(&mut t, name, *kind, link, if kind.is_file() { b"data" } else { b"" });
+        }
+        t.extend_from_slice(&[0u8; 1024]);
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("dest")).unwrap();
+        let r = extract_tar_from(Box::new(io::Cursor::new(t)), "base.tar", &d.path().join("dest"), None);
+        (d, r)
+    }
+
+    #[test]
+    fn entries_that_climb_or_are_absolute_are_refused() {
+        for name in ["../x", "a/../../x", "/etc/restorecheck-x"] {
+            let (d, r) = extract(&[("PG_VERSION", tar::EntryType::Regular, ""), (name, tar::EntryType::Regular, "")]);
+            let e = r.unwrap_err();
+            assert!(e.is_backup_defect() && e.to_string().contains("outside the folder"), "{name}: {e}");
+            assert!(!d.path().join("x").exists() && !Path::new("/etc/restorecheck-x").exists());
+        }
+    }
+
+    #[test]
+    fn links_out_are_skipped_or_refused_never_created() {
+        let sym = tar::EntryType::Symlink;
+        let (d, r) = extract(&[
+            ("PG_VERSION", tar::EntryType::Regular, ""),
+            ("postgresql.conf", sym, "/etc/passwd"),
+            ("postgresql.auto.conf", sym, "../../outside"),
+            ("inside", sym, "PG_VERSION"),
+        ]);
+        r.unwrap();
+        let dest = d.path().join("dest");
+        assert!(std::fs::symlink_metadata(dest.join("postgresql.conf")).is_err());
+        assert!(std::fs::symlink_metadata(dest.join("postgresql.auto.conf")).is_err());
+        assert_eq!(std::fs::read_link(dest.join("inside")).unwrap(), Path::new("PG_VERSION"));
+        for (name, kind, link) in [
+            ("backup_label", sym, "/root/secret"),
+            ("global/pg_control", sym, "../x"),
+            ("h", tar::EntryType::Link, "../x"),
+        ] {
+            let (_d, r) = extract(&[(name, kind, link)]);
+            let e = r.unwrap_err();
+            assert!(e.is_backup_defect() && e.to_string().contains("leads out of the backup"), "{name}: {e}");
+        }
+    }
+
+    #[test]
+    fn linked_or_huge_backup_label_members_are_refused() {
+        let mut t = Vec::new();
+        raw_entry(&mut t, "backup_label", tar::EntryType::Symlink, "/root/secret", b"");
+        t.extend_from_slice(&[0u8; 1024]);
+        let e = read_tar_member_from(Box::new(io::Cursor::new(t)), "base.tar", "backup_label", 10).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        // A header claiming 1 GiB: at most MEMBER_MAX + 1 bytes are read.
+        let mut t = Vec::new();
+        raw_entry(&mut t, "backup_label", tar::EntryType::Regular, "", b"");
+        let mut h = tar::Header::from_byte_slice(&t[..512]).clone();
+        h.set_size(1 << 30);
+        h.set_cksum();
+        let big = io::Cursor::new(h.as_bytes().to_vec()).chain(io::repeat(b'x'));
+        let e = read_tar_member_from(Box::new(big), "base.tar", "backup_label", 10).unwrap_err();
+        assert!(e.is_backup_defect() && e.to_string().contains("larger than 1 MiB"), "{e}");
+    }
+
+    #[test]
+    fn a_huge_long_name_header_is_refused_before_it_is_read_into_memory() {
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..13].copy_from_slice(b"././@LongLink");
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_size(1 << 30);
+        h.set_cksum();
+        let stream = io::Cursor::new(h.as_bytes().to_vec()).chain(io::repeat(b'a'));
+        let d = tempfile::tempdir().unwrap();
+        let e = extract_tar_from(Box::new(stream), "base.tar", d.path(), None).unwrap_err();
+        assert!(e.is_backup_defect() && e.to_string().contains("claims 1 GiB"), "{e}");
+    }
+
+    #[test]
+    fn the_header_guard_follows_long_names_pax_sizes_and_odd_sizes() {
+        let mut b = tar::Builder::new(Vec::new());
+        let long = format!("base/{}/file", "d".repeat(150));
+        for (i, (name, len)) in
+            [("PG_VERSION", 3usize), (long.as_str(), 1000), ("global/x", 513), ("y", 0)].iter().enumerate()
+        {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(*len as u64);
+            h.set_mode(0o600);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, name, &vec![b'0' + i as u8; *len][..]).unwrap();
+        }
+        // A pax header whose size= the next entry uses.
+        let mut pax = tar::Header::new_ustar();
+        let rec = "15 size=000005\n";
+        pax.set_entry_type(tar::EntryType::XHeader);
+        pax.set_size(rec.len() as u64);
+        pax.set_path("pax").unwrap();
+        pax.set_cksum();
+        b.append(&pax, rec.as_bytes()).unwrap();
+        // Its own size field says 0: only a guard that read the pax record stays in step.
+        let mut h = tar::Header::new_ustar();
+        h.set_size(0);
+        h.set_path("z").unwrap();
+        h.set_cksum();
+        b.append(&h, &b"12345"[..]).unwrap();
+        let t = b.into_inner().unwrap();
+        let mut g = HeaderGuard::new(io::Cursor::new(t));
+        io::copy(&mut g, &mut io::sink()).unwrap();
+        assert!(!g.lost, "the guard lost track of a well-formed archive");
+    }
+
+    #[test]
+    fn a_zstd_frame_asking_for_a_2_gib_window_is_refused() {
+        // Frame header: magic, descriptor (no single segment), window descriptor 2^31, then a
+        // last raw block of 4 bytes.
+        let mut frame = vec![0x28, 0xB5, 0x2F, 0xFD, 0x00, (31 - 10) << 3];
+        let block = (4u32 << 3) | 1;
+        frame.extend_from_slice(&block.to_le_bytes()[..3]);
+        frame.extend_from_slice(b"data");
+        let mut r = decompress(Box::new(io::Cursor::new(frame)), Compression::Zstd, "base.tar.zst").unwrap();
+        let e = io::copy(&mut r, &mut io::sink()).unwrap_err();
+        let e = read_error("base.tar.zst", e);
+        assert!(!e.is_backup_defect(), "{e}");
+        assert!(e.to_string().contains("window larger than 128 MiB"), "{e}");
+        // The same frame with a 128 MiB window decodes.
+        let mut ok = vec![0x28, 0xB5, 0x2F, 0xFD, 0x00, (27 - 10) << 3];
+        ok.extend_from_slice(&block.to_le_bytes()[..3]);
+        ok.extend_from_slice(b"data");
+        let mut r = decompress(Box::new(io::Cursor::new(ok)), Compression::Zstd, "x.zst").unwrap();
+        let mut s = String::new();
+        r.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "data");
+    }
+
+    #[test]
+    fn a_full_disk_is_the_testers_error_not_a_defect() {
+        let enospc = io::Error::from_raw_os_error(libc::ENOSPC);
+        // How the tar crate wraps it: the kind kept, the OS error number only underneath.
+        let wrapped = io::Error::new(enospc.kind(), io::Error::other(enospc));
+        for e in [io::Error::from_raw_os_error(libc::ENOSPC), wrapped, io::Error::from_raw_os_error(libc::EDQUOT)] {
+            let err = read_error("base.tar", e);
+            assert!(!err.is_backup_defect(), "{err}");
+            assert_eq!(err.kind(), crate::error::ErrorKind::Tooling);
+            assert!(err.to_string().contains("ran out of space"), "{err}");
+        }
+        let truncated = io::Error::new(io::ErrorKind::UnexpectedEof, "unexpected end of file");
+        assert!(read_error("base.tar", truncated).is_backup_defect());
+    }
 }

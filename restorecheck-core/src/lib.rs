@@ -47,6 +47,7 @@ pub mod render;
 pub mod report;
 pub mod rto;
 pub mod runner;
+pub(crate) mod safefs;
 pub mod selftest;
 pub mod source;
 pub mod sources;

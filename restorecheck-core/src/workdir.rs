@@ -102,14 +102,14 @@ pub fn remove_stale(root: &Path) -> Vec<String> {
             continue;
         }
         let dir = e.path();
-        let owner = fs::read_to_string(dir.join(OWNER_FILE)).ok().and_then(|s| s.trim().parse::<i32>().ok());
+        let read = |p: &Path| crate::safefs::read_text(p, crate::safefs::SMALL_MAX).ok().flatten();
+        let owner = read(&dir.join(OWNER_FILE)).and_then(|s| s.trim().parse::<i32>().ok());
         match owner {
             Some(pid) if pid_alive(pid) => continue, // another run in progress
             None => continue,                        // not ours to judge
             _ => {}
         }
-        if let Some(pm) = fs::read_to_string(dir.join("data/postmaster.pid"))
-            .ok()
+        if let Some(pm) = read(&dir.join("data/postmaster.pid"))
             .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
         {
             let is_ours = fs::read_link(format!("/proc/{pm}/cwd")).map(|c| c.starts_with(&dir)).unwrap_or(false);
@@ -128,4 +128,50 @@ pub fn remove_stale(root: &Path) -> Vec<String> {
         }
     }
     notes
+}
+
+/// Checks that the filesystem holding `dir` has at least `needed` bytes free for an
+/// unprivileged writer (`statvfs`), before a source writes `what` there. Not enough is an
+/// [`Error::Tooling`] (verdict error, exit 2): the tester's disk, not the backup.
+pub fn ensure_free_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| Error::io("checking free space", dir, e.into()))?;
+    let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+    if free < needed {
+        return Err(Error::Tooling {
+            what: format!(
+                "not enough free space in the work dir {}: {what} needs at least {} but only {} is free",
+                dir.display(),
+                crate::safefs::human_bytes(needed),
+                crate::safefs::human_bytes(free)
+            ),
+            hint: "free space there, or set work_dir in the config (or TMPDIR) to a filesystem with room for the \
+                   restored cluster"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// [`ensure_free_space`] before a physical source writes `backup` into `req`: the size the
+/// source listed (the stored size — for compressed backups a lower bound of what they expand
+/// to) must be free in the work dir. Nothing is checked when the source does not know a size.
+pub fn ensure_room_for(req: &crate::source::FetchRequest, backup: &crate::source::BackupInfo) -> Result<()> {
+    match (backup.size_bytes, req.data_dir.parent()) {
+        (Some(n), Some(work)) if n > 0 => ensure_free_space(work, n, &format!("backup {}", backup.id)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_shortage_is_a_tooling_error() {
+        let d = tempfile::tempdir().unwrap();
+        ensure_free_space(d.path(), 1, "a tiny backup").unwrap();
+        let e = ensure_free_space(d.path(), u64::MAX / 2, "the backup x").unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Tooling);
+        assert!(e.to_string().contains("not enough free space in the work dir"), "{e}");
+    }
 }

@@ -86,7 +86,11 @@ pub fn prepare(spec: &LaunchSpec<'_>) -> Result<Launch> {
     let LaunchSpec { backup, req, os_user, control, user_settings, db_user } = spec;
     check_version(backup.pg_major)?;
     let data = &backup.data_dir;
-    let mut notes = datadir::prepare(data, &backup.wal)?;
+    // Before anything is written: no tablespace may lead out of the work dir, and a pg_wal link
+    // out of it (a plain `--waldir` backup) becomes a copy, so the server never writes a backup.
+    datadir::check_tablespaces(data, &req.work_dir)?;
+    let mut notes: Vec<String> = datadir::materialize_wal(data, &req.work_dir)?.into_iter().collect();
+    notes.extend(datadir::prepare(data, &backup.wal)?);
     let hba = req.work_dir.join("pg_hba.conf");
     let ident = req.work_dir.join("pg_ident.conf");
     write(&hba, settings::HBA_CONF)?;
@@ -181,7 +185,7 @@ fn restore_command_of(w: &WalSupply) -> Option<&str> {
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
-    fs::write(path, text).map_err(|e| Error::io("writing", path, e))
+    crate::safefs::write_file(path, text.as_bytes())
 }
 
 /// A port no one listens on now (the server only names its socket file with it).

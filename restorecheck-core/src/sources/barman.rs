@@ -272,8 +272,10 @@ fn manifest_end_lsn(data: &Path, id: &str) -> Option<Lsn> {
         wal_ranges: Vec<Range>,
     }
     [format!("backup_manifest.{id}"), "backup_manifest".to_string()].iter().find_map(|name| {
-        let f = std::fs::File::open(data.join(name)).ok()?;
-        let m: Manifest = serde_json::from_reader(std::io::BufReader::new(f)).ok()?;
+        // Not through a link, and bounded: the manifest comes from the backup.
+        let f = crate::safefs::open_nofollow(&data.join(name)).ok()?;
+        let capped = std::io::Read::take(std::io::BufReader::new(f), crate::safefs::MANIFEST_MAX);
+        let m: Manifest = serde_json::from_reader(capped).ok()?;
         m.wal_ranges.last().and_then(|r| r.end.parse().ok())
     })
 }
@@ -402,6 +404,7 @@ impl BackupSource for BarmanSource {
     }
 
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+        crate::workdir::ensure_room_for(req, backup)?;
         let exe = self.program()?;
         let show = self.show_backup(ctx, Phase::Fetch, &backup.id).await?;
         let status = show.status.clone().unwrap_or_else(|| "UNKNOWN".into());

@@ -14,7 +14,8 @@ use crate::archive::{self, Compression};
 use crate::context::RunContext;
 use crate::decrypt::{DecryptConfig, Decryptor};
 use crate::error::{Error, Result};
-use crate::postgres::Lsn;
+use crate::postgres::{datadir, Lsn};
+use crate::safefs;
 use crate::source::{BackupInfo, BackupSource, FetchRequest, FetchedBackup, WalSupply};
 use crate::storage::{self, BackupFile, Location, Remote, RemoteObject, StorageOptions};
 use crate::wal_archive::WalArchive;
@@ -209,8 +210,8 @@ pub fn parse_label_time(s: &str) -> Option<DateTime<Utc>> {
 fn read_label(dir: &Path, layout: &Layout, decrypt: Option<&Decryptor>) -> Result<(Option<String>, Option<String>)> {
     match layout {
         Layout::Plain => {
-            let p = dir.join("backup_label");
-            let text = fs::read_to_string(&p).ok();
+            // Read without following a link and at most 1 MiB: the backup is untrusted.
+            let text = safefs::read_text(&dir.join("backup_label"), safefs::LABEL_MAX)?;
             let owner = fs::metadata(dir.join("PG_VERSION"))
                 .ok()
                 .and_then(|m| nix::unistd::User::from_uid(m.uid().into()).ok().flatten())
@@ -246,6 +247,21 @@ fn dir_size(p: &Path) -> u64 {
 }
 
 impl BaseBackupSource {
+    /// [`Self::info`], or for a damaged backup an entry saying so: it still shows up (and
+    /// fails when chosen).
+    fn info_or_unreadable(&self, id: &str, dir: &Path, layout: &Layout, decrypt: Option<&Decryptor>) -> BackupInfo {
+        self.info(id, dir, layout, decrypt).unwrap_or_else(|e| BackupInfo {
+            id: id.to_string(),
+            taken_at: fs::metadata(dir).and_then(|m| m.modified()).ok().map(DateTime::<Utc>::from),
+            size_bytes: Some(dir_size(dir)),
+            kind: format!("unreadable: {e}"),
+            location: format!("basebackup:{}", dir.display()),
+            pg_major: None,
+            label: None,
+            timeline: None,
+        })
+    }
+
     fn info(&self, id: &str, dir: &Path, layout: &Layout, decrypt: Option<&Decryptor>) -> Result<BackupInfo> {
         // With a wrong key the backup still lists (by file time) and the fetch phase says why.
         let (label_text, _) = match read_label(dir, layout, decrypt) {
@@ -268,7 +284,10 @@ impl BaseBackupSource {
                 tar_kind(&n, decrypt)
             }
         };
-        let pg_major = fs::read_to_string(dir.join("PG_VERSION")).ok().and_then(|v| v.trim().parse().ok());
+        let pg_major = safefs::read_text(&dir.join("PG_VERSION"), safefs::SMALL_MAX)
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse().ok());
         Ok(BackupInfo {
             id: id.to_string(),
             taken_at,
@@ -306,7 +325,7 @@ impl BackupSource for BaseBackupSource {
             }
             if let Some(layout) = detect(&root) {
                 let id = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "backup".into());
-                return Ok(vec![this.info(&id, &root, &layout, decrypt)?]);
+                return Ok(vec![this.info_or_unreadable(&id, &root, &layout, decrypt)]);
             }
             let rd = fs::read_dir(&root).map_err(|e| this.err(format!("cannot list {}: {e}", root.display())))?;
             let mut out = Vec::new();
@@ -317,20 +336,7 @@ impl BackupSource for BaseBackupSource {
                 }
                 if let Some(layout) = detect(&dir) {
                     let id = entry.file_name().to_string_lossy().into_owned();
-                    match this.info(&id, &dir, &layout, decrypt) {
-                        Ok(i) => out.push(i),
-                        // A damaged backup still shows up (and fails when chosen).
-                        Err(e) => out.push(BackupInfo {
-                            id: id.clone(),
-                            taken_at: fs::metadata(&dir).and_then(|m| m.modified()).ok().map(DateTime::<Utc>::from),
-                            size_bytes: Some(dir_size(&dir)),
-                            kind: format!("unreadable: {e}"),
-                            location: format!("basebackup:{}", dir.display()),
-                            pg_major: None,
-                            label: None,
-                            timeline: None,
-                        }),
-                    }
+                    out.push(this.info_or_unreadable(&id, &dir, &layout, decrypt));
                 }
             }
             crate::source::sort_newest_first(&mut out);
@@ -360,12 +366,13 @@ impl BackupSource for BaseBackupSource {
             }
             Location::Remote(r) => {
                 let (owner, bytes) = self.fetch_remote(ctx, &r, backup, req, decrypt.clone()).await?;
-                let label = fs::read_to_string(req.data_dir.join("backup_label")).ok();
+                let label = safefs::read_text(&req.data_dir.join("backup_label"), safefs::LABEL_MAX)?;
                 (PathBuf::from(backup.location.trim_start_matches("basebackup:")), owner, bytes, label)
             }
         };
         let data = &req.data_dir;
         let (pg_major, backup_end_lsn) = check_physical(data, &origin)?;
+        datadir::check_tablespaces(data, data.parent().unwrap_or(data))?;
         let start_file = label.as_deref().map(BackupLabel::parse).and_then(|l| l.start_wal_file);
         let (wal, archive) = match &self.cfg.wal_archive {
             None => (WalSupply::SelfContained, None),
@@ -426,14 +433,14 @@ impl BackupSource for BaseBackupSource {
 /// version and the backup's end LSN from its `backup_manifest` when there is one. `origin`
 /// names the backup in messages.
 pub fn check_physical(data: &Path, origin: &Path) -> Result<(u32, Option<Lsn>)> {
-    if !data.join("backup_label").is_file() {
+    datadir::refuse_irregular_control_files(data)?;
+    if !safefs::is_regular(&data.join("backup_label")) {
         return Err(Error::defect(format!(
             "{}: backup_label is missing; without it PostgreSQL would start from the wrong checkpoint and silently corrupt the copy",
             origin.display()
         )));
     }
-    let pg_major: u32 = fs::read_to_string(data.join("PG_VERSION"))
-        .ok()
+    let pg_major: u32 = safefs::read_text(&data.join("PG_VERSION"), safefs::SMALL_MAX)?
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| Error::defect(format!("{}: PG_VERSION is missing or unreadable", origin.display())))?;
     Ok((pg_major, manifest_end_lsn(&data.join("backup_manifest"))?))
@@ -451,47 +458,67 @@ fn manifest_end_lsn(path: &Path) -> Result<Option<Lsn>> {
         #[serde(rename = "WAL-Ranges", default)]
         wal_ranges: Vec<Range>,
     }
-    let f = match fs::File::open(path) {
+    let f = match safefs::open_nofollow(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("reading backup manifest", path, e)),
     };
-    let m: Manifest = serde_json::from_reader(std::io::BufReader::new(f))
+    if f.metadata().map(|m| m.len()).unwrap_or(0) > safefs::MANIFEST_MAX {
+        return Err(Error::defect(format!(
+            "{} is larger than {}; refusing to read it",
+            path.display(),
+            safefs::human_bytes(safefs::MANIFEST_MAX)
+        )));
+    }
+    let capped = std::io::Read::take(std::io::BufReader::new(f), safefs::MANIFEST_MAX);
+    let m: Manifest = serde_json::from_reader(capped)
         .map_err(|e| Error::defect(format!("{} is not a valid backup manifest: {e}", path.display())))?;
     Ok(m.wal_ranges.last().and_then(|r| r.end.parse().ok()))
 }
 
 /// Copies a plain-format backup (the backup is never modified; the server writes into the
-/// copy). Tablespace symlinks are followed and their contents copied beside it.
+/// copy). Links are never copied as links when they lead out: a `pg_wal` link (`pg_basebackup
+/// --waldir`) becomes a folder with a copy of the WAL, each `pg_tblspc/<oid>` link a copy of
+/// the tablespace's `PG_*` folder under `tablespace_dir`, linked from the copy; any other link
+/// out is refused for the files that describe the backup and left out otherwise.
 async fn copy_plain(ctx: &RunContext, src: &Path, req: &FetchRequest) -> Result<u64> {
-    let total = dir_size(src);
+    let total = dir_size(src) + linked_sizes(src);
+    if let Some(work) = req.data_dir.parent() {
+        crate::workdir::ensure_free_space(work, total, &format!("the backup {}", src.display()))?;
+    }
     ctx.progress.begin(&format!("copying {}", src.display()), Some(total));
     let (src, req2, progress) = (src.to_path_buf(), req.clone(), ctx.progress.clone());
     let cancel = ctx.cancel.clone();
     let r = tokio::task::spawn_blocking(move || -> Result<u64> {
         let mut bytes = 0;
-        copy_tree(&src, &req2.data_dir, &mut bytes, &*progress, &cancel)?;
-        let tbl = req2.data_dir.join("pg_tblspc");
-        if let Ok(rd) = fs::read_dir(&tbl) {
-            for e in rd.flatten() {
-                let link = e.path();
-                if !fs::symlink_metadata(&link).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
-                    continue;
-                }
-                let target = fs::read_link(&link).map_err(|e| Error::io("reading tablespace link", &link, e))?;
-                let target = if target.is_relative() { src.join("pg_tblspc").join(target) } else { target };
-                if !target.is_dir() {
-                    return Err(Error::defect(format!(
-                        "tablespace {} points to {}, which does not exist here",
-                        e.file_name().to_string_lossy(),
-                        target.display()
-                    )));
-                }
-                let dest = req2.tablespace_dir.join(e.file_name());
-                fs::create_dir_all(&dest).map_err(|er| Error::io("creating", &dest, er))?;
-                copy_tree(&target, &dest, &mut bytes, &*progress, &cancel)?;
-                fs::remove_file(&link).map_err(|er| Error::io("replacing tablespace link", &link, er))?;
+        let mut out_links = Vec::new();
+        let mut copy =
+            CopyState { bytes: &mut bytes, progress: &*progress, cancel: &cancel, out_links: &mut out_links };
+        copy.tree(&src, &req2.data_dir, Path::new(""))?;
+        for (rel, target) in out_links {
+            let link = req2.data_dir.join(&rel);
+            let abs = |base: &Path| if target.is_relative() { base.join(&target) } else { target.clone() };
+            if rel == Path::new("pg_wal") {
+                // Linked as in the backup for a moment, then replaced by a copy (never written).
+                std::os::unix::fs::symlink(abs(&src), &link).map_err(|e| Error::io("linking", &link, e))?;
+                let work = req2.data_dir.parent().unwrap_or(&req2.data_dir);
+                datadir::materialize_wal(&req2.data_dir, work)?;
+            } else if rel.parent() == Some(Path::new("pg_tblspc")) {
+                let oid = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let dest = req2.tablespace_dir.join(&oid);
+                let mut copy =
+                    CopyState { bytes: &mut bytes, progress: &*progress, cancel: &cancel, out_links: &mut Vec::new() };
+                copy_tablespace(&oid, &abs(&src.join("pg_tblspc")), &dest, &mut copy)?;
                 std::os::unix::fs::symlink(&dest, &link).map_err(|er| Error::io("linking tablespace", &link, er))?;
+            } else if datadir::is_control_file(&rel) {
+                return Err(Error::defect(format!(
+                    "{} in the backup {} is a symbolic link that leads out of the backup; restorecheck refuses to \
+                     follow it (it could point anywhere on this host), so the backup cannot be checked",
+                    rel.display(),
+                    src.display()
+                )));
+            } else {
+                tracing::warn!("{}: not copying {}, a symbolic link out of the backup", src.display(), rel.display());
             }
         }
         Ok(bytes)
@@ -502,38 +529,112 @@ async fn copy_plain(ctx: &RunContext, src: &Path, req: &FetchRequest) -> Result<
     r
 }
 
-fn copy_tree(
-    src: &Path,
-    dst: &Path,
-    bytes: &mut u64,
-    progress: &dyn crate::context::Progress,
-    cancel: &tokio_util::sync::CancellationToken,
-) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if cancel.is_cancelled() {
-        return Err(Error::Cancelled { phase: crate::report::Phase::Fetch });
+/// Bytes behind the `pg_wal` and `pg_tblspc/<oid>` links of a plain backup (`dir_size` does
+/// not follow links), counting only what [`copy_plain`] copies from there: the WAL folder's
+/// own files, a tablespace's `PG_*` folders. A link to `/` costs one directory listing.
+fn linked_sizes(src: &Path) -> u64 {
+    let target = |l: &Path| {
+        fs::symlink_metadata(l).is_ok_and(|m| m.file_type().is_symlink()).then(|| fs::canonicalize(l).ok()).flatten()
+    };
+    let listing = |d: &Path| fs::read_dir(d).map(|rd| rd.flatten().collect::<Vec<_>>()).unwrap_or_default();
+    let mut n = 0;
+    if let Some(wal) = target(&src.join("pg_wal")) {
+        n += listing(&wal)
+            .iter()
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum::<u64>();
     }
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dst).map_err(|e| Error::io("creating", dst, e))?;
-    for entry in fs::read_dir(src).map_err(|e| Error::io("listing backup", src, e))? {
-        let entry = entry.map_err(|e| Error::io("listing backup", src, e))?;
-        if cancel.is_cancelled() {
-            return Err(Error::Cancelled { phase: crate::report::Phase::Fetch });
+    for link in listing(&src.join("pg_tblspc")) {
+        if let Some(t) = target(&link.path()) {
+            n += listing(&t)
+                .iter()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("PG_"))
+                .map(|e| dir_size(&e.path()))
+                .sum::<u64>();
         }
-        let from = entry.path();
-        let to = dst.join(entry.file_name());
-        let ft = entry.file_type().map_err(|e| Error::io("reading", &from, e))?;
-        if ft.is_symlink() {
-            let t = fs::read_link(&from).map_err(|e| Error::io("reading link", &from, e))?;
-            std::os::unix::fs::symlink(t, &to).map_err(|e| Error::io("creating link", &to, e))?;
-        } else if ft.is_dir() {
-            copy_tree(&from, &to, bytes, progress, cancel)?;
-        } else if ft.is_file() {
-            let n = fs::copy(&from, &to).map_err(|e| Error::io("copying backup file", &from, e))?;
-            *bytes += n;
-            progress.advance(n);
-        }
+    }
+    n
+}
+
+/// Copies the tablespace `oid` of a plain backup from `target` (where its `pg_tblspc` link
+/// leads) to `dest`: only its `PG_<version>_<catversion>` folders, so a link to `/etc` or
+/// `/root` copies nothing of them. A link to anything else is a defect.
+fn copy_tablespace(oid: &str, target: &Path, dest: &Path, copy: &mut CopyState<'_>) -> Result<()> {
+    if oid.is_empty() || !oid.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::defect(format!("pg_tblspc/{oid:?} in the backup is not a tablespace OID (a number)")));
+    }
+    let folders: Vec<fs::DirEntry> = fs::read_dir(target)
+        .map_err(|_| {
+            Error::defect(format!("tablespace {oid} points to {}, which does not exist here", target.display()))
+        })?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("PG_") && e.file_type().is_ok_and(|t| t.is_dir()))
+        .collect();
+    if folders.is_empty() {
+        return Err(Error::defect(format!(
+            "tablespace {oid} points to {}, which holds no PG_<version>_<catversion> folder: not a tablespace",
+            target.display()
+        )));
+    }
+    for f in folders {
+        copy.tree(&f.path(), &dest.join(f.file_name()), Path::new(""))?;
     }
     Ok(())
+}
+
+/// One copy of a folder tree: bytes copied, progress, cancellation, and the links that lead out
+/// (relative path in the tree, link target), which are not created.
+struct CopyState<'a> {
+    bytes: &'a mut u64,
+    progress: &'a dyn crate::context::Progress,
+    cancel: &'a tokio_util::sync::CancellationToken,
+    out_links: &'a mut Vec<(PathBuf, PathBuf)>,
+}
+
+impl CopyState<'_> {
+    fn tree(&mut self, src: &Path, dst: &Path, rel: &Path) -> Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        if self.cancel.is_cancelled() {
+            return Err(Error::Cancelled { phase: crate::report::Phase::Fetch });
+        }
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dst).map_err(|e| Error::io("creating", dst, e))?;
+        for entry in fs::read_dir(src).map_err(|e| Error::io("listing backup", src, e))? {
+            let entry = entry.map_err(|e| Error::io("listing backup", src, e))?;
+            if self.cancel.is_cancelled() {
+                return Err(Error::Cancelled { phase: crate::report::Phase::Fetch });
+            }
+            let from = entry.path();
+            let to = dst.join(entry.file_name());
+            let rel = rel.join(entry.file_name());
+            let ft = entry.file_type().map_err(|e| Error::io("reading", &from, e))?;
+            if ft.is_symlink() {
+                let t = fs::read_link(&from).map_err(|e| Error::io("reading link", &from, e))?;
+                if safefs::link_stays_below(&t) {
+                    std::os::unix::fs::symlink(t, &to).map_err(|e| Error::io("creating link", &to, e))?;
+                } else {
+                    self.out_links.push((rel, t));
+                }
+            } else if ft.is_dir() {
+                self.tree(&from, &to, &rel)?;
+            } else if ft.is_file() {
+                let mut r = safefs::open_nofollow(&from).map_err(|e| Error::io("opening backup file", &from, e))?;
+                let perm = r.metadata().map_err(|e| Error::io("reading", &from, e))?.permissions();
+                let mut w = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&to)
+                    .map_err(|e| Error::io("creating", &to, e))?;
+                let n =
+                    std::io::copy(&mut r, &mut w).map_err(|e| archive::read_error(&from.display().to_string(), e))?;
+                fs::set_permissions(&to, perm).map_err(|e| Error::io("setting mode", &to, e))?;
+                *self.bytes += n;
+                self.progress.advance(n);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Extracts `base.tar*`, every `<oid>.tar*` (tablespaces) and `pg_wal.tar*`, in parallel, then
@@ -593,6 +694,10 @@ async fn extract_backup_files(
         jobs.sort_by_key(|(f, _)| std::cmp::Reverse(f.size()));
     }
     let total: u64 = jobs.iter().map(|(f, _)| f.size()).sum();
+    // The archives' size: their content when uncompressed, a lower bound otherwise.
+    if let Some(work) = req.data_dir.parent() {
+        crate::workdir::ensure_free_space(work, total, &format!("the backup {shown}"))?;
+    }
     ctx.progress.begin(&format!("extracting {shown}"), Some(total));
     let mut tasks: Vec<Box<dyn FnOnce() -> Result<u64> + Send>> = Vec::new();
     for (file, dest) in jobs {
@@ -611,6 +716,10 @@ async fn extract_backup_files(
     rewrite_tablespace_map(&req.data_dir, &tablespaces)?;
     if let Some(m) = manifest {
         let to = req.data_dir.join("backup_manifest");
+        // Whatever base.tar put there (a link, say) is replaced, never written through.
+        if safefs::present(&to) && fs::symlink_metadata(&to).is_ok_and(|md| !md.is_dir()) {
+            fs::remove_file(&to).map_err(|e| Error::io("replacing", &to, e))?;
+        }
         let decrypt = decrypt.cloned();
         let cancel = ctx.cancel.clone();
         tokio::task::spawn_blocking(move || m.save_to(&to, decrypt.as_ref(), None, cancel))
@@ -766,10 +875,8 @@ impl BaseBackupSource {
                     if tar {
                         label_from_tar(&f, d2.as_ref())
                     } else {
-                        let (mut rd, _) = f.open(d2.as_ref(), None, cancel)?;
-                        let mut text = String::new();
-                        std::io::Read::read_to_string(&mut rd, &mut text)
-                            .map_err(|e| archive::read_error(&f.display(), e))?;
+                        let (rd, _) = f.open(d2.as_ref(), None, cancel)?;
+                        let text = safefs::read_capped(rd, safefs::LABEL_MAX, &f.display())?;
                         Ok((Some(text), None))
                     }
                 })
@@ -947,16 +1054,29 @@ fn tar_kind(name: &str, decrypt: Option<&Decryptor>) -> String {
 /// production path; a tablespace listed there without its tar is a defect.
 fn rewrite_tablespace_map(data: &Path, extracted: &[(String, PathBuf)]) -> Result<()> {
     let map = data.join("tablespace_map");
-    let Ok(text) = fs::read_to_string(&map) else { return Ok(()) };
+    let Some(text) = safefs::read_text(&map, safefs::LABEL_MAX)? else { return Ok(()) };
     let mut out = String::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let oid = line.split_whitespace().next().unwrap_or("");
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let (oid, path) = line.split_once(' ').unwrap_or((line, ""));
+        if oid.is_empty() || !oid.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Error::defect(format!(
+                "tablespace_map line {}: {oid:?} is not a tablespace OID (a number); refusing the backup",
+                n + 1
+            )));
+        }
+        if safefs::plain_absolute(Path::new(path)).is_none() {
+            return Err(Error::defect(format!(
+                "tablespace_map line {}: tablespace {oid} has location {path:?}, which is not an absolute path without \
+                 `..`; refusing the backup",
+                n + 1
+            )));
+        }
         let dest = extracted.iter().find(|(o, _)| o == oid).map(|(_, d)| d).ok_or_else(|| {
             Error::defect(format!("tablespace {oid} is listed in tablespace_map but {oid}.tar is not in the backup"))
         })?;
         out.push_str(&format!("{oid} {}\n", dest.display()));
     }
-    fs::write(&map, out).map_err(|e| Error::io("writing tablespace_map", &map, e))
+    safefs::write_file(&map, out.as_bytes())
 }
 
 #[cfg(test)]

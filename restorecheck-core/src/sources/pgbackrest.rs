@@ -594,6 +594,7 @@ impl BackupSource for PgBackRestSource {
     }
 
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+        crate::workdir::ensure_room_for(req, backup)?;
         let exe = self.program()?;
         // Fresh facts: the archive may have grown since the listing.
         let stanza = self.info(ctx, Phase::Fetch).await?;

@@ -114,7 +114,11 @@ pub(crate) fn tree_size(p: &Path) -> u64 {
 
 /// The major version in `<data_dir>/PG_VERSION`.
 pub(crate) fn pg_version(data_dir: &Path) -> Option<u32> {
-    std::fs::read_to_string(data_dir.join("PG_VERSION")).ok().and_then(|v| v.trim().parse().ok())
+    // Not through a link, and bounded: the file comes from the backup.
+    crate::safefs::read_text(&data_dir.join("PG_VERSION"), crate::safefs::SMALL_MAX)
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The newest WAL segment (by position, then timeline) among the files in `dir`.

@@ -466,6 +466,7 @@ impl BackupSource for WaleSource {
     }
 
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+        crate::workdir::ensure_room_for(req, backup)?;
         let exe = self.program()?;
         let env = self.environment()?;
         let all = self.backups(ctx, Phase::Fetch).await?;
@@ -523,7 +524,7 @@ impl BackupSource for WaleSource {
                 .ok_or_else(|| Error::defect(format!("{}: PG_VERSION is missing or unreadable", origin.display())))?
         };
         move_in_place_tablespaces(req)?;
-        check_tablespaces_inside(&req.data_dir, &req.tablespace_dir, KIND)?;
+        check_tablespaces_inside(req)?;
 
         let store = Self::prefix(&env).as_deref().and_then(file_prefix_path);
         let command = self.write_restore_script(&exe, store.as_deref(), req)?;

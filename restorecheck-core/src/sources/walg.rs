@@ -416,37 +416,9 @@ fn write_restore_spec(req: &FetchRequest, tablespaces: &[String]) -> Result<Path
 }
 
 /// Refuses a fetched data directory whose tablespaces (`pg_tblspc` links, `tablespace_map`)
-/// point outside the work dir: a server started on it would write to those paths.
-pub(crate) fn check_tablespaces_inside(data: &Path, tablespace_dir: &Path, source_kind: &'static str) -> Result<()> {
-    let inside = |p: &Path| p.starts_with(tablespace_dir) || p.starts_with(data);
-    let outside = |oid: &str, target: &Path| Error::Source {
-        source_kind,
-        message: format!(
-            "tablespace {oid} was restored to {}, outside restorecheck's work dir; refusing to start a server that \
-             would write there",
-            target.display()
-        ),
-    };
-    let tbl = data.join("pg_tblspc");
-    if let Ok(rd) = std::fs::read_dir(&tbl) {
-        for e in rd.flatten() {
-            let link = e.path();
-            let Ok(target) = std::fs::read_link(&link) else { continue };
-            let target = if target.is_relative() { tbl.join(target) } else { target };
-            if !inside(&target) {
-                return Err(outside(&e.file_name().to_string_lossy(), &target));
-            }
-        }
-    }
-    if let Ok(map) = std::fs::read_to_string(data.join("tablespace_map")) {
-        for line in map.lines().filter(|l| !l.trim().is_empty()) {
-            let (oid, path) = line.split_once(' ').unwrap_or((line, ""));
-            if !inside(Path::new(path.trim())) {
-                return Err(outside(oid, Path::new(path.trim())));
-            }
-        }
-    }
-    Ok(())
+/// lead outside the work dir: the shared check of every source.
+pub(crate) fn check_tablespaces_inside(req: &FetchRequest) -> Result<()> {
+    crate::postgres::datadir::check_tablespaces(&req.data_dir, req.data_dir.parent().unwrap_or(&req.data_dir))
 }
 
 /// When running as root, the restored server's OS user runs `exe` (through the
@@ -500,6 +472,7 @@ impl BackupSource for WalgSource {
     }
 
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+        crate::workdir::ensure_room_for(req, backup)?;
         let exe = self.program()?;
         let env = self.environment()?;
         // Fresh facts: the backup may have been deleted since the listing.
@@ -532,7 +505,7 @@ impl BackupSource for WalgSource {
         }
 
         let (pg_major, manifest_end) = check_physical(&req.data_dir, Path::new(&backup.location))?;
-        check_tablespaces_inside(&req.data_dir, &req.tablespace_dir, KIND)?;
+        check_tablespaces_inside(req)?;
         let command = self.write_restore_script(&exe, req)?;
         let mut readable_paths = Vec::new();
         if let Some(p) = environment::lookup(&env, "WALG_FILE_PREFIX").filter(|p| p.starts_with('/')) {
@@ -636,11 +609,12 @@ mod tests {
         std::fs::create_dir_all(data.join("pg_tblspc")).unwrap();
         std::fs::create_dir_all(ts.join("16400")).unwrap();
         std::os::unix::fs::symlink(ts.join("16400"), data.join("pg_tblspc/16400")).unwrap();
-        check_tablespaces_inside(&data, &ts, KIND).unwrap();
+        let req = FetchRequest::new(data.clone(), ts.clone(), d.path().join("scratch"));
+        check_tablespaces_inside(&req).unwrap();
         std::os::unix::fs::symlink("/srv/prod/ts", data.join("pg_tblspc/16401")).unwrap();
-        assert!(check_tablespaces_inside(&data, &ts, KIND).is_err());
+        assert!(check_tablespaces_inside(&req).is_err());
         std::fs::remove_file(data.join("pg_tblspc/16401")).unwrap();
         std::fs::write(data.join("tablespace_map"), "16400 /srv/prod/ts\n").unwrap();
-        assert!(check_tablespaces_inside(&data, &ts, KIND).is_err());
+        assert!(check_tablespaces_inside(&req).is_err());
     }
 }
