@@ -727,7 +727,9 @@ fn demo_passes_cleans_up_and_prints_the_next_three_commands() {
     }
     assert!(std::fs::read_dir(dir.work()).unwrap().next().is_none(), "demo left files behind");
     assert!(no_server_under(&dir.work()));
+}
 
+#[test]
 fn outputs_never_follow_planted_symlinks_and_are_private() {
     let dir = Dir::new("output-links");
     // A check that cannot find a backup: quick, and it still writes every output.

@@ -392,8 +392,10 @@ mod tests {
         a.histories.insert(4, parse_history("1\t0/B00A3C8\tx\n2\t0/C100000\tx\n3\t0/D000000\tx\n").unwrap());
         assert_eq!(a.path(RecoveryTargetTimeline::Latest, 1).timelines, vec![1, 2]);
         // A switch exactly at a segment boundary leaves the parent's segment there unread.
-        let mut b = ArchiveContents::default();
-        b.segments = vec!["00000001000000000000000C".into(), "00000002000000000000000B".into()];
+        let mut b = ArchiveContents {
+            segments: vec!["00000001000000000000000C".into(), "00000002000000000000000B".into()],
+            ..Default::default()
+        };
         b.histories.insert(2, parse_history("1\t0/C000000\tx\n").unwrap());
         let p = b.path(RecoveryTargetTimeline::Latest, 1);
         assert_eq!(b.newest_on(&p, SEG).as_deref(), Some("00000002000000000000000B"));
