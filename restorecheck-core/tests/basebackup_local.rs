@@ -329,8 +329,10 @@ async fn deadline_stops_the_check_with_an_error_and_cleans_up() {
     let c = cluster(&dir, 1).await;
     c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
     let ch = check(&c.backups_dir(), None)
-        .assert(SqlAssertion::min("select count(*) from (select pg_sleep(30)) s", 1.0))
-        .timeout(Duration::from_secs(4));
+        .assert(SqlAssertion::min("select count(*) from (select pg_sleep(300)) s", 1.0))
+        // Long enough to get through restore and recovery on a loaded 2-core CI machine (4 s was
+        // not, once recovery also locks the copy down with a password); the assertion never ends.
+        .timeout(Duration::from_secs(20));
     let r = run(&dir, ch).await;
     assert_eq!(r.verdict, Verdict::Error);
     let f = r.failure.unwrap();
