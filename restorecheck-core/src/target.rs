@@ -126,17 +126,7 @@ impl Connection {
 
     /// Connects to `database`, driving the connection on a background task.
     pub async fn connect(&self, database: &str) -> Result<tokio_postgres::Client> {
-        let (client, conn) = self
-            .config(database)
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| crate::Error::postgres(format!("connecting to database {database:?}"), e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection closed: {e}");
-            }
-        });
-        Ok(client)
+        spawn_connection(self.config(database), database).await
     }
 
     /// A config for **restorecheck's own queries** on a restored (untrusted) database: the
