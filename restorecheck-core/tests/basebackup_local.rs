@@ -542,3 +542,30 @@ async fn file_url_locations_are_local_folders() {
     assert_pass(&r);
     assert_eq!(r.recovery.mode.as_deref(), Some("archive"));
 }
+
+/// A WAL segment the server's OS user cannot read (production's archive_command writes them
+/// 0600 as `postgres`) would look "not found" to restore_command and end recovery early: a good
+/// backup would FAIL. It is an error of the testing setup instead, naming the file and the fix.
+#[tokio::test]
+async fn an_archived_segment_the_server_user_cannot_read_is_an_error_not_a_failed_backup() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root to give a segment to another user");
+        return;
+    }
+    let dir = TestDir::new("unreadable-wal");
+    let c = cluster(&dir, 10).await;
+    c.basebackup("b1", &["-Ft", "-Xnone"]).await.unwrap();
+    c.add_rows(10).await.unwrap();
+    let seg = c.switch_and_archive().await.unwrap();
+    let archive = dir.sub("archive");
+    copy(&c.archive_dir(), &archive.join("a"));
+    let archive = archive.join("a");
+    let file = archive.join(&seg);
+    std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let r = run(&dir, check(&c.backups_dir(), Some(&archive))).await;
+    assert_eq!(r.verdict, Verdict::Error, "{r:?}");
+    let f = r.failure.unwrap();
+    assert_eq!(f.phase, Phase::Restore);
+    assert!(f.message.contains("cannot read") && f.message.contains(&seg), "{}", f.message);
+}

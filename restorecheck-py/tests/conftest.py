@@ -64,7 +64,8 @@ class Cluster:
             f"unix_socket_directories = '{self.sock}'",
             "wal_level = replica",
             "archive_mode = on",
-            f"archive_command = 'test ! -f {self.archive}/%f && cp %p {self.archive}/%f'",
+            f"archive_command = 'test ! -f {self.archive}/%f && cp %p {self.archive}/%f && chmod 0644 {self.archive}/%f'",
+            # (the server archives files 0600; the restored server runs as its own OS user)
             "max_wal_senders = 5",
             "fsync = off",
             "synchronous_commit = off",

@@ -113,18 +113,68 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
 /// Checks that `user` can read `dir` (list it and open files in it), by asking a child process
 /// running as that user. Used before the server's `restore_command` depends on it.
 pub fn check_readable(user: &OsUser, dir: &Path) -> Result<()> {
-    let mut cmd = std::process::Command::new("test");
-    cmd.arg("-r").arg(dir).arg("-a").arg("-x").arg(dir);
-    user.apply_std(&mut cmd);
-    let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Tooling {
-            what: format!("OS user {:?} (which runs the restored server) cannot read {}", user.name, dir.display()),
-            hint: "grant it read access (e.g. a group with r-x on the folders, r on the files); \
-                   restorecheck never needs write access to backups"
-                .into(),
-        })
+    let hint = |what: &str| Error::Tooling {
+        what: format!("OS user {:?} (which runs the restored server) cannot read {what}", user.name),
+        hint: format!(
+            "grant it read access, e.g. `setfacl -R -m u:{0}:rX {1} && setfacl -R -d -m u:{0}:rX {1}` \
+             (files a PostgreSQL server archives are mode 0600; the restored server runs with its own uid \
+             and primary group only, no supplementary groups), or set target.os_user to the files' owner; \
+             restorecheck never needs write access to backups",
+            user.name,
+            dir.display()
+        ),
+    };
+    if !user_can_read(user, dir, true) {
+        return Err(hint(&dir.display().to_string()));
     }
+    // The files too: a WAL segment the server cannot read looks "not found" to restore_command,
+    // which would end recovery early and fail a good backup. Mode bits first (cheap, exactly how
+    // the server's identity is set up), the real check for a file they deny (ACLs may allow it).
+    if !user.switched {
+        return Ok(());
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if !meta.is_file() || readable_by_mode(user, &meta) {
+            continue;
+        }
+        let path = entry.path();
+        if user_can_read(user, &path, false) {
+            return Ok(()); // ACLs grant what the mode bits do not: trust them for the rest
+        }
+        use std::os::unix::fs::MetadataExt;
+        return Err(hint(&format!(
+            "{} (mode {:04o}, owner uid {}, gid {})",
+            path.display(),
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `user` (uid and primary gid only) may read a file by its mode bits.
+fn readable_by_mode(user: &OsUser, meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode();
+    if meta.uid() == user.uid {
+        mode & 0o400 != 0
+    } else if meta.gid() == user.gid {
+        mode & 0o040 != 0
+    } else {
+        mode & 0o004 != 0
+    }
+}
+
+/// Asks a child running as `user` whether it can read `path` (and enter it, for a folder).
+fn user_can_read(user: &OsUser, path: &Path, folder: bool) -> bool {
+    let mut cmd = std::process::Command::new("test");
+    cmd.arg("-r").arg(path);
+    if folder {
+        cmd.arg("-a").arg("-x").arg(path);
+    }
+    user.apply_std(&mut cmd);
+    cmd.status().map(|s| s.success()).unwrap_or(false)
 }
