@@ -243,20 +243,6 @@ async fn pg_dump_custom_and_sql_gz_pass_from_a_read_only_location() {
     }
 }
 
-/// Runs `pgbackrest` as the cluster's OS user.
-fn pgbackrest(c: &SampleCluster, cwd: &Path, args: &[String]) {
-    let mut cmd = Command::new("pgbackrest");
-    cmd.args(args).current_dir(cwd);
-    c.os_user().apply_std(&mut cmd);
-    let out = cmd.output().expect("pgbackrest is installed (scripts/setup.sh --test installs it)");
-    assert!(
-        out.status.success(),
-        "pgbackrest {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn pgbackrest_passes_from_a_read_only_repository() {
     const STANZA: &str = "rc";

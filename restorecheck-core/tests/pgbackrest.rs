@@ -29,21 +29,6 @@ struct Setup {
     repo: PathBuf,
 }
 
-/// Runs `pgbackrest` as the cluster's OS user (as a real installation would).
-fn pgbackrest(c: &SampleCluster, cwd: &Path, args: &[String]) -> String {
-    let mut cmd = Command::new("pgbackrest");
-    cmd.args(args).current_dir(cwd);
-    c.os_user().apply_std(&mut cmd);
-    let out = cmd.output().expect("pgbackrest is installed (scripts/setup.sh --test installs it)");
-    assert!(
-        out.status.success(),
-        "pgbackrest {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 async fn setup(dir: &TestDir, rows: u32, before_backup: impl AsyncFnOnce(&SampleCluster)) -> Setup {
     setup_with(dir, rows, "", before_backup).await
 }

@@ -216,20 +216,6 @@ async fn switch(c: &SampleCluster) -> String {
     lsn_of(c, "select pg_walfile_name(pg_switch_wal())").await
 }
 
-/// Runs `pgbackrest` as the clusters' OS user, as a real installation would.
-fn pgbackrest(c: &SampleCluster, cwd: &Path, args: &[String]) {
-    let mut cmd = std::process::Command::new("pgbackrest");
-    cmd.args(args).current_dir(cwd);
-    c.os_user().apply_std(&mut cmd);
-    let out = cmd.output().expect("pgbackrest is installed (scripts/setup.sh installs it)");
-    assert!(
-        out.status.success(),
-        "pgbackrest {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The same failover with pgBackRest: both primaries push into one stanza; the source lists the
 /// (local) repository's archive with its history files and follows 1 → 2.
 #[tokio::test]

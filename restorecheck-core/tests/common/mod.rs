@@ -155,3 +155,18 @@ pub fn assert_fail_in(r: &CheckReport, phase: restorecheck_core::report::Phase) 
     assert_eq!(r.verdict, Verdict::Fail, "expected FAIL, got {:?} {:?}", r.verdict, r.failure);
     assert_eq!(r.failure.as_ref().map(|f| f.phase), Some(phase), "{:?}", r.failure);
 }
+
+/// Runs `pgbackrest` as the cluster's OS user (as a real installation would); returns stdout.
+pub fn pgbackrest(c: &SampleCluster, cwd: &Path, args: &[String]) -> String {
+    let mut cmd = std::process::Command::new("pgbackrest");
+    cmd.args(args).current_dir(cwd);
+    c.os_user().apply_std(&mut cmd);
+    let out = cmd.output().expect("pgbackrest is installed (scripts/setup.sh --test installs it)");
+    assert!(
+        out.status.success(),
+        "pgbackrest {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
