@@ -42,14 +42,7 @@ async fn source_cluster(dir: &TestDir) -> restorecheck_core::fixture::SampleClus
 
 async fn pg_dump(c: &restorecheck_core::fixture::SampleCluster, name: &str, opts: &[&str]) -> PathBuf {
     let out = c.backups_dir().join(name);
-    let mut args: Vec<String> = vec![
-        "-h".into(),
-        c.socket_dir().display().to_string(),
-        "-p".into(),
-        c.port().to_string(),
-        "-U".into(),
-        "postgres".into(),
-    ];
+    let mut args = client_args(c);
     args.extend(opts.iter().map(|s| s.to_string()));
     args.extend(["-f".into(), out.display().to_string(), "app".into()]);
     c.tool("pg_dump", &args).await.unwrap();

@@ -68,20 +68,9 @@ async fn source_cluster(dir: &TestDir) -> (SampleCluster, PathBuf) {
     (c, ts)
 }
 
-fn conn_args(c: &SampleCluster) -> Vec<String> {
-    vec![
-        "-h".into(),
-        c.socket_dir().display().to_string(),
-        "-p".into(),
-        c.port().to_string(),
-        "-U".into(),
-        "postgres".into(),
-    ]
-}
-
 async fn dumpall(c: &SampleCluster, name: &str, extra: &[&str]) -> PathBuf {
     let out = c.backups_dir().join(name);
-    let mut args = conn_args(c);
+    let mut args = client_args(c);
     args.extend(extra.iter().map(|s| s.to_string()));
     args.extend(["-f".into(), out.display().to_string()]);
     c.tool("pg_dumpall", &args).await.unwrap();
@@ -261,7 +250,7 @@ async fn globals_only_output_serves_as_globals_for_a_custom_dump() {
     let (mut c, ts) = source_cluster(&dir).await;
     let globals = dumpall(&c, "globals.sql", &["--globals-only"]).await;
     let custom = c.backups_dir().join("app.custom");
-    let mut args = conn_args(&c);
+    let mut args = client_args(&c);
     args.extend(["-Fc".into(), "-f".into(), custom.display().to_string(), "app2".into()]);
     c.tool("pg_dump", &args).await.unwrap();
     c.stop().await.unwrap();
@@ -291,7 +280,7 @@ async fn globals_only_output_serves_as_globals_for_a_custom_dump() {
 
     // A plain pg_dump of objects in a tablespace: it is created in the work dir (psql cannot skip it).
     let plain = c.backups_dir().join("app2.sql");
-    let mut args = conn_args(&c);
+    let mut args = client_args(&c);
     c.start().await.unwrap();
     args.extend(["-Fp".into(), "-f".into(), plain.display().to_string(), "app2".into()]);
     c.tool("pg_dump", &args).await.unwrap();
@@ -341,7 +330,7 @@ async fn a_hand_written_globals_file_stays_lenient_but_its_tablespace_is_redirec
     let dir = TestDir::new("dumpall-handmade");
     let (mut c, _ts) = source_cluster(&dir).await;
     let custom = c.backups_dir().join("app.custom");
-    let mut args = conn_args(&c);
+    let mut args = client_args(&c);
     args.extend(["-Fc".into(), "-f".into(), custom.display().to_string(), "app".into()]);
     c.tool("pg_dump", &args).await.unwrap();
     c.stop().await.unwrap();

@@ -170,3 +170,11 @@ pub fn pgbackrest(c: &SampleCluster, cwd: &Path, args: &[String]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `-h … -p … -U postgres` for the PostgreSQL client tools (pg_dump, pg_dumpall, psql) against `c`.
+pub fn client_args(c: &SampleCluster) -> Vec<String> {
+    ["-h", &c.socket_dir().display().to_string(), "-p", &c.port().to_string(), "-U", "postgres"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
