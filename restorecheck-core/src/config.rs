@@ -10,16 +10,16 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::assertion::Assertion;
-use crate::assertions::{AmcheckAssertion, BackupAgeAssertion, ReadAllAssertion, SqlAssertion, SqlAssertionConfig};
+use crate::assertions::{SqlAssertion, SqlAssertionConfig};
 use crate::error::{Error, Result};
 use crate::runner::Check;
+use crate::spec::CheckSpec;
 use crate::source::BackupSource;
 use crate::sources::{BaseBackupConfig, BaseBackupSource, CommandConfig, CommandSource, PgDumpConfig, PgDumpSource};
 use crate::target::RestoreTarget;
 use crate::targets::{DockerTarget, DockerTargetConfig, LocalTarget, LocalTargetConfig};
 
-/// Default deadline of a check.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub use crate::spec::{IntegrityConfig, DEFAULT_TIMEOUT};
 
 /// A whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,26 +39,35 @@ pub struct ConfigFile {
     pub heartbeat: Option<crate::notify::Heartbeat>,
 }
 
-/// One `[[check]]`.
+/// One `[[check]]`: the [`CheckSpec`] keys (see there for their meaning) plus the `source`,
+/// `target` and `assert` tables, kept with their spans for line numbers in errors. (The spec
+/// keys are spelled out here rather than flattened: serde's `flatten` loses both the spans and
+/// `deny_unknown_fields`.)
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckConfig {
-    /// Name in reports; unique in the file.
+    /// [`CheckSpec::name`].
     pub name: String,
-    /// Database assertions run in unless they name their own (default `postgres`).
+    /// [`CheckSpec::database`].
     pub database: Option<String>,
-    /// Database role the check's own assertions (`sql`, `canary`, Python, custom) run as, via
-    /// `SET ROLE` (default: the target's superuser). Built-in integrity checks run as superuser.
+    /// [`CheckSpec::role`].
     pub role: Option<String>,
-    /// The restored backup must be younger than this.
+    /// [`CheckSpec::max_backup_age`].
     #[serde(default, with = "opt_duration")]
     pub max_backup_age: Option<Duration>,
-    /// Deadline for the whole check (default 30m).
+    /// [`CheckSpec::timeout`].
     #[serde(default, with = "opt_duration")]
     pub timeout: Option<Duration>,
-    /// Recovery time objective: a restore slower than this fails ([`crate::rto`]).
+    /// [`CheckSpec::rto`].
     #[serde(default, with = "opt_duration")]
     pub rto: Option<Duration>,
+    /// [`CheckSpec::backup`].
+    pub backup: Option<String>,
+    /// [`CheckSpec::recovery_target`].
+    pub recovery_target: Option<crate::source::RecoveryTarget>,
+    /// `[check.integrity]`: [`CheckSpec::integrity`].
+    #[serde(default)]
+    pub integrity: IntegrityConfig,
     /// `[check.source]`.
     pub source: Spanned<toml::Table>,
     /// `[check.target]` (default: `kind = "local"`).
@@ -66,41 +75,35 @@ pub struct CheckConfig {
     /// `[[check.assert]]`.
     #[serde(default)]
     pub assert: Vec<Spanned<toml::Table>>,
-    /// `[check.integrity]`: built-in integrity checks (defaults on).
-    #[serde(default)]
-    pub integrity: IntegrityConfig,
 }
 
-/// `[check.integrity]`: integrity checks beyond the application's own assertions.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct IntegrityConfig {
-    /// Run `pg_verifybackup` against `backup_manifest` before starting (default true).
-    pub verify_manifest: bool,
-    /// amcheck over every database after recovery (default true).
-    pub amcheck: bool,
-    /// `pg_checksums --check` after a clean shutdown, when the cluster has checksums (default true).
-    pub checksums: bool,
-    /// amcheck's `heapallindexed` (default false: about 4× slower).
-    pub heapallindexed: bool,
-    /// Read every table in full (default false; true where amcheck is unavailable).
-    pub read_all: bool,
-    /// Parallel connections for amcheck (default 2).
-    pub jobs: usize,
-    /// Row counts may not drop by more than `max_drop` since the last passing run.
-    pub compare_to_previous: Option<crate::assertions::CompareConfig>,
-}
-
-impl Default for IntegrityConfig {
-    fn default() -> Self {
-        IntegrityConfig {
-            verify_manifest: true,
-            amcheck: true,
-            checksums: true,
-            heapallindexed: false,
-            read_all: false,
-            jobs: 2,
-            compare_to_previous: None,
+impl CheckConfig {
+    /// The check's settings.
+    pub fn spec(&self) -> CheckSpec {
+        let CheckConfig {
+            name,
+            database,
+            role,
+            max_backup_age,
+            timeout,
+            rto,
+            backup,
+            recovery_target,
+            integrity,
+            source: _,
+            target: _,
+            assert: _,
+        } = self.clone();
+        CheckSpec {
+            name,
+            database,
+            role,
+            max_backup_age,
+            timeout,
+            rto,
+            integrity,
+            backup,
+            recovery_target,
         }
     }
 }
@@ -316,8 +319,6 @@ pub struct Config {
     pub notify: crate::notify::NotifyConfig,
     /// The run history file from `history = "…"`.
     pub history: Option<PathBuf>,
-    /// Recovery time objectives by check name (`rto = "…"`), applied by [`crate::rto::apply`].
-    pub rto: BTreeMap<String, Duration>,
 }
 
 impl Config {
@@ -340,7 +341,6 @@ impl Config {
             return Err(Error::config("no [[check]] in the configuration; `restorecheck init` writes an example"));
         }
         let mut checks = Vec::new();
-        let mut rto = BTreeMap::new();
         let mut names = std::collections::HashSet::new();
         for c in file.check {
             if !names.insert(c.name.clone()) {
@@ -356,56 +356,24 @@ impl Config {
                 }
             };
             let span = c.source.span();
-            let source = registry.source(c.source.into_inner()).map_err(at(span))?;
-            let target = match c.target {
+            let source = registry.source(c.source.get_ref().clone()).map_err(at(span))?;
+            let target = match &c.target {
                 Some(t) => {
                     let span = t.span();
-                    registry.target(t.into_inner()).map_err(at(span))?
+                    registry.target(t.get_ref().clone()).map_err(at(span))?
                 }
                 None => registry.target(toml::Table::new())?,
             };
-            if c.role.as_deref().is_some_and(|r| r.trim().is_empty()) {
-                return Err(Error::config(format!("check {:?}: role must not be empty", c.name)));
-            }
             let mut assertions: Vec<Arc<dyn Assertion>> = Vec::new();
-            if let Some(r) = c.rto {
-                rto.insert(c.name.clone(), r);
-            }
-            if let Some(age) = c.max_backup_age {
-                assertions.push(Arc::new(BackupAgeAssertion { max_age: age }));
-            }
-            if c.integrity.amcheck {
-                assertions.push(Arc::new(AmcheckAssertion {
-                    heapallindexed: c.integrity.heapallindexed,
-                    jobs: c.integrity.jobs,
-                }));
-            }
-            if c.integrity.read_all {
-                assertions.push(Arc::new(ReadAllAssertion));
-            }
-            if let Some(cmp) = &c.integrity.compare_to_previous {
-                assertions.push(Arc::new(crate::assertions::CompareToPrevious::new(&c.name, cmp)?));
-            }
-            for a in c.assert {
+            for a in &c.assert {
                 let span = a.span();
-                assertions.push(registry.assertion(a.into_inner()).map_err(at(span))?);
+                assertions.push(registry.assertion(a.get_ref().clone()).map_err(at(span))?);
             }
-            checks.push(Check {
-                name: c.name,
-                database: c.database.unwrap_or_else(|| "postgres".into()),
-                source,
-                target,
-                assertions,
-                timeout: c.timeout.unwrap_or(DEFAULT_TIMEOUT),
-                backup: None,
-                verify_manifest: c.integrity.verify_manifest,
-                verify_checksums: c.integrity.checksums,
-                role: c.role,
-            });
+            checks.push(c.spec().build(source, target, assertions)?);
         }
         let notify = crate::notify::NotifyConfig { targets: file.notify, heartbeat: file.heartbeat };
         notify.validate()?;
-        Ok(Config { work_dir: file.work_dir, checks, history: file.history, rto, notify })
+        Ok(Config { work_dir: file.work_dir, checks, history: file.history, notify })
     }
 }
 
@@ -521,8 +489,8 @@ max_age = "24h"
         let text = format!("history = \"/var/lib/rc/h.sqlite\"\n{}", GOOD.replace("timeout = \"30m\"", "rto = \"2h\""));
         let c = Config::parse(&text, &Registry::default()).unwrap();
         assert_eq!(c.history, Some(PathBuf::from("/var/lib/rc/h.sqlite")));
-        assert_eq!(c.rto.get("app"), Some(&Duration::from_secs(7200)));
-        assert!(Config::parse(GOOD, &Registry::default()).unwrap().rto.is_empty());
+        assert_eq!(c.checks[0].rto, Some(Duration::from_secs(7200)));
+        assert_eq!(Config::parse(GOOD, &Registry::default()).unwrap().checks[0].rto, None);
     }
 
     #[test]

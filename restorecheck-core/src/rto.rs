@@ -1,7 +1,8 @@
 //! The recovery time objective (`rto = "2h"` on a `[[check]]`) and the restore-time trend.
 //!
-//! The runner knows nothing of history; the front end calls [`apply`] after a run with the
-//! configured RTOs and the check's earlier history rows ([`crate::history`]):
+//! The runner judges each check against its RTO ([`judge`], part of the verdict whichever front
+//! end runs it); the front end, which keeps the history ([`crate::history`]), adds the trend
+//! ([`trend`]):
 //!
 //! * a check that restored (pass or fail) gets an `rto` assertion; when its total time exceeds
 //!   the RTO a passing check FAILS in the `assert` phase;
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::history::Row;
-use crate::report::{human_secs, AssertionReport, Failure, Phase, Report, Verdict};
+use crate::report::{human_secs, AssertionReport, CheckReport, Failure, Phase, Report, Verdict};
 
 /// Runs the trend is fitted over.
 pub const TREND_RUNS: usize = 10;
@@ -42,36 +43,47 @@ pub fn project(values: &[f64], ahead: usize) -> Option<f64> {
     Some(mean_y + slope * ((nf - 1.0 + ahead as f64) - mean_x))
 }
 
-/// Applies each check's RTO (`rtos` by check name) to `report`, using `history` (earlier
-/// rows, oldest first, of any checks) for the trend, and recomputes the overall verdict.
-pub fn apply(report: &mut Report, rtos: &BTreeMap<String, Duration>, history: &[Row]) {
+/// Judges one check's restore time against its RTO, as the runner does at the end of every
+/// check: a check that restored (pass or fail) gets an `rto` assertion; over the RTO, a passing
+/// check FAILS in the assert phase and a failing one gets a warning.
+pub fn judge(c: &mut CheckReport, rto: Duration) {
+    if c.verdict == Verdict::Error {
+        return; // it did not restore; its time says nothing about restoring
+    }
+    let rto_s = rto.as_secs_f64();
+    let total = c.timings.total;
+    let over = total > rto_s;
+    let message = format!(
+        "the restore took {} ({total:.1}s), longer than the RTO of {} ({rto_s:.0}s)",
+        human_secs(total),
+        humantime::format_duration(rto)
+    );
+    c.assertions.push(AssertionReport {
+        name: "rto".into(),
+        verdict: if over { Verdict::Fail } else { Verdict::Pass },
+        observed: Some(serde_json::json!(total)),
+        expected: Some(format!("<= {rto_s}s")),
+        message: over.then(|| message.clone()),
+    });
+    if over {
+        if c.verdict == Verdict::Pass {
+            c.verdict = Verdict::Fail;
+            c.failure = Some(Failure { phase: Phase::Assert, message, log_tail: None });
+        } else {
+            c.warnings.push(message);
+        }
+    }
+}
+
+/// Adds the trend warning to each check with an RTO (`rtos` by check name) that restored
+/// within it, using `history` (earlier rows, oldest first, of any checks). The verdict is the
+/// runner's ([`judge`]); this only warns.
+pub fn trend(report: &mut Report, rtos: &BTreeMap<String, Duration>, history: &[Row]) {
     for c in &mut report.checks {
         let Some(rto) = rtos.get(&c.name) else { continue };
-        if c.verdict == Verdict::Error {
-            continue; // it did not restore; its time says nothing about restoring
-        }
         let rto_s = rto.as_secs_f64();
         let total = c.timings.total;
-        let over = total > rto_s;
-        let message = format!(
-            "the restore took {} ({total:.1}s), longer than the RTO of {} ({rto_s:.0}s)",
-            human_secs(total),
-            humantime::format_duration(*rto)
-        );
-        c.assertions.push(AssertionReport {
-            name: "rto".into(),
-            verdict: if over { Verdict::Fail } else { Verdict::Pass },
-            observed: Some(serde_json::json!(total)),
-            expected: Some(format!("<= {rto_s}s")),
-            message: over.then(|| message.clone()),
-        });
-        if over {
-            if c.verdict == Verdict::Pass {
-                c.verdict = Verdict::Fail;
-                c.failure = Some(Failure { phase: Phase::Assert, message, log_tail: None });
-            } else {
-                c.warnings.push(message);
-            }
+        if c.verdict == Verdict::Error || total > rto_s {
             continue;
         }
         let mut totals: Vec<f64> = history
@@ -95,7 +107,6 @@ pub fn apply(report: &mut Report, rtos: &BTreeMap<String, Duration>, history: &[
             }
         }
     }
-    report.verdict = report.checks.iter().map(|c| c.verdict).max().unwrap_or(Verdict::Pass);
 }
 
 #[cfg(test)]
@@ -134,9 +145,9 @@ mod tests {
 
     #[test]
     fn over_the_rto_fails_the_check() {
-        let mut r = Report::new("r".into(), chrono::Utc::now(), vec![check("app", 7300.0, Verdict::Pass)]);
-        let rtos = BTreeMap::from([("app".to_string(), Duration::from_secs(7200))]);
-        apply(&mut r, &rtos, &[]);
+        let mut c = check("app", 7300.0, Verdict::Pass);
+        judge(&mut c, Duration::from_secs(7200));
+        let r = Report::new("r".into(), chrono::Utc::now(), vec![c]);
         assert_eq!(r.verdict, Verdict::Fail);
         let f = r.checks[0].failure.as_ref().unwrap();
         assert_eq!(f.phase, Phase::Assert);
@@ -146,14 +157,18 @@ mod tests {
 
     #[test]
     fn a_rising_trend_warns_but_passes() {
-        let mut r = Report::new("r".into(), chrono::Utc::now(), vec![check("app", 40.0, Verdict::Pass)]);
+        let mut c = check("app", 40.0, Verdict::Pass);
+        judge(&mut c, Duration::from_secs(60));
+        let mut r = Report::new("r".into(), chrono::Utc::now(), vec![c]);
         let rtos = BTreeMap::from([("app".to_string(), Duration::from_secs(60))]);
         let hist = [row("app", 10.0), row("other", 1000.0), row("app", 25.0)];
-        apply(&mut r, &rtos, &hist);
+        trend(&mut r, &rtos, &hist);
         assert_eq!(r.verdict, Verdict::Pass);
         assert!(r.checks[0].warnings[0].starts_with("restore time is trending toward the RTO"), "{:?}", r.checks[0]);
-        let mut r = Report::new("r".into(), chrono::Utc::now(), vec![check("app", 10.0, Verdict::Pass)]);
-        apply(&mut r, &rtos, &[row("app", 10.0), row("app", 10.0)]);
+        let mut c = check("app", 10.0, Verdict::Pass);
+        judge(&mut c, Duration::from_secs(60));
+        let mut r = Report::new("r".into(), chrono::Utc::now(), vec![c]);
+        trend(&mut r, &rtos, &[row("app", 10.0), row("app", 10.0)]);
         assert!(r.checks[0].warnings.is_empty());
         assert_eq!(r.checks[0].assertions.last().unwrap().verdict, Verdict::Pass);
     }

@@ -45,10 +45,19 @@ pub struct Check {
     /// Database role the user's assertions run as (`SET ROLE`); `None`: the target's superuser.
     /// restorecheck's own checks (amcheck, read_all, …) always run as superuser.
     pub role: Option<String>,
+    /// Recovery time objective: a check that restored but took longer (total time) fails with
+    /// an `rto` assertion.
+    pub rto: Option<Duration>,
+    /// Where recovery stops, overriding the source's own `recovery_target`.
+    pub recovery_target: Option<crate::source::RecoveryTarget>,
 }
 
 impl Check {
-    /// A check with the default database (`postgres`), timeout (30 min) and no assertions.
+    /// The raw composition: a check with the default database (`postgres`), timeout (30 min),
+    /// manifest and checksum verification, and **only the assertions added** with
+    /// [`assert`](Self::assert) — no amcheck. To get exactly what a `[[check]]` table gets
+    /// (built-in integrity assertions, `max_backup_age`, `rto`, …), build it from a
+    /// [`crate::CheckSpec`].
     pub fn new(name: impl Into<String>, source: Arc<dyn BackupSource>, target: Arc<dyn RestoreTarget>) -> Self {
         Check {
             name: name.into(),
@@ -56,11 +65,13 @@ impl Check {
             source,
             target,
             assertions: Vec::new(),
-            timeout: crate::config::DEFAULT_TIMEOUT,
+            timeout: crate::spec::DEFAULT_TIMEOUT,
             backup: None,
             verify_manifest: true,
             verify_checksums: true,
             role: None,
+            rto: None,
+            recovery_target: None,
         }
     }
 
@@ -85,6 +96,12 @@ impl Check {
     /// Runs the user's assertions as database role `role` (`SET ROLE`).
     pub fn role(mut self, role: impl Into<String>) -> Self {
         self.role = Some(role.into());
+        self
+    }
+
+    /// Sets the recovery time objective.
+    pub fn rto(mut self, rto: Duration) -> Self {
+        self.rto = Some(rto);
         self
     }
 }
@@ -248,11 +265,14 @@ pub async fn run_check(check: &Check, work_root: &Path, index: usize, ctx: &RunC
         }
     }
     st.close_phase();
+    st.timings.total = started.elapsed().as_secs_f64();
+    st.report.timings = st.timings.clone();
+    if let Some(rto) = check.rto {
+        crate::rto::judge(&mut st.report, rto);
+    }
     for a in &check.assertions {
         a.check_finished(st.report.verdict);
     }
-    st.timings.total = started.elapsed().as_secs_f64();
-    st.report.timings = st.timings.clone();
     st.report
 }
 
@@ -278,7 +298,8 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
     // fetch
     st.enter(Phase::Fetch, ctx);
     let work = WorkDir::create(work_root, &ctx.run_id, index)?;
-    let req = FetchRequest::new(work.data_dir(), work.tablespace_dir(), work.scratch_dir());
+    let req = FetchRequest::new(work.data_dir(), work.tablespace_dir(), work.scratch_dir())
+        .with_recovery_target(check.recovery_target.clone());
     st.work = Some(work.clone());
     let mut fetched = check.source.fetch(ctx, &backup, &req).await?;
     st.report.backup.pg_major = Some(fetched.pg_major);

@@ -42,12 +42,26 @@ pub struct FetchRequest {
     pub tablespace_dir: PathBuf,
     /// Scratch space the source may use; removed by the runner afterwards.
     pub scratch_dir: PathBuf,
+    /// Where recovery must stop when the check sets it ([`crate::CheckSpec::recovery_target`]);
+    /// it overrides the source's own option. `None`: the source's option (default latest).
+    pub recovery_target: Option<RecoveryTarget>,
 }
 
 impl FetchRequest {
     /// A request writing into the given directories.
     pub fn new(data_dir: PathBuf, tablespace_dir: PathBuf, scratch_dir: PathBuf) -> Self {
-        Self { data_dir, tablespace_dir, scratch_dir }
+        Self { data_dir, tablespace_dir, scratch_dir, recovery_target: None }
+    }
+
+    /// Sets the check's recovery target.
+    pub fn with_recovery_target(mut self, target: Option<RecoveryTarget>) -> Self {
+        self.recovery_target = target;
+        self
+    }
+
+    /// The recovery target to use: the check's, else the source's `configured` one.
+    pub fn recovery_target_or(&self, configured: &RecoveryTarget) -> RecoveryTarget {
+        self.recovery_target.clone().unwrap_or_else(|| configured.clone())
     }
 }
 

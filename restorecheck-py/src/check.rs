@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use pyo3::exceptions::{PyAssertionError, PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString};
-use restorecheck_core::{runner, Assertion, AssertionContext, Error, Outcome, Report, RunContext, RunOptions};
+use restorecheck_core::{
+    runner, Assertion, AssertionContext, CheckSpec, Error, Outcome, Report, RunContext, RunOptions,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::{is_data_problem, Db};
@@ -136,9 +138,10 @@ fn format_traceback(py: Python<'_>, e: &PyErr) -> String {
 
 /// One check: `Check(name, source, target=None, *, assertions, backup, **options)` where
 /// `options` are the keys of a `[[check]]` table (`database`, `max_backup_age`, `timeout`,
-/// `integrity`, …). The check is built by the configuration parser itself from that table (so
-/// check-level options, defaults and messages are the CLI's), then the given source, target and
-/// assertions (TOML kinds and Python callables, in order) are put in.
+/// `rto`, `integrity`, …). They fill the core's [`CheckSpec`] — the struct the TOML parser
+/// fills — and [`CheckSpec::build`] composes the check with the given source, target and
+/// assertions (TOML kinds and Python callables, in order), so defaults, check-level assertions,
+/// the RTO verdict and error messages are the CLI's.
 #[pyclass(module = "restorecheck._native", name = "Check", frozen)]
 pub struct PyCheck {
     pub(crate) inner: runner::Check,
@@ -163,25 +166,26 @@ impl PyCheck {
             }
         }
         table.insert("name".into(), toml::Value::String(name));
-        table.insert("source".into(), toml::Value::Table(source.get().table()));
-        if let Some(t) = target {
-            table.insert("target".into(), toml::Value::Table(t.get().table()));
+        if let Some(b) = backup {
+            table.insert("backup".into(), toml::Value::String(b));
         }
-        let mut check = parse_check(table)?;
-        // The same configuration built the same objects; keep the ones the caller holds.
-        check.source = source.get().inner.clone();
-        if let Some(t) = target {
-            check.target = t.get().inner.clone();
-        }
+        // The same settings struct the TOML parser fills, built the same way: same defaults,
+        // same check-level assertions, same RTO verdict.
+        let spec = CheckSpec::from_table(table).map_err(|e| to_py_err(&e))?;
+        let target = match target {
+            Some(t) => t.get().inner.clone(),
+            None => crate::registry().target(toml::Table::new()).map_err(|e| to_py_err(&e))?,
+        };
+        let mut own = Vec::new();
         if let Some(list) = assertions.filter(|a| !a.is_none()) {
             if list.cast::<PyString>().is_ok() {
                 return Err(PyTypeError::new_err("assertions must be a list, not a str"));
             }
             for item in list.try_iter()? {
-                check.assertions.push(assertion(&item?)?);
+                own.push(assertion(&item?)?);
             }
         }
-        check.backup = backup;
+        let check = spec.build(source.get().inner.clone(), target, own).map_err(|e| to_py_err(&e))?;
         Ok(Self { inner: check })
     }
 
@@ -229,21 +233,6 @@ impl PyCheck {
             self.inner.assertions.len()
         )
     }
-}
-
-/// A `[[check]]` table (without `[[check.assert]]`) through the configuration parser: the check
-/// with its check-level assertions (`max_backup_age`, integrity checks) and settings.
-fn parse_check(table: toml::Table) -> PyResult<runner::Check> {
-    let mut doc = toml::Table::new();
-    doc.insert("check".into(), toml::Value::Array(vec![toml::Value::Table(table)]));
-    let text = toml::to_string(&doc).map_err(|e| to_py_err(&Error::config(format!("check: {e}"))))?;
-    let no_line = |e: Error| match e {
-        // Line numbers would point into the table built here, not into anything the caller wrote.
-        Error::Config { message, .. } => Error::Config { message, line: None },
-        other => other,
-    };
-    let mut config = restorecheck_core::Config::parse(&text, crate::registry()).map_err(|e| to_py_err(&no_line(e)))?;
-    config.checks.pop().ok_or_else(|| PyRuntimeError::new_err("internal: the check table produced no check"))
 }
 
 /// An item of `assertions=[…]`: a TOML kind or a callable taking the db.

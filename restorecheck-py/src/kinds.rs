@@ -36,13 +36,6 @@ pub struct PySource {
     pub(crate) inner: Arc<dyn BackupSource>,
 }
 
-impl PySource {
-    /// The `[check.source]` table this source was built from.
-    pub fn table(&self) -> toml::Table {
-        with_kind(&self.kind, &self.options)
-    }
-}
-
 #[pymethods]
 impl PySource {
     #[new]
@@ -89,13 +82,6 @@ pub struct PyTarget {
     kind: String,
     options: toml::Table,
     pub(crate) inner: Arc<dyn RestoreTarget>,
-}
-
-impl PyTarget {
-    /// The `[check.target]` table this target was built from.
-    pub fn table(&self) -> toml::Table {
-        with_kind(&self.kind, &self.options)
-    }
 }
 
 #[pymethods]

@@ -40,7 +40,8 @@ pub async fn run(args: RunArgs, quiet: bool) -> ExitStatus {
     let mut report = runner::run_parallel(&checks, &opts, &ctx, usize::from(args.jobs)).await;
     let path = if args.no_history { None } else { args.history.or(config.history).or_else(history::default_path) };
     let mode = args.output_mode;
-    let earlier = record(&mut report, path, &config.rto, mode);
+    let rto = checks.iter().filter_map(|c| Some((c.name.clone(), c.rto?))).collect();
+    let earlier = record(&mut report, path, &rto, mode);
     let status = deliver(&report, args.format, args.output.as_deref(), args.metrics_file.as_deref(), &earlier, mode);
     push(&report, args.pushgateway, args.pushgateway_env, args.metrics_file.as_deref()).await;
     notify(&config.notify, &report).await;
@@ -50,7 +51,7 @@ pub async fn run(args: RunArgs, quiet: bool) -> ExitStatus {
 /// Earlier history rows kept per check for the RTO trend and the HTML charts.
 const HISTORY_ROWS: usize = 100;
 
-/// Applies the RTOs (with the trend over the earlier runs in the history at `path`) and
+/// Adds the RTO trend warnings (over the earlier runs in the history at `path`) and
 /// appends the run there. Returns the earlier rows. History problems are warnings: they never
 /// change the verdict.
 fn record(
@@ -75,7 +76,7 @@ fn record(
             }
         }
     }
-    restorecheck_core::rto::apply(report, rto, &earlier);
+    restorecheck_core::rto::trend(report, rto, &earlier);
     if let Some(h) = &mut store {
         if let Err(e) = h.append(report) {
             eprintln!("warning: {e}; this run is not recorded in the history");

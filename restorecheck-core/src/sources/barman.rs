@@ -467,7 +467,7 @@ impl BackupSource for BarmanSource {
         }
         args.push("--recovery-staging-path".into());
         args.push(staging.display().to_string());
-        match &self.cfg.recovery_target {
+        match &req.recovery_target_or(&self.cfg.recovery_target) {
             RecoveryTarget::Latest => {}
             RecoveryTarget::Immediate => args.push("--target-immediate".into()),
             RecoveryTarget::Time(t) => args.extend(["--target-time".into(), t.clone()]),
@@ -574,7 +574,7 @@ impl BackupSource for BarmanSource {
         fetched.expected_end = expected_end;
         fetched.archive = archive_contents;
         fetched.bytes_restored = tool::tree_size(data) + tool::tree_size(&req.tablespace_dir);
-        fetched.recovery_target = self.cfg.recovery_target.clone();
+        fetched.recovery_target = req.recovery_target_or(&self.cfg.recovery_target);
         fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
         Ok(fetched)
     }

@@ -207,7 +207,7 @@ impl BackupSource for CommandSource {
             };
             let mut f = FetchedBackup::new(req.data_dir.clone(), pg_major, wal);
             f.backup_end_lsn = end;
-            f.recovery_target = self.cfg.recovery_target.clone();
+            f.recovery_target = req.recovery_target_or(&self.cfg.recovery_target);
             f.recovery_target_timeline = self.cfg.recovery_target_timeline;
             f.server_env = self.environment()?.into();
             return Ok(f);

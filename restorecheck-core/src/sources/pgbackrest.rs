@@ -728,7 +728,7 @@ impl BackupSource for PgBackRestSource {
             .as_ref()
             .and_then(|i| i.size)
             .unwrap_or_else(|| tool::tree_size(&req.data_dir) + tool::tree_size(&req.tablespace_dir));
-        fetched.recovery_target = self.cfg.recovery_target.clone();
+        fetched.recovery_target = req.recovery_target_or(&self.cfg.recovery_target);
         fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
         Ok(fetched)
     }

@@ -556,7 +556,7 @@ impl BackupSource for WaleSource {
             FetchedBackup::new(req.data_dir.clone(), pg_major, WalSupply::RestoreCommand { command, readable_paths });
         fetched.expected_end = expected_end;
         fetched.bytes_restored = tool::tree_size(&req.data_dir) + tool::tree_size(&req.tablespace_dir);
-        fetched.recovery_target = self.cfg.recovery_target.clone();
+        fetched.recovery_target = req.recovery_target_or(&self.cfg.recovery_target);
         fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
         fetched.archive = listed;
         fetched.server_env = env.into();

@@ -521,7 +521,7 @@ impl BackupSource for WalgSource {
             .into_iter()
             .collect();
         fetched.bytes_restored = tool::tree_size(&req.data_dir) + tool::tree_size(&req.tablespace_dir);
-        fetched.recovery_target = self.cfg.recovery_target.clone();
+        fetched.recovery_target = req.recovery_target_or(&self.cfg.recovery_target);
         fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
         let mut server_env = env;
         // WAL-G's prefetch runs `wal-g wal-prefetch` processes in the background that would
