@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use restorecheck_core::assertions::SqlAssertion;
 use restorecheck_core::sources::{BaseBackupConfig, BaseBackupSource};
 use restorecheck_core::targets::{LocalTarget, LocalTargetConfig};
-use restorecheck_core::{runner, BackupInfo, BackupSource, Check, FetchRequest, FetchedBackup, RunContext, RunOptions};
+use restorecheck_core::{runner, Artifact, BackupInfo, BackupSource, CheckSpec, FetchRequest, RunContext, RunOptions};
 
 /// Backups of one host among many in a shared folder.
 #[derive(Debug)]
@@ -36,12 +36,7 @@ impl BackupSource for HostBackups {
         Ok(self.inner.list(ctx).await?.into_iter().filter(|b| b.id.starts_with(&prefix)).collect())
     }
 
-    async fn fetch(
-        &self,
-        ctx: &RunContext,
-        b: &BackupInfo,
-        req: &FetchRequest,
-    ) -> restorecheck_core::Result<FetchedBackup> {
+    async fn fetch(&self, ctx: &RunContext, b: &BackupInfo, req: &FetchRequest) -> restorecheck_core::Result<Artifact> {
         self.inner.fetch(ctx, b, req).await
     }
 }
@@ -72,8 +67,15 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let check = Check::new(format!("{host} nightly"), Arc::new(source), Arc::new(target))
-        .assert(SqlAssertion::min("select count(*) from pg_database", 1.0));
+    let assertions: Vec<Arc<dyn restorecheck_core::Assertion>> =
+        vec![Arc::new(SqlAssertion::min("select count(*) from pg_database", 1.0))];
+    let check = match CheckSpec::new(format!("{host} nightly")).build(Arc::new(source), Arc::new(target), assertions) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     let report = runner::run(&[check], &RunOptions::default(), &RunContext::new()).await;
     print!("{}", report.to_text());
     std::process::exit(report.exit_status().code());

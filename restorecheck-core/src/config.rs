@@ -13,9 +13,9 @@ use crate::assertion::Assertion;
 use crate::assertions::{SqlAssertion, SqlAssertionConfig};
 use crate::error::{Error, Result};
 use crate::runner::Check;
-use crate::spec::CheckSpec;
 use crate::source::BackupSource;
 use crate::sources::{BaseBackupConfig, BaseBackupSource, CommandConfig, CommandSource, PgDumpConfig, PgDumpSource};
+use crate::spec::CheckSpec;
 use crate::target::RestoreTarget;
 use crate::targets::{DockerTarget, DockerTargetConfig, LocalTarget, LocalTargetConfig};
 
@@ -94,17 +94,7 @@ impl CheckConfig {
             target: _,
             assert: _,
         } = self.clone();
-        CheckSpec {
-            name,
-            database,
-            role,
-            max_backup_age,
-            timeout,
-            rto,
-            integrity,
-            backup,
-            recovery_target,
-        }
+        CheckSpec { name, database, role, max_backup_age, timeout, rto, integrity, backup, recovery_target }
     }
 }
 
@@ -491,6 +481,22 @@ max_age = "24h"
         assert_eq!(c.history, Some(PathBuf::from("/var/lib/rc/h.sqlite")));
         assert_eq!(c.checks[0].rto, Some(Duration::from_secs(7200)));
         assert_eq!(Config::parse(GOOD, &Registry::default()).unwrap().checks[0].rto, None);
+    }
+
+    #[test]
+    fn a_target_that_cannot_take_the_sources_artifact_is_refused_at_parse_time() {
+        let text = r#"
+[[check]]
+name = "dump"
+[check.source]
+kind = "pg_dump"
+path = "/backups/app.dump"
+[check.target]
+kind = "docker"
+"#;
+        let e = Config::parse(text, &Registry::default()).unwrap_err();
+        assert!(e.to_string().contains("target docker cannot restore logical dumps (source pg_dump)"), "{e}");
+        Config::parse(&text.replace("kind = \"docker\"", "kind = \"local\""), &Registry::default()).unwrap();
     }
 
     #[test]

@@ -223,7 +223,12 @@ impl Error {
         Error::BackupDefect { message: message.into(), log_tail: None }
     }
 
-    /// Shorthand for an [`Error::Config`] without a line number.
+    /// A bug in restorecheck or a plugin breaking a trait's contract (exit code 2).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::config(format!("internal: {}", message.into()))
+    }
+
+    /// A configuration error (no line).
     pub fn config(message: impl Into<String>) -> Self {
         Error::Config { message: message.into(), line: None }
     }

@@ -50,8 +50,8 @@ pub mod runner;
 pub(crate) mod safefs;
 pub mod selftest;
 pub mod source;
-pub mod spec;
 pub mod sources;
+pub mod spec;
 pub mod storage;
 pub mod target;
 pub mod targets;
@@ -64,6 +64,9 @@ pub use context::{Progress, RunContext};
 pub use error::{Error, ErrorKind, ExitStatus, Result};
 pub use report::{Phase, Report, Verdict};
 pub use runner::{run, run_parallel, Check, RunOptions};
+pub use source::{
+    Artifact, ArtifactKind, BackupInfo, BackupSource, FetchRequest, FetchedBackup, LogicalDump, PhysicalBackup,
+    WalFetch, WalSupply,
+};
 pub use spec::{CheckSpec, IntegrityConfig};
-pub use source::{BackupInfo, BackupSource, FetchRequest, FetchedBackup};
-pub use target::{RestoreTarget, RunningServer};
+pub use target::{Capabilities, RestoreRequest, RestoreTarget, RunningServer};

@@ -16,7 +16,7 @@ use crate::report::{
     AssertionReport, BackupReport, CheckReport, ExpectedEndReport, Failure, Phase, RecoveryReport, Report, Timings,
     Verdict,
 };
-use crate::source::{BackupInfo, BackupSource, FetchRequest, FetchedBackup};
+use crate::source::{Artifact, ArtifactKind, BackupInfo, BackupSource, FetchRequest, FetchedBackup};
 use crate::target::{RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer};
 use crate::workdir::WorkDir;
 
@@ -287,11 +287,19 @@ fn teardown_problem(report: &mut CheckReport, message: String) {
 }
 
 async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContext, st: &mut State) -> Result<()> {
+    // The seam: a target that cannot take what the source produces is refused before
+    // anything is listed or fetched.
+    crate::target::check_compatible(check.source.as_ref(), check.target.as_ref())?;
+
     // select
     let backup = check.source.select(ctx, check.backup.as_deref()).await?;
     st.report.backup = backup_report(&backup);
     // Dumps load into newer majors too: the target picks their binaries when it starts.
-    if let Some(major) = backup.pg_major.filter(|_| !crate::sources::pg_dump::is_dump_kind(&backup.kind)) {
+    let physical = match check.source.artifact_kind() {
+        Some(kind) => kind == ArtifactKind::Physical,
+        None => !crate::sources::pg_dump::is_dump_kind(&backup.kind),
+    };
+    if let Some(major) = backup.pg_major.filter(|_| physical) {
         check.target.preflight(Some(major)).await?;
     }
 
@@ -301,36 +309,56 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
     let req = FetchRequest::new(work.data_dir(), work.tablespace_dir(), work.scratch_dir())
         .with_recovery_target(check.recovery_target.clone());
     st.work = Some(work.clone());
-    let mut fetched = check.source.fetch(ctx, &backup, &req).await?;
-    st.report.backup.pg_major = Some(fetched.pg_major);
-    if fetched.backup_timeline.is_none() && fetched.logical.is_none() {
-        // Before start: a finished recovery renames backup_label.
-        fetched.backup_timeline = crate::wal_archive::backup_label_timeline(&fetched.data_dir);
+    let mut artifact = check.source.fetch(ctx, &backup, &req).await?;
+    if check.source.artifact_kind().is_some_and(|k| k != artifact.kind()) {
+        return Err(Error::internal(format!(
+            "source {} declared that it produces {} but produced {}",
+            check.source.kind(),
+            if physical { ArtifactKind::Physical } else { ArtifactKind::Logical },
+            artifact.kind()
+        )));
     }
-    if check.verify_manifest && fetched.logical.is_none() && fetched.data_dir.join("backup_manifest").is_file() {
-        let note = check.target.verify_backup(ctx, &fetched).await?;
-        st.report.notes.push(note);
+    crate::target::check_artifact(artifact.kind(), check.source.as_ref(), check.target.as_ref())?;
+    st.report.backup.pg_major = Some(artifact.pg_major());
+    if let Artifact::Physical(fetched) = &mut artifact {
+        if fetched.backup_timeline.is_none() {
+            // Before start: a finished recovery renames backup_label.
+            fetched.backup_timeline = crate::wal_archive::backup_label_timeline(&fetched.data_dir);
+        }
+        if check.verify_manifest && fetched.data_dir.join("backup_manifest").is_file() {
+            let note = check.target.verify_backup(ctx, fetched).await?;
+            st.report.notes.push(note);
+        }
     }
 
     // restore
     st.enter(Phase::Restore, ctx);
     let req = RestoreRequest::new(work.path().to_path_buf(), work.socket_dir()).with_database(&check.database);
-    let server = check.target.start(ctx, &fetched, &req).await?;
+    let server = check.target.start(ctx, &artifact, &req).await?;
     st.server = Some(server);
 
     // recovery: wait for the real end, then prove it reached everything the source holds
     st.enter(Phase::Recovery, ctx);
-    let server = st.server.as_mut().ok_or_else(|| Error::config("internal: server vanished"))?;
+    let server = st.server.as_mut().ok_or_else(|| Error::internal("the server vanished after start"))?;
     let mut info = server.wait_recovered(ctx).await?;
     let connection = server.connection();
-    let verdict = completeness(&fetched, &mut info);
-    st.report.recovery = recovery_report(&info);
-    st.report.recovery.target = Some(fetched.recovery_target.to_string());
-    if let Some(path) = timeline_path(&fetched) {
-        st.report.recovery.timeline_path = Some(path.timelines);
-        st.report.recovery.timeline_switches = path.switches;
+    match &artifact {
+        Artifact::Physical(fetched) => {
+            let verdict = completeness(fetched, &mut info);
+            st.report.recovery = recovery_report(&info);
+            st.report.recovery.target = Some(fetched.recovery_target.to_string());
+            if let Some(path) = timeline_path(fetched) {
+                st.report.recovery.timeline_path = Some(path.timelines);
+                st.report.recovery.timeline_switches = path.switches;
+            }
+            verdict?;
+        }
+        Artifact::Logical(_) => {
+            // A dump carries no WAL: loaded is complete (load errors already failed the restore).
+            st.report.recovery = recovery_report(&info);
+            st.report.recovery.target = Some(crate::source::RecoveryTarget::Latest.to_string());
+        }
     }
-    verdict?;
 
     // assert
     st.enter(Phase::Assert, ctx);
@@ -345,30 +373,12 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
         st.report.assertions.push(run_assertion(a.clone(), actx.clone()).await);
     }
     if check.verify_checksums {
-        // Last: it stops the server.
-        let name = "checksums".to_string();
-        let server = st.server.as_mut().ok_or_else(|| Error::config("internal: server vanished"))?;
-        let report = match server.verify_checksums(ctx).await {
-            Ok(None) => None,
-            Ok(Some(Outcome::Pass { observed })) => Some(AssertionReport {
-                name,
-                verdict: Verdict::Pass,
-                observed,
-                expected: Some("no bad checksums".into()),
-                message: None,
-            }),
-            Ok(Some(Outcome::Fail { observed, expected, message })) => {
-                Some(AssertionReport { name, verdict: Verdict::Fail, observed, expected, message: Some(message) })
-            }
-            Err(e) => Some(AssertionReport {
-                name,
-                verdict: Verdict::Error,
-                observed: None,
-                expected: None,
-                message: Some(e.to_string()),
-            }),
-        };
-        st.report.assertions.extend(report);
+        // Last: it stops the server. Reported exactly like an assertion.
+        let server = st.server.as_mut().ok_or_else(|| Error::internal("the server vanished before the checksums"))?;
+        if let Some(result) = server.verify_checksums(ctx).await.transpose() {
+            let result = result.map_err(|e| e.to_string());
+            st.report.assertions.push(assertion_report("checksums".into(), Some("no bad checksums".into()), result));
+        }
     }
     let failed: Vec<&AssertionReport> = st.report.assertions.iter().filter(|a| a.verdict == Verdict::Fail).collect();
     let errored: Vec<&AssertionReport> = st.report.assertions.iter().filter(|a| a.verdict == Verdict::Error).collect();
@@ -406,10 +416,8 @@ async fn run_assertion(a: Arc<dyn Assertion>, ctx: AssertionContext) -> Assertio
     let name = a.name();
     let described = a.expected();
     let task = tokio::spawn(async move { a.check(&ctx).await });
-    let (verdict, observed, expected, message) = match task.await {
-        Ok(Ok(Outcome::Pass { observed })) => (Verdict::Pass, observed, described.clone(), None),
-        Ok(Ok(Outcome::Fail { observed, expected, message })) => (Verdict::Fail, observed, expected, Some(message)),
-        Ok(Err(e)) => (Verdict::Error, None, None, Some(e.to_string())),
+    let result = match task.await {
+        Ok(r) => r.map_err(|e| e.to_string()),
         Err(join) => {
             let msg = if join.is_panic() {
                 let p = join.into_panic();
@@ -422,8 +430,23 @@ async fn run_assertion(a: Arc<dyn Assertion>, ctx: AssertionContext) -> Assertio
             } else {
                 "the assertion was cancelled".into()
             };
-            (Verdict::Error, None, None, Some(msg))
+            Err(msg)
         }
+    };
+    assertion_report(name, described, result)
+}
+
+/// The report line of one assertion or post-stop check from its outcome: pass, fail (checked
+/// and wrong) or error (could not check).
+fn assertion_report(
+    name: String,
+    described: Option<String>,
+    result: std::result::Result<Outcome, String>,
+) -> AssertionReport {
+    let (verdict, observed, expected, message) = match result {
+        Ok(Outcome::Pass { observed }) => (Verdict::Pass, observed, described.clone(), None),
+        Ok(Outcome::Fail { observed, expected, message }) => (Verdict::Fail, observed, expected, Some(message)),
+        Err(message) => (Verdict::Error, None, None, Some(message)),
     };
     AssertionReport { name, verdict, observed, expected: expected.or(described), message }
 }
@@ -646,11 +669,8 @@ mod tests {
             archive.segments.push(n.into());
         }
         archive.histories.insert(2, parse_history("1\t0/B00A3C8\tno recovery target specified\n").unwrap());
-        let mut f = FetchedBackup::new(
-            PathBuf::from("/x"),
-            15,
-            WalSupply::RestoreCommand { command: "true".into(), readable_paths: vec![] },
-        );
+        let mut f =
+            FetchedBackup::new(PathBuf::from("/x"), 15, WalSupply::Fetch(crate::source::WalFetch::shell("true")));
         f.backup_end_lsn = Some("0/3000100".parse().unwrap());
         f.backup_timeline = Some(1);
         f.archive = Some(archive);

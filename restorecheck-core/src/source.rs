@@ -70,14 +70,76 @@ impl FetchRequest {
 pub enum WalSupply {
     /// The backup carries all the WAL it needs (`-X stream`/`fetch`): crash recovery to its end.
     SelfContained,
-    /// Archive recovery: PostgreSQL runs this `restore_command` (with `%f`/`%p`). It must only
-    /// read; exit 0 when the file was restored, 1 when it does not exist, >125 on real errors.
-    RestoreCommand {
-        /// The command.
-        command: String,
-        /// Folders the command reads that the server's OS user must be able to read.
-        readable_paths: Vec<PathBuf>,
-    },
+    /// Archive recovery: PostgreSQL runs this program for each file it needs.
+    Fetch(WalFetch),
+}
+
+/// The program archive recovery runs to get one WAL file, as a structure rather than a shell
+/// string, so that each target turns it into its own `restore_command`: with host paths for a
+/// server on this host, with the same paths mounted for a container, run by the target's own
+/// OS user (which the target checks can read `read_only_paths`).
+///
+/// Contract for the program: it must only read (never write into a backup or an archive);
+/// exit 0 when the file was restored to its second argument, 1 when it does not exist, and
+/// more than 125 on real errors (which stops recovery instead of ending it early).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct WalFetch {
+    /// The program (an absolute host path: a script the source wrote into the work dir, or a
+    /// tool such as `/bin/sh`).
+    pub program: PathBuf,
+    /// Its arguments; `%f` (file name wanted) and `%p` (where to put it) are replaced by
+    /// PostgreSQL. A source-written script conventionally takes `%f %p` last.
+    pub args: Vec<String>,
+    /// Environment the program needs (credentials of a backup tool); kept out of logs.
+    pub env: SecretEnv,
+    /// Files and folders the program reads: a target makes them readable to (and, for a
+    /// container, mounts read-only for) its server's OS user.
+    pub read_only_paths: Vec<PathBuf>,
+}
+
+impl WalFetch {
+    /// Runs `program` with `args`.
+    pub fn new(program: impl Into<PathBuf>, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        WalFetch {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+            env: SecretEnv::default(),
+            read_only_paths: Vec::new(),
+        }
+    }
+
+    /// A source-written script taking `%f %p`.
+    pub fn script(path: impl Into<PathBuf>) -> Self {
+        WalFetch::new(path, ["%f", "%p"])
+    }
+
+    /// A shell command line from the (trusted) configuration, run by `/bin/sh -c`.
+    pub fn shell(command: impl Into<String>) -> Self {
+        WalFetch::new("/bin/sh", ["-c".to_string(), command.into()])
+    }
+
+    /// Adds paths the program reads.
+    pub fn reading(mut self, paths: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.read_only_paths.extend(paths);
+        self
+    }
+
+    /// Sets the program's environment.
+    pub fn with_env(mut self, env: impl Into<SecretEnv>) -> Self {
+        self.env = env.into();
+        self
+    }
+
+    /// The `restore_command` setting for a server that sees this host's paths: program and
+    /// arguments quoted for `/bin/sh`.
+    pub fn restore_command(&self) -> String {
+        std::iter::once(self.program.display().to_string())
+            .chain(self.args.iter().cloned())
+            .map(|a| crate::wal_archive::shell_quote(&a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// Where recovery must get to for the restore to count as complete.
@@ -277,6 +339,11 @@ impl std::fmt::Display for DumpFormat {
 pub struct LogicalDump {
     /// The dump file or `-Fd` folder (read only).
     pub path: PathBuf,
+    /// Empty folder where the target creates the fresh cluster it loads the dump into (the
+    /// request's data dir).
+    pub data_dir: PathBuf,
+    /// Major of the server the dump was taken from (0: the dump does not say).
+    pub server_major: u32,
     /// Its format.
     pub format: DumpFormat,
     /// Whole-file compression still to undo while reading (plain SQL only).
@@ -317,10 +384,84 @@ impl From<Vec<(String, String)>> for SecretEnv {
     }
 }
 
-/// What [`BackupSource::fetch`] produced.
+/// What [`BackupSource::fetch`] hands to a [`crate::RestoreTarget`]: a physical cluster to start
+/// and recover, or a logical dump to load into a fresh cluster. A target says which it takes
+/// ([`crate::target::Capabilities`]); the runner checks before anything is fetched.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct FetchedBackup {
+// One per check, moved once: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Artifact {
+    /// A data directory (with its WAL supply) to start and recover.
+    Physical(PhysicalBackup),
+    /// A dump to load into a fresh cluster.
+    Logical(LogicalDump),
+}
+
+/// Which kind of [`Artifact`] a source produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactKind {
+    /// [`Artifact::Physical`].
+    Physical,
+    /// [`Artifact::Logical`].
+    Logical,
+}
+
+impl std::fmt::Display for ArtifactKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ArtifactKind::Physical => "physical backups",
+            ArtifactKind::Logical => "logical dumps",
+        })
+    }
+}
+
+impl Artifact {
+    /// Its kind.
+    pub fn kind(&self) -> ArtifactKind {
+        match self {
+            Artifact::Physical(_) => ArtifactKind::Physical,
+            Artifact::Logical(_) => ArtifactKind::Logical,
+        }
+    }
+
+    /// The PostgreSQL major of the backup (a dump's: the server it was dumped from, 0 unknown).
+    pub fn pg_major(&self) -> u32 {
+        match self {
+            Artifact::Physical(p) => p.pg_major,
+            Artifact::Logical(d) => d.server_major,
+        }
+    }
+
+    /// The physical backup, if it is one.
+    pub fn physical(&self) -> Option<&PhysicalBackup> {
+        match self {
+            Artifact::Physical(p) => Some(p),
+            Artifact::Logical(_) => None,
+        }
+    }
+}
+
+impl From<PhysicalBackup> for Artifact {
+    fn from(p: PhysicalBackup) -> Self {
+        Artifact::Physical(p)
+    }
+}
+
+impl From<LogicalDump> for Artifact {
+    fn from(d: LogicalDump) -> Self {
+        Artifact::Logical(d)
+    }
+}
+
+/// The former name of [`PhysicalBackup`].
+pub type FetchedBackup = PhysicalBackup;
+
+/// A physical backup, fetched: a data directory and how recovery gets its WAL.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PhysicalBackup {
     /// The data directory, ready for a target to prepare and start.
     pub data_dir: PathBuf,
     /// The PostgreSQL major version of the data directory (`PG_VERSION`).
@@ -347,14 +488,9 @@ pub struct FetchedBackup {
     /// requires recovery to reach the newest segment on the timeline path recovery follows
     /// (instead of an `expected_end` entry for the archive's newest segment).
     pub archive: Option<crate::wal_archive::ArchiveContents>,
-    /// Environment the server (its `restore_command`) needs.
-    pub server_env: SecretEnv,
-    /// Set for logical dumps: `data_dir` is then empty and the target creates a fresh cluster
-    /// there and loads the dump into it.
-    pub logical: Option<LogicalDump>,
 }
 
-impl FetchedBackup {
+impl PhysicalBackup {
     /// A fetched backup with the given data directory and version and no further facts.
     pub fn new(data_dir: PathBuf, pg_major: u32, wal: WalSupply) -> Self {
         Self {
@@ -369,8 +505,6 @@ impl FetchedBackup {
             recovery_target_timeline: RecoveryTargetTimeline::Latest,
             backup_timeline: None,
             archive: None,
-            server_env: SecretEnv::default(),
-            logical: None,
         }
     }
 }
@@ -415,7 +549,15 @@ pub trait BackupSource: Send + Sync + Debug {
     }
 
     /// Fetches `backup` into the request's directories.
-    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup>;
+    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact>;
+
+    /// Which kind of artifact [`fetch`](Self::fetch) produces (default physical), so that a
+    /// target that cannot take it is refused before anything is fetched; `None` when it depends
+    /// on the backup (the `command` source: a data directory or a dump), in which case the
+    /// runner checks after the fetch, before anything is restored.
+    fn artifact_kind(&self) -> Option<ArtifactKind> {
+        Some(ArtifactKind::Physical)
+    }
 }
 
 /// The timeline in a 24-hex-digit WAL segment name (`000000020000000000000003` → 2).

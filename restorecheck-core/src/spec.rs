@@ -271,6 +271,13 @@ impl CheckSpec {
         assertions: Vec<Arc<dyn Assertion>>,
     ) -> Result<Check> {
         self.validate()?;
+        crate::target::check_compatible(source.as_ref(), target.as_ref()).map_err(|e| {
+            Error::config(format!(
+                "check {:?}: {}",
+                self.name,
+                e.to_string().trim_start_matches("configuration error: ")
+            ))
+        })?;
         let mut all = self.builtin_assertions()?;
         all.extend(assertions);
         Ok(Check {

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::context::RunContext;
 use crate::error::Result;
 use crate::postgres::Lsn;
-use crate::source::FetchedBackup;
+use crate::source::{Artifact, ArtifactKind, PhysicalBackup};
 
 /// Options for [`RestoreTarget::start`].
 #[derive(Debug, Clone)]
@@ -249,6 +249,13 @@ pub trait RestoreTarget: Send + Sync + Debug {
     /// Short kind name used in config and reports (`local`).
     fn kind(&self) -> &'static str;
 
+    /// What this target can restore. The runner (and [`crate::CheckSpec::build`], so also
+    /// `validate`) refuses a source whose artifact kind the target does not take, before
+    /// anything is fetched. The default: physical backups only.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::PHYSICAL
+    }
+
     /// Checks the target can serve a backup of `pg_major` (binaries, OS user), without starting
     /// anything. Used by `validate` with `None` (any version) and before fetching.
     async fn preflight(&self, pg_major: Option<u32>) -> Result<()>;
@@ -257,15 +264,64 @@ pub trait RestoreTarget: Send + Sync + Debug {
     /// `pg_verifybackup`, before anything starts (missing, extra or altered files are a
     /// [`Error::BackupDefect`](crate::Error::BackupDefect)). Returns a note for the report.
     /// The default says the target cannot verify.
-    async fn verify_backup(&self, _ctx: &RunContext, _backup: &FetchedBackup) -> Result<String> {
+    async fn verify_backup(&self, _ctx: &RunContext, _backup: &PhysicalBackup) -> Result<String> {
         Ok(format!("backup_manifest not verified: target {} has no pg_verifybackup step", self.kind()))
     }
 
-    /// Starts PostgreSQL on `backup`.
+    /// Starts PostgreSQL on `artifact`: recovery of a physical backup, or a fresh cluster with
+    /// a dump loaded (the restore phase ends when it is loaded). Only called with kinds
+    /// [`capabilities`](Self::capabilities) accepts.
     async fn start(
         &self,
         ctx: &RunContext,
-        backup: &FetchedBackup,
+        artifact: &Artifact,
         req: &RestoreRequest,
     ) -> Result<Box<dyn RunningServer>>;
+}
+
+/// What a [`RestoreTarget`] can restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// [`Artifact::Physical`]: data directories with archive or crash recovery.
+    pub physical: bool,
+    /// [`Artifact::Logical`]: dumps loaded into a fresh cluster.
+    pub logical: bool,
+}
+
+impl Capabilities {
+    /// Physical backups only.
+    pub const PHYSICAL: Capabilities = Capabilities { physical: true, logical: false };
+    /// Physical backups and logical dumps.
+    pub const ALL: Capabilities = Capabilities { physical: true, logical: true };
+
+    /// Whether `kind` can be restored.
+    pub fn accepts(&self, kind: ArtifactKind) -> bool {
+        match kind {
+            ArtifactKind::Physical => self.physical,
+            ArtifactKind::Logical => self.logical,
+        }
+    }
+}
+
+/// Refuses a source/target pair whose artifact the target cannot restore, with what to do.
+/// A source that decides per backup (`artifact_kind() == None`) passes here; the runner checks
+/// its artifact with [`check_artifact`] after the fetch.
+pub fn check_compatible(source: &dyn crate::BackupSource, target: &dyn RestoreTarget) -> Result<()> {
+    match source.artifact_kind() {
+        Some(kind) => check_artifact(kind, source, target),
+        None => Ok(()),
+    }
+}
+
+/// Refuses an artifact of `kind` the target cannot restore.
+pub fn check_artifact(kind: ArtifactKind, source: &dyn crate::BackupSource, target: &dyn RestoreTarget) -> Result<()> {
+    if target.capabilities().accepts(kind) {
+        return Ok(());
+    }
+    Err(crate::Error::config(format!(
+        "target {} cannot restore {kind} (source {}); use a target that can, e.g. [check.target] kind = \"local\"",
+        target.kind(),
+        source.kind()
+    )))
 }

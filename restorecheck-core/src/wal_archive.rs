@@ -252,7 +252,7 @@ impl WalArchive {
     /// PostgreSQL. The script exits 0 when it restored the file, 1 when the archive does not
     /// have it, and 200 (which makes PostgreSQL stop recovery with an error rather than treat
     /// the file as missing) when the file exists but cannot be read or decompressed.
-    pub fn write_restore_command(&self, dir: &Path) -> Result<String> {
+    pub fn write_restore_command(&self, dir: &Path) -> Result<crate::source::WalFetch> {
         let tool = |name: &str| -> Result<String> {
             which(name).map(|p| p.display().to_string()).ok_or_else(|| Error::Tooling {
                 what: format!("the WAL archive holds {name}-compressed segments but `{name}` is not installed"),
@@ -282,11 +282,8 @@ impl WalArchive {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| Error::io("chmod", &path, e))?;
-        Ok(format!(
-            "{} {} %f %p",
-            shell_quote(&path.display().to_string()),
-            shell_quote(&self.path.display().to_string())
-        ))
+        Ok(crate::source::WalFetch::new(path, [self.path.display().to_string(), "%f".into(), "%p".into()])
+            .reading([self.path.clone()]))
     }
 }
 

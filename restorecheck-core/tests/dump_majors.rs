@@ -129,9 +129,16 @@ async fn postgres_17_dump_on_the_docker_target_is_refused_clearly() {
     let (dir, dumps) = dumps_made_in_container(17).await;
     let target = DockerTarget::new(DockerTargetConfig { image: Some(IMAGE.into()), ..Default::default() }).unwrap();
     let r = run(&dir, dump_check(&dumps.join("app.custom"), Arc::new(target))).await;
-    // The docker target does not load logical dumps yet (issue 15): an error, never a fail.
+    // The docker target does not load logical dumps yet (issue 15): its capabilities say so,
+    // and the runner refuses the pair before anything is listed or fetched: an error, never a fail.
     assert_eq!(r.verdict, Verdict::Error, "{:?}", r.failure);
-    let msg = &r.failure.as_ref().unwrap().message;
-    assert!(msg.contains("logical dumps") && msg.contains("docker target"), "{msg}");
-    assert_eq!(r.backup.pg_major, Some(17));
+    let failure = r.failure.as_ref().unwrap();
+    assert_eq!(failure.phase, restorecheck_core::Phase::Select);
+    assert!(
+        failure.message.contains("target docker cannot restore logical dumps (source pg_dump)"),
+        "{}",
+        failure.message
+    );
+    assert_eq!(r.backup.id, None, "nothing was selected");
+    assert_eq!(r.timings.fetch, None, "nothing was fetched");
 }

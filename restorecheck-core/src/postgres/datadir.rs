@@ -217,7 +217,7 @@ pub fn prepare(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
     }
     let signal = data.join("recovery.signal");
     match wal {
-        WalSupply::RestoreCommand { .. } => write(&signal, "")?,
+        WalSupply::Fetch(_) => write(&signal, "")?,
         WalSupply::SelfContained => {
             if safefs::present(&signal) {
                 fs::remove_file(&signal).map_err(|e| Error::io("removing", &signal, e))?;
@@ -379,7 +379,7 @@ pub fn verifybackup_args(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
     }
     // tablespace_map was rewritten to point at the extracted tablespaces: ignore that one file.
     let mut args = vec!["-q".to_string(), "-i".into(), "tablespace_map".into()];
-    if matches!(wal, WalSupply::RestoreCommand { .. }) {
+    if matches!(wal, WalSupply::Fetch(_)) {
         args.push("-n".into());
     }
     args.push("-m".into());
@@ -443,7 +443,7 @@ mod tests {
     }
 
     fn restore_command() -> WalSupply {
-        WalSupply::RestoreCommand { command: "true".into(), readable_paths: Vec::new() }
+        WalSupply::Fetch(crate::source::WalFetch::shell("true"))
     }
 
     #[test]

@@ -103,8 +103,8 @@ pub fn prepare(spec: &LaunchSpec<'_>) -> Result<Launch> {
     os_user.chown_tree(&req.socket_dir)?;
     // The server user must reach its data dir through the folders above it.
     user::check_readable(os_user, data)?;
-    if let WalSupply::RestoreCommand { readable_paths, .. } = &backup.wal {
-        for p in readable_paths {
+    if let WalSupply::Fetch(fetch) = &backup.wal {
+        for p in &fetch.read_only_paths {
             user::check_readable(os_user, p)?;
         }
     }
@@ -121,10 +121,7 @@ pub fn prepare(spec: &LaunchSpec<'_>) -> Result<Launch> {
         notes.push(note);
     }
     let port = free_port();
-    let restore_command = match &backup.wal {
-        WalSupply::RestoreCommand { command, .. } => Some(command.as_str()),
-        WalSupply::SelfContained => None,
-    };
+    let restore_command = restore_command_of(&backup.wal);
     let safety = settings::safety_settings(&SafeSettingsInput {
         major: backup.pg_major,
         data_dir: data,
@@ -133,7 +130,7 @@ pub fn prepare(spec: &LaunchSpec<'_>) -> Result<Launch> {
         hba_file: &hba,
         ident_file: &ident,
         listen_addresses: "",
-        restore_command,
+        restore_command: restore_command.as_deref(),
         hot_standby_minimums: &control.hot_standby_minimums,
         recovery_target: &backup.recovery_target,
         recovery_target_timeline: backup.recovery_target_timeline,
@@ -177,9 +174,11 @@ fn own_os_user_name() -> String {
     nix::unistd::User::from_uid(me).ok().flatten().map(|u| u.name).unwrap_or_else(|| me.to_string())
 }
 
-fn restore_command_of(w: &WalSupply) -> Option<&str> {
+/// The `restore_command` of a server on this host (or in a container that mounts the same
+/// paths): the structured WAL supply quoted for the shell.
+fn restore_command_of(w: &WalSupply) -> Option<String> {
     match w {
-        WalSupply::RestoreCommand { command, .. } => Some(command),
+        WalSupply::Fetch(fetch) => Some(fetch.restore_command()),
         WalSupply::SelfContained => None,
     }
 }

@@ -38,7 +38,9 @@ use crate::error::{Error, Result};
 use crate::postgres::user::OsUser;
 use crate::postgres::Lsn;
 use crate::report::Phase;
-use crate::source::{BackupInfo, BackupSource, ExpectedEnd, FetchRequest, FetchedBackup, RecoveryTarget, WalSupply};
+use crate::source::{
+    Artifact, BackupInfo, BackupSource, ExpectedEnd, FetchRequest, FetchedBackup, RecoveryTarget, WalSupply,
+};
 use crate::sources::tool;
 use crate::wal_archive::WalArchive;
 
@@ -403,7 +405,7 @@ impl BackupSource for BarmanSource {
         Ok(chosen)
     }
 
-    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact> {
         crate::workdir::ensure_room_for(req, backup)?;
         let exe = self.program()?;
         let show = self.show_backup(ctx, Phase::Fetch, &backup.id).await?;
@@ -531,7 +533,7 @@ impl BackupSource for BarmanSource {
             let archive = WalArchive::scan(&barman_wal).map_err(|e| {
                 source_err(format!("cannot read the WAL Barman copied into {}: {e}", barman_wal.display()))
             })?;
-            let command = archive.write_restore_command(&req.scratch_dir)?;
+            let fetch = archive.write_restore_command(&req.scratch_dir)?;
             // The runner follows the timeline recovery follows through what Barman copied; the
             // catalog's last WAL counts only when it lies on that path's last timeline (after a
             // failover it may be an old primary's segment past the fork).
@@ -544,7 +546,7 @@ impl BackupSource for BarmanSource {
                 described: format!("the WAL barman {verb} copied into barman_wal"),
                 ..archive.contents
             });
-            WalSupply::RestoreCommand { command, readable_paths: vec![barman_wal] }
+            WalSupply::Fetch(fetch)
         } else {
             if let Some(seg) =
                 tool::newest_segment_in(&data.join("pg_wal")).filter(|s| Some(s) != show.last_available_wal.as_ref())
@@ -576,7 +578,7 @@ impl BackupSource for BarmanSource {
         fetched.bytes_restored = tool::tree_size(data) + tool::tree_size(&req.tablespace_dir);
         fetched.recovery_target = req.recovery_target_or(&self.cfg.recovery_target);
         fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
-        Ok(fetched)
+        Ok(Artifact::Physical(fetched))
     }
 }
 

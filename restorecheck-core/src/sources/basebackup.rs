@@ -16,7 +16,7 @@ use crate::decrypt::{DecryptConfig, Decryptor};
 use crate::error::{Error, Result};
 use crate::postgres::{datadir, Lsn};
 use crate::safefs;
-use crate::source::{BackupInfo, BackupSource, FetchRequest, FetchedBackup, WalSupply};
+use crate::source::{Artifact, BackupInfo, BackupSource, FetchRequest, FetchedBackup, WalSupply};
 use crate::storage::{self, BackupFile, Location, Remote, RemoteObject, StorageOptions};
 use crate::wal_archive::WalArchive;
 
@@ -350,7 +350,7 @@ impl BackupSource for BaseBackupSource {
         self.cfg.backup.as_deref()
     }
 
-    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact> {
         let decrypt = self.decryptor()?;
         let (origin, owner, bytes, label) = match Location::parse(&self.cfg.path, &self.cfg.storage)? {
             Location::Local(root) => {
@@ -407,14 +407,14 @@ impl BackupSource for BaseBackupSource {
                     }
                 };
                 let archive = WalArchive::scan(&local)?;
-                let command = archive.write_restore_command(&req.scratch_dir)?;
+                let fetch = archive.write_restore_command(&req.scratch_dir)?;
                 // The runner turns the listing into where recovery must get to, following the
                 // timeline recovery follows.
                 let contents = crate::wal_archive::ArchiveContents {
                     described: format!("the WAL archive {shown}"),
                     ..archive.contents
                 };
-                (WalSupply::RestoreCommand { command, readable_paths: vec![local] }, Some(contents))
+                (WalSupply::Fetch(fetch.reading([local])), Some(contents))
             }
         };
         let mut fetched = FetchedBackup::new(data.clone(), pg_major, wal);
@@ -422,9 +422,9 @@ impl BackupSource for BaseBackupSource {
         fetched.archive = archive;
         fetched.superuser_hints = owner.into_iter().collect();
         fetched.bytes_restored = bytes;
-        fetched.recovery_target = self.cfg.recovery_target.clone();
+        fetched.recovery_target = req.recovery_target_or(&self.cfg.recovery_target);
         fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
-        Ok(fetched)
+        Ok(Artifact::Physical(fetched))
     }
 }
 

@@ -20,7 +20,9 @@ use serde::Deserialize;
 use crate::context::RunContext;
 use crate::error::{Error, Result};
 use crate::report::Phase;
-use crate::source::{BackupInfo, BackupSource, FetchRequest, FetchedBackup, RecoveryTarget, WalSupply};
+use crate::source::{
+    Artifact, BackupInfo, BackupSource, FetchRequest, FetchedBackup, RecoveryTarget, WalFetch, WalSupply,
+};
 use crate::sources::basebackup::check_physical;
 use crate::sources::pg_dump::{detect_dump, fetch_dump, PgDumpConfig};
 
@@ -172,7 +174,11 @@ impl BackupSource for CommandSource {
         self.cfg.backup.as_deref()
     }
 
-    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+    fn artifact_kind(&self) -> Option<crate::source::ArtifactKind> {
+        None // the fetch command writes a data directory or a dump
+    }
+
+    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact> {
         // The data dir exists (mode 0700); a dump goes into scratch space instead.
         let dest = req.scratch_dir.join("fetched");
         std::fs::create_dir_all(&dest).map_err(|e| Error::io("creating", &dest, e))?;
@@ -202,15 +208,14 @@ impl BackupSource for CommandSource {
             std::fs::rename(&dest, &req.data_dir).map_err(|e| Error::io("moving the fetched data dir", &dest, e))?;
             let (pg_major, end) = check_physical(&req.data_dir, Path::new(&backup.location))?;
             let wal = match &self.cfg.restore_command {
-                Some(c) => WalSupply::RestoreCommand { command: c.clone(), readable_paths: Vec::new() },
+                Some(c) => WalSupply::Fetch(WalFetch::shell(c.clone()).with_env(self.environment()?)),
                 None => WalSupply::SelfContained,
             };
             let mut f = FetchedBackup::new(req.data_dir.clone(), pg_major, wal);
             f.backup_end_lsn = end;
             f.recovery_target = req.recovery_target_or(&self.cfg.recovery_target);
             f.recovery_target_timeline = self.cfg.recovery_target_timeline;
-            f.server_env = self.environment()?.into();
-            return Ok(f);
+            return Ok(Artifact::Physical(f));
         }
         let entries: Vec<PathBuf> = std::fs::read_dir(&dest)
             .map_err(|e| Error::io("listing", &dest, e))?
@@ -234,9 +239,9 @@ impl BackupSource for CommandSource {
             ..Default::default()
         };
         let mut f = fetch_dump(ctx, dump, req, &opts).await?;
-        if f.pg_major == 0 {
-            f.pg_major = backup.pg_major.unwrap_or(0);
+        if f.server_major == 0 {
+            f.server_major = backup.pg_major.unwrap_or(0);
         }
-        Ok(f)
+        Ok(Artifact::Logical(f))
     }
 }

@@ -17,7 +17,7 @@ use crate::archive::{self, Compression};
 use crate::context::RunContext;
 use crate::decrypt::{DecryptConfig, Decryptor};
 use crate::error::{Error, Result};
-use crate::source::{BackupInfo, BackupSource, DumpFormat, FetchRequest, FetchedBackup, LogicalDump, WalSupply};
+use crate::source::{Artifact, BackupInfo, BackupSource, DumpFormat, FetchRequest, LogicalDump};
 use crate::storage::{self, BackupFile, Location, Remote, RemoteObject, StorageOptions};
 
 /// Options of source `pg_dump` (`[check.source] kind = "pg_dump"`).
@@ -445,7 +445,11 @@ impl BackupSource for PgDumpSource {
         self.cfg.backup.as_deref()
     }
 
-    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+    fn artifact_kind(&self) -> Option<crate::source::ArtifactKind> {
+        Some(crate::source::ArtifactKind::Logical)
+    }
+
+    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact> {
         let decrypt = self.decryptor()?;
         let path = match Location::parse(&self.cfg.path, &self.cfg.storage)? {
             Location::Remote(r) => materialize_remote(ctx, &r, backup, req, decrypt).await?,
@@ -460,11 +464,10 @@ impl BackupSource for PgDumpSource {
             }
         };
         let mut f = fetch_dump(ctx, &path, req, &self.cfg).await?;
-        if f.pg_major == 0 {
-            f.pg_major = backup.pg_major.unwrap_or(0);
+        if f.server_major == 0 {
+            f.server_major = backup.pg_major.unwrap_or(0);
         }
-        f.bytes_restored = backup.size_bytes.unwrap_or(0);
-        Ok(f)
+        Ok(Artifact::Logical(f))
     }
 }
 
@@ -650,12 +653,7 @@ async fn materialize_remote(
 
 /// Prepares the dump at `path` (decompressing whole-file compression of archives into scratch
 /// space) for the target to load, with `opts`' database, globals, ownership and jobs.
-pub async fn fetch_dump(
-    ctx: &RunContext,
-    path: &Path,
-    req: &FetchRequest,
-    opts: &PgDumpConfig,
-) -> Result<FetchedBackup> {
+pub async fn fetch_dump(ctx: &RunContext, path: &Path, req: &FetchRequest, opts: &PgDumpConfig) -> Result<LogicalDump> {
     let path = path.to_path_buf();
     let d = detect(&path).ok_or_else(|| Error::defect(format!("{} is not a readable dump", path.display())))?;
     // Archives compressed as a whole are decompressed into scratch space: pg_restore needs
@@ -680,8 +678,10 @@ pub async fn fetch_dump(
         path.clone()
     };
     let header = if plain { read_plain_header(&file) } else { read_archive_header(&file, d.format)? };
-    let dump = LogicalDump {
+    Ok(LogicalDump {
         path: file,
+        data_dir: req.data_dir.clone(),
+        server_major: header.server_major.unwrap_or(0),
         format: d.format,
         compression: if plain { d.compression } else { Compression::None },
         // A pg_dumpall file creates and names its databases itself.
@@ -692,10 +692,7 @@ pub async fn fetch_dump(
         jobs: opts.jobs.unwrap_or(2).max(1),
         min_major: header.min_major(),
         made_by: header.made_by(),
-    };
-    let mut f = FetchedBackup::new(req.data_dir.clone(), header.server_major.unwrap_or(0), WalSupply::SelfContained);
-    f.logical = Some(dump);
-    Ok(f)
+    })
 }
 
 #[cfg(test)]

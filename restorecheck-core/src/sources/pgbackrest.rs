@@ -22,7 +22,9 @@ use crate::context::RunContext;
 use crate::error::{Error, Result};
 use crate::postgres::Lsn;
 use crate::report::Phase;
-use crate::source::{BackupInfo, BackupSource, ExpectedEnd, FetchRequest, FetchedBackup, RecoveryTarget, WalSupply};
+use crate::source::{
+    Artifact, BackupInfo, BackupSource, ExpectedEnd, FetchRequest, FetchedBackup, RecoveryTarget, WalFetch, WalSupply,
+};
 use crate::sources::tool;
 use crate::wal_archive::shell_quote;
 
@@ -341,7 +343,7 @@ impl PgBackRestSource {
     /// Writes the `restore_command` script: `archive-get` exits 0 (restored) or 1 (not in the
     /// archive); any other exit is a real error that must stop recovery (200) instead of being
     /// mistaken by PostgreSQL for the end of the WAL.
-    fn write_restore_script(&self, exe: &Path, req: &FetchRequest) -> Result<String> {
+    fn write_restore_script(&self, exe: &Path, req: &FetchRequest) -> Result<PathBuf> {
         let mut script = String::from(
             "#!/bin/sh\n# written by restorecheck: fetches WAL with `pgbackrest archive-get`, which only reads the repository\n",
         );
@@ -370,7 +372,7 @@ impl PgBackRestSource {
         // carry `options` values.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io("chmod", &path, e))?;
-        Ok(format!("{} %f %p", shell_quote(&path.display().to_string())))
+        Ok(path)
     }
 
     /// When running as root, the restored server's OS user must be able to read the config file
@@ -593,7 +595,7 @@ impl BackupSource for PgBackRestSource {
         self.cfg.backup.as_deref()
     }
 
-    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact> {
         crate::workdir::ensure_room_for(req, backup)?;
         let exe = self.program()?;
         // Fresh facts: the archive may have grown since the listing.
@@ -675,7 +677,7 @@ impl BackupSource for PgBackRestSource {
         let pg_major = tool::pg_version(&req.data_dir).ok_or_else(|| {
             Error::defect(format!("backup {}: PG_VERSION is missing after `pgbackrest restore`", b.label))
         })?;
-        let command = self.write_restore_script(&exe, req)?;
+        let script = self.write_restore_script(&exe, req)?;
         let repo_key = self.cfg.repo.or(b.database.repo_key.and_then(|k| u32::try_from(k).ok())).unwrap_or(1);
         let readable_paths: Vec<PathBuf> = self.repo_path(ctx, &exe, repo_key).await.into_iter().collect();
 
@@ -718,8 +720,11 @@ impl BackupSource for PgBackRestSource {
             }
         }
 
-        let mut fetched =
-            FetchedBackup::new(req.data_dir.clone(), pg_major, WalSupply::RestoreCommand { command, readable_paths });
+        let mut fetched = FetchedBackup::new(
+            req.data_dir.clone(),
+            pg_major,
+            WalSupply::Fetch(WalFetch::script(script).reading(readable_paths)),
+        );
         fetched.backup_end_lsn = backup_end_lsn;
         fetched.expected_end = expected_end;
         fetched.archive = listed;
@@ -730,7 +735,7 @@ impl BackupSource for PgBackRestSource {
             .unwrap_or_else(|| tool::tree_size(&req.data_dir) + tool::tree_size(&req.tablespace_dir));
         fetched.recovery_target = req.recovery_target_or(&self.cfg.recovery_target);
         fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
-        Ok(fetched)
+        Ok(Artifact::Physical(fetched))
     }
 }
 

@@ -41,7 +41,9 @@ use serde::Deserialize;
 use crate::context::RunContext;
 use crate::error::{Error, Result};
 use crate::report::Phase;
-use crate::source::{BackupInfo, BackupSource, ExpectedEnd, FetchRequest, FetchedBackup, RecoveryTarget, WalSupply};
+use crate::source::{
+    Artifact, BackupInfo, BackupSource, ExpectedEnd, FetchRequest, FetchedBackup, RecoveryTarget, WalFetch, WalSupply,
+};
 use crate::sources::environment;
 use crate::sources::tool;
 use crate::sources::walg::{check_server_user_can_run, check_tablespaces_inside};
@@ -358,7 +360,7 @@ impl WaleSource {
     }
 
     /// Writes the `restore_command` script (see the module docs for the exit codes).
-    fn write_restore_script(&self, exe: &Path, store: Option<&Path>, req: &FetchRequest) -> Result<String> {
+    fn write_restore_script(&self, exe: &Path, store: Option<&Path>, req: &FetchRequest) -> Result<PathBuf> {
         let precheck = match store {
             Some(s) => format!(
                 "# file:// storage: WAL-E crashes (exit 2) on a missing segment, so look first\n\
@@ -384,7 +386,7 @@ impl WaleSource {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| Error::io("chmod", &path, e))?;
-        Ok(format!("{} %f %p", shell_quote(&path.display().to_string())))
+        Ok(path)
     }
 
     async fn backup_fetch(
@@ -465,7 +467,7 @@ impl BackupSource for WaleSource {
         self.cfg.backup.as_deref()
     }
 
-    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact> {
         crate::workdir::ensure_room_for(req, backup)?;
         let exe = self.program()?;
         let env = self.environment()?;
@@ -527,7 +529,7 @@ impl BackupSource for WaleSource {
         check_tablespaces_inside(req)?;
 
         let store = Self::prefix(&env).as_deref().and_then(file_prefix_path);
-        let command = self.write_restore_script(&exe, store.as_deref(), req)?;
+        let script = self.write_restore_script(&exe, store.as_deref(), req)?;
         let mut expected_end = Vec::new();
         if online {
             if let Some(stop) = &b.wal_segment_backup_stop {
@@ -551,16 +553,18 @@ impl BackupSource for WaleSource {
                 });
             }
         }
-        let readable_paths = store.iter().cloned().collect();
-        let mut fetched =
-            FetchedBackup::new(req.data_dir.clone(), pg_major, WalSupply::RestoreCommand { command, readable_paths });
+        let readable_paths: Vec<PathBuf> = store.iter().cloned().collect();
+        let mut fetched = FetchedBackup::new(
+            req.data_dir.clone(),
+            pg_major,
+            WalSupply::Fetch(WalFetch::script(script).reading(readable_paths).with_env(env)),
+        );
         fetched.expected_end = expected_end;
         fetched.bytes_restored = tool::tree_size(&req.data_dir) + tool::tree_size(&req.tablespace_dir);
         fetched.recovery_target = req.recovery_target_or(&self.cfg.recovery_target);
         fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
         fetched.archive = listed;
-        fetched.server_env = env.into();
-        Ok(fetched)
+        Ok(Artifact::Physical(fetched))
     }
 }
 

@@ -29,7 +29,9 @@ use crate::context::RunContext;
 use crate::error::{Error, Result};
 use crate::postgres::Lsn;
 use crate::report::Phase;
-use crate::source::{BackupInfo, BackupSource, ExpectedEnd, FetchRequest, FetchedBackup, RecoveryTarget, WalSupply};
+use crate::source::{
+    Artifact, BackupInfo, BackupSource, ExpectedEnd, FetchRequest, FetchedBackup, RecoveryTarget, WalFetch, WalSupply,
+};
 use crate::sources::basebackup::check_physical;
 use crate::sources::environment;
 use crate::sources::tool;
@@ -341,7 +343,7 @@ impl WalgSource {
 
     /// Writes the `restore_command` script: `wal-fetch` exit 0 → 0, 74 (not in the storage) →
     /// 1, anything else → 200 so that PostgreSQL stops instead of ending recovery early.
-    fn write_restore_script(&self, exe: &Path, req: &FetchRequest) -> Result<String> {
+    fn write_restore_script(&self, exe: &Path, req: &FetchRequest) -> Result<PathBuf> {
         let script = format!(
             "#!/bin/sh\n# written by restorecheck: fetches WAL with `wal-g wal-fetch`, which only reads the storage\n\
              {} wal-fetch \"$1\" \"$2\"\nrc=$?\n\
@@ -355,7 +357,7 @@ impl WalgSource {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| Error::io("chmod", &path, e))?;
-        Ok(format!("{} %f %p", shell_quote(&path.display().to_string())))
+        Ok(path)
     }
 }
 
@@ -471,7 +473,7 @@ impl BackupSource for WalgSource {
         self.cfg.backup.as_deref()
     }
 
-    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<FetchedBackup> {
+    async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact> {
         crate::workdir::ensure_room_for(req, backup)?;
         let exe = self.program()?;
         let env = self.environment()?;
@@ -506,7 +508,7 @@ impl BackupSource for WalgSource {
 
         let (pg_major, manifest_end) = check_physical(&req.data_dir, Path::new(&backup.location))?;
         check_tablespaces_inside(req)?;
-        let command = self.write_restore_script(&exe, req)?;
+        let script = self.write_restore_script(&exe, req)?;
         let mut readable_paths = Vec::new();
         if let Some(p) = environment::lookup(&env, "WALG_FILE_PREFIX").filter(|p| p.starts_with('/')) {
             readable_paths.push(PathBuf::from(p));
@@ -514,15 +516,6 @@ impl BackupSource for WalgSource {
         let timelines = self.timelines(ctx, &exe, &env).await?;
         let backup_timeline = b.timeline();
 
-        let mut fetched =
-            FetchedBackup::new(req.data_dir.clone(), pg_major, WalSupply::RestoreCommand { command, readable_paths });
-        fetched.backup_end_lsn = b.finish_lsn.filter(|l| *l > 0).map(Lsn).or(manifest_end);
-        fetched.expected_end = expected_from_timelines(&timelines, backup_timeline, self.cfg.recovery_target_timeline)
-            .into_iter()
-            .collect();
-        fetched.bytes_restored = tool::tree_size(&req.data_dir) + tool::tree_size(&req.tablespace_dir);
-        fetched.recovery_target = req.recovery_target_or(&self.cfg.recovery_target);
-        fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
         let mut server_env = env;
         // WAL-G's prefetch runs `wal-g wal-prefetch` processes in the background that would
         // outlive the restored server and write into the removed work dir; 1 turns it off.
@@ -531,8 +524,16 @@ impl BackupSource for WalgSource {
         {
             server_env.push(("WALG_DOWNLOAD_CONCURRENCY".into(), "1".into()));
         }
-        fetched.server_env = server_env.into();
-        Ok(fetched)
+        let wal = WalFetch::script(script).reading(readable_paths).with_env(server_env);
+        let mut fetched = FetchedBackup::new(req.data_dir.clone(), pg_major, WalSupply::Fetch(wal));
+        fetched.backup_end_lsn = b.finish_lsn.filter(|l| *l > 0).map(Lsn).or(manifest_end);
+        fetched.expected_end = expected_from_timelines(&timelines, backup_timeline, self.cfg.recovery_target_timeline)
+            .into_iter()
+            .collect();
+        fetched.bytes_restored = tool::tree_size(&req.data_dir) + tool::tree_size(&req.tablespace_dir);
+        fetched.recovery_target = req.recovery_target_or(&self.cfg.recovery_target);
+        fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
+        Ok(Artifact::Physical(fetched))
     }
 }
 

@@ -29,7 +29,7 @@ use crate::postgres::control::ControlData;
 use crate::postgres::launch::{self, LaunchSpec};
 use crate::postgres::server::{ServerProbe, ServerSession};
 use crate::postgres::user::OsUser;
-use crate::source::{FetchedBackup, WalSupply};
+use crate::source::{Artifact, FetchedBackup, WalSupply};
 use crate::target::{Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer};
 
 /// Label keys on every container restorecheck starts.
@@ -191,8 +191,8 @@ fn mounts(req: &RestoreRequest, backup: &FetchedBackup) -> Vec<Mount> {
     if !req.socket_dir.starts_with(&req.work_dir) {
         m.push(same(&req.socket_dir));
     }
-    if let WalSupply::RestoreCommand { readable_paths, .. } = &backup.wal {
-        for p in readable_paths {
+    if let WalSupply::Fetch(fetch) = &backup.wal {
+        for p in &fetch.read_only_paths {
             m.push(same(p).with_access_mode(AccessMode::ReadOnly));
         }
     }
@@ -244,15 +244,13 @@ impl RestoreTarget for DockerTarget {
     async fn start(
         &self,
         ctx: &RunContext,
-        backup: &FetchedBackup,
+        artifact: &Artifact,
         req: &RestoreRequest,
     ) -> Result<Box<dyn RunningServer>> {
-        if backup.logical.is_some() {
-            return Err(Error::Tooling {
-                what: "logical dumps (source pg_dump) are not yet restored by the docker target".into(),
-                hint: "use [check.target] kind = \"local\" for pg_dump sources".into(),
-            });
-        }
+        // capabilities() says physical only; the runner refuses dumps before they are fetched.
+        let Artifact::Physical(backup) = artifact else {
+            return Err(Error::internal("the docker target was given a logical dump"));
+        };
         launch::check_version(backup.pg_major)?;
         let docker = engine().await?;
         let image = self.image_for(backup.pg_major);
@@ -302,7 +300,11 @@ impl RestoreTarget for DockerTarget {
             crate::wal_archive::shell_quote(&plan.log_path.display().to_string())
         );
         let mut server_req = request(&image, ctx, &os_user, mounts(req, backup), WaitFor::Nothing);
-        for (k, v) in &backup.server_env.0 {
+        let wal_env = match &backup.wal {
+            WalSupply::Fetch(fetch) => fetch.env.0.as_slice(),
+            WalSupply::SelfContained => &[],
+        };
+        for (k, v) in wal_env {
             server_req = server_req.with_env_var(k.clone(), v.clone());
         }
         let container = server_req

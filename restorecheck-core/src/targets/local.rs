@@ -19,8 +19,8 @@ use crate::postgres::logical;
 use crate::postgres::server::{ServerProbe, ServerSession};
 use crate::postgres::user::OsUser;
 use crate::process;
-use crate::source::FetchedBackup;
-use crate::target::{Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer};
+use crate::source::{Artifact, FetchedBackup, PhysicalBackup, WalSupply};
+use crate::target::{Capabilities, Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer};
 
 /// Options of target `local` (`[check.target] kind = "local"`).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -99,41 +99,42 @@ impl RestoreTarget for LocalTarget {
         Ok("backup_manifest verified with pg_verifybackup (every file, size and checksum)".into())
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
     async fn start(
         &self,
         ctx: &RunContext,
-        backup: &FetchedBackup,
+        artifact: &Artifact,
         req: &RestoreRequest,
     ) -> Result<Box<dyn RunningServer>> {
         let os_user = OsUser::resolve(self.cfg.os_user.as_deref())?;
         let mut early_notes: Vec<String> =
             crate::postgres::user::fallback_note(&os_user, self.cfg.os_user.as_deref()).into_iter().collect();
-        let bin = if let Some(dump) = &backup.logical {
-            // The dump's own major, else a newer one (PostgreSQL loads older dumps, never newer).
-            let needs = binaries::DumpNeeds {
-                source_major: backup.pg_major,
-                min_major: dump.min_major,
-                made_by: dump.made_by.as_deref(),
-            };
-            let (bin, note) = binaries::for_dump(&needs, self.cfg.bin_dir.as_deref())?;
-            early_notes.extend(note);
-            os_user.chown_tree(&req.work_dir)?;
-            logical::initdb(&bin, &os_user, &backup.data_dir).await?;
-            bin
-        } else {
-            launch::check_version(backup.pg_major)?;
-            binaries::find(backup.pg_major, self.cfg.bin_dir.as_deref())?
+        // A dump loads into a fresh cluster of its own major's binaries (else a newer one:
+        // PostgreSQL loads older dumps, never newer), started like a crash-recovered backup.
+        let fresh;
+        let (bin, backup, dump) = match artifact {
+            Artifact::Physical(backup) => {
+                launch::check_version(backup.pg_major)?;
+                (binaries::find(backup.pg_major, self.cfg.bin_dir.as_deref())?, backup, None)
+            }
+            Artifact::Logical(dump) => {
+                let needs = binaries::DumpNeeds {
+                    source_major: dump.server_major,
+                    min_major: dump.min_major,
+                    made_by: dump.made_by.as_deref(),
+                };
+                let (bin, note) = binaries::for_dump(&needs, self.cfg.bin_dir.as_deref())?;
+                early_notes.extend(note);
+                os_user.chown_tree(&req.work_dir)?;
+                logical::initdb(&bin, &os_user, &dump.data_dir).await?;
+                fresh = PhysicalBackup::new(dump.data_dir.clone(), bin.major, WalSupply::SelfContained);
+                (bin, &fresh, Some(dump))
+            }
         };
         let control = ControlData::read(&bin.path, &backup.data_dir).await?;
-        // The fresh cluster of a dump has its own version; settings must match the binaries.
-        let mut for_launch;
-        let backup = if backup.logical.is_some() {
-            for_launch = backup.clone();
-            for_launch.pg_major = bin.major;
-            &for_launch
-        } else {
-            backup
-        };
         let mut plan = launch::prepare(&LaunchSpec {
             backup,
             req,
@@ -143,7 +144,11 @@ impl RestoreTarget for LocalTarget {
             db_user: self.cfg.superuser.as_deref(),
         })?;
         plan.notes.splice(0..0, early_notes);
-        let child = spawn_postgres(&bin, &os_user, &plan.args, &plan.log_path, &backup.server_env.0)?;
+        let wal_env = match &backup.wal {
+            WalSupply::Fetch(fetch) => fetch.env.0.as_slice(),
+            WalSupply::SelfContained => &[],
+        };
+        let child = spawn_postgres(&bin, &os_user, &plan.args, &plan.log_path, wal_env)?;
         tracing::info!(
             "started PostgreSQL {} (pid {}) on {} [{} recovery]",
             bin.version,
@@ -161,7 +166,7 @@ impl RestoreTarget for LocalTarget {
             session: ServerSession::new(plan, req.socket_dir.clone(), stop_timeout),
             checksums: (control.checksum_version > 0).then(|| (bin.clone(), os_user.clone(), backup.data_dir.clone())),
         });
-        if let Some(dump) = &backup.logical {
+        if let Some(dump) = dump {
             // Load the dump now (restore phase); on any failure stop the server before returning.
             let loaded = async {
                 server.wait_recovered(ctx).await?;

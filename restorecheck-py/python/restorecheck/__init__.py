@@ -113,7 +113,7 @@ def kinds() -> Tuple[List[str], List[str], List[str]]:
 
 
 class Check:
-    """One check: a source, a target and assertions, as a ``[[check]]`` table.
+    """One check: a source, a target and assertions, with the settings of a ``[[check]]`` table.
 
     ``assertions`` holds :func:`sql`/:func:`assertion` results and callables taking a :class:`Db`,
     run in order after the check-level ones (``max_backup_age``, integrity checks).
@@ -121,10 +121,13 @@ class Check:
     check, default 30 minutes; teardown always runs) are durations. ``backup`` picks a backup id
     instead of the newest. ``role`` is a database role the check's own assertions (SQL and
     callables) run as, via ``SET ROLE`` (default: the restored server's superuser; built-in
-    integrity checks always run as superuser). Further keyword arguments are further keys of a ``[[check]]`` table
-    (e.g. ``integrity={"amcheck": False}``): the check is built by the same parser as
-    ``restorecheck.toml``, so defaults and error messages are the CLI's. Invalid options raise
-    :class:`ConfigError` here, at construction; nothing is restored until :meth:`run`.
+    integrity checks always run as superuser). ``rto`` is the recovery time objective: a check that
+    restored but took longer fails with an ``rto`` assertion, exactly as in the CLI. Further keyword
+    arguments are further keys of a ``[[check]]`` table (e.g. ``integrity={"amcheck": False}``,
+    ``recovery_target="immediate"``): they fill the same settings struct (the core's ``CheckSpec``)
+    that ``restorecheck.toml`` fills, so defaults, check-level assertions, verdicts and error
+    messages are the CLI's. Invalid options raise :class:`ConfigError` here, at construction;
+    nothing is restored until :meth:`run`.
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class Check:
         timeout: Optional[Duration] = None,
         backup: Optional[str] = None,
         role: Optional[str] = None,
+        rto: Optional[Duration] = None,
         **options: Any,
     ) -> None:
         """Builds and validates the check (nothing is restored yet)."""
@@ -152,6 +156,7 @@ class Check:
             max_backup_age=max_backup_age,
             timeout=timeout,
             role=role,
+            rto=rto,
             **options,
         )
 
