@@ -31,7 +31,7 @@ use restorecheck_core::sources::{
     PgBackRestSource, PgDumpConfig, PgDumpSource, WaleConfig, WaleSource, WalgConfig, WalgSource,
 };
 use restorecheck_core::workdir::WorkDir;
-use restorecheck_core::{BackupInfo, BackupSource, ErrorKind, FetchRequest, FetchedBackup, RunContext};
+use restorecheck_core::{Artifact, BackupInfo, BackupSource, ErrorKind, FetchRequest, RunContext};
 
 /// Name of the database and of the table created between the two backups.
 const MARKER: &str = "between_backups";
@@ -70,9 +70,9 @@ async fn change(c: &SampleCluster) -> Change {
 
 /// Checks what `fetch` produced for backup `id` and says whether it holds the [`Change`]. The
 /// one place that knows the shape of fetch's result.
-fn assert_fetched(name: &str, id: &str, req: &FetchRequest, f: &FetchedBackup, change: &Change) -> bool {
-    match &f.logical {
-        None => {
+fn assert_fetched(name: &str, id: &str, req: &FetchRequest, a: &Artifact, change: &Change) -> bool {
+    match a {
+        Artifact::Physical(f) => {
             assert_eq!(f.data_dir, req.data_dir, "{name} {id}: the data directory is not where it was asked for");
             let version = std::fs::read_to_string(f.data_dir.join("PG_VERSION"))
                 .unwrap_or_else(|e| panic!("{name} {id}: no PG_VERSION in the fetched data directory: {e}"));
@@ -80,12 +80,14 @@ fn assert_fetched(name: &str, id: &str, req: &FetchRequest, f: &FetchedBackup, c
             assert!(f.data_dir.join("global/pg_control").is_file(), "{name} {id}: no global/pg_control");
             f.data_dir.join("base").join(change.db_oid.to_string()).is_dir()
         }
-        Some(dump) => {
+        Artifact::Logical(dump) => {
+            assert_eq!(dump.data_dir, req.data_dir, "{name} {id}: the fresh cluster's folder is not the one asked for");
             assert!(dump.path.is_file(), "{name} {id}: the dump {} is not a file", dump.path.display());
             let bytes = std::fs::read(&dump.path).unwrap();
             assert!(!bytes.is_empty(), "{name} {id}: the dump is empty");
             bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes())
         }
+        other => panic!("{name} {id}: an artifact this suite does not know: {other:?}"),
     }
 }
 
