@@ -165,6 +165,11 @@ impl GroupGuard {
         GroupGuard { pgid: child.id().and_then(|p| i32::try_from(p).ok()) }
     }
 
+    /// [`Self::new`] for a `std::process::Child` (started with [`own_group_std`]).
+    pub fn new_std(child: &std::process::Child) -> Self {
+        GroupGuard { pgid: i32::try_from(child.id()).ok() }
+    }
+
     /// The process group id, while armed.
     pub fn pgid(&self) -> Option<i32> {
         self.pgid

@@ -46,12 +46,301 @@ pub struct CaseResult {
     pub ok: bool,
 }
 
-struct Case {
-    name: &'static str,
-    check: Check,
-    verdict: Verdict,
-    phase: Option<Phase>,
+/// The good backup a case starts from.
+#[derive(Debug, Clone, Copy)]
+enum Good {
+    /// `pg_basebackup -Fp -Xstream` with no writes during it (so no full-page image in its WAL
+    /// repairs damage injected into data files).
+    Plain,
+    /// `pg_basebackup -Ft -z -Xnone`, recovered from the WAL archive (three segments later).
+    TarGz,
+    /// `pg_dump -Fc` of the application database.
+    CustomDump,
+    /// `pg_dump -Fd` of the application database.
+    DirDump,
+    /// A tar backup of a cluster whose application table is empty.
+    EmptyApp,
+    /// A tar backup of a cluster whose newest row is two days old.
+    StaleApp,
 }
+
+/// Where the good backups and the facts about them are.
+struct Fixtures {
+    plain: PathBuf,
+    /// The folder holding the tar backup (and nothing else).
+    targz: PathBuf,
+    archive: PathBuf,
+    custom: Option<PathBuf>,
+    dirdump: Option<PathBuf>,
+    empty: PathBuf,
+    stale: PathBuf,
+    /// Data files (relative to the data directory): the application table's heap, its primary
+    /// key index, and a template1 catalog no query or amcheck reads (only pg_checksums sees it).
+    heap: String,
+    index: String,
+    template_file: String,
+    /// The first WAL segment the tar backup needs, and three archived after it.
+    first: String,
+    later: Vec<String>,
+    /// The sample clusters: their folders (backups, WAL archive) go when they are dropped.
+    _clusters: [SampleCluster; 3],
+}
+
+/// Damages the copy at the path (of a backup or a WAL archive).
+type DamageFn = fn(&Fixtures, &Path) -> Result<()>;
+
+/// What a case does before its check runs.
+#[derive(Clone, Copy)]
+enum Damage {
+    /// Nothing: a good backup.
+    None,
+    /// Copies the backup into `damaged/<name>` and damages the copy.
+    Backup(&'static str, DamageFn),
+    /// Copies the WAL archive into `damaged/<name>` and damages the copy.
+    Archive(&'static str, DamageFn),
+}
+
+/// One fault-injection case.
+struct Case {
+    /// What was done to the backup (shown).
+    name: &'static str,
+    /// Also in the quick set (`restorecheck selftest`), not only in the full one.
+    quick: bool,
+    /// The check's name.
+    check: &'static str,
+    from: Good,
+    damage: Damage,
+    /// Whether the check verifies the `backup_manifest` (physical backups).
+    manifest: bool,
+    /// The verdict it must produce and the phase it must fail in.
+    expect: (Verdict, Option<Phase>),
+}
+
+const PASS: (Verdict, Option<Phase>) = (Verdict::Pass, None);
+
+const fn fail(phase: Phase) -> (Verdict, Option<Phase>) {
+    (Verdict::Fail, Some(phase))
+}
+
+/// Every case, in the order they run and are shown.
+const CASES: &[Case] = &[
+    Case {
+        name: "good: plain, WAL streamed",
+        quick: true,
+        check: "plain",
+        from: Good::Plain,
+        damage: Damage::None,
+        manifest: true,
+        expect: PASS,
+    },
+    Case {
+        name: "good: tar.gz + WAL archive",
+        quick: true,
+        check: "targz",
+        from: Good::TarGz,
+        damage: Damage::None,
+        manifest: true,
+        expect: PASS,
+    },
+    Case {
+        name: "missing WAL segment after consistency",
+        quick: true,
+        check: "gap",
+        from: Good::TarGz,
+        damage: Damage::Archive("wal-gap", |f, a| remove(a, &f.later[1])),
+        manifest: true,
+        expect: fail(Phase::Recovery),
+    },
+    Case {
+        name: "truncated tar",
+        quick: true,
+        check: "tar",
+        from: Good::TarGz,
+        damage: Damage::Backup("tar-truncated", |_, b| truncate(&b.join("targz/base.tar.gz"), 0.6)),
+        manifest: true,
+        expect: fail(Phase::Fetch),
+    },
+    Case {
+        name: "flipped bit in a heap page, manifest check off",
+        quick: true,
+        check: "heapbit",
+        from: Good::Plain,
+        damage: Damage::Backup("heap-bit-nomanifest", |f, b| flip_byte(&b.join(&f.heap), 8000)),
+        manifest: false,
+        expect: fail(Phase::Assert),
+    },
+    Case {
+        name: "good: custom dump",
+        quick: false,
+        check: "custom",
+        from: Good::CustomDump,
+        damage: Damage::None,
+        manifest: true,
+        expect: PASS,
+    },
+    Case {
+        name: "good: directory dump",
+        quick: false,
+        check: "dir",
+        from: Good::DirDump,
+        damage: Damage::None,
+        manifest: true,
+        expect: PASS,
+    },
+    Case {
+        name: "missing WAL segment before consistency",
+        quick: false,
+        check: "nofirst",
+        from: Good::TarGz,
+        damage: Damage::Archive("wal-no-first", |f, a| remove(a, &f.first)),
+        manifest: true,
+        expect: fail(Phase::Recovery),
+    },
+    Case {
+        name: "truncated WAL segment",
+        quick: false,
+        check: "waltrunc",
+        from: Good::TarGz,
+        damage: Damage::Archive("wal-truncated", |f, a| truncate(&a.join(&f.later[1]), 0.5)),
+        manifest: true,
+        expect: fail(Phase::Recovery),
+    },
+    Case {
+        name: "wrong timeline history",
+        quick: false,
+        check: "tli",
+        from: Good::TarGz,
+        damage: Damage::Archive("wal-timeline", |_, a| {
+            std::fs::write(a.join("00000002.history"), "1\t0/1000000\tno recovery target specified\n")
+                .map_err(|e| Error::io("damaging", a, e))
+        }),
+        manifest: true,
+        expect: fail(Phase::Recovery),
+    },
+    Case {
+        name: "corrupted gzip stream",
+        quick: false,
+        check: "gzip",
+        from: Good::TarGz,
+        damage: Damage::Backup("gzip-corrupt", |_, b| {
+            let gz = b.join("targz/base.tar.gz");
+            let len = std::fs::metadata(&gz).map_err(|e| Error::io("reading", &gz, e))?.len();
+            (1..8).try_for_each(|k| flip_byte(&gz, len * k / 10))
+        }),
+        manifest: true,
+        expect: fail(Phase::Fetch),
+    },
+    Case {
+        name: "deleted relation file",
+        quick: false,
+        check: "reldel",
+        from: Good::Plain,
+        damage: Damage::Backup("rel-deleted-false", |f, b| remove(b, &f.heap)),
+        manifest: true,
+        expect: fail(Phase::Fetch),
+    },
+    Case {
+        name: "deleted relation file, manifest check off",
+        quick: false,
+        check: "reldel",
+        from: Good::Plain,
+        damage: Damage::Backup("rel-deleted-true", |f, b| remove(b, &f.heap)),
+        manifest: false,
+        expect: fail(Phase::Assert),
+    },
+    Case {
+        name: "flipped bit in a heap page",
+        quick: false,
+        check: "heapbit2",
+        from: Good::Plain,
+        damage: Damage::Backup("heap-bit", |f, b| flip_byte(&b.join(&f.heap), 8000)),
+        manifest: true,
+        expect: fail(Phase::Fetch),
+    },
+    Case {
+        name: "flipped bit in an index page, manifest check off",
+        quick: false,
+        check: "indexbit",
+        from: Good::Plain,
+        damage: Damage::Backup("index-bit-nomanifest", |f, b| flip_byte(&b.join(&f.index), 8192 + 4000)),
+        manifest: false,
+        expect: fail(Phase::Assert),
+    },
+    Case {
+        name: "flipped bit in an unread page, manifest check off",
+        quick: false,
+        check: "checksums",
+        from: Good::Plain,
+        damage: Damage::Backup("template-bit-nomanifest", |f, b| flip_byte(&b.join(&f.template_file), 4000)),
+        manifest: false,
+        expect: fail(Phase::Assert),
+    },
+    Case {
+        name: "removed backup_label",
+        quick: false,
+        check: "nolabel",
+        from: Good::Plain,
+        damage: Damage::Backup("no-label", |_, b| remove(b, "backup_label")),
+        manifest: true,
+        expect: fail(Phase::Fetch),
+    },
+    Case {
+        name: "file altered after the backup (manifest)",
+        quick: false,
+        check: "altered",
+        from: Good::Plain,
+        damage: Damage::Backup("altered", |_, b| {
+            std::fs::write(b.join("postgresql.conf"), "# changed after the backup\n")
+                .map_err(|e| Error::io("damaging", b, e))
+        }),
+        manifest: true,
+        expect: fail(Phase::Fetch),
+    },
+    Case {
+        name: "truncated custom dump",
+        quick: false,
+        check: "dumptrunc",
+        from: Good::CustomDump,
+        damage: Damage::Backup("custom-truncated", |_, d| truncate(d, 0.7)),
+        manifest: true,
+        expect: fail(Phase::Restore),
+    },
+    Case {
+        name: "missing data file in a directory dump",
+        quick: false,
+        check: "dirmissing",
+        from: Good::DirDump,
+        damage: Damage::Backup("dir-missing-data", |_, d| {
+            for e in std::fs::read_dir(d).map_err(|e| Error::io("listing", d, e))?.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".dat.gz") {
+                    std::fs::remove_file(e.path()).map_err(|er| Error::io("damaging", e.path(), er))?;
+                }
+            }
+            Ok(())
+        }),
+        manifest: true,
+        expect: fail(Phase::Restore),
+    },
+    // Data that restores fine but is wrong for the application.
+    Case {
+        name: "empty application table",
+        quick: true,
+        check: "empty",
+        from: Good::EmptyApp,
+        damage: Damage::None,
+        manifest: true,
+        expect: fail(Phase::Assert),
+    },
+    Case {
+        name: "stale data",
+        quick: true,
+        check: "stale",
+        from: Good::StaleApp,
+        damage: Damage::None,
+        manifest: true,
+        expect: fail(Phase::Assert),
+    },
+];
 
 const ROWS: u32 = 2000;
 
@@ -100,50 +389,51 @@ fn start_segment(label: &str) -> Option<String> {
         .map(|s| s.trim_end_matches(')').to_string())
 }
 
+/// Removes `rel` from the copy `dir`.
+fn remove(dir: &Path, rel: &str) -> Result<()> {
+    std::fs::remove_file(dir.join(rel)).map_err(|e| Error::io("damaging", dir, e))
+}
+
 /// Runs the cases and returns their outcomes (the caller prints [`table`]).
 pub async fn run(opts: &SelftestOptions, ctx: &RunContext) -> Result<Vec<CaseResult>> {
     let root = &opts.root;
-    let mk = |p: &Path| -> Result<()> {
-        std::fs::create_dir_all(p).map_err(|e| Error::io("creating", p, e))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).map_err(|e| Error::io("chmod", p, e))
-    };
     mk(root)?;
     let damaged = root.join("damaged");
     let work = root.join("work");
     mk(&damaged)?;
     mk(&work)?;
-    let target = opts.target.clone();
-    let check_of = |name: &'static str, path: &Path, archive: Option<&Path>, verify: bool| -> Check {
-        let source = BaseBackupSource::new(BaseBackupConfig {
-            path: path.to_path_buf(),
-            backup: None,
-            wal_archive: archive.map(Path::to_path_buf),
-            recovery_target: Default::default(),
-            ..Default::default()
+    let fx = fixtures(root, opts.full).await?;
+    let mut results = Vec::new();
+    for (i, case) in CASES.iter().filter(|c| c.quick || opts.full).enumerate() {
+        if ctx.cancel.is_cancelled() {
+            return Err(Error::Cancelled { phase: Phase::Select });
+        }
+        let check = check_of(case, &fx, &damaged, opts.target.clone())?;
+        let r = run_check(&check, &work, i, ctx).await;
+        let phase = r.failure.as_ref().map(|f| f.phase);
+        let (verdict, expected_phase) = case.expect;
+        results.push(CaseResult {
+            case: case.name.to_string(),
+            expected_verdict: verdict,
+            expected_phase,
+            ok: r.verdict == verdict && phase == expected_phase,
+            verdict: r.verdict,
+            phase,
+            message: r.failure.map(|f| f.message),
         });
-        let mut c = integrity(Check::new(name, Arc::new(source), target.clone()));
-        c.verify_manifest = verify;
-        c
-    };
-    let dump_of = |name: &'static str, path: &Path| -> Check {
-        let source = PgDumpSource::new(PgDumpConfig {
-            path: path.to_path_buf(),
-            backup: None,
-            database: None,
-            globals: None,
-            no_owner: false,
-            jobs: None,
-            ..Default::default()
-        });
-        integrity(Check::new(name, Arc::new(source), target.clone()))
-    };
-    let copy_of = |name: &str, original: &Path| -> Result<PathBuf> {
-        let to = damaged.join(name);
-        cp(original, &to)?;
-        Ok(to)
-    };
+    }
+    Ok(results)
+}
 
+/// Creates a folder readable by the server's OS user.
+fn mk(p: &Path) -> Result<()> {
+    std::fs::create_dir_all(p).map_err(|e| Error::io("creating", p, e))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).map_err(|e| Error::io("chmod", p, e))
+}
+
+/// Makes the good backups under `root` (the dumps only for the `full` set).
+async fn fixtures(root: &Path, full: bool) -> Result<Fixtures> {
     let c =
         SampleCluster::create(&root.join("cluster"), SampleOptions { checksums: true, ..Default::default() }).await?;
     c.create_app(ROWS).await?;
@@ -184,213 +474,87 @@ pub async fn run(opts: &SelftestOptions, ctx: &RunContext) -> Result<Vec<CaseRes
     let out = sh(&["tar", "-xzOf", &targz.join("base.tar.gz").display().to_string(), "backup_label"])?;
     let first = start_segment(&String::from_utf8_lossy(&out.stdout))
         .ok_or_else(|| Error::defect("the sample tar backup has no backup_label"))?;
+    let (custom, dirdump) = if full {
+        (Some(dump_file(&c, "app.custom", "-Fc").await?), Some(dump_file(&c, "app.dir", "-Fd").await?))
+    } else {
+        (None, None)
+    };
 
-    let mut cases = vec![
-        Case {
-            name: "good: plain, WAL streamed",
-            check: check_of("plain", &plain, None, true),
-            verdict: Verdict::Pass,
-            phase: None,
-        },
-        Case {
-            name: "good: tar.gz + WAL archive",
-            check: check_of("targz", &targz_only, Some(&archive), true),
-            verdict: Verdict::Pass,
-            phase: None,
-        },
-    ];
-    let a = copy_of("wal-gap", &archive)?;
-    std::fs::remove_file(a.join(&later[1])).map_err(|e| Error::io("damaging", &a, e))?;
-    cases.push(Case {
-        name: "missing WAL segment after consistency",
-        check: check_of("gap", &targz_only, Some(&a), true),
-        verdict: Verdict::Fail,
-        phase: Some(Phase::Recovery),
-    });
-    let b = copy_of("tar-truncated", &targz_only)?;
-    truncate(&b.join("targz/base.tar.gz"), 0.6)?;
-    cases.push(Case {
-        name: "truncated tar",
-        check: check_of("tar", &b, Some(&archive), true),
-        verdict: Verdict::Fail,
-        phase: Some(Phase::Fetch),
-    });
-    let b = copy_of("heap-bit-nomanifest", &plain)?;
-    flip_byte(&b.join(&heap), 8000)?;
-    cases.push(Case {
-        name: "flipped bit in a heap page, manifest check off",
-        check: check_of("heapbit", &b, None, false),
-        verdict: Verdict::Fail,
-        phase: Some(Phase::Assert),
-    });
-
-    if opts.full {
-        let custom = dump_file(&c, "app.custom", "-Fc").await?;
-        let dirdump = dump_file(&c, "app.dir", "-Fd").await?;
-        cases.push(Case {
-            name: "good: custom dump",
-            check: dump_of("custom", &custom),
-            verdict: Verdict::Pass,
-            phase: None,
-        });
-        cases.push(Case {
-            name: "good: directory dump",
-            check: dump_of("dir", &dirdump),
-            verdict: Verdict::Pass,
-            phase: None,
-        });
-        let a = copy_of("wal-no-first", &archive)?;
-        std::fs::remove_file(a.join(&first)).map_err(|e| Error::io("damaging", &a, e))?;
-        cases.push(Case {
-            name: "missing WAL segment before consistency",
-            check: check_of("nofirst", &targz_only, Some(&a), true),
-            verdict: Verdict::Fail,
-            phase: Some(Phase::Recovery),
-        });
-        let a = copy_of("wal-truncated", &archive)?;
-        truncate(&a.join(&later[1]), 0.5)?;
-        cases.push(Case {
-            name: "truncated WAL segment",
-            check: check_of("waltrunc", &targz_only, Some(&a), true),
-            verdict: Verdict::Fail,
-            phase: Some(Phase::Recovery),
-        });
-        let a = copy_of("wal-timeline", &archive)?;
-        std::fs::write(a.join("00000002.history"), "1\t0/1000000\tno recovery target specified\n")
-            .map_err(|e| Error::io("damaging", &a, e))?;
-        cases.push(Case {
-            name: "wrong timeline history",
-            check: check_of("tli", &targz_only, Some(&a), true),
-            verdict: Verdict::Fail,
-            phase: Some(Phase::Recovery),
-        });
-        let b = copy_of("gzip-corrupt", &targz_only)?;
-        let gz = b.join("targz/base.tar.gz");
-        let len = std::fs::metadata(&gz).map_err(|e| Error::io("reading", &gz, e))?.len();
-        for k in 1..8 {
-            flip_byte(&gz, len * k / 10)?;
-        }
-        cases.push(Case {
-            name: "corrupted gzip stream",
-            check: check_of("gzip", &b, Some(&archive), true),
-            verdict: Verdict::Fail,
-            phase: Some(Phase::Fetch),
-        });
-        for (name, nomanifest, phase) in [
-            ("deleted relation file", false, Phase::Fetch),
-            ("deleted relation file, manifest check off", true, Phase::Assert),
-        ] {
-            let b = copy_of(&format!("rel-deleted-{nomanifest}"), &plain)?;
-            std::fs::remove_file(b.join(&heap)).map_err(|e| Error::io("damaging", &b, e))?;
-            cases.push(Case {
-                name,
-                check: check_of("reldel", &b, None, !nomanifest),
-                verdict: Verdict::Fail,
-                phase: Some(phase),
-            });
-        }
-        let b = copy_of("heap-bit", &plain)?;
-        flip_byte(&b.join(&heap), 8000)?;
-        cases.push(Case {
-            name: "flipped bit in a heap page",
-            check: check_of("heapbit2", &b, None, true),
-            verdict: Verdict::Fail,
-            phase: Some(Phase::Fetch),
-        });
-        let b = copy_of("index-bit-nomanifest", &plain)?;
-        flip_byte(&b.join(&index), 8192 + 4000)?;
-        cases.push(Case {
-            name: "flipped bit in an index page, manifest check off",
-            check: check_of("indexbit", &b, None, false),
-            verdict: Verdict::Fail,
-            phase: Some(Phase::Assert),
-        });
-        let b = copy_of("template-bit-nomanifest", &plain)?;
-        flip_byte(&b.join(&template_file), 4000)?;
-        cases.push(Case {
-            name: "flipped bit in an unread page, manifest check off",
-            check: check_of("checksums", &b, None, false),
-            verdict: Verdict::Fail,
-            phase: Some(Phase::Assert),
-        });
-        let b = copy_of("no-label", &plain)?;
-        std::fs::remove_file(b.join("backup_label")).map_err(|e| Error::io("damaging", &b, e))?;
-        cases.push(Case {
-            name: "removed backup_label",
-            check: check_of("nolabel", &b, None, true),
-            verdict: Verdict::Fail,
-            phase: Some(Phase::Fetch),
-        });
-        let b = copy_of("altered", &plain)?;
-        std::fs::write(b.join("postgresql.conf"), "# changed after the backup\n")
-            .map_err(|e| Error::io("damaging", &b, e))?;
-        cases.push(Case {
-            name: "file altered after the backup (manifest)",
-            check: check_of("altered", &b, None, true),
-            verdict: Verdict::Fail,
-            phase: Some(Phase::Fetch),
-        });
-        let d = copy_of("custom-truncated", &custom)?;
-        truncate(&d, 0.7)?;
-        cases.push(Case {
-            name: "truncated custom dump",
-            check: dump_of("dumptrunc", &d),
-            verdict: Verdict::Fail,
-            phase: Some(Phase::Restore),
-        });
-        let d = copy_of("dir-missing-data", &dirdump)?;
-        for e in std::fs::read_dir(&d).map_err(|e| Error::io("listing", &d, e))?.flatten() {
-            if e.file_name().to_string_lossy().ends_with(".dat.gz") {
-                std::fs::remove_file(e.path()).map_err(|er| Error::io("damaging", e.path(), er))?;
-            }
-        }
-        cases.push(Case {
-            name: "missing data file in a directory dump",
-            check: dump_of("dirmissing", &d),
-            verdict: Verdict::Fail,
-            phase: Some(Phase::Restore),
-        });
-    }
-
-    // Data that restores fine but is wrong for the application.
     let empty = SampleCluster::create(&root.join("empty-cluster"), SampleOptions::default()).await?;
     empty.create_app(0).await?;
     empty.basebackup("b", &["-Ft", "-Xstream"]).await?;
-    cases.push(Case {
-        name: "empty application table",
-        check: check_of("empty", &empty.backups_dir(), None, true),
-        verdict: Verdict::Fail,
-        phase: Some(Phase::Assert),
-    });
     let stale = SampleCluster::create(&root.join("stale-cluster"), SampleOptions::default()).await?;
     stale.create_app(5).await?;
     stale.exec("app", "update registrations set created_at = now() - interval '2 days'").await?;
     stale.basebackup("b", &["-Ft", "-Xstream"]).await?;
-    cases.push(Case {
-        name: "stale data",
-        check: check_of("stale", &stale.backups_dir(), None, true),
-        verdict: Verdict::Fail,
-        phase: Some(Phase::Assert),
-    });
+    Ok(Fixtures {
+        plain,
+        targz: targz_only,
+        archive,
+        custom,
+        dirdump,
+        empty: empty.backups_dir(),
+        stale: stale.backups_dir(),
+        heap,
+        index,
+        template_file,
+        first,
+        later,
+        _clusters: [c, empty, stale],
+    })
+}
 
-    let mut results = Vec::new();
-    for (i, case) in cases.into_iter().enumerate() {
-        if ctx.cancel.is_cancelled() {
-            return Err(Error::Cancelled { phase: Phase::Select });
+/// The check of `case`: its good backup, or a damaged copy of it or of the WAL archive in
+/// `damaged`, restored into `target` and checked for integrity.
+fn check_of(case: &Case, fx: &Fixtures, damaged: &Path, target: Arc<dyn RestoreTarget>) -> Result<Check> {
+    let copy_of = |name: &str, original: &Path, damage: DamageFn| -> Result<PathBuf> {
+        let to = damaged.join(name);
+        cp(original, &to)?;
+        damage(fx, &to)?;
+        Ok(to)
+    };
+    let dump = |p: &Option<PathBuf>| {
+        p.clone().ok_or_else(|| Error::defect(format!("selftest case {:?} needs the full set", case.name)))
+    };
+    let (good, archive) = match case.from {
+        Good::Plain => (fx.plain.clone(), None),
+        Good::TarGz => (fx.targz.clone(), Some(fx.archive.clone())),
+        Good::CustomDump => (dump(&fx.custom)?, None),
+        Good::DirDump => (dump(&fx.dirdump)?, None),
+        Good::EmptyApp => (fx.empty.clone(), None),
+        Good::StaleApp => (fx.stale.clone(), None),
+    };
+    let (path, archive) = match case.damage {
+        Damage::None => (good, archive),
+        Damage::Backup(name, damage) => (copy_of(name, &good, damage)?, archive),
+        Damage::Archive(name, damage) => {
+            let a =
+                archive.ok_or_else(|| Error::defect(format!("selftest case {:?} has no WAL archive", case.name)))?;
+            (good, Some(copy_of(name, &a, damage)?))
         }
-        let r = run_check(&case.check, &work, i, ctx).await;
-        let phase = r.failure.as_ref().map(|f| f.phase);
-        results.push(CaseResult {
-            case: case.name.to_string(),
-            expected_verdict: case.verdict,
-            expected_phase: case.phase,
-            ok: r.verdict == case.verdict && phase == case.phase,
-            verdict: r.verdict,
-            phase,
-            message: r.failure.map(|f| f.message),
+    };
+    if matches!(case.from, Good::CustomDump | Good::DirDump) {
+        let source = PgDumpSource::new(PgDumpConfig {
+            path,
+            backup: None,
+            database: None,
+            globals: None,
+            no_owner: false,
+            jobs: None,
+            ..Default::default()
         });
+        return Ok(integrity(Check::new(case.check, Arc::new(source), target)));
     }
-    Ok(results)
+    let source = BaseBackupSource::new(BaseBackupConfig {
+        path,
+        backup: None,
+        wal_archive: archive,
+        recovery_target: Default::default(),
+        ..Default::default()
+    });
+    let mut c = integrity(Check::new(case.check, Arc::new(source), target));
+    c.verify_manifest = case.manifest;
+    Ok(c)
 }
 
 fn integrity(c: Check) -> Check {

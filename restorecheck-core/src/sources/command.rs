@@ -19,11 +19,11 @@ use serde::Deserialize;
 
 use crate::context::RunContext;
 use crate::error::{Error, Result};
+use crate::postgres::physical::check_physical;
 use crate::report::Phase;
 use crate::source::{
     Artifact, BackupInfo, BackupSource, FetchRequest, FetchedBackup, RecoveryTarget, WalFetch, WalSupply,
 };
-use crate::sources::basebackup::check_physical;
 use crate::sources::pg_dump::{detect_dump, fetch_dump, PgDumpConfig};
 
 /// Options of source `command` (`[check.source] kind = "command"`).

@@ -502,7 +502,7 @@ impl BackupSource for WaleSource {
         let origin = Path::new(&backup.location);
         let online = req.data_dir.join("backup_label").is_file();
         let pg_major = if online {
-            crate::sources::basebackup::check_physical(&req.data_dir, origin)?.0
+            crate::postgres::physical::check_physical(&req.data_dir, origin)?.0
         } else {
             // An offline backup (`backup-push --while-offline`) needs no label, but only if the
             // cluster really was shut down cleanly; otherwise the label is missing.

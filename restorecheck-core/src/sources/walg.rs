@@ -27,12 +27,12 @@ use serde::Deserialize;
 
 use crate::context::RunContext;
 use crate::error::{Error, Result};
+use crate::postgres::physical::check_physical;
 use crate::postgres::Lsn;
 use crate::report::Phase;
 use crate::source::{
     Artifact, BackupInfo, BackupSource, ExpectedEnd, FetchRequest, FetchedBackup, RecoveryTarget, WalFetch, WalSupply,
 };
-use crate::sources::basebackup::check_physical;
 use crate::sources::environment;
 use crate::sources::tool;
 use crate::wal_archive::shell_quote;

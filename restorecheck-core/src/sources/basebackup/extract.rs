@@ -1,0 +1,117 @@
+//! Restoring a tar-format backup, from a local folder or object storage: every tar streamed
+//! (decrypted, decompressed) into the data directory or its tablespace folder, then
+//! `tablespace_map` pointed at the extracted tablespaces and `backup_manifest` put in place.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::archive::{self, Compression};
+use crate::context::RunContext;
+use crate::decrypt::Decryptor;
+use crate::error::{Error, Result};
+use crate::safefs;
+use crate::source::FetchRequest;
+use crate::storage::{self, BackupFile};
+
+/// Streams every tar of a tar-format backup (`base.tar*`, tablespace `<oid>.tar*`,
+/// `pg_wal.tar*`; any of them encrypted) into place, `parallel` at a time, then points
+/// `tablespace_map` at the extracted tablespaces and places `backup_manifest`.
+pub(super) async fn extract_backup_files(
+    ctx: &RunContext,
+    shown: &str,
+    files: Vec<BackupFile>,
+    req: &FetchRequest,
+    decrypt: Option<&Decryptor>,
+    parallel: usize,
+) -> Result<u64> {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut jobs: Vec<(BackupFile, PathBuf)> = Vec::new();
+    let mut tablespaces = Vec::new();
+    let mut manifest = None;
+    for f in files {
+        let name = f.name();
+        let bare = storage::plain_name(&name, decrypt);
+        let stem = Compression::strip(bare);
+        if stem == "backup_manifest" {
+            manifest = Some(f);
+            continue;
+        }
+        let Some(stem) = stem.strip_suffix(".tar") else { continue };
+        if stem == "base" {
+            jobs.push((f, req.data_dir.clone()));
+        } else if stem == "pg_wal" {
+            jobs.push((f, req.data_dir.join("pg_wal")));
+        } else if !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()) {
+            let dest = req.tablespace_dir.join(stem);
+            tablespaces.push((stem.to_string(), dest.clone()));
+            jobs.push((f, dest));
+        }
+    }
+    if jobs.len() > 1 {
+        // The biggest first, so the longest download starts at once.
+        jobs.sort_by_key(|(f, _)| std::cmp::Reverse(f.size()));
+    }
+    let total: u64 = jobs.iter().map(|(f, _)| f.size()).sum();
+    // The archives' size: their content when uncompressed, a lower bound otherwise.
+    if let Some(work) = req.data_dir.parent() {
+        crate::workdir::ensure_free_space(work, total, &format!("the backup {shown}"))?;
+    }
+    ctx.progress.begin(&format!("extracting {shown}"), Some(total));
+    let mut tasks: Vec<Box<dyn FnOnce() -> Result<u64> + Send>> = Vec::new();
+    for (file, dest) in jobs {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dest).map_err(|e| Error::io("creating", &dest, e))?;
+        let progress = Some(ctx.progress.clone());
+        let cancel = ctx.cancel.clone();
+        let decrypt = decrypt.cloned();
+        tasks.push(Box::new(move || {
+            let (reader, _) = file.open(decrypt.as_ref(), progress, cancel.clone())?;
+            Ok(archive::extract_tar_from(reader, &file.display(), &dest, Some(cancel))?.bytes)
+        }));
+    }
+    let bytes = storage::run_parallel(tasks, parallel, &ctx.cancel).await;
+    ctx.progress.end();
+    let bytes: u64 = bytes?.into_iter().sum();
+    rewrite_tablespace_map(&req.data_dir, &tablespaces)?;
+    if let Some(m) = manifest {
+        let to = req.data_dir.join("backup_manifest");
+        // Whatever base.tar put there (a link, say) is replaced, never written through.
+        if safefs::present(&to) && fs::symlink_metadata(&to).is_ok_and(|md| !md.is_dir()) {
+            fs::remove_file(&to).map_err(|e| Error::io("replacing", &to, e))?;
+        }
+        let decrypt = decrypt.cloned();
+        let cancel = ctx.cancel.clone();
+        tokio::task::spawn_blocking(move || m.save_to(&to, decrypt.as_ref(), None, cancel))
+            .await
+            .map_err(|e| Error::defect(format!("copying backup_manifest failed: {e}")))??;
+    }
+    Ok(bytes)
+}
+
+/// Rewrites `tablespace_map` so each tablespace points at its extracted copy instead of the
+/// production path; a tablespace listed there without its tar is a defect.
+fn rewrite_tablespace_map(data: &Path, extracted: &[(String, PathBuf)]) -> Result<()> {
+    let map = data.join("tablespace_map");
+    let Some(text) = safefs::read_text(&map, safefs::LABEL_MAX)? else { return Ok(()) };
+    let mut out = String::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let (oid, path) = line.split_once(' ').unwrap_or((line, ""));
+        if oid.is_empty() || !oid.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Error::defect(format!(
+                "tablespace_map line {}: {oid:?} is not a tablespace OID (a number); refusing the backup",
+                n + 1
+            )));
+        }
+        if safefs::plain_absolute(Path::new(path)).is_none() {
+            return Err(Error::defect(format!(
+                "tablespace_map line {}: tablespace {oid} has location {path:?}, which is not an absolute path without \
+                 `..`; refusing the backup",
+                n + 1
+            )));
+        }
+        let dest = extracted.iter().find(|(o, _)| o == oid).map(|(_, d)| d).ok_or_else(|| {
+            Error::defect(format!("tablespace {oid} is listed in tablespace_map but {oid}.tar is not in the backup"))
+        })?;
+        out.push_str(&format!("{oid} {}\n", dest.display()));
+    }
+    safefs::write_file(&map, out.as_bytes())
+}
