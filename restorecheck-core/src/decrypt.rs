@@ -120,6 +120,7 @@ impl DecryptConfig {
                 let program = crate::wal_archive::which("gpg").ok_or_else(|| Error::Tooling {
                     what: "decrypt (gpg): `gpg` is not installed (not found on PATH)".into(),
                     hint: GPG_INSTALL_HINT.into(),
+                    source: None,
                 })?;
                 if let Some(h) = homedir {
                     if !h.is_dir() {
@@ -242,8 +243,12 @@ fn age_wrap(keys: &AgeKeys, reader: Box<dyn Read + Send>, file: &str) -> Result<
     let armored = age::armor::ArmoredReader::new(reader);
     let dec = age::Decryptor::new_buffered(armored).map_err(|e| age_header_error(e, file))?;
     let scrypt_file = dec.is_scrypt();
-    let wrong =
-        |message: String, hint: &str| Error::Decryption { file: file.to_string(), message, hint: hint.to_string() };
+    let wrong = |message: String, hint: &str| Error::Decryption {
+        file: file.to_string(),
+        message,
+        hint: hint.to_string(),
+        source: None,
+    };
     let result = match keys {
         AgeKeys::Identities { file: key_file, identities } => {
             if scrypt_file {
@@ -448,13 +453,18 @@ fn gpg_wrap(g: &GpgSetup, mut reader: Box<dyn Read + Send>, file: &str) -> Resul
     let mut child = cmd.spawn().map_err(|e| Error::Tooling {
         what: format!("decrypt (gpg): cannot start {}: {e}", g.program.display()),
         hint: GPG_INSTALL_HINT.into(),
+        source: None,
     })?;
     let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         let _ = child.kill();
         let _ = child.wait();
-        return Err(Error::Tooling { what: "decrypt (gpg): gpg's pipes are missing".into(), hint: String::new() });
+        return Err(Error::Tooling {
+            what: "decrypt (gpg): gpg's pipes are missing".into(),
+            hint: String::new(),
+            source: None,
+        });
     };
     let feeder = std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
@@ -558,7 +568,8 @@ impl GpgReader {
             .filter_map(|l| l.trim().strip_prefix("gpg: encrypted with "))
             .map(|s| s.trim().to_string())
             .collect();
-        let decryption = |message: String, hint: String| Error::Decryption { file: file.clone(), message, hint };
+        let decryption =
+            |message: String, hint: String| Error::Decryption { file: file.clone(), message, hint, source: None };
         let var = self.passphrase_var.as_deref();
         if stderr.contains("Bad passphrase") || stderr.contains("Bad session key") {
             return match var {
@@ -603,6 +614,7 @@ impl GpgReader {
             return Error::Tooling {
                 what: format!("decrypt (gpg): gpg could not use {} for {file}: {said}", self.keyring()),
                 hint: "check that homedir exists, is writable for gpg-agent's socket and holds the secret key".into(),
+                source: None,
             };
         }
         let how = status.map(|s| s.to_string()).unwrap_or_else(|| "unknown status".into());

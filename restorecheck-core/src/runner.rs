@@ -229,7 +229,7 @@ pub async fn run_check(check: &Check, work_root: &Path, index: usize, ctx: &RunC
             _ => None,
         });
         st.report.verdict = if e.is_backup_defect() { Verdict::Fail } else { Verdict::Error };
-        st.report.failure = Some(Failure { phase: st.phase, message: e.to_string(), log_tail });
+        st.report.failure = Some(Failure { phase: st.phase, message: e.chain(), log_tail });
     }
 
     // Teardown: always, bounded, and outside the check's deadline.
@@ -238,13 +238,13 @@ pub async fn run_check(check: &Check, work_root: &Path, index: usize, ctx: &RunC
         st.report.notes.extend(server.notes());
         match tokio::time::timeout(Duration::from_secs(120), server.teardown()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => teardown_problem(&mut st.report, format!("stopping the server: {e}")),
+            Ok(Err(e)) => teardown_problem(&mut st.report, format!("stopping the server: {}", e.chain())),
             Err(_) => teardown_problem(&mut st.report, "stopping the server took more than 120s".into()),
         }
     }
     if let Some(work) = st.work.take() {
         if let Err(e) = work.remove() {
-            teardown_problem(&mut st.report, format!("removing the work dir: {e}"));
+            teardown_problem(&mut st.report, format!("removing the work dir: {}", e.chain()));
         }
     }
     st.close_phase();
@@ -299,7 +299,7 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
 
     // recovery: wait for the real end, then prove it reached everything the source holds
     st.enter(Phase::Recovery, ctx);
-    let server = st.server.as_mut().ok_or_else(|| Error::config("internal: server vanished"))?;
+    let server = st.server.as_mut().ok_or_else(|| Error::internal("server vanished"))?;
     let mut info = server.wait_recovered(ctx).await?;
     let connection = server.connection();
     let verdict = completeness(&fetched, &mut info);
@@ -326,7 +326,7 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
     if check.verify_checksums {
         // Last: it stops the server.
         let name = "checksums".to_string();
-        let server = st.server.as_mut().ok_or_else(|| Error::config("internal: server vanished"))?;
+        let server = st.server.as_mut().ok_or_else(|| Error::internal("server vanished"))?;
         let report = match server.verify_checksums(ctx).await {
             Ok(None) => None,
             Ok(Some(Outcome::Pass { observed })) => Some(AssertionReport {
@@ -344,7 +344,7 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
                 verdict: Verdict::Error,
                 observed: None,
                 expected: None,
-                message: Some(e.to_string()),
+                message: Some(e.chain()),
             }),
         };
         st.report.assertions.extend(report);
@@ -388,7 +388,7 @@ async fn run_assertion(a: Arc<dyn Assertion>, ctx: AssertionContext) -> Assertio
     let (verdict, observed, expected, message) = match task.await {
         Ok(Ok(Outcome::Pass { observed })) => (Verdict::Pass, observed, described.clone(), None),
         Ok(Ok(Outcome::Fail { observed, expected, message })) => (Verdict::Fail, observed, expected, Some(message)),
-        Ok(Err(e)) => (Verdict::Error, None, None, Some(e.to_string())),
+        Ok(Err(e)) => (Verdict::Error, None, None, Some(e.chain())),
         Err(join) => {
             let msg = if join.is_panic() {
                 let p = join.into_panic();
@@ -489,6 +489,7 @@ pub fn completeness(fetched: &FetchedBackup, info: &mut RecoveryInfo) -> Result<
             target_kind: "runner",
             message: "the server did not say where recovery ended, so completeness cannot be proven".into(),
             log_tail: None,
+            source: None,
         });
     };
     for e in &expected {
@@ -497,6 +498,7 @@ pub fn completeness(fetched: &FetchedBackup, info: &mut RecoveryInfo) -> Result<
                 target_kind: "runner",
                 message: format!("cannot turn {:?} into a WAL position: {}", e.wal_segment, e.reason),
                 log_tail: None,
+                source: None,
             });
         };
         if end < lsn {

@@ -46,9 +46,11 @@ impl Assertion for PyAssertion {
         let ctx = ctx.clone();
         let task = tokio::task::spawn_blocking(move || {
             Python::attach(|py| {
+                // The Python exception's text, taken while attached (its Display needs the GIL).
                 let db = Bound::new(py, Db::new(handle, &ctx)).map_err(|e| Error::Assertion {
                     name: name.clone(),
-                    message: format!("could not create the db object: {e}"),
+                    message: "could not create the db object".into(),
+                    source: Some(e.to_string().into()),
                 })?;
                 let result = func.bind(py).call1((db.clone(),));
                 db.get().close();
@@ -57,16 +59,18 @@ impl Assertion for PyAssertion {
         });
         match task.await {
             Ok(r) => r,
-            Err(e) => {
-                Err(Error::Assertion { name: self.name.clone(), message: format!("the assertion thread failed: {e}") })
-            }
+            Err(e) => Err(Error::Assertion {
+                name: self.name.clone(),
+                message: "the assertion thread failed".into(),
+                source: Some(e.into()),
+            }),
         }
     }
 }
 
 /// Outcome of a callable assertion from what it returned or raised.
 fn classify(py: Python<'_>, name: &str, result: PyResult<Bound<'_, PyAny>>) -> restorecheck_core::Result<Outcome> {
-    let error = |message: String| Error::Assertion { name: name.to_string(), message };
+    let error = |message: String| Error::Assertion { name: name.to_string(), message, source: None };
     let fail = |message: String| Outcome::Fail { observed: None, expected: None, message };
     match result {
         Ok(v) if v.is_none() => Ok(Outcome::Pass { observed: None }),
@@ -236,14 +240,14 @@ impl PyCheck {
 fn parse_check(table: toml::Table) -> PyResult<runner::Check> {
     let mut doc = toml::Table::new();
     doc.insert("check".into(), toml::Value::Array(vec![toml::Value::Table(table)]));
-    let text = toml::to_string(&doc).map_err(|e| to_py_err(&Error::config(format!("check: {e}"))))?;
+    let text = toml::to_string(&doc).map_err(|e| to_py_err(&Error::config("check").with_source(e)))?;
     let no_line = |e: Error| match e {
         // Line numbers would point into the table built here, not into anything the caller wrote.
-        Error::Config { message, .. } => Error::Config { message, line: None },
+        Error::Config { message, source, .. } => Error::Config { message, line: None, source },
         other => other,
     };
     let mut config = restorecheck_core::Config::parse(&text, crate::registry()).map_err(|e| to_py_err(&no_line(e)))?;
-    config.checks.pop().ok_or_else(|| PyRuntimeError::new_err("internal: the check table produced no check"))
+    config.checks.pop().ok_or_else(|| to_py_err(&Error::internal("the check table produced no check")))
 }
 
 /// An item of `assertions=[…]`: a TOML kind or a callable taking the db.

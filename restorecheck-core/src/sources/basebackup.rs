@@ -84,7 +84,7 @@ impl BaseBackupSource {
     }
 
     fn err(&self, message: String) -> Error {
-        Error::Source { source_kind: "basebackup", message }
+        Error::Source { source_kind: "basebackup", message, source: None }
     }
 
     /// The folder of backup `id` under the local `root`.
@@ -735,6 +735,7 @@ fn encrypted_wal_files(dir: &Path, decrypt: Option<&Decryptor>) -> Result<Vec<Ba
     let rd = fs::read_dir(dir).map_err(|e| Error::Source {
         source_kind: "basebackup",
         message: format!("cannot read wal_archive {}: {e}", dir.display()),
+        source: None,
     })?;
     let files: Vec<(PathBuf, String)> = rd
         .flatten()
