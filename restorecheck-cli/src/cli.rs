@@ -168,7 +168,7 @@ pub struct RunArgs {
 }
 
 fn parse_output_mode(s: &str) -> Result<u32, String> {
-    restorecheck_core::outputs::parse_mode(s).map_err(|e| e.to_string())
+    restorecheck_core::outputs::parse_mode(s).map_err(|e| e.chain())
 }
 
 /// Options of `init`.

@@ -181,6 +181,28 @@ fn config_errors_exit_2_with_line_numbers() {
 }
 
 #[test]
+fn an_unreadable_config_prints_the_error_then_its_cause_once() {
+    let dir = Dir::new("cfg-cause");
+    let missing = dir.0.join("missing.toml");
+    // A folder where the file should be (tests run as root, so a mode cannot make it unreadable).
+    let folder = dir.0.join("folder.toml");
+    std::fs::create_dir(&folder).unwrap();
+    for (path, cause) in [(&missing, "No such file or directory"), (&folder, "Is a directory")] {
+        let (code, _, err) = rc(&["validate", "-c", path.to_str().unwrap()]);
+        assert_eq!(code, 2, "{err}");
+        let lines: Vec<&str> = err.lines().collect();
+        let first = lines.iter().position(|l| l.starts_with("error: ")).expect("an error: line");
+        assert!(lines[first].contains(&format!("cannot read config {}", path.display())), "{err}");
+        assert!(!lines[first].contains(cause), "the cause is not repeated in the message: {err}");
+        let caused: Vec<&&str> = lines.iter().filter(|l| l.starts_with("  Caused by: ")).collect();
+        assert_eq!(caused.len(), 1, "exactly one Caused by line: {err}");
+        assert!(caused[0].contains(cause), "{err}");
+        assert_eq!(err.matches(cause).count(), 1, "the cause is printed once: {err}");
+        assert_eq!(lines.get(first + 1), Some(caused[0]), "the cause follows the error: {err}");
+    }
+}
+
+#[test]
 fn init_writes_a_config_that_parses_and_refuses_to_overwrite() {
     let dir = Dir::new("init");
     let p = dir.0.join("restorecheck.toml");

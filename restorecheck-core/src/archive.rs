@@ -110,17 +110,18 @@ pub fn open_decompressed(path: &Path, progress: Option<Arc<dyn Progress>>) -> Re
 /// or encrypted stream) means the file `what` is damaged — a [`Error::BackupDefect`].
 pub fn read_error(what: &str, e: io::Error) -> Error {
     if let Some(s) = find_in_chain::<crate::storage::StorageReadError>(&e) {
-        return Error::Storage { location: s.url.clone(), message: s.message.clone() };
+        return Error::Storage { location: s.url.clone(), message: s.message.clone(), source: None };
     }
     if find_in_chain::<crate::storage::ReadCancelled>(&e).is_some() {
         return Error::Cancelled { phase: crate::report::Phase::Fetch };
     }
     if is_out_of_space(&e) {
         return Error::Tooling {
-            what: format!("the work dir ran out of space while restoring {what}: {}", chain_text(&e)),
+            what: format!("the work dir ran out of space while restoring {what}"),
             hint: "this is the tester's disk, not the backup: free space there, or set work_dir (or TMPDIR) to a \
                    filesystem with room for the restored cluster"
                 .into(),
+            source: Some(e.into()),
         };
     }
     if chain_text(&e).contains("Frame requires too much memory") {
@@ -133,12 +134,13 @@ pub fn read_error(what: &str, e: io::Error) -> Error {
             hint: format!(
                 "compress backups with a window of at most 2^{ZSTD_WINDOW_LOG_MAX} (zstd's default, also with --long)"
             ),
+            source: None,
         };
     }
     if e.kind() == io::ErrorKind::PermissionDenied {
         Error::io("extracting", what, e)
     } else {
-        Error::defect(format!("{what} is damaged or truncated: {}", chain_text(&e)))
+        Error::defect(format!("{what} is damaged or truncated")).with_source(e)
     }
 }
 
@@ -608,7 +610,7 @@ mod tests {
         let stream = io::Cursor::new(h.as_bytes().to_vec()).chain(io::repeat(b'a'));
         let d = tempfile::tempdir().unwrap();
         let e = extract_tar_from(Box::new(stream), "base.tar", d.path(), None).unwrap_err();
-        assert!(e.is_backup_defect() && e.to_string().contains("claims 1 GiB"), "{e}");
+        assert!(e.is_backup_defect() && e.chain().contains("claims 1 GiB"), "{}", e.chain());
     }
 
     #[test]

@@ -122,6 +122,7 @@ impl AssertionContext {
                         d.message()
                     ),
                     line: None,
+                    source: None,
                 },
                 _ => crate::Error::postgres(format!("switching to role {role:?} (check.role)"), e),
             }

@@ -315,8 +315,9 @@ impl Config {
     /// Reads and validates a file with the default registry.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
-            message: format!("cannot read config {}: {e}", path.display()),
+            message: format!("cannot read config {}", path.display()),
             line: None,
+            source: Some(e.into()),
         })?;
         Self::parse(&text, &Registry::default())
     }
@@ -326,6 +327,7 @@ impl Config {
         let file: ConfigFile = toml::from_str(text).map_err(|e| Error::Config {
             message: e.message().to_string(),
             line: e.span().map(|s| line_of(text, s.start)),
+            source: None,
         })?;
         if file.check.is_empty() {
             return Err(Error::config("no [[check]] in the configuration; `restorecheck init` writes an example"));
@@ -338,9 +340,9 @@ impl Config {
             }
             let at = |span: std::ops::Range<usize>| {
                 move |e: Error| match e {
-                    Error::Config { message, line: None } => {
+                    Error::Config { message, line: None, source } => {
                         let line = Some(line_in(text, span.clone(), &message));
-                        Error::Config { message, line }
+                        Error::Config { message, line, source }
                     }
                     other => other,
                 }
@@ -436,7 +438,7 @@ max_age = "24h"
     fn unknown_keys_are_errors_with_line_numbers() {
         let bad = GOOD.replace("wal_archive =", "wal_archiv =");
         match Config::parse(&bad, &Registry::default()) {
-            Err(Error::Config { message, line }) => {
+            Err(Error::Config { message, line, .. }) => {
                 assert!(message.contains("wal_archiv"), "{message}");
                 assert_eq!(line, Some(11), "{message}");
             }
@@ -444,7 +446,7 @@ max_age = "24h"
         }
         let bad = GOOD.replace("timeout =", "timeot =");
         match Config::parse(&bad, &Registry::default()) {
-            Err(Error::Config { message, line }) => {
+            Err(Error::Config { message, line, .. }) => {
                 assert!(message.contains("timeot"), "{message}");
                 assert_eq!(line, Some(6));
             }

@@ -14,6 +14,9 @@ use crate::report::Phase;
 /// Result alias used throughout the core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The underlying cause an [`Error`] may carry: any error of a library or of the OS.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// What went wrong, in a few meaningful groups.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -25,6 +28,9 @@ pub enum Error {
         message: String,
         /// 1-based line in the TOML file, when known.
         line: Option<usize>,
+        /// The underlying error (an unreadable file, a parser's complaint), when there is one.
+        #[source]
+        source: Option<Cause>,
     },
 
     /// The tester's own tooling is missing or unusable (PostgreSQL binaries, OS user, disk).
@@ -34,6 +40,9 @@ pub enum Error {
         what: String,
         /// How to fix it.
         hint: String,
+        /// The underlying error (the OS's reason a program could not start, …).
+        #[source]
+        source: Option<Cause>,
     },
 
     /// The backup itself is defective: truncated, incomplete, unreadable as an archive, or
@@ -44,6 +53,9 @@ pub enum Error {
         message: String,
         /// The last lines of the server log, when the server was involved.
         log_tail: Option<String>,
+        /// The underlying error (the decompressor's or parser's complaint), when there is one.
+        #[source]
+        source: Option<Cause>,
     },
 
     /// A source could not list or read backups (missing path, permission denied, tool failed).
@@ -53,6 +65,9 @@ pub enum Error {
         source_kind: &'static str,
         /// What failed.
         message: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Cause>,
     },
 
     /// A target could not start or stop PostgreSQL for a reason unrelated to the backup.
@@ -64,6 +79,9 @@ pub enum Error {
         message: String,
         /// The last lines of the server log, when there is one.
         log_tail: Option<String>,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Cause>,
     },
 
     /// An assertion could not be evaluated ("could not check", as opposed to "checked and wrong").
@@ -73,6 +91,9 @@ pub enum Error {
         name: String,
         /// Why it could not run.
         message: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Cause>,
     },
 
     /// The check ran past its deadline.
@@ -92,7 +113,7 @@ pub enum Error {
     },
 
     /// A file-system operation failed.
-    #[error("{context} ({}): {source}", path.display())]
+    #[error("{context} ({})", path.display())]
     Io {
         /// What was being done.
         context: String,
@@ -114,6 +135,9 @@ pub enum Error {
         message: String,
         /// What to do.
         hint: String,
+        /// The underlying error (the decryptor's complaint), when there is one.
+        #[source]
+        source: Option<Cause>,
     },
 
     /// Object storage could not be listed or read (unreachable, denied, gone mid-download).
@@ -123,16 +147,28 @@ pub enum Error {
         location: String,
         /// What failed, after retries.
         message: String,
+        /// The underlying error (the object store's last answer), when there is one.
+        #[source]
+        source: Option<Cause>,
     },
 
-    /// Talking to the restored PostgreSQL server failed.
-    #[error("{context}: {}", pg_message(source))]
+    /// Talking to the restored PostgreSQL server failed. The server's message (with its
+    /// SQLSTATE) is the cause: [`Error::chain`] shows it as [`pg_message`] words it.
+    #[error("{context}")]
     Postgres {
         /// What was being done.
         context: String,
         /// The underlying error.
         #[source]
         source: tokio_postgres::Error,
+    },
+
+    /// A bug of restorecheck itself: a state the code believed impossible. Not a backup defect,
+    /// so the check *errors*; please report it.
+    #[error("internal error: {message}")]
+    Internal {
+        /// What was found in an impossible state.
+        message: String,
     },
 }
 
@@ -178,6 +214,8 @@ pub enum ErrorKind {
     Decryption,
     /// Object storage could not be read.
     Storage,
+    /// A bug of restorecheck itself.
+    Internal,
 }
 
 impl Error {
@@ -196,6 +234,7 @@ impl Error {
             Error::Postgres { .. } => ErrorKind::Postgres,
             Error::Decryption { .. } => ErrorKind::Decryption,
             Error::Storage { .. } => ErrorKind::Storage,
+            Error::Internal { .. } => ErrorKind::Internal,
         }
     }
 
@@ -220,23 +259,106 @@ impl Error {
 
     /// Shorthand for an [`Error::BackupDefect`] without a log tail.
     pub fn defect(message: impl Into<String>) -> Self {
-        Error::BackupDefect { message: message.into(), log_tail: None }
-    }
-
-    /// A bug in restorecheck or a plugin breaking a trait's contract (exit code 2).
-    pub fn internal(message: impl Into<String>) -> Self {
-        Error::config(format!("internal: {}", message.into()))
+        Error::BackupDefect { message: message.into(), log_tail: None, source: None }
     }
 
     /// A configuration error (no line).
     pub fn config(message: impl Into<String>) -> Self {
-        Error::Config { message: message.into(), line: None }
+        Error::Config { message: message.into(), line: None, source: None }
     }
 
     /// Shorthand for an [`Error::Postgres`].
     pub fn postgres(context: impl Into<String>, source: tokio_postgres::Error) -> Self {
         Error::Postgres { context: context.into(), source }
     }
+
+    /// Shorthand for an [`Error::Source`] without a cause.
+    pub fn source_error(source_kind: &'static str, message: impl Into<String>) -> Self {
+        Error::Source { source_kind, message: message.into(), source: None }
+    }
+
+    /// Shorthand for an [`Error::Tooling`] without a cause.
+    pub fn tooling(what: impl Into<String>, hint: impl Into<String>) -> Self {
+        Error::Tooling { what: what.into(), hint: hint.into(), source: None }
+    }
+
+    /// Shorthand for an [`Error::Internal`].
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal { message: message.into() }
+    }
+
+    /// This error with `cause` as its underlying error ([`std::error::Error::source`]).
+    ///
+    /// The variants with an optional cause (`Config`, `Tooling`, `BackupDefect`, `Source`,
+    /// `Target`, `Assertion`, `Decryption`, `Storage`) take it; `Io` and `Postgres` always
+    /// have their own and the others have none, so for them this returns the error unchanged.
+    pub fn with_source(mut self, cause: impl Into<Cause>) -> Self {
+        match &mut self {
+            Error::Config { source, .. }
+            | Error::Tooling { source, .. }
+            | Error::BackupDefect { source, .. }
+            | Error::Source { source, .. }
+            | Error::Target { source, .. }
+            | Error::Assertion { source, .. }
+            | Error::Decryption { source, .. }
+            | Error::Storage { source, .. } => *source = Some(cause.into()),
+            Error::Timeout { .. } | Error::Cancelled { .. } | Error::Io { .. } | Error::Postgres { .. } => {}
+            Error::Internal { .. } => {}
+        }
+        self
+    }
+
+    /// The causes of this error, outermost first, each once and each on one line.
+    ///
+    /// Many libraries print their own cause in their message (`tokio-postgres`, `ureq`,
+    /// `object_store`); a cause whose text the previous link already ends with is not repeated.
+    /// A PostgreSQL error is worded by [`pg_message`] (the server's message and SQLSTATE).
+    pub fn causes(&self) -> Vec<CauseText<'_>> {
+        let mut out = Vec::new();
+        let mut prev = self.to_string();
+        let mut next = std::error::Error::source(self);
+        while let Some(cause) = next {
+            if let Some(pg) = cause.downcast_ref::<tokio_postgres::Error>() {
+                // Its own Display says "db error"; its source repeats what pg_message says.
+                let text = one_line(&pg_message(pg));
+                if !prev.ends_with(&text) {
+                    out.push(CauseText { text, error: cause });
+                }
+                break;
+            }
+            let text = one_line(&cause.to_string());
+            if !text.is_empty() && !prev.ends_with(&text) {
+                out.push(CauseText { text: text.clone(), error: cause });
+            }
+            prev = text;
+            next = cause.source();
+        }
+        out
+    }
+
+    /// The message and every cause on one line, `message: cause: cause`, each once: the text
+    /// of reports (`failure.message`), warnings and Python exceptions.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        for c in self.causes() {
+            text.push_str(": ");
+            text.push_str(&c.text);
+        }
+        text
+    }
+}
+
+/// One link of an error's cause chain (see [`Error::causes`]).
+#[derive(Debug, Clone)]
+pub struct CauseText<'a> {
+    /// The cause's text, on one line.
+    pub text: String,
+    /// The cause itself, for callers that map it further (the Python binding).
+    pub error: &'a (dyn std::error::Error + 'static),
+}
+
+fn one_line(text: &str) -> String {
+    text.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
 }
 
 /// The process exit code for a finished run: 0 all passed, 1 a check failed, 2 could not run.
@@ -266,5 +388,86 @@ impl From<&Error> for ExitStatus {
         } else {
             ExitStatus::Error
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A library error that, like many, prints its own cause in its message.
+    #[derive(Debug, thiserror::Error)]
+    #[error("request failed: {0}")]
+    struct Wrapper(#[source] std::io::Error);
+
+    fn occurrences(haystack: &str, needle: &str) -> usize {
+        haystack.matches(needle).count()
+    }
+
+    #[test]
+    fn io_display_leaves_the_cause_to_the_chain() {
+        let e = Error::io("reading", "/etc/x.toml", std::io::Error::new(std::io::ErrorKind::NotFound, "gone away"));
+        assert_eq!(e.to_string(), "reading (/etc/x.toml)");
+        assert!(!e.to_string().contains("gone away"), "{e}");
+        assert_eq!(e.chain(), "reading (/etc/x.toml): gone away");
+        let causes: Vec<String> = e.causes().into_iter().map(|c| c.text).collect();
+        assert_eq!(causes, ["gone away"]);
+        // A real OS error keeps its words in the chain.
+        let os = Error::io("opening", "/nonexistent", std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert!(os.chain().contains("No such file or directory"), "{}", os.chain());
+        assert!(!os.to_string().contains("No such file"), "{os}");
+    }
+
+    #[test]
+    fn general_variants_carry_an_optional_source_shown_once() {
+        let cause = std::io::Error::other("permission denied on envdir");
+        let e = Error::source_error("walg", "cannot read envdir /e").with_source(cause);
+        assert_eq!(e.to_string(), "source walg: cannot read envdir /e");
+        assert_eq!(e.chain(), "source walg: cannot read envdir /e: permission denied on envdir");
+        assert!(std::error::Error::source(&e).is_some());
+
+        let plain = Error::defect("base.tar is damaged");
+        assert!(std::error::Error::source(&plain).is_none());
+        assert_eq!(plain.chain(), plain.to_string());
+
+        let e = Error::tooling("cannot start pg_ctl", "check the PostgreSQL installation")
+            .with_source(std::io::Error::other("exec format error"));
+        assert_eq!(e.to_string(), "cannot start pg_ctl; check the PostgreSQL installation");
+        assert_eq!(occurrences(&e.chain(), "exec format error"), 1, "{}", e.chain());
+    }
+
+    #[test]
+    fn chain_names_each_cause_once_even_when_a_cause_repeats_its_own() {
+        let inner = std::io::Error::other("connection reset by peer");
+        let e = Error::Storage {
+            location: "s3://b/p".into(),
+            message: "reading base.tar".into(),
+            source: Some(Box::new(Wrapper(inner))),
+        };
+        let chain = e.chain();
+        assert_eq!(chain, "object storage s3://b/p: reading base.tar: request failed: connection reset by peer");
+        assert_eq!(occurrences(&chain, "connection reset by peer"), 1, "{chain}");
+        assert_eq!(e.causes().len(), 1);
+        // A core error as the cause of another: both messages, each cause once.
+        let nested = Error::config("history /h: cannot open").with_source(e);
+        let chain = nested.chain();
+        assert_eq!(occurrences(&chain, "reading base.tar"), 1, "{chain}");
+        assert_eq!(occurrences(&chain, "connection reset by peer"), 1, "{chain}");
+        assert!(!nested.to_string().contains("reading base.tar"), "{nested}");
+    }
+
+    #[test]
+    fn multi_line_causes_become_one_line() {
+        let e = Error::defect("psql failed").with_source("first line\n  second line\n");
+        assert_eq!(e.chain(), "psql failed: first line; second line");
+    }
+
+    #[test]
+    fn internal_errors_are_errors_not_failures() {
+        let e = Error::internal("server vanished");
+        assert_eq!(e.kind(), ErrorKind::Internal);
+        assert_eq!(e.to_string(), "internal error: server vanished");
+        assert_eq!(ExitStatus::from(&e).code(), 2);
+        assert_eq!(ExitStatus::from(&Error::defect("x")).code(), 1);
     }
 }

@@ -245,6 +245,7 @@ impl SampleCluster {
                     String::from_utf8_lossy(&out.stderr).trim()
                 ),
                 hint: "see the message above".into(),
+                source: None,
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -342,6 +343,7 @@ impl SampleCluster {
                 return Err(Error::Tooling {
                     what: format!("segment {seg} was not archived within 60s"),
                     hint: "see the sample cluster's server.log".into(),
+                    source: None,
                 });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

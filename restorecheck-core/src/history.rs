@@ -89,8 +89,8 @@ pub fn default_path() -> Option<PathBuf> {
     Some(state.join("restorecheck").join("history.sqlite"))
 }
 
-fn db_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::config(format!("history {}: {what}: {e}", path.display()))
+fn db_err(path: &Path, what: &str, e: impl Into<crate::error::Cause>) -> Error {
+    Error::config(format!("history {}: {what}", path.display())).with_source(e)
 }
 
 fn ts(s: Option<String>) -> Option<DateTime<Utc>> {
@@ -142,11 +142,11 @@ impl History {
         let version: i64 =
             conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| db_err(path, "cannot read", e))?;
         if version > SCHEMA_VERSION {
-            return Err(db_err(
-                path,
-                "unsupported schema",
-                format!("version {version} was written by a newer restorecheck (this one knows {SCHEMA_VERSION})"),
-            ));
+            return Err(Error::config(format!(
+                "history {}: unsupported schema: version {version} was written by a newer restorecheck (this one \
+                 knows {SCHEMA_VERSION})",
+                path.display()
+            )));
         }
         conn.execute_batch(SCHEMA).map_err(|e| db_err(path, "cannot create the schema", e))?;
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))

@@ -61,7 +61,7 @@ pub mod workdir;
 pub use assertion::{Assertion, AssertionContext, Outcome};
 pub use config::{Config, Registry};
 pub use context::{Progress, RunContext};
-pub use error::{Error, ErrorKind, ExitStatus, Result};
+pub use error::{Cause, CauseText, Error, ErrorKind, ExitStatus, Result};
 pub use report::{Phase, Report, Verdict};
 pub use runner::{run, run_parallel, Check, RunOptions};
 pub use source::{

@@ -246,7 +246,7 @@ pub async fn run_check(check: &Check, work_root: &Path, index: usize, ctx: &RunC
             _ => None,
         });
         st.report.verdict = if e.is_backup_defect() { Verdict::Fail } else { Verdict::Error };
-        st.report.failure = Some(Failure { phase: st.phase, message: e.to_string(), log_tail });
+        st.report.failure = Some(Failure { phase: st.phase, message: e.chain(), log_tail });
     }
 
     // Teardown: always, bounded, and outside the check's deadline.
@@ -255,13 +255,13 @@ pub async fn run_check(check: &Check, work_root: &Path, index: usize, ctx: &RunC
         st.report.notes.extend(server.notes());
         match tokio::time::timeout(Duration::from_secs(120), server.teardown()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => teardown_problem(&mut st.report, format!("stopping the server: {e}")),
+            Ok(Err(e)) => teardown_problem(&mut st.report, format!("stopping the server: {}", e.chain())),
             Err(_) => teardown_problem(&mut st.report, "stopping the server took more than 120s".into()),
         }
     }
     if let Some(work) = st.work.take() {
         if let Err(e) = work.remove() {
-            teardown_problem(&mut st.report, format!("removing the work dir: {e}"));
+            teardown_problem(&mut st.report, format!("removing the work dir: {}", e.chain()));
         }
     }
     st.close_phase();
@@ -376,7 +376,7 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
         // Last: it stops the server. Reported exactly like an assertion.
         let server = st.server.as_mut().ok_or_else(|| Error::internal("the server vanished before the checksums"))?;
         if let Some(result) = server.verify_checksums(ctx).await.transpose() {
-            let result = result.map_err(|e| e.to_string());
+            let result = result.map_err(|e| e.chain());
             st.report.assertions.push(assertion_report("checksums".into(), Some("no bad checksums".into()), result));
         }
     }
@@ -417,7 +417,7 @@ async fn run_assertion(a: Arc<dyn Assertion>, ctx: AssertionContext) -> Assertio
     let described = a.expected();
     let task = tokio::spawn(async move { a.check(&ctx).await });
     let result = match task.await {
-        Ok(r) => r.map_err(|e| e.to_string()),
+        Ok(r) => r.map_err(|e| e.chain()),
         Err(join) => {
             let msg = if join.is_panic() {
                 let p = join.into_panic();
@@ -533,6 +533,7 @@ pub fn completeness(fetched: &FetchedBackup, info: &mut RecoveryInfo) -> Result<
             target_kind: "runner",
             message: "the server did not say where recovery ended, so completeness cannot be proven".into(),
             log_tail: None,
+            source: None,
         });
     };
     for e in &expected {
@@ -541,6 +542,7 @@ pub fn completeness(fetched: &FetchedBackup, info: &mut RecoveryInfo) -> Result<
                 target_kind: "runner",
                 message: format!("cannot turn {:?} into a WAL position: {}", e.wal_segment, e.reason),
                 log_tail: None,
+                source: None,
             });
         };
         if end < lsn {

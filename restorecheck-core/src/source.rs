@@ -597,6 +597,7 @@ pub fn select_from(
                     "backup {id:?} not found in {location}; available: {}",
                     if ids.is_empty() { "none".to_string() } else { ids.join(", ") }
                 ),
+                source: None,
             })
         }
     }

@@ -202,7 +202,8 @@ impl WalArchive {
     pub fn scan(path: &Path) -> Result<Self> {
         let rd = std::fs::read_dir(path).map_err(|e| Error::Source {
             source_kind: "basebackup",
-            message: format!("cannot read wal_archive {}: {e}", path.display()),
+            message: format!("cannot read wal_archive {}", path.display()),
+            source: Some(e.into()),
         })?;
         let mut newest: Option<(String, String)> = None; // (log+seg part, full name)
         let mut segments = 0;
@@ -257,6 +258,7 @@ impl WalArchive {
             which(name).map(|p| p.display().to_string()).ok_or_else(|| Error::Tooling {
                 what: format!("the WAL archive holds {name}-compressed segments but `{name}` is not installed"),
                 hint: format!("install {name} (Debian: apt-get install {name})"),
+                source: None,
             })
         };
         let mut branches = vec![format!("if [ -f \"$a/$f\" ]; then cp \"$a/$f\" \"$t\" || exit 200")];

@@ -25,9 +25,10 @@ impl WorkDir {
         let path = root.join(format!("{PREFIX}{run_id}-{index}"));
         let mk = |p: &Path| {
             fs::DirBuilder::new().recursive(true).mode(0o700).create(p).map_err(|e| Error::Tooling {
-                what: format!("cannot create work dir {}: {e}", p.display()),
+                what: format!("cannot create work dir {}", p.display()),
                 hint: "set work_dir in the config (or TMPDIR) to a writable folder with room for the restored cluster"
                     .into(),
+                source: Some(e.into()),
             })
         };
         mk(&path)?;
@@ -147,6 +148,7 @@ pub fn ensure_free_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
             hint: "free space there, or set work_dir in the config (or TMPDIR) to a filesystem with room for the \
                    restored cluster"
                 .into(),
+            source: None,
         });
     }
     Ok(())

@@ -243,7 +243,7 @@ binary = "/opt/wal-e/bin/wal-e"
     assert_eq!(c.checks[1].source.kind(), "wale");
     let bad = toml.replace("envdir =", "env_dir =");
     match Config::parse(&bad, &Registry::default()) {
-        Err(restorecheck_core::Error::Config { message, line }) => {
+        Err(restorecheck_core::Error::Config { message, line, .. }) => {
             assert!(message.contains("env_dir"), "{message}");
             assert_eq!(line, Some(15));
         }

@@ -48,9 +48,11 @@ impl Assertion for PyAssertion {
         let ctx = ctx.clone();
         let task = tokio::task::spawn_blocking(move || {
             Python::attach(|py| {
+                // The Python exception's text, taken while attached (its Display needs the GIL).
                 let db = Bound::new(py, Db::new(handle, &ctx)).map_err(|e| Error::Assertion {
                     name: name.clone(),
-                    message: format!("could not create the db object: {e}"),
+                    message: "could not create the db object".into(),
+                    source: Some(e.to_string().into()),
                 })?;
                 let result = func.bind(py).call1((db.clone(),));
                 db.get().close();
@@ -59,16 +61,18 @@ impl Assertion for PyAssertion {
         });
         match task.await {
             Ok(r) => r,
-            Err(e) => {
-                Err(Error::Assertion { name: self.name.clone(), message: format!("the assertion thread failed: {e}") })
-            }
+            Err(e) => Err(Error::Assertion {
+                name: self.name.clone(),
+                message: "the assertion thread failed".into(),
+                source: Some(e.into()),
+            }),
         }
     }
 }
 
 /// Outcome of a callable assertion from what it returned or raised.
 fn classify(py: Python<'_>, name: &str, result: PyResult<Bound<'_, PyAny>>) -> restorecheck_core::Result<Outcome> {
-    let error = |message: String| Error::Assertion { name: name.to_string(), message };
+    let error = |message: String| Error::Assertion { name: name.to_string(), message, source: None };
     let fail = |message: String| Outcome::Fail { observed: None, expected: None, message };
     match result {
         Ok(v) if v.is_none() => Ok(Outcome::Pass { observed: None }),

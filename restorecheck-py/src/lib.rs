@@ -53,21 +53,15 @@ create_exception!(
     "A query on the restored database failed; `sqlstate` holds the SQLSTATE code when the server sent one."
 );
 
-/// The one place that maps a core [`Error`] to a Python exception (class by [`ErrorKind`],
-/// message as the CLI prints it after `error: `, with its `Caused by` lines appended).
+/// The one place that maps a core [`Error`] to a Python exception (class by [`ErrorKind`]).
+///
+/// The message is the error's own message with its causes appended once
+/// ([`Error::chain`], the text the CLI prints as `error:` and `Caused by:` lines), and
+/// `__cause__` is the chain of underlying errors: an `OSError` subclass for an OS error,
+/// a `RestoreCheckError` for anything else, so `err.__cause__` is the underlying cause.
 pub(crate) fn to_py_err(e: &Error) -> PyErr {
-    // The CLI prints the error, then its causes; the exception message carries both.
-    let mut msg = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        cause = c.source();
-    }
-    match e.kind() {
+    let msg = e.chain();
+    let err = match e.kind() {
         ErrorKind::Config => ConfigError::new_err(msg),
         ErrorKind::Source | ErrorKind::Storage | ErrorKind::Decryption => SourceError::new_err(msg),
         ErrorKind::Target => TargetError::new_err(msg),
@@ -87,7 +81,23 @@ pub(crate) fn to_py_err(e: &Error) -> PyErr {
             err
         }
         _ => RestoreCheckError::new_err(msg),
-    }
+    };
+    // Innermost first: each exception is the __cause__ of the one above it.
+    let mut cause: Option<PyErr> = None;
+    Python::attach(|py| {
+        for c in e.causes().into_iter().rev() {
+            let exc = match c.error.downcast_ref::<std::io::Error>() {
+                Some(io) => PyErr::from(std::io::Error::new(io.kind(), c.text)),
+                None => RestoreCheckError::new_err(c.text),
+            };
+            exc.set_cause(py, cause.take());
+            cause = Some(exc);
+        }
+        if cause.is_some() {
+            err.set_cause(py, cause);
+        }
+    });
+    err
 }
 
 /// The registry every table-driven constructor goes through (the CLI's `Registry::default()`).

@@ -164,6 +164,30 @@ def test_run_config_errors(tmp_path: Path) -> None:
         rc.run_config(cfg, checks=["other"])
 
 
+def test_the_underlying_error_is_the_cause_and_named_once(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.toml"
+    with pytest.raises(rc.ConfigError) as e:
+        rc.run_config(missing)
+    msg = str(e.value)
+    assert msg.startswith(f"configuration error: cannot read config {missing}: No such file or directory"), msg
+    assert msg.count("No such file or directory") == 1, msg
+    cause = e.value.__cause__
+    assert isinstance(cause, FileNotFoundError), repr(cause)
+    assert "No such file or directory" in str(cause), str(cause)
+    assert cause.__cause__ is None
+    with pytest.raises(rc.ConfigError) as folder:
+        rc.run_config(tmp_path)
+    assert isinstance(folder.value.__cause__, IsADirectoryError), repr(folder.value.__cause__)
+    cli = os.environ.get("RESTORECHECK_CLI")
+    if cli:
+        out = subprocess.run([cli, "validate", "-c", str(missing)], capture_output=True, text=True)
+        assert out.returncode == 2
+        lines = out.stderr.splitlines()
+        assert lines[0] == f"error: configuration error: cannot read config {missing}", out.stderr
+        assert lines[1] == "  Caused by: " + str(cause), out.stderr
+        assert msg == lines[0].removeprefix("error: ") + ": " + str(cause)
+
+
 def test_public_names_have_docstrings() -> None:
     missing = []
     for module in (rc, rc.sources, rc.targets, rc.report):

@@ -43,7 +43,7 @@ pub async fn run(args: ConfigArgs) -> ExitStatus {
             Err(e) => {
                 status = status.max_with(super::report_error(&e));
                 json.push(
-                    serde_json::json!({"check": check.name, "source": check.source.describe(), "error": e.to_string()}),
+                    serde_json::json!({"check": check.name, "source": check.source.describe(), "error": e.chain()}),
                 );
             }
         }

@@ -30,13 +30,12 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
     }
 }
 
-/// Prints an error the uv way (`error:` and, for tooling problems, the hint is in the text).
+/// Prints an error the uv way: `error: <message>` (for tooling problems the hint is in the
+/// text), then one `  Caused by: <cause>` line per underlying error, each once.
 pub fn report_error(e: &Error) -> ExitStatus {
     eprintln!("error: {e}");
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        eprintln!("  Caused by: {s}");
-        src = s.source();
+    for cause in e.causes() {
+        eprintln!("  Caused by: {}", cause.text);
     }
     ExitStatus::from(e)
 }

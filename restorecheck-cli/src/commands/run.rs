@@ -63,7 +63,7 @@ fn record(
     let mut store = path.and_then(|p| match History::open_with_mode(&p, mode) {
         Ok(h) => Some(h),
         Err(e) => {
-            eprintln!("warning: {e}; this run is not recorded in the history");
+            eprintln!("warning: {}; this run is not recorded in the history", e.chain());
             None
         }
     });
@@ -72,14 +72,14 @@ fn record(
         for c in &report.checks {
             match h.query(Some(&c.name), HISTORY_ROWS) {
                 Ok(rows) => earlier.extend(rows),
-                Err(e) => eprintln!("warning: {e}"),
+                Err(e) => eprintln!("warning: {}", e.chain()),
             }
         }
     }
     restorecheck_core::rto::trend(report, rto, &earlier);
     if let Some(h) = &mut store {
         if let Err(e) = h.append(report) {
-            eprintln!("warning: {e}; this run is not recorded in the history");
+            eprintln!("warning: {}; this run is not recorded in the history", e.chain());
         }
     }
     earlier

@@ -21,12 +21,12 @@ pub async fn run(args: ConfigArgs) -> ExitStatus {
                 .filter(|b| !restorecheck_core::sources::pg_dump::is_dump_kind(&b.kind))
                 .and_then(|b| b.pg_major),
             Err(e) => {
-                problems.push(e.to_string());
+                problems.push(e.chain());
                 None
             }
         };
         if let Err(e) = check.target.preflight(major).await {
-            problems.push(e.to_string());
+            problems.push(e.chain());
         }
         if problems.is_empty() {
             let n = backups.as_ref().map(|b| b.len()).unwrap_or(0);

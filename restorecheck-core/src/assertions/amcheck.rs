@@ -136,6 +136,7 @@ async fn amcheck_in(c: &tokio_postgres::Client, db: &str, server: i32, notes: &m
     let could_not = |what: &str, e: tokio_postgres::Error| Error::Assertion {
         name: "amcheck".into(),
         message: format!("{what} in database {db:?}: {}", db_message(&e)),
+        source: None,
     };
     // The schema is "controlled" when a superuser owns it and no other role may create in it.
     let found = c
@@ -164,6 +165,7 @@ async fn amcheck_in(c: &tokio_postgres::Client, db: &str, server: i32, notes: &m
                          does not call functions an application role controls; drop the extension in production \
                          or set integrity.amcheck = false"
                     ),
+                    source: None,
                 });
             }
             let heap = server >= 140000 && ext_version(&version) >= (1, 3);
@@ -242,6 +244,7 @@ async fn verify(
     let could_not = |what: String, e: tokio_postgres::Error| Error::Assertion {
         name: "amcheck".into(),
         message: format!("{what} in database {db:?}: {}", db_message(&e)),
+        source: None,
     };
     let index_sql = format!(
         "select {}($1::pg_catalog.oid::pg_catalog.regclass, $2::pg_catalog.bool)",
@@ -304,6 +307,7 @@ impl Assertion for AmcheckAssertion {
             let could_not = |what: &str, e: tokio_postgres::Error| Error::Assertion {
                 name: "amcheck".into(),
                 message: format!("{what} in database {db:?}: {}", db_message(&e)),
+                source: None,
             };
             let version: i32 = c
                 .query_one("select pg_catalog.current_setting('server_version_num')::pg_catalog.int4", &[])
@@ -355,6 +359,7 @@ async fn list_and_verify(
     let could_not = |what: &str, e: tokio_postgres::Error| Error::Assertion {
         name: "amcheck".into(),
         message: format!("{what} in database {db:?}: {}", db_message(&e)),
+        source: None,
     };
     let mut items: Vec<Item> = c
         .query(
@@ -410,7 +415,13 @@ async fn list_and_verify(
     for t in tasks {
         match t.await {
             Ok(r) => problems.extend(r?),
-            Err(e) => return Err(Error::Assertion { name: a.name(), message: format!("a check task failed: {e}") }),
+            Err(e) => {
+                return Err(Error::Assertion {
+                    name: a.name(),
+                    message: "a check task failed".into(),
+                    source: Some(e.into()),
+                })
+            }
         }
     }
     Ok((indexes, relations, problems))
@@ -449,6 +460,7 @@ impl Assertion for ReadAllAssertion {
                 .map_err(|e| Error::Assertion {
                     name: self.name(),
                     message: format!("listing tables in {db:?}: {}", db_message(&e)),
+                    source: None,
                 })?;
             for row in rows {
                 let t = qualified(row.get(0), row.get(1));
@@ -460,6 +472,7 @@ impl Assertion for ReadAllAssertion {
                         return Err(Error::Assertion {
                             name: self.name(),
                             message: format!("reading {t} in {db:?}: {}", db_message(&e)),
+                            source: None,
                         });
                     }
                 }

@@ -31,6 +31,7 @@ impl Assertion for BackupAgeAssertion {
             return Err(Error::Assertion {
                 name: self.name(),
                 message: format!("the source does not say when backup {} was taken", ctx.backup.id),
+                source: None,
             });
         };
         let age = (chrono::Utc::now() - taken).num_milliseconds() as f64 / 1000.0;

@@ -199,6 +199,7 @@ impl Assertion for SqlAssertion {
                         "{what} failed: {}",
                         e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
                     ),
+                    source: None,
                 }),
             }
         };
@@ -232,6 +233,7 @@ impl Assertion for SqlAssertion {
                 return Err(Error::Assertion {
                     name: self.name(),
                     message: format!("min/max need a number, the query returned {text:?}"),
+                    source: None,
                 });
             };
             if let Some(min) = self.cfg.min {
@@ -262,7 +264,8 @@ impl Assertion for SqlAssertion {
                 Err(e) => {
                     return Err(Error::Assertion {
                         name: self.name(),
-                        message: format!("max_age needs a timestamp, the query returned {text:?}: {e}"),
+                        message: format!("max_age needs a timestamp, the query returned {text:?}"),
+                        source: Some(e.into()),
                     })
                 }
             };

@@ -76,8 +76,12 @@ pub(super) fn wrap(keys: &AgeKeys, reader: Box<dyn Read + Send>, file: &str) -> 
     let armored = age::armor::ArmoredReader::new(reader);
     let dec = age::Decryptor::new_buffered(armored).map_err(|e| age_header_error(e, file))?;
     let scrypt_file = dec.is_scrypt();
-    let wrong =
-        |message: String, hint: &str| Error::Decryption { file: file.to_string(), message, hint: hint.to_string() };
+    let wrong = |message: String, hint: &str| Error::Decryption {
+        file: file.to_string(),
+        message,
+        hint: hint.to_string(),
+        source: None,
+    };
     let result = match keys {
         AgeKeys::Identities { file: key_file, identities } => {
             if scrypt_file {

@@ -30,6 +30,7 @@ impl GpgSetup {
         let program = crate::wal_archive::which("gpg").ok_or_else(|| Error::Tooling {
             what: "decrypt (gpg): `gpg` is not installed (not found on PATH)".into(),
             hint: GPG_INSTALL_HINT.into(),
+            source: None,
         })?;
         if let Some(h) = homedir {
             if !h.is_dir() {
@@ -140,8 +141,9 @@ pub(super) fn wrap(g: &GpgSetup, mut reader: Box<dyn Read + Send>, file: &str) -
     crate::process::clean_env_std(&mut cmd, None, None, &gpg_env());
     crate::process::own_group_std(&mut cmd, libc::SIGKILL);
     let mut child = cmd.spawn().map_err(|e| Error::Tooling {
-        what: format!("decrypt (gpg): cannot start {}: {e}", g.program.display()),
+        what: format!("decrypt (gpg): cannot start {}", g.program.display()),
         hint: GPG_INSTALL_HINT.into(),
+        source: Some(Box::new(e)),
     })?;
     let mut group = GroupGuard::new_std(&child);
     let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
@@ -150,7 +152,7 @@ pub(super) fn wrap(g: &GpgSetup, mut reader: Box<dyn Read + Send>, file: &str) -
         group.kill();
         let _ = child.kill();
         let _ = child.wait();
-        return Err(Error::Tooling { what: "decrypt (gpg): gpg's pipes are missing".into(), hint: String::new() });
+        return Err(Error::internal("decrypt (gpg): gpg's pipes are missing"));
     };
     let feeder = std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
@@ -258,7 +260,8 @@ impl GpgReader {
             .filter_map(|l| l.trim().strip_prefix("gpg: encrypted with "))
             .map(|s| s.trim().to_string())
             .collect();
-        let decryption = |message: String, hint: String| Error::Decryption { file: file.clone(), message, hint };
+        let decryption =
+            |message: String, hint: String| Error::Decryption { file: file.clone(), message, hint, source: None };
         let var = self.passphrase_var.as_deref();
         if stderr.contains("Bad passphrase") || stderr.contains("Bad session key") {
             return match var {
@@ -303,6 +306,7 @@ impl GpgReader {
             return Error::Tooling {
                 what: format!("decrypt (gpg): gpg could not use {} for {file}: {said}", self.keyring()),
                 hint: "check that homedir exists, is writable for gpg-agent's socket and holds the secret key".into(),
+                source: None,
             };
         }
         let how = status.map(|s| s.to_string()).unwrap_or_else(|| "unknown status".into());

@@ -61,12 +61,12 @@ impl EmailNotify {
         if self.smtp_host.trim().is_empty() {
             return Err(Error::config("smtp_host is empty"));
         }
-        self.from.parse::<Mailbox>().map_err(|e| Error::config(format!("from {:?}: {e}", self.from)))?;
+        self.from.parse::<Mailbox>().map_err(|e| Error::config(format!("from {:?}", self.from)).with_source(e))?;
         if self.to.is_empty() {
             return Err(Error::config("to needs at least one address"));
         }
         for t in &self.to {
-            t.parse::<Mailbox>().map_err(|e| Error::config(format!("to {t:?}: {e}")))?;
+            t.parse::<Mailbox>().map_err(|e| Error::config(format!("to {t:?}")).with_source(e))?;
         }
         if self.username.is_some() && self.username_env.is_some() {
             return Err(Error::config("give at most one of username and username_env"));

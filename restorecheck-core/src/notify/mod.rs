@@ -160,8 +160,8 @@ impl NotifyConfig {
     pub fn validate(&self) -> Result<()> {
         for (i, t) in self.targets.iter().enumerate() {
             t.validate().map_err(|e| match e {
-                Error::Config { message, line } => {
-                    Error::Config { message: format!("[[notify]] {}: {message}", t.label(i)), line }
+                Error::Config { message, line, source } => {
+                    Error::Config { message: format!("[[notify]] {}: {message}", t.label(i)), line, source }
                 }
                 other => other,
             })?;

@@ -31,7 +31,7 @@ const DBS: [&str; 2] = ["template1", "postgres"];
 /// to password-only for that role, reloads, and waits until the server enforces it. Returns
 /// the connection with the password. `kind` names the target for errors.
 pub async fn lock_down(kind: &'static str, conn: &Connection, hba_path: &Path, os_user: &OsUser) -> Result<Connection> {
-    let fail = |message: String| Error::Target { target_kind: kind, message, log_tail: None };
+    let fail = |message: String| Error::Target { target_kind: kind, message, log_tail: None, source: None };
     let password = RunPassword::generate()?;
     let client = connect_any(conn).await?;
     // The statement carries only the verifier, but keep it out of the log all the same (the
@@ -55,13 +55,13 @@ pub async fn lock_down(kind: &'static str, conn: &Connection, hba_path: &Path, o
         client
             .batch_execute(&format!("alter role {role} password '{verifier}'"))
             .await
-            .map_err(|e| fail(format!("setting the run's password on the restored copy: {e}")))?;
+            .map_err(|e| fail("setting the run's password on the restored copy".to_string()).with_source(e))?;
     }
     write_hba(hba_path, &settings::hba_conf_password(&conn.user), os_user)?;
     client
         .batch_execute("select pg_catalog.pg_reload_conf()")
         .await
-        .map_err(|e| fail(format!("reloading the restored copy's pg_hba.conf: {e}")))?;
+        .map_err(|e| fail("reloading the restored copy's pg_hba.conf".to_string()).with_source(e))?;
     drop(client);
     let locked = Connection { password: Some(password), ..conn.clone() };
     // The postmaster reloads asynchronously: wait until a wrong password is refused.
@@ -75,7 +75,7 @@ pub async fn lock_down(kind: &'static str, conn: &Connection, hba_path: &Path, o
             {
                 break
             }
-            Err(e) => tracing::debug!("waiting for the hba reload: {e}"),
+            Err(e) => tracing::debug!("waiting for the hba reload: {}", e.chain()),
         }
         if tokio::time::Instant::now() > deadline {
             return Err(fail(
@@ -84,7 +84,9 @@ pub async fn lock_down(kind: &'static str, conn: &Connection, hba_path: &Path, o
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    connect_any(&locked).await.map_err(|e| fail(format!("connecting with the run's password failed: {e}")))?;
+    connect_any(&locked)
+        .await
+        .map_err(|e| fail("connecting with the run's password failed".to_string()).with_source(e))?;
     Ok(locked)
 }
 

@@ -91,6 +91,7 @@ pub fn find(major: u32, configured: Option<&Path>) -> Result<BinDir> {
         let b = probe(dir).ok_or_else(|| Error::Tooling {
             what: format!("no usable `postgres` binary in bin_dir {}", dir.display()),
             hint: "point target.bin_dir at the bin directory of a PostgreSQL installation".into(),
+            source: None,
         })?;
         if b.major != major {
             return Err(Error::Tooling {
@@ -100,6 +101,7 @@ pub fn find(major: u32, configured: Option<&Path>) -> Result<BinDir> {
                     b.major
                 ),
                 hint: format!("set target.bin_dir to a PostgreSQL {major} installation"),
+                source: None,
             });
         }
         return Ok(b);
@@ -118,6 +120,7 @@ pub fn find(major: u32, configured: Option<&Path>) -> Result<BinDir> {
             "install postgresql-{major} (Debian/Ubuntu: apt-get install postgresql-{major}; \
              RHEL: postgresql{major}-server) or set target.bin_dir"
         ),
+        source: None,
     })
 }
 
@@ -158,6 +161,7 @@ pub fn for_dump(needs: &DumpNeeds<'_>, configured: Option<&Path>) -> Result<(Bin
         let b = probe(dir).ok_or_else(|| Error::Tooling {
             what: format!("no usable `postgres` binary in bin_dir {}", dir.display()),
             hint: "point target.bin_dir at the bin directory of a PostgreSQL installation".into(),
+            source: None,
         })?;
         if b.major < want {
             return Err(Error::Tooling {
@@ -167,6 +171,7 @@ pub fn for_dump(needs: &DumpNeeds<'_>, configured: Option<&Path>) -> Result<(Bin
                     b.major
                 ),
                 hint: format!("set target.bin_dir to a PostgreSQL {want} (or newer) installation"),
+                source: None,
             });
         }
         let n = note(&b);
@@ -200,6 +205,7 @@ pub fn for_dump(needs: &DumpNeeds<'_>, configured: Option<&Path>) -> Result<(Bin
                 "install postgresql-{want} (Debian/Ubuntu: apt-get install postgresql-{want}; \
                  RHEL: postgresql{want}-server) or set target.bin_dir to a PostgreSQL {want}+ bin directory"
             ),
+            source: None,
         }),
     }
 }
@@ -209,6 +215,7 @@ pub fn newest() -> Result<BinDir> {
     discover().into_values().next_back().ok_or_else(|| Error::Tooling {
         what: "no PostgreSQL server binaries found (looked in pg_config, PATH, /usr/lib/postgresql/*/bin)".into(),
         hint: "install PostgreSQL (Debian/Ubuntu: apt-get install postgresql)".into(),
+        source: None,
     })
 }
 

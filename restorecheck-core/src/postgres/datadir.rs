@@ -397,6 +397,7 @@ pub fn verifybackup_failed(output: &str) -> Error {
             lines.first().map(|l| l.trim()).unwrap_or("pg_verifybackup failed")
         ),
         log_tail: Some(lines.join("\n")),
+        source: None,
     }
 }
 

@@ -76,6 +76,7 @@ pub fn check_version(major: u32) -> Result<()> {
         return Err(Error::Tooling {
             what: format!("backups of PostgreSQL {major} are not supported (recovery.conf era)"),
             hint: "restorecheck supports PostgreSQL 12 and later".into(),
+            source: None,
         });
     }
     Ok(())

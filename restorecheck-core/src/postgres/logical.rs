@@ -45,6 +45,7 @@ pub async fn initdb(bin: &BinDir, user: &OsUser, data_dir: &Path) -> Result<()> 
         return Err(Error::Tooling {
             what: format!("initdb of the fresh cluster failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
             hint: "check the work dir's free space and permissions".into(),
+            source: None,
         });
     }
     Ok(())
@@ -112,7 +113,8 @@ async fn scan_dump(bin: &BinDir, dump: &LogicalDump) -> Result<(BTreeSet<String>
         if dump.format == DumpFormat::Plain {
             let r = archive::open_decompressed(&dump.path, None)?;
             for line in BufReader::new(r).lines() {
-                let line = line.map_err(|e| Error::defect(format!("{} cannot be read: {e}", dump.path.display())))?;
+                let line =
+                    line.map_err(|e| Error::defect(format!("{} cannot be read", dump.path.display())).with_source(e))?;
                 referenced_roles(&line, &mut roles);
                 referenced_tablespace(&line, &mut tablespaces);
             }
@@ -137,7 +139,7 @@ async fn scan_dump(bin: &BinDir, dump: &LogicalDump) -> Result<(BTreeSet<String>
         Ok((roles, tablespaces))
     })
     .await
-    .map_err(|e| Error::defect(format!("reading the dump failed: {e}")))?
+    .map_err(|e| Error::defect("reading the dump failed").with_source(e))?
 }
 
 fn tail(bytes: &[u8], n: usize) -> String {
@@ -300,6 +302,7 @@ pub async fn load(
             return Err(Error::BackupDefect {
                 message: format!("pg_restore could not load {} ({})", dump.path.display(), out.status),
                 log_tail: Some(tail(&out.stderr, 15)),
+                source: None,
             });
         }
     }
@@ -397,6 +400,7 @@ fn missing_locale(stderr: &str) -> Option<Error> {
         hint: "install the locale on the testing host (Debian: add it to /etc/locale.gen and run locale-gen, \
                or install locales-all)"
             .into(),
+        source: None,
     })
 }
 
@@ -560,6 +564,7 @@ impl Rewriter {
                      (expected pg_dumpall's `CREATE TABLESPACE name OWNER role LOCATION '…';`): {}",
                     String::from_utf8_lossy(&text[..text.len().min(200)])
                 ),
+                source: None,
             };
             let s = std::str::from_utf8(text).map_err(|_| unusable())?;
             let ts = parse_create_tablespace(s).ok_or_else(unusable)?;
@@ -717,7 +722,7 @@ async fn stream_sql(
             return Err(e);
         }
         if let Some(e) = read_error {
-            return Err(Error::defect(format!("{} is damaged or truncated: {e}", path.display())));
+            return Err(Error::defect(format!("{} is damaged or truncated", path.display())).with_source(e));
         }
         if !sql.strict {
             rewriter.ignored_errors = redact_passwords(&String::from_utf8_lossy(&out.stderr))
@@ -736,6 +741,7 @@ async fn stream_sql(
                         path.display()
                     ),
                     hint: "update the PostgreSQL packages to their latest minor release".into(),
+                    source: None,
                 });
             }
             if let Some(e) = missing_locale(&stderr) {
@@ -744,6 +750,7 @@ async fn stream_sql(
             return Err(Error::BackupDefect {
                 message: format!("psql could not load {} ({})", path.display(), out.status),
                 log_tail: Some(tail(&out.stderr, 15)),
+                source: None,
             });
         }
         if let Some(t) = sql.trailer.filter(|_| !complete) {
@@ -756,7 +763,7 @@ async fn stream_sql(
         Ok(rewriter)
     })
     .await
-    .map_err(|e| Error::defect(format!("loading the dump failed: {e}")))?
+    .map_err(|e| Error::defect("loading the dump failed").with_source(e))?
 }
 
 #[cfg(test)]

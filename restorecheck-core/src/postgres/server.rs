@@ -173,12 +173,14 @@ pub fn died_error(kind: &'static str, exit: &str, log: Option<String>) -> Error 
         Error::BackupDefect {
             message: format!("PostgreSQL stopped during recovery ({exit}): {first_fatal}"),
             log_tail: Some(tail),
+            source: None,
         }
     } else {
         Error::Target {
             target_kind: kind,
             message: format!("PostgreSQL exited before recovery began ({exit}): {first_fatal}"),
             log_tail: Some(tail),
+            source: None,
         }
     }
 }
@@ -222,6 +224,7 @@ pub async fn wait_until_promoted(
                     "none of the roles {users:?} exist in the restored cluster; set target.superuser to its superuser role"
                 ),
                 log_tail: None,
+                source: None,
             });
         };
         let conn = Connection { user: user.clone(), ..base.clone() };

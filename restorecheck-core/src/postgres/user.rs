@@ -61,11 +61,13 @@ impl OsUser {
             hint: "create the dedicated user (scripts/setup.sh does: useradd --system --no-create-home \
                    --shell /usr/sbin/nologin restorecheck) or set target.os_user to an unprivileged user"
                 .into(),
+            source: None,
         })?;
         if u.uid.is_root() {
             return Err(Error::Tooling {
                 what: format!("target.os_user {name:?} is root; PostgreSQL refuses to run as root"),
                 hint: "set target.os_user to an unprivileged user".into(),
+                source: None,
             });
         }
         Ok(OsUser { name: u.name, uid: u.uid.as_raw(), gid: u.gid.as_raw(), switched: true })
@@ -123,6 +125,7 @@ pub fn check_readable(user: &OsUser, dir: &Path) -> Result<()> {
             user.name,
             dir.display()
         ),
+        source: None,
     };
     if !user_can_read(user, dir, true) {
         return Err(hint(&dir.display().to_string()));

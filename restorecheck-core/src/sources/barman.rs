@@ -76,7 +76,7 @@ pub struct BarmanSource {
 }
 
 fn source_err(message: impl Into<String>) -> Error {
-    Error::Source { source_kind: KIND, message: message.into() }
+    Error::Source { source_kind: KIND, message: message.into(), source: None }
 }
 
 impl BarmanSource {
@@ -152,6 +152,7 @@ impl BarmanSource {
             Err(Error::Tooling {
                 what: format!("`{} --help` lists neither `restore` nor `recover`", exe.display()),
                 hint: INSTALL_HINT.into(),
+                source: None,
             })
         }
     }
@@ -331,6 +332,7 @@ fn not_run_as_barman(message: &str) -> Option<Error> {
     message.contains("please run barman as").then(|| Error::Tooling {
         what: format!("Barman refused to run: {}", message.trim()),
         hint: "run restorecheck as root (Barman then switches to its barman_user itself) or as that user".into(),
+        source: None,
     })
 }
 
@@ -437,7 +439,7 @@ impl BackupSource for BarmanSource {
                 shadow::build(&ini, &server, &root, begin.as_deref(), &|| cancel.is_cancelled())
             })
             .await
-            .map_err(|e| source_err(format!("building the shadow of Barman's catalog failed: {e}")))??
+            .map_err(|e| source_err("building the shadow of Barman's catalog failed").with_source(e))??
         };
 
         // Barman writes as its own user: hand it the empty folders for the copy and the shadow.
@@ -449,6 +451,7 @@ impl BackupSource for BarmanSource {
             let u = nix::unistd::User::from_name(&name).ok().flatten().ok_or_else(|| Error::Tooling {
                 what: format!("Barman's OS user {name:?} (barman_user) does not exist"),
                 hint: "install Barman's package (it creates the user) or set barman_user in barman.conf".into(),
+                source: None,
             })?;
             if u.uid.is_root() {
                 None
@@ -531,7 +534,7 @@ impl BackupSource for BarmanSource {
         let mut archive_contents = None;
         let wal = if barman_wal.is_dir() {
             let archive = WalArchive::scan(&barman_wal).map_err(|e| {
-                source_err(format!("cannot read the WAL Barman copied into {}: {e}", barman_wal.display()))
+                source_err(format!("cannot read the WAL Barman copied into {}", barman_wal.display())).with_source(e)
             })?;
             let fetch = archive.write_restore_command(&req.scratch_dir)?;
             // The runner follows the timeline recovery follows through what Barman copied; the

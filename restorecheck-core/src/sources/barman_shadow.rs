@@ -122,6 +122,7 @@ impl BarmanIni {
                     what: "no Barman configuration file (~/.barman.conf, /etc/barman.conf, /etc/barman/barman.conf)"
                         .into(),
                     hint: "set `config` in the source options to Barman's configuration file".into(),
+                    source: None,
                 })?,
         };
         let mut ini = BarmanIni::default();
@@ -240,6 +241,7 @@ impl ServerDirs {
             return Err(Error::Source {
                 source_kind: "barman",
                 message: format!("Unknown server '{server}': no [{server}] section in Barman's configuration"),
+                source: None,
             });
         }
         let home = ini

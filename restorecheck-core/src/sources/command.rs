@@ -86,7 +86,7 @@ impl CommandSource {
     }
 
     fn err(&self, message: String) -> Error {
-        Error::Source { source_kind: "command", message }
+        Error::Source { source_kind: "command", message, source: None }
     }
 
     /// `env` plus `env_file`, read fresh each time (a rotated secret takes effect at once).
@@ -153,8 +153,9 @@ impl BackupSource for CommandSource {
         }
         let mut all = Vec::new();
         for (n, line) in out.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let l: Line = serde_json::from_str(line)
-                .map_err(|e| self.err(format!("the list command's line {} is not a backup JSON object: {e}", n + 1)))?;
+            let l: Line = serde_json::from_str(line).map_err(|e| {
+                self.err(format!("the list command's line {} is not a backup JSON object", n + 1)).with_source(e)
+            })?;
             all.push(BackupInfo {
                 location: format!("command:{}", l.id),
                 id: l.id,

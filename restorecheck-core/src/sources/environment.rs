@@ -8,14 +8,14 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 fn err(source_kind: &'static str, message: String) -> Error {
-    Error::Source { source_kind, message }
+    Error::Source { source_kind, message, source: None }
 }
 
 /// Reads an `env_file`: `KEY=VALUE` lines; blank lines and `#` comments are skipped, an
 /// `export ` prefix and double quotes around the value are removed.
 pub(crate) fn read_env_file(path: &Path, source_kind: &'static str) -> Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| err(source_kind, format!("cannot read env_file {}: {e}", path.display())))?;
+        .map_err(|e| err(source_kind, format!("cannot read env_file {}", path.display())).with_source(e))?;
     let mut vars = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -38,11 +38,12 @@ pub(crate) fn read_env_file(path: &Path, source_kind: &'static str) -> Result<Ve
 /// bytes turned into newlines (as `envdir` does). Empty files are skipped (`envdir` would
 /// *unset* the variable). Sorted by name.
 pub(crate) fn read_envdir(dir: &Path, source_kind: &'static str) -> Result<Vec<(String, String)>> {
-    let rd =
-        std::fs::read_dir(dir).map_err(|e| err(source_kind, format!("cannot read envdir {}: {e}", dir.display())))?;
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| err(source_kind, format!("cannot read envdir {}", dir.display())).with_source(e))?;
     let mut vars = Vec::new();
     for entry in rd {
-        let entry = entry.map_err(|e| err(source_kind, format!("cannot read envdir {}: {e}", dir.display())))?;
+        let entry =
+            entry.map_err(|e| err(source_kind, format!("cannot read envdir {}", dir.display())).with_source(e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
             continue;
@@ -58,7 +59,7 @@ pub(crate) fn read_envdir(dir: &Path, source_kind: &'static str) -> Result<Vec<(
             ));
         }
         let bytes = std::fs::read(&path)
-            .map_err(|e| err(source_kind, format!("cannot read envdir file {}: {e}", path.display())))?;
+            .map_err(|e| err(source_kind, format!("cannot read envdir file {}", path.display())).with_source(e))?;
         if bytes.is_empty() {
             continue;
         }

@@ -423,6 +423,7 @@ impl BackupSource for PgDumpSource {
                 return Err(Error::Source {
                     source_kind: "pg_dump",
                     message: format!("path {} does not exist", root.display()),
+                    source: None,
                 });
             }
             if let Some(d) = detect(&root) {
@@ -430,7 +431,8 @@ impl BackupSource for PgDumpSource {
             }
             let rd = fs::read_dir(&root).map_err(|e| Error::Source {
                 source_kind: "pg_dump",
-                message: format!("cannot list {}: {e}", root.display()),
+                message: format!("cannot list {}", root.display()),
+                source: Some(e.into()),
             })?;
             let mut out: Vec<BackupInfo> =
                 rd.flatten().filter_map(|e| detect(&e.path()).map(|d| info_for(&e.path(), &d))).collect();
@@ -438,7 +440,11 @@ impl BackupSource for PgDumpSource {
             Ok(out)
         })
         .await
-        .map_err(|e| Error::Source { source_kind: "pg_dump", message: format!("listing failed: {e}") })?
+        .map_err(|e| Error::Source {
+            source_kind: "pg_dump",
+            message: "listing failed".into(),
+            source: Some(e.into()),
+        })?
     }
 
     fn configured_backup(&self) -> Option<&str> {
@@ -492,7 +498,8 @@ async fn list_local_encrypted(root: PathBuf, decrypt: Option<Decryptor>) -> Resu
             fs::read_dir(&root)
                 .map_err(|e| Error::Source {
                     source_kind: "pg_dump",
-                    message: format!("cannot list {}: {e}", root.display()),
+                    message: format!("cannot list {}", root.display()),
+                    source: Some(e.into()),
                 })?
                 .flatten()
                 .map(|e| e.path())
@@ -525,7 +532,11 @@ async fn list_local_encrypted(root: PathBuf, decrypt: Option<Decryptor>) -> Resu
         Ok(out)
     })
     .await
-    .map_err(|e| Error::Source { source_kind: "pg_dump", message: format!("listing failed: {e}") })?
+    .map_err(|e| Error::Source {
+        source_kind: "pg_dump",
+        message: "listing failed".into(),
+        source: Some(e.into()),
+    })?
 }
 
 /// Lists dumps in object storage: the object the location names, or every dump object and
@@ -537,6 +548,7 @@ async fn list_remote(remote: Arc<Remote>, decrypt: Option<Decryptor>) -> Result<
         return Err(Error::Source {
             source_kind: "pg_dump",
             message: format!("{} holds no objects (wrong path, or no list permission?)", remote.url("")),
+            source: None,
         });
     }
     let mut out = Vec::new();
@@ -549,9 +561,9 @@ async fn list_remote(remote: Arc<Remote>, decrypt: Option<Decryptor>) -> Result<
         let name = o.rel.clone();
         let file = BackupFile::Remote(remote.clone(), o.clone());
         let d2 = decrypt.clone();
-        let det = tokio::task::spawn_blocking(move || detect_file(&file, d2.as_ref()))
-            .await
-            .map_err(|e| Error::Source { source_kind: "pg_dump", message: format!("listing failed: {e}") })??;
+        let det = tokio::task::spawn_blocking(move || detect_file(&file, d2.as_ref())).await.map_err(|e| {
+            Error::Source { source_kind: "pg_dump", message: "listing failed".into(), source: Some(e.into()) }
+        })??;
         if let Some(det) = det {
             out.push(BackupInfo {
                 id: name.clone(),
@@ -583,6 +595,7 @@ async fn list_remote(remote: Arc<Remote>, decrypt: Option<Decryptor>) -> Result<
         return Err(Error::Source {
             source_kind: "pg_dump",
             message: format!("no dump found under {}", remote.url("")),
+            source: None,
         });
     }
     crate::source::sort_newest_first(&mut out);
@@ -606,7 +619,7 @@ async fn materialize(
     let (d2, progress, cancel) = (dest.clone(), Some(ctx.progress.clone()), ctx.cancel.clone());
     let r = tokio::task::spawn_blocking(move || file.save_to(&d2, decrypt.as_ref(), progress, cancel))
         .await
-        .map_err(|e| Error::defect(format!("download task failed: {e}")))?;
+        .map_err(|e| Error::defect("download task failed").with_source(e))?;
     ctx.progress.end();
     r?;
     Ok(dest)
@@ -667,11 +680,11 @@ pub async fn fetch_dump(ctx: &RunContext, path: &Path, req: &FetchRequest, opts:
             let mut r = archive::open_decompressed(&src, Some(progress))?;
             let mut w = fs::File::create(&dst).map_err(|e| Error::io("creating", &dst, e))?;
             std::io::copy(&mut r, &mut w)
-                .map_err(|e| Error::defect(format!("{} is damaged or truncated: {e}", src.display())))?;
+                .map_err(|e| Error::defect(format!("{} is damaged or truncated", src.display())).with_source(e))?;
             Ok(())
         })
         .await
-        .map_err(|e| Error::defect(format!("decompression failed: {e}")))??;
+        .map_err(|e| Error::defect("decompression failed").with_source(e))??;
         ctx.progress.end();
         dest
     } else {

@@ -129,7 +129,7 @@ pub struct PgBackRestSource {
 }
 
 fn source_err(message: impl Into<String>) -> Error {
-    Error::Source { source_kind: KIND, message: message.into() }
+    Error::Source { source_kind: KIND, message: message.into(), source: None }
 }
 
 impl PgBackRestSource {
@@ -223,9 +223,8 @@ impl PgBackRestSource {
         let all: Vec<StanzaInfo> = serde_json::from_str(&out.stdout)
             .or_else(|_| serde_json::from_str(&out.stdout.replace(|c: char| c.is_control(), " ")))
             .map_err(|e| {
-                source_err(format!(
-                    "cannot read the output of `pgbackrest info --output=json`: {e} (pgBackRest too old?)"
-                ))
+                source_err("cannot read the output of `pgbackrest info --output=json` (pgBackRest too old?)")
+                    .with_source(e)
             })?;
         let stanza = all
             .into_iter()
@@ -277,6 +276,7 @@ impl PgBackRestSource {
                  repository was created with, as in the pgbackrest.conf of the database host",
                 key = r.key
             ),
+            source: None,
         })
     }
 
@@ -389,6 +389,7 @@ impl PgBackRestSource {
                 ),
                 hint: "make the pgBackRest configuration readable by that user (Debian: owner postgres, mode 0640)"
                     .into(),
+                source: None,
             });
         }
         Ok(())

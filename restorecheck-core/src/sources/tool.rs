@@ -47,12 +47,13 @@ pub(crate) fn find_program(program: &str, install_hint: &str) -> Result<PathBuf>
         return if p.is_file() {
             Ok(p.to_path_buf())
         } else {
-            Err(Error::Tooling { what: format!("{program} does not exist"), hint: install_hint.into() })
+            Err(Error::Tooling { what: format!("{program} does not exist"), hint: install_hint.into(), source: None })
         };
     }
     crate::wal_archive::which(program).ok_or_else(|| Error::Tooling {
         what: format!("`{program}` is not installed (not found on PATH)"),
         hint: install_hint.into(),
+        source: None,
     })
 }
 
@@ -68,15 +69,17 @@ pub(crate) async fn run(
     crate::process::own_group(&mut cmd, libc::SIGKILL);
     tracing::debug!("running {what}");
     let child = cmd.spawn().map_err(|e| Error::Tooling {
-        what: format!("cannot start {what}: {e}"),
+        what: format!("cannot start {what}"),
         hint: "check that the tool is installed and executable".into(),
+        source: Some(e.into()),
     })?;
     // Dropping this future (the check's deadline) drops the guard: the whole group dies.
     let mut guard = crate::process::GroupGuard::new(&child);
     let out = tokio::select! {
         r = child.wait_with_output() => r.map_err(|e| Error::Tooling {
-            what: format!("waiting for {what} failed: {e}"),
+            what: format!("waiting for {what} failed"),
             hint: "see the message above".into(),
+            source: Some(e.into()),
         })?,
         _ = ctx.cancel.cancelled() => {
             guard.kill();

@@ -105,7 +105,7 @@ pub struct WaleSource {
 }
 
 fn source_err(message: impl Into<String>) -> Error {
-    Error::Source { source_kind: KIND, message: message.into() }
+    Error::Source { source_kind: KIND, message: message.into(), source: None }
 }
 
 /// One row of `wal-e backup-list --detail`.

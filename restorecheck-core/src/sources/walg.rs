@@ -89,7 +89,7 @@ pub struct WalgSource {
 }
 
 fn source_err(message: impl Into<String>) -> Error {
-    Error::Source { source_kind: KIND, message: message.into() }
+    Error::Source { source_kind: KIND, message: message.into(), source: None }
 }
 
 /// One entry of `wal-g backup-list --json --detail` (`BackupTime` + `ExtendedMetadataDto`).
@@ -315,6 +315,7 @@ impl WalgSource {
                     "restorecheck reads the backup's sentinel to restore its tablespaces into the work dir instead of \
                        their production paths; it needs a WAL-G with the storage tools (`wal-g st`)"
                         .into(),
+                source: None,
             });
         }
         sentinel_tablespaces(&out.stdout)
@@ -338,7 +339,7 @@ impl WalgSource {
             return Ok(Vec::new());
         }
         serde_json::from_str(text)
-            .map_err(|e| source_err(format!("cannot read the output of `wal-g wal-show --detailed-json`: {e}")))
+            .map_err(|e| source_err("cannot read the output of `wal-g wal-show --detailed-json`").with_source(e))
     }
 
     /// Writes the `restore_command` script: `wal-fetch` exit 0 → 0, 74 (not in the storage) →
@@ -368,7 +369,7 @@ fn parse_backup_list(stdout: &str) -> Result<Vec<WalgBackup>> {
         return Ok(Vec::new());
     }
     serde_json::from_str(text).map_err(|e| {
-        source_err(format!("cannot read the output of `wal-g backup-list --json --detail`: {e} (WAL-G too old?)"))
+        source_err("cannot read the output of `wal-g backup-list --json --detail` (WAL-G too old?)").with_source(e)
     })
 }
 
@@ -385,7 +386,7 @@ fn sentinel_tablespaces(text: &str) -> Result<Vec<String>> {
         tablespaces: Option<Vec<String>>,
     }
     let s: Sentinel = serde_json::from_str(text.trim())
-        .map_err(|e| Error::defect(format!("the backup's sentinel is not valid JSON: {e}")))?;
+        .map_err(|e| Error::defect("the backup's sentinel is not valid JSON").with_source(e))?;
     let names = s.spec.and_then(|s| s.tablespaces).unwrap_or_default();
     if let Some(bad) = names.iter().find(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit())) {
         return Err(Error::defect(format!("the backup's sentinel names a tablespace {bad:?}, which is not an OID")));
@@ -445,6 +446,7 @@ pub(crate) async fn check_server_user_can_run(exe: &Path) -> Result<()> {
         hint: "install the tool where that user can run it (e.g. /usr/local/bin, mode 0755, or a world-readable \
                virtualenv)"
             .into(),
+        source: None,
     })
 }
 

@@ -132,9 +132,10 @@ impl Remote {
     /// Opens `url` with `opts` and the provider's standard credentials. Fails early only on
     /// bad configuration; unreachable stores show up on the first request.
     pub fn open(url: &str, opts: &StorageOptions) -> Result<Remote> {
-        let parsed = url::Url::parse(url).map_err(|e| Error::config(format!("{url}: not a valid URL: {e}")))?;
+        let parsed =
+            url::Url::parse(url).map_err(|e| Error::config(format!("{url}: not a valid URL")).with_source(e))?;
         let (scheme, prefix) = ObjectStoreScheme::parse(&parsed)
-            .map_err(|e| Error::config(format!("{url}: not an object-store URL: {e}")))?;
+            .map_err(|e| Error::config(format!("{url}: not an object-store URL")).with_source(e))?;
         let retries = opts.retries.unwrap_or(5);
         let retry = RetryConfig {
             max_retries: retries as usize,
@@ -228,7 +229,7 @@ impl Remote {
     }
 
     fn storage_err(&self, rel: &str, e: &object_store::Error) -> Error {
-        Error::Storage { location: self.url(rel), message: describe_error(e) }
+        Error::Storage { location: self.url(rel), message: describe_error(e), source: None }
     }
 
     /// Every object under `rel` (recursively), with paths relative to `rel`, sorted.
@@ -475,7 +476,7 @@ pub async fn run_parallel<T: Send + 'static>(
             r = h => match r {
                 Ok(Ok(Ok(v))) => out.push(v),
                 Ok(Ok(Err(e))) => { first_err.get_or_insert(e); }
-                Ok(Err(e)) | Err(e) => { first_err.get_or_insert(Error::Source { source_kind: "storage", message: format!("download task failed: {e}") }); }
+                Ok(Err(e)) | Err(e) => { first_err.get_or_insert(Error::Source { source_kind: "storage", message: "download task failed".into(), source: Some(e.into()) }); }
             },
             _ = cancel.cancelled() => return Err(Error::Cancelled { phase: crate::report::Phase::Fetch }),
         }

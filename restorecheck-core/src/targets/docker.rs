@@ -69,7 +69,7 @@ pub struct DockerTarget {
 }
 
 fn err(message: impl Into<String>) -> Error {
-    Error::Target { target_kind: "docker", message: message.into(), log_tail: None }
+    Error::Target { target_kind: "docker", message: message.into(), log_tail: None, source: None }
 }
 
 impl DockerTarget {
@@ -111,15 +111,16 @@ fn parse_uid_gid(s: &str) -> Result<(u32, u32)> {
 
 /// Connects to the Docker engine and checks it answers, within a few seconds.
 pub async fn engine() -> Result<Docker> {
-    let no_engine = |detail: String| Error::Tooling {
-        what: format!("no Docker engine reachable ({detail})"),
+    let no_engine = |detail: &str| Error::Tooling {
+        what: format!("no Docker engine reachable{detail}"),
         hint: "start the Docker daemon (or set DOCKER_HOST), or use [check.target] kind = \"local\"".into(),
+        source: None,
     };
-    let docker = Docker::connect_with_defaults().map_err(|e| no_engine(e.to_string()))?;
+    let docker = Docker::connect_with_defaults().map_err(|e| no_engine("").with_source(e))?;
     match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
         Ok(Ok(_)) => Ok(docker),
-        Ok(Err(e)) => Err(no_engine(e.to_string())),
-        Err(_) => Err(no_engine("no answer within 5s".into())),
+        Ok(Err(e)) => Err(no_engine("").with_source(e)),
+        Err(_) => Err(no_engine(" (no answer within 5s)")),
     }
 }
 
@@ -134,9 +135,10 @@ pub async fn require_image(docker: &Docker, image: &str) -> Result<()> {
                     "build or load it first (this repository's docker/build-images.sh builds restorecheck/postgres:N); \
                        restorecheck never pulls images"
                         .into(),
+                source: None,
             })
         }
-        Err(e) => Err(err(format!("inspecting image {image}: {e}"))),
+        Err(e) => Err(err(format!("inspecting image {image}")).with_source(e)),
     }
 }
 
@@ -270,8 +272,9 @@ impl RestoreTarget for DockerTarget {
             "exec pg_controldata -D \"$0\"",
             data.as_str(),
         ]);
-        let c = probe.start().await.map_err(|e| err(format!("running pg_controldata in {image}: {e}")))?;
-        let out = c.stdout_to_vec().await.map_err(|e| err(format!("reading pg_controldata output: {e}")))?;
+        let c = probe.start().await.map_err(|e| err(format!("running pg_controldata in {image}")).with_source(e))?;
+        let out =
+            c.stdout_to_vec().await.map_err(|e| err("reading pg_controldata output".to_string()).with_source(e))?;
         let code = c.exit_code().await.ok().flatten();
         let stderr = c.stderr_to_vec().await.unwrap_or_default();
         let _ = c.rm().await;
@@ -311,7 +314,7 @@ impl RestoreTarget for DockerTarget {
             .with_cmd(["-c".to_string(), script])
             .start()
             .await
-            .map_err(|e| err(format!("starting a container from {image}: {e}")))?;
+            .map_err(|e| err(format!("starting a container from {image}")).with_source(e))?;
         tracing::info!(
             "started PostgreSQL in container {} ({image}) on {data} [{} recovery]",
             container.id(),
@@ -414,7 +417,7 @@ impl RunningServer for DockerServer {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        c.rm().await.map_err(|e| err(format!("removing container: {e}")))?;
+        c.rm().await.map_err(|e| err("removing container".to_string()).with_source(e))?;
         let _ = std::fs::remove_dir_all(&self.session.socket_dir);
         Ok(())
     }
@@ -439,7 +442,7 @@ pub async fn run_script(image: &str, user: &str, binds: &[(&Path, bool)], script
         let m = Mount::bind_mount(p.display().to_string(), p.display().to_string());
         r = r.with_mount(if *ro { m.with_access_mode(AccessMode::ReadOnly) } else { m });
     }
-    let c = r.start().await.map_err(|e| err(format!("running a script in {image}: {e}")))?;
+    let c = r.start().await.map_err(|e| err(format!("running a script in {image}")).with_source(e))?;
     let out = c.stdout_to_vec().await.unwrap_or_default();
     let errs = c.stderr_to_vec().await.unwrap_or_default();
     let code = c.exit_code().await.ok().flatten();

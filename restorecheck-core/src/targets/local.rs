@@ -71,6 +71,7 @@ impl RestoreTarget for LocalTarget {
                 Some(d) => binaries::probe(d).map(|_| ()).ok_or_else(|| Error::Tooling {
                     what: format!("no usable `postgres` in target.bin_dir {}", d.display()),
                     hint: "point bin_dir at a PostgreSQL bin directory".into(),
+                    source: None,
                 }),
                 None => binaries::newest().map(|_| ()),
             },
@@ -211,8 +212,9 @@ fn spawn_postgres(
     user.apply(&mut cmd);
     process::own_group(&mut cmd, libc::SIGQUIT);
     cmd.spawn().map_err(|e| Error::Tooling {
-        what: format!("cannot start {}: {e}", exe.display()),
+        what: format!("cannot start {}", exe.display()),
         hint: "check the PostgreSQL installation".into(),
+        source: Some(e.into()),
     })
 }
 
@@ -292,6 +294,7 @@ impl RunningServer for LocalServer {
                 target_kind: "local",
                 message: "the server did not shut down cleanly, so pg_checksums cannot run".into(),
                 log_tail: self.session.log_tail(10),
+                source: None,
             });
         }
         let started = std::time::Instant::now();
@@ -326,6 +329,7 @@ impl RunningServer for LocalServer {
             target_kind: "local",
             message: format!("pg_checksums failed: {}", text.trim()),
             log_tail: None,
+            source: None,
         })
     }
 

@@ -100,7 +100,7 @@ impl BaseBackupSource {
             id: id.to_string(),
             taken_at: fs::metadata(dir).and_then(|m| m.modified()).ok().map(DateTime::<Utc>::from),
             size_bytes: Some(dir_size(dir)),
-            kind: format!("unreadable: {e}"),
+            kind: format!("unreadable: {}", e.chain()),
             location: format!("basebackup:{}", dir.display()),
             pg_major: None,
             label: None,

@@ -83,7 +83,7 @@ impl BaseBackupSource {
     }
 
     fn err(&self, message: String) -> Error {
-        Error::Source { source_kind: "basebackup", message }
+        Error::Source { source_kind: "basebackup", message, source: None }
     }
 
     fn decryptor(&self) -> Result<Option<Decryptor>> {

@@ -101,7 +101,7 @@ impl BaseBackupSource {
                     id,
                     taken_at: newest,
                     size_bytes: Some(size),
-                    kind: format!("unreadable: {e}"),
+                    kind: format!("unreadable: {}", e.chain()),
                     location,
                     pg_major: None,
                     label: None,

@@ -70,7 +70,8 @@ impl BaseBackupSource {
 fn encrypted_wal_files(dir: &Path, decrypt: Option<&Decryptor>) -> Result<Vec<BackupFile>> {
     let rd = fs::read_dir(dir).map_err(|e| Error::Source {
         source_kind: "basebackup",
-        message: format!("cannot read wal_archive {}: {e}", dir.display()),
+        message: format!("cannot read wal_archive {}", dir.display()),
+        source: Some(Box::new(e)),
     })?;
     let files: Vec<(PathBuf, String)> = rd
         .flatten()
