@@ -98,7 +98,11 @@ struct TempFile(PathBuf);
 
 impl TempFile {
     fn new(name: &str, content: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("restorecheck-config-examples-{}-{name}", std::process::id()));
+        // Unique per file, not per process: the tests of this binary run in parallel and each
+        // removes its own files when done.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("restorecheck-config-examples-{}-{n}-{name}", std::process::id()));
         std::fs::write(&p, content).unwrap();
         TempFile(p)
     }
