@@ -5,10 +5,8 @@
 //! cargo run -p restorecheck-examples --example custom_assertion -- restorecheck.toml
 //! ```
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use restorecheck_core::config::options;
+use restorecheck_core::config::FromOptions;
 use restorecheck_core::{
     runner, Assertion, AssertionContext, Config, Error, Outcome, Registry, RunContext, RunOptions,
 };
@@ -26,6 +24,14 @@ struct OrphansConfig {
 /// Fails when a restored child table references missing parents (a sign of a torn restore).
 #[derive(Debug)]
 struct NoOrphans(OrphansConfig);
+
+/// How `kind = "orphans"` is built from its `[[check.assert]]` table.
+impl FromOptions for NoOrphans {
+    type Options = OrphansConfig;
+    fn from_options(options: OrphansConfig) -> restorecheck_core::Result<Self> {
+        Ok(NoOrphans(options))
+    }
+}
 
 #[async_trait]
 impl Assertion for NoOrphans {
@@ -61,9 +67,7 @@ async fn main() {
         std::process::exit(2);
     };
     let mut registry = Registry::default();
-    registry.register_assertion("orphans", |t| {
-        Ok(Arc::new(NoOrphans(options::<OrphansConfig>("assertion orphans", t)?)) as Arc<dyn Assertion>)
-    });
+    registry.register_assertion_type::<NoOrphans>("orphans");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     let config = match Config::parse(&text, &registry) {
         Ok(c) => c,

@@ -144,66 +144,89 @@ pub fn options<T: serde::de::DeserializeOwned>(what: &str, table: toml::Table) -
     T::deserialize(toml::Value::Table(table)).map_err(|e| Error::config(format!("{what}: {}", e.message())))
 }
 
+/// A kind built from its own options table: its config struct (serde, unknown keys are errors)
+/// and the constructor that validates it. Implemented by every built-in source, target and
+/// assertion; register one with [`Registry::register_source_type`] (and the target/assertion
+/// twins) instead of writing a closure.
+pub trait FromOptions: Sized {
+    /// The options of `[check.source]`/`[check.target]`/`[[check.assert]]` without `kind`.
+    type Options: serde::de::DeserializeOwned;
+    /// Builds the value from its options (validating them).
+    fn from_options(options: Self::Options) -> Result<Self>;
+}
+
+macro_rules! from_options {
+    ($($ty:ty => $opts:ty, |$cfg:ident| $build:expr;)*) => {$(
+        impl FromOptions for $ty {
+            type Options = $opts;
+            fn from_options($cfg: $opts) -> Result<Self> {
+                $build
+            }
+        }
+    )*};
+}
+
+from_options! {
+    BaseBackupSource => BaseBackupConfig, |cfg| { cfg.validate()?; Ok(BaseBackupSource::new(cfg)) };
+    PgDumpSource => PgDumpConfig, |cfg| { cfg.validate()?; Ok(PgDumpSource::new(cfg)) };
+    crate::sources::PgBackRestSource => crate::sources::PgBackRestConfig, |cfg| crate::sources::PgBackRestSource::new(cfg);
+    crate::sources::BarmanSource => crate::sources::BarmanConfig, |cfg| crate::sources::BarmanSource::new(cfg);
+    CommandSource => CommandConfig, |cfg| Ok(CommandSource::new(cfg));
+    crate::sources::WalgSource => crate::sources::WalgConfig, |cfg| Ok(crate::sources::WalgSource::new(cfg));
+    crate::sources::WaleSource => crate::sources::WaleConfig, |cfg| Ok(crate::sources::WaleSource::new(cfg));
+    LocalTarget => LocalTargetConfig, |cfg| LocalTarget::new(cfg);
+    DockerTarget => DockerTargetConfig, |cfg| DockerTarget::new(cfg);
+    SqlAssertion => SqlAssertionConfig, |cfg| SqlAssertion::new(cfg);
+    crate::assertions::CanaryAssertion => SqlAssertionConfig, |cfg| crate::assertions::CanaryAssertion::new(cfg);
+}
+
 impl Default for Registry {
     fn default() -> Self {
         let mut r = Registry { sources: BTreeMap::new(), targets: BTreeMap::new(), assertions: BTreeMap::new() };
-        r.register_source("basebackup", |t| {
-            let cfg = options::<BaseBackupConfig>("source basebackup", t)?;
-            cfg.validate()?;
-            Ok(Arc::new(BaseBackupSource::new(cfg)) as Arc<dyn BackupSource>)
-        });
-        r.register_source("pg_dump", |t| {
-            let cfg = options::<PgDumpConfig>("source pg_dump", t)?;
-            cfg.validate()?;
-            Ok(Arc::new(PgDumpSource::new(cfg)) as Arc<dyn BackupSource>)
-        });
-        r.register_source("pgbackrest", |t| {
-            Ok(Arc::new(crate::sources::PgBackRestSource::new(options::<crate::sources::PgBackRestConfig>(
-                "source pgbackrest",
-                t,
-            )?)?) as Arc<dyn BackupSource>)
-        });
-        r.register_source("barman", |t| {
-            Ok(Arc::new(crate::sources::BarmanSource::new(options::<crate::sources::BarmanConfig>(
-                "source barman",
-                t,
-            )?)?) as Arc<dyn BackupSource>)
-        });
-        r.register_source("command", |t| {
-            Ok(Arc::new(CommandSource::new(options::<CommandConfig>("source command", t)?)) as Arc<dyn BackupSource>)
-        });
-        r.register_source("walg", |t| {
-            Ok(Arc::new(crate::sources::WalgSource::new(options::<crate::sources::WalgConfig>("source walg", t)?))
-                as Arc<dyn BackupSource>)
-        });
-        r.register_source("wale", |t| {
-            Ok(Arc::new(crate::sources::WaleSource::new(options::<crate::sources::WaleConfig>("source wale", t)?))
-                as Arc<dyn BackupSource>)
-        });
-        r.register_target("local", |t| {
-            Ok(Arc::new(LocalTarget::new(options::<LocalTargetConfig>("target local", t)?)?) as Arc<dyn RestoreTarget>)
-        });
-        r.register_target("docker", |t| {
-            Ok(Arc::new(DockerTarget::new(options::<DockerTargetConfig>("target docker", t)?)?)
-                as Arc<dyn RestoreTarget>)
-        });
-        r.register_assertion("canary", |t| {
-            Ok(
-                Arc::new(crate::assertions::CanaryAssertion::new(options::<SqlAssertionConfig>(
-                    "assertion canary",
-                    t,
-                )?)?) as Arc<dyn Assertion>,
-            )
-        });
-        r.register_assertion("sql", |t| {
-            Ok(Arc::new(SqlAssertion::new(options::<SqlAssertionConfig>("assertion sql", t)?)?) as Arc<dyn Assertion>)
-        });
+        r.register_source_type::<BaseBackupSource>("basebackup");
+        r.register_source_type::<PgDumpSource>("pg_dump");
+        r.register_source_type::<crate::sources::PgBackRestSource>("pgbackrest");
+        r.register_source_type::<crate::sources::BarmanSource>("barman");
+        r.register_source_type::<CommandSource>("command");
+        r.register_source_type::<crate::sources::WalgSource>("walg");
+        r.register_source_type::<crate::sources::WaleSource>("wale");
+        r.register_target_type::<LocalTarget>("local");
+        r.register_target_type::<DockerTarget>("docker");
+        r.register_assertion_type::<crate::assertions::CanaryAssertion>("canary");
+        r.register_assertion_type::<SqlAssertion>("sql");
         r
     }
 }
 
 impl Registry {
-    /// Registers a source kind.
+    /// Registers source type `T` as `kind = "<kind>"`: its options table is deserialized into
+    /// `T::Options` (errors name `source <kind>`) and built with [`FromOptions::from_options`].
+    pub fn register_source_type<T: BackupSource + FromOptions + 'static>(&mut self, kind: &str) {
+        let what = format!("source {kind}");
+        self.register_source(
+            kind,
+            move |t| Ok(Arc::new(T::from_options(options(&what, t)?)?) as Arc<dyn BackupSource>),
+        );
+    }
+
+    /// Registers target type `T` as `kind = "<kind>"` (see [`Self::register_source_type`]).
+    pub fn register_target_type<T: RestoreTarget + FromOptions + 'static>(&mut self, kind: &str) {
+        let what = format!("target {kind}");
+        self.register_target(kind, move |t| {
+            Ok(Arc::new(T::from_options(options(&what, t)?)?) as Arc<dyn RestoreTarget>)
+        });
+    }
+
+    /// Registers assertion type `T` as `kind = "<kind>"` (see [`Self::register_source_type`]).
+    pub fn register_assertion_type<T: Assertion + FromOptions + 'static>(&mut self, kind: &str) {
+        let what = format!("assertion {kind}");
+        self.register_assertion(
+            kind,
+            move |t| Ok(Arc::new(T::from_options(options(&what, t)?)?) as Arc<dyn Assertion>),
+        );
+    }
+
+    /// Registers a source kind with a constructor of its own.
     pub fn register_source(
         &mut self,
         kind: &str,
@@ -212,7 +235,7 @@ impl Registry {
         self.sources.insert(kind.to_string(), Arc::new(f));
     }
 
-    /// Registers a target kind.
+    /// Registers a target kind with a constructor of its own.
     pub fn register_target(
         &mut self,
         kind: &str,
@@ -221,7 +244,7 @@ impl Registry {
         self.targets.insert(kind.to_string(), Arc::new(f));
     }
 
-    /// Registers an assertion kind.
+    /// Registers an assertion kind with a constructor of its own.
     pub fn register_assertion(
         &mut self,
         kind: &str,
