@@ -127,7 +127,8 @@ pub fn check_readable(user: &OsUser, dir: &Path) -> Result<()> {
         ),
         source: None,
     };
-    if !user_can_read(user, dir, true) {
+    // A folder must be searchable too; a single file (a tool's config) only readable.
+    if !user_can_read(user, dir, dir.is_dir()) {
         return Err(hint(&dir.display().to_string()));
     }
     // The files too: a WAL segment the server cannot read looks "not found" to restore_command,

@@ -376,7 +376,9 @@ impl PgBackRestSource {
     }
 
     /// When running as root, the restored server's OS user must be able to read the config file
-    /// for `archive-get`; say so now instead of failing in recovery.
+    /// for `archive-get`; say so now, before the restore, instead of failing in recovery. This
+    /// early check assumes the default server user; the target checks again with its own
+    /// (`target.os_user`) before starting, through the WAL supply's read-only paths.
     async fn check_config_readable(&self) -> Result<()> {
         let Some(conf) = self.config_file() else { return Ok(()) };
         let Ok(user) = crate::postgres::user::OsUser::resolve(None) else { return Ok(()) };
@@ -681,6 +683,8 @@ impl BackupSource for PgBackRestSource {
         let script = self.write_restore_script(&exe, req)?;
         let repo_key = self.cfg.repo.or(b.database.repo_key.and_then(|k| u32::try_from(k).ok())).unwrap_or(1);
         let readable_paths: Vec<PathBuf> = self.repo_path(ctx, &exe, repo_key).await.into_iter().collect();
+        // `archive-get` reads the configuration too: the target checks its own server user can.
+        let wal_reads: Vec<PathBuf> = readable_paths.iter().cloned().chain(self.config_file()).collect();
 
         let mut expected_end = Vec::new();
         let backup_end_lsn: Option<Lsn> = b.lsn.as_ref().and_then(|l| l.stop.as_deref()).and_then(|s| s.parse().ok());
@@ -724,7 +728,7 @@ impl BackupSource for PgBackRestSource {
         let mut fetched = FetchedBackup::new(
             req.data_dir.clone(),
             pg_major,
-            WalSupply::Fetch(WalFetch::script(script).reading(readable_paths)),
+            WalSupply::Fetch(WalFetch::script(script).reading(wal_reads)),
         );
         fetched.backup_end_lsn = backup_end_lsn;
         fetched.expected_end = expected_end;
