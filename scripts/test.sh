@@ -11,6 +11,10 @@ else
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The core without its optional parts (object storage, encryption, docker, notify, history):
+# it must build clean, and its unit tests pass, with every feature off.
+cargo clippy -p restorecheck-core --no-default-features --all-targets -- -D warnings
+cargo test -p restorecheck-core --no-default-features --lib
 cargo test --workspace --exclude restorecheck-py
 
 # ---- Python binding (restorecheck-py) -------------------------------------------------------

@@ -17,7 +17,9 @@ use crate::source::BackupSource;
 use crate::sources::{BaseBackupConfig, BaseBackupSource, CommandConfig, CommandSource, PgDumpConfig, PgDumpSource};
 use crate::spec::CheckSpec;
 use crate::target::RestoreTarget;
-use crate::targets::{DockerTarget, DockerTargetConfig, LocalTarget, LocalTargetConfig};
+#[cfg(feature = "docker")]
+use crate::targets::DockerTarget;
+use crate::targets::{DockerTargetConfig, LocalTarget, LocalTargetConfig};
 
 pub use crate::spec::{IntegrityConfig, DEFAULT_TIMEOUT};
 
@@ -191,6 +193,7 @@ impl Default for Registry {
         r.register_source_type::<crate::sources::WalgSource>("walg");
         r.register_source_type::<crate::sources::WaleSource>("wale");
         r.register_target_type::<LocalTarget>("local");
+        #[cfg(feature = "docker")]
         r.register_target_type::<DockerTarget>("docker");
         r.register_assertion_type::<crate::assertions::CanaryAssertion>("canary");
         r.register_assertion_type::<SqlAssertion>("sql");
@@ -272,7 +275,15 @@ impl Registry {
     /// Builds the target a table describes (`kind` defaults to `local`).
     pub fn target(&self, mut table: toml::Table) -> Result<Arc<dyn RestoreTarget>> {
         let kind = take_kind(&mut table, Some("local"), "check.target")?;
-        let f = self.targets.get(&kind).ok_or_else(|| unknown_kind("target", &kind, self.targets.keys()))?;
+        let Some(f) = self.targets.get(&kind) else {
+            #[cfg(not(feature = "docker"))]
+            if kind == "docker" {
+                // The options still parse as in a full build, so their errors read the same.
+                options::<DockerTargetConfig>("target docker", table)?;
+                return Err(Error::feature_off("docker", "target kind \"docker\""));
+            }
+            return Err(unknown_kind("target", &kind, self.targets.keys()));
+        };
         f(table)
     }
 
@@ -509,6 +520,7 @@ max_age = "24h"
     }
 
     #[test]
+    #[cfg(feature = "docker")]
     fn a_target_that_cannot_take_the_sources_artifact_is_refused_at_parse_time() {
         let text = r#"
 [[check]]
@@ -522,6 +534,18 @@ kind = "docker"
         let e = Config::parse(text, &Registry::default()).unwrap_err();
         assert!(e.to_string().contains("target docker cannot restore logical dumps (source pg_dump)"), "{e}");
         Config::parse(&text.replace("kind = \"docker\"", "kind = \"local\""), &Registry::default()).unwrap();
+    }
+
+    #[test]
+    #[cfg(not(feature = "docker"))]
+    fn the_docker_target_names_its_feature() {
+        let text = GOOD.replace("kind = \"local\"", "kind = \"docker\"");
+        let e = Config::parse(&text, &Registry::default()).unwrap_err();
+        assert!(e.to_string().contains("target kind \"docker\" needs restorecheck-core's `docker` feature"), "{e}");
+        // Its options are still checked as in a full build.
+        let bad = GOOD.replace("kind = \"local\"", "kind = \"docker\"\nimage_name = \"x\"");
+        let e = Config::parse(&bad, &Registry::default()).unwrap_err();
+        assert!(e.to_string().contains("unknown field `image_name`"), "{e}");
     }
 
     #[test]

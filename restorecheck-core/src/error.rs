@@ -267,6 +267,20 @@ impl Error {
         Error::Config { message: message.into(), line: None, source: None }
     }
 
+    /// `what` needs the Cargo feature `feature` of restorecheck-core, which this build lacks:
+    /// "object storage (s3://b/p) needs restorecheck-core's `object-storage` feature; this build
+    /// has it off". A configuration error: the same file works with a full build.
+    #[cfg(not(all(
+        feature = "object-storage",
+        feature = "encryption",
+        feature = "docker",
+        feature = "notify",
+        feature = "history"
+    )))]
+    pub(crate) fn feature_off(feature: &str, what: impl std::fmt::Display) -> Self {
+        Error::config(feature_off_message(feature, what))
+    }
+
     /// Shorthand for an [`Error::Postgres`].
     pub fn postgres(context: impl Into<String>, source: tokio_postgres::Error) -> Self {
         Error::Postgres { context: context.into(), source }
@@ -389,6 +403,18 @@ impl From<&Error> for ExitStatus {
             ExitStatus::Error
         }
     }
+}
+
+/// The text of [`Error::feature_off`], for callers that report a `String` (notifications).
+#[cfg(not(all(
+    feature = "object-storage",
+    feature = "encryption",
+    feature = "docker",
+    feature = "notify",
+    feature = "history"
+)))]
+pub(crate) fn feature_off_message(feature: &str, what: impl std::fmt::Display) -> String {
+    format!("{what} needs restorecheck-core's `{feature}` feature; this build has it off")
 }
 
 #[cfg(test)]

@@ -4,10 +4,14 @@
 //! Schema (version 1, kept in `PRAGMA user_version`): a `runs` table (one row per run) and a
 //! `checks` table (one row per check of a run) with verdict, backup id and age, per-phase
 //! timings, total, failure phase/message and the assertion results as JSON.
+//!
+//! The SQLite file needs the `history` feature (rusqlite); without it [`History::open`] fails
+//! with an error naming the feature, and [`Row`] and [`default_path`] still exist.
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+#[cfg(feature = "history")]
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension as _};
 use serde::Serialize;
 
@@ -17,6 +21,7 @@ use crate::report::{Report, Timings, Verdict};
 /// Current schema version.
 pub const SCHEMA_VERSION: i64 = 1;
 
+#[cfg(feature = "history")]
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -77,8 +82,13 @@ pub struct Row {
 /// An open history file.
 #[derive(Debug)]
 pub struct History {
+    #[cfg(feature = "history")]
     conn: Connection,
+    /// Without the `history` feature no history can be opened.
+    #[cfg(feature = "history")]
     path: PathBuf,
+    #[cfg(not(feature = "history"))]
+    never: std::convert::Infallible,
 }
 
 /// `$XDG_STATE_HOME/restorecheck/history.sqlite`, else `~/.local/state/restorecheck/history.sqlite`.
@@ -89,14 +99,17 @@ pub fn default_path() -> Option<PathBuf> {
     Some(state.join("restorecheck").join("history.sqlite"))
 }
 
+#[cfg(feature = "history")]
 fn db_err(path: &Path, what: &str, e: impl Into<crate::error::Cause>) -> Error {
     Error::config(format!("history {}: {what}", path.display())).with_source(e)
 }
 
+#[cfg(feature = "history")]
 fn ts(s: Option<String>) -> Option<DateTime<Utc>> {
     s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok()).map(|d| d.with_timezone(&Utc))
 }
 
+#[cfg(feature = "history")]
 fn verdict_of(s: &str) -> Verdict {
     match s {
         "pass" => Verdict::Pass,
@@ -105,6 +118,7 @@ fn verdict_of(s: &str) -> Verdict {
     }
 }
 
+#[cfg(feature = "history")]
 fn verdict_str(v: Verdict) -> &'static str {
     match v {
         Verdict::Pass => "pass",
@@ -113,6 +127,7 @@ fn verdict_str(v: Verdict) -> &'static str {
     }
 }
 
+#[cfg(feature = "history")]
 impl History {
     /// Opens `path`, creating it (and its folder) with the current schema when missing. A file
     /// written by a newer restorecheck (higher schema version) is refused.
@@ -267,6 +282,41 @@ impl History {
     }
 }
 
+/// Without the `history` feature: [`History::open`] fails with an error naming the feature, so
+/// no `History` exists and the other methods are never called.
+#[cfg(not(feature = "history"))]
+impl History {
+    /// Fails: the run history needs restorecheck-core's `history` feature.
+    pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with_mode(path, crate::outputs::DEFAULT_MODE)
+    }
+
+    /// Fails: the run history needs restorecheck-core's `history` feature.
+    pub fn open_with_mode(path: &Path, _mode: u32) -> Result<Self> {
+        Err(Error::feature_off("history", format_args!("the run history ({})", path.display())))
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        match self.never {}
+    }
+
+    /// Appends a run and its checks.
+    pub fn append(&mut self, _report: &Report) -> Result<()> {
+        match self.never {}
+    }
+
+    /// The newest `limit` check rows, oldest first.
+    pub fn query(&self, _check: Option<&str>, _limit: usize) -> Result<Vec<Row>> {
+        match self.never {}
+    }
+
+    /// Number of runs stored.
+    pub fn runs(&self) -> Result<u64> {
+        match self.never {}
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
@@ -303,6 +353,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "history"))]
+    fn the_history_needs_the_feature() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let e = History::open(&path).unwrap_err();
+        assert!(e.to_string().contains("the run history ("), "{e}");
+        assert!(e.to_string().contains("needs restorecheck-core's `history` feature; this build has it off"), "{e}");
+        assert!(!path.exists(), "nothing is created");
+    }
+
+    #[test]
+    #[cfg(feature = "history")]
     fn round_trip_in_a_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/history.sqlite");
@@ -337,6 +399,7 @@ pub(crate) mod tests {
     }
 
     #[test]
+    #[cfg(feature = "history")]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.sqlite");

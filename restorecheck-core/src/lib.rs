@@ -29,6 +29,19 @@
 //!
 //! The library never prints, never installs a logger or signal handler and never builds its
 //! own runtime: front ends do that (the CLI cancels [`RunContext::cancel`] on SIGINT/SIGTERM).
+//!
+//! ## Cargo features
+//!
+//! All on by default; with `default-features = false` the core needs about a third of the
+//! crates. A configuration that uses a part this build lacks parses as usual and then fails
+//! with a configuration error naming the feature, never silently.
+//!
+//! - `object-storage`: `s3://`, `gs://` and `az://` backup locations (object_store).
+//! - `encryption`: `decrypt = { kind = "age" | "gpg" }` on a source (age; gpg as a child process).
+//! - `docker`: the `docker` restore target (testcontainers).
+//! - `notify`: `[[notify]]` webhooks and email, the heartbeat, the Pushgateway (ureq, lettre);
+//!   command notifications work without it.
+//! - `history`: the SQLite run history (rusqlite, bundled SQLite).
 
 pub mod archive;
 pub mod assertion;

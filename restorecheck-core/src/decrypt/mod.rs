@@ -18,8 +18,13 @@
 //! age files are decrypted in-process with the `age` crate (binary or ASCII-armored); OpenPGP
 //! files by the installed `gpg`, which reads the passphrase (if any) from a private FIFO, never
 //! from its command line or environment.
+//!
+//! Both need the `encryption` feature; without it [`DecryptConfig::prepare`] fails with a
+//! configuration error naming the feature (the `decrypt` table still parses as usual).
 
+#[cfg(feature = "encryption")]
 mod age;
+#[cfg(feature = "encryption")]
 mod gpg;
 
 use std::fmt;
@@ -27,6 +32,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+#[cfg(feature = "encryption")]
 use ::age::secrecy::SecretString;
 
 use crate::error::{Error, Result};
@@ -58,6 +64,7 @@ pub enum DecryptConfig {
     },
 }
 
+#[cfg(feature = "encryption")]
 /// Reads the passphrase from environment variable `name` (validated, never echoed).
 fn passphrase_from_env(kind: &str, name: &str) -> Result<SecretString> {
     if name.is_empty() || name.contains('=') || name.contains('\0') {
@@ -84,6 +91,7 @@ impl DecryptConfig {
     /// Validates (exactly one of identity_file/passphrase_env for age; the file readable and
     /// parseable; the env var set; gpg on PATH) and loads keys once. Config/Tooling errors with
     /// actionable text.
+    #[cfg(feature = "encryption")]
     pub fn prepare(&self) -> Result<Decryptor> {
         let inner = match self {
             DecryptConfig::Age { identity_file, passphrase_env } => {
@@ -95,12 +103,27 @@ impl DecryptConfig {
         };
         Ok(Decryptor { inner: Arc::new(inner) })
     }
+
+    /// Fails: decryption needs restorecheck-core's `encryption` feature.
+    #[cfg(not(feature = "encryption"))]
+    pub fn prepare(&self) -> Result<Decryptor> {
+        let kind = match self {
+            DecryptConfig::Age { .. } => "age",
+            DecryptConfig::Gpg { .. } => "gpg",
+        };
+        Err(Error::feature_off("encryption", format_args!("decrypt ({kind})")))
+    }
 }
 
+#[cfg(feature = "encryption")]
 enum Inner {
     Age(age::AgeKeys),
     Gpg(gpg::GpgSetup),
 }
+
+/// Without the `encryption` feature no [`Decryptor`] can be prepared.
+#[cfg(not(feature = "encryption"))]
+enum Inner {}
 
 /// Prepared decryption, cheap to clone (`Arc` inside), `Send + Sync`, `Debug` without secrets.
 #[derive(Clone)]
@@ -108,6 +131,7 @@ pub struct Decryptor {
     inner: Arc<Inner>,
 }
 
+#[cfg(feature = "encryption")]
 impl fmt::Debug for Decryptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Decryptor");
@@ -129,6 +153,7 @@ impl fmt::Debug for Decryptor {
 impl Decryptor {
     /// File-name endings this decryptor handles: `[".age"]` for age, `[".gpg", ".pgp", ".asc"]`
     /// for gpg.
+    #[cfg(feature = "encryption")]
     pub fn suffixes(&self) -> &'static [&'static str] {
         match &*self.inner {
             Inner::Age(_) => age::SUFFIXES,
@@ -147,6 +172,7 @@ impl Decryptor {
     /// this format at all, or whose header is damaged, is an [`Error::BackupDefect`]. Damage found
     /// later while streaming surfaces as an [`io::Error`](std::io::Error) from `read()` whose message says the
     /// file is damaged.
+    #[cfg(feature = "encryption")]
     pub fn wrap(&self, reader: Box<dyn Read + Send>, file: &str) -> Result<Box<dyn Read + Send>> {
         match &*self.inner {
             Inner::Age(keys) => age::wrap(keys, reader, file),
@@ -155,7 +181,29 @@ impl Decryptor {
     }
 }
 
-#[cfg(test)]
+/// Without the `encryption` feature a [`Decryptor`] never exists; these keep the callers' code
+/// the same in every build.
+#[cfg(not(feature = "encryption"))]
+impl Decryptor {
+    /// File-name endings this decryptor handles.
+    pub fn suffixes(&self) -> &'static [&'static str] {
+        match *self.inner {}
+    }
+
+    /// Wraps `reader` in a decrypting reader.
+    pub fn wrap(&self, _reader: Box<dyn Read + Send>, _file: &str) -> Result<Box<dyn Read + Send>> {
+        match *self.inner {}
+    }
+}
+
+#[cfg(not(feature = "encryption"))]
+impl fmt::Debug for Decryptor {
+    fn fmt(&self, _f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self.inner {}
+    }
+}
+
+#[cfg(all(test, feature = "encryption"))]
 #[allow(clippy::unwrap_used)]
 mod test_util {
     //! Helpers of the age and gpg tests. Fixtures are made by the real `age`, `age-keygen` and
@@ -229,5 +277,21 @@ mod test_util {
         let m = e.to_string();
         assert!(m.contains("damaged"), "{m}");
         assert!(!m.contains("key is wrong"), "{m}");
+    }
+}
+
+#[cfg(all(test, not(feature = "encryption")))]
+mod tests {
+    use super::DecryptConfig;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn decryption_needs_the_feature() {
+        let age = DecryptConfig::Age { identity_file: Some("/nonexistent".into()), passphrase_env: None };
+        let e = age.prepare().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(e.to_string().contains("decrypt (age) needs restorecheck-core's `encryption` feature"), "{e}");
+        let gpg = DecryptConfig::Gpg { homedir: None, passphrase_env: None };
+        assert!(gpg.prepare().unwrap_err().to_string().contains("decrypt (gpg) needs"));
     }
 }

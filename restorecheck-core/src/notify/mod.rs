@@ -5,6 +5,10 @@
 //! run's verdict: the caller logs the returned [`NotifyOutcome`]s. Secrets (URLs read from
 //! `url_env`, SMTP passwords) live in [`Secret`], whose `Debug` is redacted, and are scrubbed from
 //! every outcome message.
+//!
+//! Webhooks, email, the heartbeat and [`push_metrics`] need the `notify` feature (ureq,
+//! lettre); without it [`NotifyConfig::validate`] refuses them with an error naming the feature.
+//! Command targets need nothing and work in every build.
 
 mod command;
 mod email;
@@ -129,7 +133,12 @@ impl NotifyTarget {
             NotifyTarget::Webhook(w) => w.validate(),
             NotifyTarget::Command(c) => c.validate(),
             NotifyTarget::Email(e) => e.validate(),
+        }?;
+        #[cfg(not(feature = "notify"))]
+        if !matches!(self, NotifyTarget::Command(_)) {
+            return Err(Error::feature_off("notify", format_args!("kind = \"{}\"", self.kind())));
         }
+        Ok(())
     }
 }
 
@@ -168,6 +177,10 @@ impl NotifyConfig {
         }
         if let Some(Heartbeat::Url(u)) = &self.heartbeat {
             check_http_url(u.expose(), "heartbeat")?;
+        }
+        #[cfg(not(feature = "notify"))]
+        if self.heartbeat.is_some() {
+            return Err(Error::feature_off("notify", "heartbeat"));
         }
         Ok(())
     }
@@ -453,6 +466,41 @@ mod tests {
             other => panic!("port 1 refuses: {other:?}"),
         }
         assert!(!format!("{cfg:?}").contains("topsecret"));
+    }
+
+    #[test]
+    #[cfg(not(feature = "notify"))]
+    fn network_targets_need_the_feature() {
+        let t: NotifyConfig = NotifyConfig {
+            targets: vec![NotifyTarget::Webhook(WebhookNotify {
+                name: None,
+                url: Some(Secret::new("https://h.example/hook/T0KEN")),
+                url_env: None,
+                format: WebhookFormat::Json,
+                on: On::Always,
+                state_file: None,
+            })],
+            heartbeat: None,
+        };
+        let e = t.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("[[notify]] webhook#1: kind = \"webhook\" needs restorecheck-core's `notify` feature"),
+            "{e}"
+        );
+        let hb = NotifyConfig { targets: vec![], heartbeat: Some(Heartbeat::Env { url_env: "HB".into() }) };
+        assert!(hb.validate().unwrap_err().to_string().contains("heartbeat needs"));
+        // Command targets need nothing.
+        let cmd = NotifyConfig {
+            targets: vec![NotifyTarget::Command(CommandNotify {
+                name: None,
+                command: "/bin/true".into(),
+                args: vec![],
+                on: On::Always,
+                state_file: None,
+            })],
+            heartbeat: None,
+        };
+        cmd.validate().unwrap();
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! `kind = "webhook"`: an HTTP POST of the JSON report or a Slack-style summary; and the
-//! heartbeat's GET. ureq (rustls) runs on the blocking pool with a 10 s deadline.
+//! heartbeat's GET. ureq (rustls) runs on the blocking pool with a 10 s deadline. Without the
+//! `notify` feature every request fails with a message naming the feature.
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{check_http_url, env_secret, scrub, summary, On, Secret, NOTIFY_TIMEOUT};
+use super::{check_http_url, On, Secret};
+#[cfg(feature = "notify")]
+use super::{env_secret, scrub, summary, NOTIFY_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::report::Report;
 
@@ -49,6 +52,7 @@ impl WebhookNotify {
         }
     }
 
+    #[cfg(feature = "notify")]
     pub(super) async fn send(&self, report: &Report) -> std::result::Result<(), String> {
         let url = match (&self.url, &self.url_env) {
             (Some(u), _) => u.clone(),
@@ -75,8 +79,14 @@ impl WebhookNotify {
         .unwrap_or_else(|e| Err(format!("webhook task failed: {e}")));
         r.map_err(|m| format!("webhook POST failed: {}", scrub(&m, url.expose())))
     }
+
+    #[cfg(not(feature = "notify"))]
+    pub(super) async fn send(&self, _report: &Report) -> std::result::Result<(), String> {
+        Err(crate::error::feature_off_message("notify", "kind = \"webhook\""))
+    }
 }
 
+#[cfg(feature = "notify")]
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(NOTIFY_TIMEOUT))
@@ -86,6 +96,7 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+#[cfg(feature = "notify")]
 fn status_ok(code: u16) -> std::result::Result<(), String> {
     if (200..300).contains(&code) {
         Ok(())
@@ -95,6 +106,7 @@ fn status_ok(code: u16) -> std::result::Result<(), String> {
 }
 
 /// GETs `url` (the heartbeat); the error message is not yet scrubbed.
+#[cfg(feature = "notify")]
 pub(super) async fn get(url: Secret) -> std::result::Result<(), String> {
     tokio::task::spawn_blocking(move || {
         let resp = agent().get(url.expose()).call().map_err(|e| format!("heartbeat GET failed: {e}"))?;
@@ -106,7 +118,8 @@ pub(super) async fn get(url: Secret) -> std::result::Result<(), String> {
 
 /// PUTs a Prometheus text exposition to a Pushgateway under `job/restorecheck` (replacing the
 /// group's previous metrics). `url` is the gateway's base URL and may carry credentials; errors
-/// never show it.
+/// never show it. Without the `notify` feature it fails with a message naming the feature.
+#[cfg(feature = "notify")]
 pub async fn push_metrics(url: Secret, body: String) -> std::result::Result<(), String> {
     let base = url.expose().trim_end_matches('/').to_string();
     if !(base.starts_with("http://") || base.starts_with("https://")) {
@@ -124,4 +137,16 @@ pub async fn push_metrics(url: Secret, body: String) -> std::result::Result<(), 
     .await
     .unwrap_or_else(|e| Err(format!("push task failed: {e}")));
     r.map_err(|m| format!("Pushgateway PUT failed: {}", scrub(&m, url.expose())))
+}
+
+#[cfg(not(feature = "notify"))]
+pub(super) async fn get(_url: Secret) -> std::result::Result<(), String> {
+    Err(crate::error::feature_off_message("notify", "the heartbeat"))
+}
+
+/// Would PUT a Prometheus text exposition to a Pushgateway; this build lacks the `notify`
+/// feature, so it fails with a message naming it.
+#[cfg(not(feature = "notify"))]
+pub async fn push_metrics(_url: Secret, _body: String) -> std::result::Result<(), String> {
+    Err(crate::error::feature_off_message("notify", "pushing metrics to a Pushgateway"))
 }

@@ -333,6 +333,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "history")]
     fn an_svg_per_chart_and_no_external_assets() {
         let r = Report::new(
             "now".into(),
@@ -368,6 +369,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "history")]
     fn renders_in_headless_chromium() {
         let Some(bin) = ["chromium", "chromium-browser", "google-chrome"]
             .into_iter()

@@ -5,20 +5,32 @@
 //! Credentials come from each provider's standard environment variables (`AWS_*`, `GOOGLE_*`,
 //! `AZURE_*`) and, for S3, from the shared profile files (`~/.aws/credentials`,
 //! `~/.aws/config`); they are never logged and never appear in reports or in `Debug` output.
+//!
+//! Object storage needs the `object-storage` feature; without it [`Remote`] is a stand-in whose
+//! [`Remote::open`] fails with a configuration error naming the feature.
 
+#[cfg(feature = "object-storage")]
 mod credentials;
+#[cfg(not(feature = "object-storage"))]
+mod disabled;
 mod reader;
 
 use std::collections::BTreeMap;
+#[cfg(feature = "object-storage")]
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+#[cfg(feature = "object-storage")]
 use std::time::Duration;
 
+#[cfg(feature = "object-storage")]
 use chrono::{DateTime, Utc};
+#[cfg(feature = "object-storage")]
 use futures::TryStreamExt;
+#[cfg(feature = "object-storage")]
 use object_store::path::Path as ObjPath;
+#[cfg(feature = "object-storage")]
 use object_store::{ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, ObjectStoreScheme, RetryConfig};
 use serde::Deserialize;
 
@@ -26,6 +38,8 @@ use crate::context::Progress;
 use crate::decrypt::Decryptor;
 use crate::error::{Error, Result};
 
+#[cfg(not(feature = "object-storage"))]
+pub use disabled::{Remote, RemoteObject};
 pub use reader::{ReadCancelled, StorageReadError};
 
 /// Options for object-storage locations (`storage = { … }` on a source). All optional: by
@@ -99,6 +113,7 @@ impl Location {
     }
 }
 
+#[cfg(feature = "object-storage")]
 /// An object-store prefix, with the client that reads it.
 pub struct Remote {
     store: Arc<dyn ObjectStore>,
@@ -109,6 +124,7 @@ pub struct Remote {
     parallel: usize,
 }
 
+#[cfg(feature = "object-storage")]
 impl fmt::Debug for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The store's own Debug may show configuration; never print it.
@@ -116,6 +132,7 @@ impl fmt::Debug for Remote {
     }
 }
 
+#[cfg(feature = "object-storage")]
 /// One object of a listing.
 #[derive(Debug, Clone)]
 pub struct RemoteObject {
@@ -128,6 +145,7 @@ pub struct RemoteObject {
     meta: ObjectMeta,
 }
 
+#[cfg(feature = "object-storage")]
 impl Remote {
     /// Opens `url` with `opts` and the provider's standard credentials. Fails early only on
     /// bad configuration; unreachable stores show up on the first request.
@@ -309,8 +327,22 @@ impl Remote {
     fn url_of(&self, p: &ObjPath) -> String {
         format!("{}/{}", self.base, p.as_ref())
     }
+
+    /// The full URL of `obj`, for messages.
+    fn object_url(&self, obj: &RemoteObject) -> String {
+        self.url_of(&obj.meta.location)
+    }
 }
 
+#[cfg(feature = "object-storage")]
+impl RemoteObject {
+    /// The whole object's size (a [`BackupFile::head`] shortens `size`).
+    fn total_size(&self) -> u64 {
+        self.meta.size
+    }
+}
+
+#[cfg(feature = "object-storage")]
 /// A human-readable object-store error without request URLs' query strings (which can carry
 /// signatures) and with a hint for the common causes.
 fn describe_error(e: &object_store::Error) -> String {
@@ -346,7 +378,7 @@ impl BackupFile {
     pub fn display(&self) -> String {
         match self {
             BackupFile::Local(p) => p.display().to_string(),
-            BackupFile::Remote(r, o) => r.url_of(&o.meta.location),
+            BackupFile::Remote(r, o) => r.object_url(o),
         }
     }
 
@@ -365,7 +397,7 @@ impl BackupFile {
 
     /// Whether this is a [`BackupFile::head`] shorter than the file.
     pub fn is_partial(&self) -> bool {
-        matches!(self, BackupFile::Remote(_, o) if o.size < o.meta.size)
+        matches!(self, BackupFile::Remote(_, o) if o.size < o.total_size())
     }
 
     /// Size in bytes (0 when unknown).
@@ -520,6 +552,21 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "object-storage"))]
+    fn object_storage_needs_the_feature() {
+        let e = Location::parse(Path::new("s3://bucket/pg"), &StorageOptions::default()).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Config);
+        let m = e.to_string();
+        assert!(
+            m.contains("object storage (s3://bucket/pg) needs restorecheck-core's `object-storage` feature"),
+            "{m}"
+        );
+        let e = Location::parse(Path::new("az://user:hunter2@acct/c/p"), &StorageOptions::default()).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    #[cfg(feature = "object-storage")]
     fn remote_urls_render_without_credentials() {
         let o = StorageOptions {
             endpoint: Some("http://127.0.0.1:9".into()),
@@ -533,6 +580,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "object-storage")]
     fn gcs_and_azure_locations_build() {
         let o = StorageOptions { anonymous: true, ..Default::default() };
         assert_eq!(Remote::open("gs://bucket/pg", &o).unwrap().url(""), "gs://bucket/pg");

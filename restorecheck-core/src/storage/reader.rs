@@ -2,17 +2,25 @@
 //! for the rest (`Range: bytes=N-`, `If-Match: <etag>`), so a transient network error costs a
 //! retry rather than the whole download, and a changed object is never stitched together.
 
+#[cfg(feature = "object-storage")]
 use std::io::{self, Read};
+#[cfg(feature = "object-storage")]
 use std::sync::Arc;
+#[cfg(feature = "object-storage")]
 use std::time::Duration;
 
+#[cfg(feature = "object-storage")]
 use bytes::Bytes;
-use futures::stream::BoxStream;
-use futures::StreamExt;
+#[cfg(feature = "object-storage")]
+use futures::{stream::BoxStream, StreamExt};
+#[cfg(feature = "object-storage")]
 use object_store::{GetOptions, GetRange, ObjectMeta};
+#[cfg(feature = "object-storage")]
 use tokio::runtime::Handle;
+#[cfg(feature = "object-storage")]
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "object-storage")]
 use super::Remote;
 
 /// Why a download from object storage failed for good (carried inside an `io::Error` so that
@@ -33,6 +41,7 @@ pub struct StorageReadError {
 #[error("cancelled")]
 pub struct ReadCancelled;
 
+#[cfg(feature = "object-storage")]
 pub(super) struct ResumableReader {
     remote: Arc<Remote>,
     meta: ObjectMeta,
@@ -47,6 +56,7 @@ pub(super) struct ResumableReader {
     failures: u32,
 }
 
+#[cfg(feature = "object-storage")]
 impl ResumableReader {
     pub(super) fn new(
         remote: Arc<Remote>,
@@ -112,6 +122,7 @@ impl ResumableReader {
     }
 }
 
+#[cfg(feature = "object-storage")]
 impl Read for ResumableReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() {

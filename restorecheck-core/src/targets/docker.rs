@@ -11,32 +11,54 @@
 //! `restore_command`: nothing of restorecheck's own environment. WAL archives are mounted read-only. Containers carry the labels
 //! `org.restorecheck.run`, `org.restorecheck.pid` and `org.restorecheck.host`; a run removes
 //! containers left behind by an earlier, killed run on the same host.
+//!
+//! The target needs the `docker` feature; without it only [`DockerTargetConfig`] is compiled
+//! (so configurations still parse) and `kind = "docker"` fails with an error naming the feature.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+#[cfg(feature = "docker")]
+use std::collections::HashMap;
+#[cfg(feature = "docker")]
 use std::path::Path;
 use std::time::Duration;
 
+#[cfg(feature = "docker")]
 use async_trait::async_trait;
 use serde::Deserialize;
+#[cfg(feature = "docker")]
 use testcontainers::bollard::Docker;
+#[cfg(feature = "docker")]
 use testcontainers::core::{AccessMode, Mount, WaitFor};
+#[cfg(feature = "docker")]
 use testcontainers::runners::AsyncRunner;
+#[cfg(feature = "docker")]
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
+#[cfg(feature = "docker")]
 use crate::context::RunContext;
+#[cfg(feature = "docker")]
 use crate::error::{Error, Result};
+#[cfg(feature = "docker")]
 use crate::postgres::control::ControlData;
+#[cfg(feature = "docker")]
 use crate::postgres::launch::{self, LaunchSpec};
+#[cfg(feature = "docker")]
 use crate::postgres::server::{ServerProbe, ServerSession};
+#[cfg(feature = "docker")]
 use crate::postgres::user::OsUser;
+#[cfg(feature = "docker")]
 use crate::source::{Artifact, FetchedBackup, WalSupply};
+#[cfg(feature = "docker")]
 use crate::target::{Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer};
 
 /// Label keys on every container restorecheck starts.
+#[cfg(feature = "docker")]
 pub const LABEL_RUN: &str = "org.restorecheck.run";
 /// Label: pid of the restorecheck process that owns the container.
+#[cfg(feature = "docker")]
 pub const LABEL_PID: &str = "org.restorecheck.pid";
 /// Label: host name of that process.
+#[cfg(feature = "docker")]
 pub const LABEL_HOST: &str = "org.restorecheck.host";
 
 /// Options of target `docker` (`[check.target] kind = "docker"`).
@@ -62,16 +84,19 @@ pub struct DockerTargetConfig {
 }
 
 /// Target `docker`.
+#[cfg(feature = "docker")]
 #[derive(Debug, Clone)]
 pub struct DockerTarget {
     cfg: DockerTargetConfig,
     user_settings: Vec<(String, String)>,
 }
 
+#[cfg(feature = "docker")]
 fn err(message: impl Into<String>) -> Error {
     Error::Target { target_kind: "docker", message: message.into(), log_tail: None, source: None }
 }
 
+#[cfg(feature = "docker")]
 impl DockerTarget {
     /// A docker target with the given options.
     pub fn new(cfg: DockerTargetConfig) -> Result<Self> {
@@ -99,6 +124,7 @@ impl DockerTarget {
     }
 }
 
+#[cfg(feature = "docker")]
 fn parse_uid_gid(s: &str) -> Result<(u32, u32)> {
     let bad = || Error::config(format!("target.user must be \"uid:gid\" (numbers), not {s:?}"));
     let (u, g) = s.split_once(':').ok_or_else(bad)?;
@@ -110,6 +136,7 @@ fn parse_uid_gid(s: &str) -> Result<(u32, u32)> {
 }
 
 /// Connects to the Docker engine and checks it answers, within a few seconds.
+#[cfg(feature = "docker")]
 pub async fn engine() -> Result<Docker> {
     let no_engine = |detail: &str| Error::Tooling {
         what: format!("no Docker engine reachable{detail}"),
@@ -125,6 +152,7 @@ pub async fn engine() -> Result<Docker> {
 }
 
 /// Fails unless `image` exists locally (restorecheck never pulls).
+#[cfg(feature = "docker")]
 pub async fn require_image(docker: &Docker, image: &str) -> Result<()> {
     match docker.inspect_image(image).await {
         Ok(_) => Ok(()),
@@ -142,11 +170,13 @@ pub async fn require_image(docker: &Docker, image: &str) -> Result<()> {
     }
 }
 
+#[cfg(feature = "docker")]
 fn host_name() -> String {
     nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default()
 }
 
 /// Removes containers started by restorecheck processes on this host that no longer run.
+#[cfg(feature = "docker")]
 pub async fn remove_stale_containers(docker: &Docker) -> Vec<String> {
     use testcontainers::bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
     let mut notes = Vec::new();
@@ -176,6 +206,7 @@ pub async fn remove_stale_containers(docker: &Docker) -> Vec<String> {
     notes
 }
 
+#[cfg(feature = "docker")]
 fn split_image(image: &str) -> (String, String) {
     // The tag is after the last ':' that comes after the last '/' (registry ports have ':' too).
     let slash = image.rfind('/').map(|i| i + 1).unwrap_or(0);
@@ -187,6 +218,7 @@ fn split_image(image: &str) -> (String, String) {
 
 /// Mounts: the work dir (and an outside socket dir) read-write at the same paths, every path
 /// the restore_command reads read-only at the same paths.
+#[cfg(feature = "docker")]
 fn mounts(req: &RestoreRequest, backup: &FetchedBackup) -> Vec<Mount> {
     let same = |p: &Path| Mount::bind_mount(p.display().to_string(), p.display().to_string());
     let mut m = vec![same(&req.work_dir)];
@@ -201,6 +233,7 @@ fn mounts(req: &RestoreRequest, backup: &FetchedBackup) -> Vec<Mount> {
     m
 }
 
+#[cfg(feature = "docker")]
 fn request(
     image: &str,
     ctx: &RunContext,
@@ -224,10 +257,12 @@ fn request(
     r
 }
 
+#[cfg(feature = "docker")]
 fn shell_quote_all(args: &[String]) -> String {
     args.iter().map(|a| crate::wal_archive::shell_quote(a)).collect::<Vec<_>>().join(" ")
 }
 
+#[cfg(feature = "docker")]
 #[async_trait]
 impl RestoreTarget for DockerTarget {
     fn kind(&self) -> &'static str {
@@ -333,6 +368,7 @@ impl RestoreTarget for DockerTarget {
 }
 
 /// A server running in a container started by [`DockerTarget`].
+#[cfg(feature = "docker")]
 pub struct DockerServer {
     container: Option<ContainerAsync<GenericImage>>,
     /// Our hba file (in the bind-mounted work dir), switched to passwords after promotion.
@@ -345,6 +381,7 @@ pub struct DockerServer {
     session: ServerSession,
 }
 
+#[cfg(feature = "docker")]
 impl std::fmt::Debug for DockerServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DockerServer")
@@ -354,10 +391,12 @@ impl std::fmt::Debug for DockerServer {
     }
 }
 
+#[cfg(feature = "docker")]
 struct DockerProbe<'a> {
     container: &'a Option<ContainerAsync<GenericImage>>,
 }
 
+#[cfg(feature = "docker")]
 #[async_trait]
 impl ServerProbe for DockerProbe<'_> {
     async fn exited(&mut self) -> Option<String> {
@@ -373,6 +412,7 @@ impl ServerProbe for DockerProbe<'_> {
     }
 }
 
+#[cfg(feature = "docker")]
 #[async_trait]
 impl RunningServer for DockerServer {
     async fn wait_recovered(&mut self, ctx: &RunContext) -> Result<RecoveryInfo> {
@@ -425,6 +465,7 @@ impl RunningServer for DockerServer {
 
 /// Runs a shell script in a fresh container of `image` as `user` with `mounts`, waits for it
 /// and returns its stdout; used by tests and fixtures to make backups with an image's own tools.
+#[cfg(feature = "docker")]
 pub async fn run_script(image: &str, user: &str, binds: &[(&Path, bool)], script: &str) -> Result<String> {
     let ctx = RunContext::new();
     let (name, tag) = split_image(image);
@@ -464,7 +505,7 @@ pub async fn run_script(image: &str, user: &str, binds: &[(&Path, bool)], script
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "docker"))]
 mod tests {
     use super::*;
 

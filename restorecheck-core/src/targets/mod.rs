@@ -3,5 +3,7 @@
 pub mod docker;
 pub mod local;
 
-pub use docker::{DockerTarget, DockerTargetConfig};
+#[cfg(feature = "docker")]
+pub use docker::DockerTarget;
+pub use docker::DockerTargetConfig;
 pub use local::{LocalTarget, LocalTargetConfig};
