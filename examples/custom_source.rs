@@ -48,16 +48,7 @@ async fn main() {
         eprintln!("usage: custom_source BACKUP_FOLDER HOST");
         std::process::exit(2);
     };
-    let source = HostBackups {
-        host: host.clone(),
-        inner: BaseBackupSource::new(BaseBackupConfig {
-            path: path.into(),
-            backup: None,
-            wal_archive: None,
-            recovery_target: Default::default(),
-            ..Default::default()
-        }),
-    };
+    let source = HostBackups { host: host.clone(), inner: BaseBackupSource::new(BaseBackupConfig::new(path)) };
     let mut target_cfg = LocalTargetConfig::default();
     target_cfg.settings.insert("work_mem".into(), "64MB".into());
     let target = match LocalTarget::new(target_cfg) {

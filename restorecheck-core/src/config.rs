@@ -177,9 +177,16 @@ from_options! {
     crate::sources::WalgSource => crate::sources::WalgConfig, |cfg| Ok(crate::sources::WalgSource::new(cfg));
     crate::sources::WaleSource => crate::sources::WaleConfig, |cfg| Ok(crate::sources::WaleSource::new(cfg));
     LocalTarget => LocalTargetConfig, |cfg| LocalTarget::new(cfg);
-    DockerTarget => DockerTargetConfig, |cfg| DockerTarget::new(cfg);
     SqlAssertion => SqlAssertionConfig, |cfg| SqlAssertion::new(cfg);
     crate::assertions::CanaryAssertion => SqlAssertionConfig, |cfg| crate::assertions::CanaryAssertion::new(cfg);
+}
+
+#[cfg(feature = "docker")]
+impl FromOptions for DockerTarget {
+    type Options = DockerTargetConfig;
+    fn from_options(cfg: DockerTargetConfig) -> Result<Self> {
+        DockerTarget::new(cfg)
+    }
 }
 
 impl Default for Registry {

@@ -7,20 +7,22 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use restorecheck_core::{run, Check, RunContext, RunOptions};
+//! use std::time::Duration;
+//! use restorecheck_core::{run, Assertion, CheckSpec, RunContext, RunOptions};
 //! use restorecheck_core::sources::{BaseBackupConfig, BaseBackupSource};
 //! use restorecheck_core::targets::{LocalTarget, LocalTargetConfig};
 //! use restorecheck_core::assertions::SqlAssertion;
 //!
 //! # async fn demo() -> Result<(), restorecheck_core::Error> {
-//! let source = BaseBackupSource::new(BaseBackupConfig {
-//!     path: "/backups/base".into(), backup: None, wal_archive: Some("/backups/wal".into()),
-//!     recovery_target: Default::default(),
-//!     ..Default::default()
-//! });
-//! let check = Check::new("app", Arc::new(source), Arc::new(LocalTarget::new(LocalTargetConfig::default())?))
-//!     .database("app")
-//!     .assert(SqlAssertion::min("select count(*) from registrations", 1.0));
+//! let source = BaseBackupConfig::default().path("/backups/base").wal_archive("/backups/wal");
+//! let target = LocalTarget::new(LocalTargetConfig::default())?;
+//! let assertions: Vec<Arc<dyn Assertion>> =
+//!     vec![Arc::new(SqlAssertion::min("select count(*) from registrations", 1.0))];
+//! let check = CheckSpec::new("app").database("app").rto(Duration::from_secs(3600)).build(
+//!     Arc::new(BaseBackupSource::new(source)),
+//!     Arc::new(target),
+//!     assertions,
+//! )?;
 //! let report = run(&[check], &RunOptions::default(), &RunContext::new()).await;
 //! println!("{}", report.to_text());
 //! std::process::exit(report.exit_status().code());

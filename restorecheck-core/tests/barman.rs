@@ -115,14 +115,7 @@ async fn setup(dir: &TestDir, rows: u32, before_backup: impl AsyncFnOnce(&Sample
 }
 
 fn source(s: &Setup) -> BarmanSource {
-    BarmanSource::new(BarmanConfig {
-        server: SERVER.into(),
-        config: Some(s.conf.clone()),
-        backup: None,
-        recovery_target: Default::default(),
-        recovery_target_timeline: Default::default(),
-    })
-    .unwrap()
+    BarmanSource::new(BarmanConfig::new(SERVER).config(s.conf.clone())).unwrap()
 }
 
 fn check_with(source: BarmanSource) -> Check {
@@ -177,14 +170,9 @@ async fn good_backup_restores_with_later_writes_and_tablespaces_moved() {
 
     // With a recovery target Barman copies the WAL into barman_wal (archive recovery through
     // restore_command): stopping at consistency shows the rows the backup itself holds.
-    let src = BarmanSource::new(BarmanConfig {
-        server: SERVER.into(),
-        config: Some(s.conf.clone()),
-        backup: None,
-        recovery_target: RecoveryTarget::Immediate,
-        recovery_target_timeline: Default::default(),
-    })
-    .unwrap();
+    let src =
+        BarmanSource::new(BarmanConfig::new(SERVER).config(s.conf.clone()).recovery_target(RecoveryTarget::Immediate))
+            .unwrap();
     let r = run(
         &dir,
         check_with(src)
@@ -248,14 +236,7 @@ async fn unknown_server_is_a_source_error() {
         ),
     )
     .unwrap();
-    let src = BarmanSource::new(BarmanConfig {
-        server: "nope".into(),
-        config: Some(conf),
-        backup: None,
-        recovery_target: Default::default(),
-        recovery_target_timeline: Default::default(),
-    })
-    .unwrap();
+    let src = BarmanSource::new(BarmanConfig::new("nope").config(conf)).unwrap();
     let e = src.list(&RunContext::new()).await.unwrap_err();
     assert_eq!(e.kind(), restorecheck_core::ErrorKind::Source, "{e}");
     assert!(e.to_string().contains("Unknown server 'nope'"), "{e}");

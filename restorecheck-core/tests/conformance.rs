@@ -18,7 +18,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -180,11 +180,11 @@ fn writable(c: &SampleCluster, p: &Path) -> PathBuf {
 }
 
 fn basebackup_source(path: &Path) -> Arc<dyn BackupSource> {
-    Arc::new(BaseBackupSource::new(BaseBackupConfig { path: path.to_path_buf(), ..Default::default() }))
+    Arc::new(BaseBackupSource::new(BaseBackupConfig::new(path.to_path_buf())))
 }
 
 fn dump_source(path: &Path) -> Arc<dyn BackupSource> {
-    Arc::new(PgDumpSource::new(PgDumpConfig { path: path.to_path_buf(), ..Default::default() }))
+    Arc::new(PgDumpSource::new(PgDumpConfig::new(path.to_path_buf())))
 }
 
 // Ids of backups the fixtures name themselves sort the other way than their times: a source
@@ -340,15 +340,7 @@ async fn pgbackrest_two_full_backups() {
         pgbackrest(&c, dir.path(), &args(&["--type=full", "backup"]));
         ids.push(new_backup(&backups, &before, is_full));
     }
-    let cfg = PgBackRestConfig {
-        stanza: STANZA.into(),
-        config: Some(conf.clone()),
-        repo: None,
-        options: BTreeMap::new(),
-        backup: None,
-        recovery_target: Default::default(),
-        recovery_target_timeline: Default::default(),
-    };
+    let cfg = PgBackRestConfig::new(STANZA).config(conf.clone());
     let s = Subject {
         name: "pgbackrest",
         source: Arc::new(PgBackRestSource::new(cfg).unwrap()),
@@ -441,13 +433,7 @@ async fn barman_two_backups() {
         c.switch_and_archive().await.unwrap();
         barman(&conf, &["archive-wal", SERVER]);
     }
-    let cfg = BarmanConfig {
-        server: SERVER.into(),
-        config: Some(conf.clone()),
-        backup: None,
-        recovery_target: Default::default(),
-        recovery_target_timeline: Default::default(),
-    };
+    let cfg = BarmanConfig::new(SERVER).config(conf.clone());
     let s = Subject {
         name: "barman",
         source: Arc::new(BarmanSource::new(cfg).unwrap()),
@@ -627,19 +613,12 @@ async fn object_storage_basebackup_and_pg_dump() {
     }
     std::env::set_var("AWS_ACCESS_KEY_ID", &s3.reader.access_key_id);
     std::env::set_var("AWS_SECRET_ACCESS_KEY", &s3.reader.secret_access_key);
-    let storage = StorageOptions {
-        endpoint: Some(s3.endpoint.clone()),
-        region: Some("us-east-1".into()),
-        retries: Some(4),
-        ..Default::default()
-    };
+    let storage = StorageOptions::default().endpoint(s3.endpoint.clone()).region("us-east-1").retries(4);
     let bucket = &s3.bucket;
     let before = s3.snapshot("");
-    let base = BaseBackupSource::new(BaseBackupConfig {
-        path: PathBuf::from(format!("s3://{bucket}/conf/base")),
-        storage: storage.clone(),
-        ..Default::default()
-    });
+    let base = BaseBackupSource::new(
+        BaseBackupConfig::new(PathBuf::from(format!("s3://{bucket}/conf/base"))).storage(storage.clone()),
+    );
     let s = Subject {
         name: "basebackup (s3, tar)",
         source: Arc::new(base),
@@ -648,11 +627,8 @@ async fn object_storage_basebackup_and_pg_dump() {
         storage: vec![],
     };
     conformance(s, &ch, &dir.sub("work-base")).await;
-    let dump = PgDumpSource::new(PgDumpConfig {
-        path: PathBuf::from(format!("s3://{bucket}/conf/dumps")),
-        storage,
-        ..Default::default()
-    });
+    let dump =
+        PgDumpSource::new(PgDumpConfig::new(PathBuf::from(format!("s3://{bucket}/conf/dumps"))).storage(storage));
     let s = Subject {
         name: "pg_dump (s3, custom)",
         source: Arc::new(dump),

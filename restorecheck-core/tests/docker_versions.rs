@@ -67,14 +67,9 @@ echo $seg"#
 }
 
 fn docker_check(dir: &TestDir, archive: &std::path::Path) -> Check {
-    let source = BaseBackupSource::new(BaseBackupConfig {
-        path: dir.path().join("backups"),
-        backup: None,
-        wal_archive: Some(archive.to_path_buf()),
-        recovery_target: Default::default(),
-        ..Default::default()
-    });
-    let target = DockerTarget::new(DockerTargetConfig { image: Some(IMAGE.into()), ..Default::default() }).unwrap();
+    let source =
+        BaseBackupSource::new(BaseBackupConfig::new(dir.path().join("backups")).wal_archive(archive.to_path_buf()));
+    let target = DockerTarget::new(DockerTargetConfig::default().image(IMAGE)).unwrap();
     Check::new("docker", Arc::new(source), Arc::new(target))
         .database("app")
         .timeout(std::time::Duration::from_secs(300))
@@ -155,18 +150,8 @@ async fn a_missing_image_is_a_clear_error_and_nothing_is_pulled() {
     let dir = TestDir::new("noimage");
     let c = cluster(&dir, 1).await;
     c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
-    let source = BaseBackupSource::new(BaseBackupConfig {
-        path: c.backups_dir(),
-        backup: None,
-        wal_archive: None,
-        recovery_target: Default::default(),
-        ..Default::default()
-    });
-    let target = DockerTarget::new(DockerTargetConfig {
-        image: Some("restorecheck/no-such-image:{major}".into()),
-        ..Default::default()
-    })
-    .unwrap();
+    let source = BaseBackupSource::new(BaseBackupConfig::new(c.backups_dir()));
+    let target = DockerTarget::new(DockerTargetConfig::default().image("restorecheck/no-such-image:{major}")).unwrap();
     let r = run_docker(&dir, Check::new("x", Arc::new(source), Arc::new(target))).await;
     assert_eq!(r.verdict, Verdict::Error);
     let msg = r.failure.unwrap().message;

@@ -58,7 +58,7 @@ pg_dump --version"#
 }
 
 fn dump_check(path: &Path, target: Arc<dyn RestoreTarget>) -> Check {
-    let source = PgDumpSource::new(PgDumpConfig { path: path.to_path_buf(), ..Default::default() });
+    let source = PgDumpSource::new(PgDumpConfig::new(path.to_path_buf()));
     Check::new("major", Arc::new(source), target)
         .database("app")
         .timeout(std::time::Duration::from_secs(300))
@@ -127,7 +127,7 @@ async fn postgres_17_dumps_are_an_error_naming_17_on_a_host_with_only_15() {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_17_dump_on_the_docker_target_is_refused_clearly() {
     let (dir, dumps) = dumps_made_in_container(17).await;
-    let target = DockerTarget::new(DockerTargetConfig { image: Some(IMAGE.into()), ..Default::default() }).unwrap();
+    let target = DockerTarget::new(DockerTargetConfig::default().image(IMAGE)).unwrap();
     let r = run(&dir, dump_check(&dumps.join("app.custom"), Arc::new(target))).await;
     // The docker target does not load logical dumps yet (issue 15): its capabilities say so,
     // and the runner refuses the pair before anything is listed or fetched: an error, never a fail.

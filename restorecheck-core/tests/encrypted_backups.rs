@@ -81,7 +81,7 @@ fn age_encrypt_with_passphrase(from: &Path, to: &Path, secret: &str) {
 }
 
 fn age_identity(p: &Path) -> DecryptConfig {
-    DecryptConfig::Age { identity_file: Some(p.into()), passphrase_env: None }
+    DecryptConfig::age_identity_file(p)
 }
 
 /// A private GnuPG home (short path for gpg-agent's socket); its agent is stopped on drop.
@@ -109,7 +109,11 @@ impl GnupgHome {
         sh(self.gpg().args(["--trust-model", "always", "-r", email, "-o"]).arg(to).arg("-e").arg(from));
     }
     fn decrypt(&self, passphrase_env: Option<&str>) -> DecryptConfig {
-        DecryptConfig::Gpg { homedir: Some(self.0.clone()), passphrase_env: passphrase_env.map(Into::into) }
+        let cfg = DecryptConfig::gpg_homedir(&self.0);
+        match passphrase_env {
+            Some(name) => cfg.passphrase_env(name),
+            None => cfg,
+        }
     }
 }
 
@@ -125,18 +129,14 @@ fn target() -> Arc<LocalTarget> {
 }
 
 fn bb_check(path: &Path, wal_archive: Option<&Path>, decrypt: DecryptConfig) -> Check {
-    let source = BaseBackupSource::new(BaseBackupConfig {
-        path: path.to_path_buf(),
-        wal_archive: wal_archive.map(Path::to_path_buf),
-        decrypt: Some(decrypt),
-        ..Default::default()
-    });
+    let mut cfg = BaseBackupConfig::new(path).decrypt(decrypt);
+    cfg.wal_archive = wal_archive.map(Path::to_path_buf);
+    let source = BaseBackupSource::new(cfg);
     Check::new("encrypted-basebackup", Arc::new(source), target()).database("app").timeout(Duration::from_secs(300))
 }
 
 fn dump_check(path: &Path, decrypt: DecryptConfig, rows: i64) -> Check {
-    let source =
-        PgDumpSource::new(PgDumpConfig { path: path.to_path_buf(), decrypt: Some(decrypt), ..Default::default() });
+    let source = PgDumpSource::new(PgDumpConfig::new(path.to_path_buf()).decrypt(decrypt));
     Check::new("encrypted-dump", Arc::new(source), target())
         .database("app")
         .timeout(Duration::from_secs(300))
@@ -356,7 +356,7 @@ async fn age_passphrase_plain_sql_gz_dump_restores_and_a_wrong_passphrase_errors
     age_encrypt_with_passphrase(&gz, &enc, secret);
     std::env::set_var("RC_ENC_TEST_AGE_PASS_RIGHT", secret);
     std::env::set_var("RC_ENC_TEST_AGE_PASS_WRONG", "Age-Pass-Secret-8842");
-    let pass = |var: &str| DecryptConfig::Age { identity_file: None, passphrase_env: Some(var.into()) };
+    let pass = DecryptConfig::age_passphrase_env;
 
     let r = run(&dir, dump_check(&enc, pass("RC_ENC_TEST_AGE_PASS_RIGHT"), 250)).await;
     assert_pass(&r);
@@ -503,12 +503,9 @@ async fn encrypted_archive_segments_without_a_matching_decrypt_are_an_error_not_
     assert!(f.message.contains("encrypted") && f.message.contains("decrypt"), "{}", f.message);
     // gpg configured for an archive of age files: the same.
     let home = GnupgHome::new("nokey");
-    let source = BaseBackupSource::new(BaseBackupConfig {
-        path: c.backups_dir(),
-        wal_archive: Some(archive.clone()),
-        decrypt: Some(home.decrypt(None)),
-        ..Default::default()
-    });
+    let source = BaseBackupSource::new(
+        BaseBackupConfig::new(c.backups_dir()).wal_archive(archive.clone()).decrypt(home.decrypt(None)),
+    );
     let ch = Check::new("wrong-kind", Arc::new(source), target()).database("app").assert(SqlAssertion::min(COUNT, 1.0));
     let r = run(&dir, ch).await;
     assert_eq!(r.verdict, Verdict::Error, "{:?} {:?}", r.verdict, r.failure);

@@ -225,15 +225,7 @@ async fn pg_dump_custom_and_sql_gz_pass_from_a_read_only_location() {
     copy(&dumps, &loc.join("dumps"));
     let ro = ReadOnly::mount(&loc, &dir.path().join("ro"));
     for name in ["app.custom", "app.sql.gz"] {
-        let source = PgDumpSource::new(PgDumpConfig {
-            path: ro.path.join("dumps").join(name),
-            backup: None,
-            database: None,
-            globals: None,
-            no_owner: false,
-            jobs: None,
-            ..Default::default()
-        });
+        let source = PgDumpSource::new(PgDumpConfig::new(ro.path.join("dumps").join(name)));
         let chk = Check::new("dump", Arc::new(source), local())
             .database("app")
             .timeout(std::time::Duration::from_secs(300))
@@ -296,18 +288,10 @@ async fn pgbackrest_passes_from_a_read_only_repository() {
     copy(&repo, &loc.join("repo"));
     let ro = ReadOnly::mount(&loc, &dir.path().join("ro"));
     // The production config, with the repository path pointed at the read-only mount.
-    let source = PgBackRestSource::new(PgBackRestConfig {
-        stanza: STANZA.into(),
-        config: Some(conf.clone()),
-        repo: None,
-        options: BTreeMap::from([(
-            "repo1-path".to_string(),
-            toml::Value::String(ro.path.join("repo").display().to_string()),
-        )]),
-        backup: None,
-        recovery_target: Default::default(),
-        recovery_target_timeline: Default::default(),
-    })
+    let source = PgBackRestSource::new(PgBackRestConfig::new(STANZA).config(conf.clone()).options(BTreeMap::from([(
+        "repo1-path".to_string(),
+        toml::Value::String(ro.path.join("repo").display().to_string()),
+    )])))
     .unwrap();
     let listed = source.list(&restorecheck_core::RunContext::new()).await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
@@ -416,29 +400,18 @@ async fn barman_case(name: &str, waiting: bool) {
     let ro = ReadOnly::mount(&loc, &dir.path().join("ro"));
     let ro_conf = dir.path().join("barman-ro.conf");
     barman_conf(&ro_conf, &ro.path.join("home"), &locks, &logs, &confd, &c);
-    let source = BarmanSource::new(BarmanConfig {
-        server: "rc".into(),
-        config: Some(ro_conf),
-        backup: None,
-        recovery_target: Default::default(),
-        recovery_target_timeline: Default::default(),
-    })
-    .unwrap();
+    let source = BarmanSource::new(BarmanConfig::new("rc").config(ro_conf)).unwrap();
     let chk = Check::new("barman", Arc::new(source), local())
         .database("app")
         .timeout(std::time::Duration::from_secs(120))
         // The catalog holds 75 rows; with WAL waiting in incoming, barman recover archives it (in
         // the shadow) and restores it too: 90.
         .assert(
-            restorecheck_core::assertions::SqlAssertion::new(restorecheck_core::assertions::SqlAssertionConfig {
-                name: None,
-                sql: "select count(*) from registrations".into(),
-                database: None,
-                equals: None,
-                min: Some(if waiting { 90.0 } else { 75.0 }),
-                max: Some(if waiting { 90.0 } else { 75.0 }),
-                max_age: None,
-            })
+            restorecheck_core::assertions::SqlAssertion::new(
+                restorecheck_core::assertions::SqlAssertionConfig::new("select count(*) from registrations")
+                    .min(if waiting { 90.0 } else { 75.0 })
+                    .max(if waiting { 90.0 } else { 75.0 }),
+            )
             .unwrap(),
         );
     run_read_only(&dir, &loc, &ro, chk).await;

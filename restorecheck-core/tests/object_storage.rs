@@ -32,21 +32,13 @@ fn use_creds(creds: &Creds) {
 }
 
 fn storage(endpoint: &str) -> StorageOptions {
-    StorageOptions {
-        endpoint: Some(endpoint.to_string()),
-        region: Some("us-east-1".into()),
-        retries: Some(4),
-        ..Default::default()
-    }
+    StorageOptions::default().endpoint(endpoint.to_string()).region("us-east-1").retries(4)
 }
 
 fn base_check(url: &str, wal: Option<&str>, endpoint: &str, rows: i64) -> Check {
-    let source = BaseBackupSource::new(BaseBackupConfig {
-        path: PathBuf::from(url),
-        wal_archive: wal.map(PathBuf::from),
-        storage: storage(endpoint),
-        ..Default::default()
-    });
+    let mut cfg = BaseBackupConfig::new(url).storage(storage(endpoint));
+    cfg.wal_archive = wal.map(PathBuf::from);
+    let source = BaseBackupSource::new(cfg);
     let target = LocalTarget::new(LocalTargetConfig::default()).unwrap();
     Check::new("s3", Arc::new(source), Arc::new(target))
         .database("app")
@@ -132,11 +124,7 @@ async fn plain_backup_and_a_dump_restore_from_s3() {
 
     // A folder of dumps, and the same dump named as a single object.
     for url in [format!("s3://{bucket}/dumps"), format!("s3://{bucket}/dumps/app.dump")] {
-        let source = PgDumpSource::new(PgDumpConfig {
-            path: PathBuf::from(&url),
-            storage: storage(&s3.endpoint),
-            ..Default::default()
-        });
+        let source = PgDumpSource::new(PgDumpConfig::new(PathBuf::from(&url)).storage(storage(&s3.endpoint)));
         let check =
             Check::new("dump", Arc::new(source), Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap()))
                 .database("app")
@@ -187,16 +175,12 @@ async fn age_encrypted_backup_in_s3_decrypts_and_a_wrong_key_is_an_error_in_fetc
     use_creds(&s3.reader);
     let bucket = &s3.bucket;
     let with_key = |key: &Path| {
-        let source = BaseBackupSource::new(BaseBackupConfig {
-            path: PathBuf::from(format!("s3://{bucket}/enc/base")),
-            wal_archive: Some(PathBuf::from(format!("s3://{bucket}/enc/wal"))),
-            storage: storage(&s3.endpoint),
-            decrypt: Some(restorecheck_core::decrypt::DecryptConfig::Age {
-                identity_file: Some(key.to_path_buf()),
-                passphrase_env: None,
-            }),
-            ..Default::default()
-        });
+        let source = BaseBackupSource::new(
+            BaseBackupConfig::new(PathBuf::from(format!("s3://{bucket}/enc/base")))
+                .wal_archive(PathBuf::from(format!("s3://{bucket}/enc/wal")))
+                .storage(storage(&s3.endpoint))
+                .decrypt(restorecheck_core::decrypt::DecryptConfig::age_identity_file(key)),
+        );
         Check::new("s3-age", Arc::new(source), Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap()))
             .database("app")
             .assert(sql_eq("select count(*) from registrations", total))
@@ -246,11 +230,9 @@ async fn credentials_come_from_a_shared_profile_file() {
     assert!(msg.contains("access denied") || msg.contains("InvalidAccessKeyId"), "{msg}");
 
     // The named profile holds the reader's keys.
-    let source = BaseBackupSource::new(BaseBackupConfig {
-        path: PathBuf::from(&url),
-        storage: StorageOptions { profile: Some("restore-tester".into()), ..storage(&s3.endpoint) },
-        ..Default::default()
-    });
+    let source = BaseBackupSource::new(
+        BaseBackupConfig::new(PathBuf::from(&url)).storage(storage(&s3.endpoint).profile("restore-tester")),
+    );
     let check =
         Check::new("profile", Arc::new(source), Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap()))
             .database("app")

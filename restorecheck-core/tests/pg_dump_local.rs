@@ -15,15 +15,7 @@ use restorecheck_core::targets::{LocalTarget, LocalTargetConfig};
 use restorecheck_core::Check;
 
 fn dump_check(path: &Path, no_owner: bool) -> Check {
-    let source = PgDumpSource::new(PgDumpConfig {
-        path: path.to_path_buf(),
-        backup: None,
-        database: None,
-        globals: None,
-        no_owner,
-        jobs: None,
-        ..Default::default()
-    });
+    let source = PgDumpSource::new(PgDumpConfig::new(path.to_path_buf()).no_owner(no_owner));
     Check::new("dump", Arc::new(source), Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap()))
         .database("app")
         .timeout(std::time::Duration::from_secs(300))
@@ -178,15 +170,7 @@ async fn a_globals_file_runs_first_and_its_roles_own_the_objects() {
     .map(|s| s.to_string())
     .collect();
     c.tool("pg_dumpall", &args).await.unwrap();
-    let source = PgDumpSource::new(PgDumpConfig {
-        path: p,
-        backup: None,
-        database: None,
-        globals: Some(globals),
-        no_owner: false,
-        jobs: None,
-        ..Default::default()
-    });
+    let source = PgDumpSource::new(PgDumpConfig::new(p).globals(globals));
     let ch = Check::new("dump", Arc::new(source), Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap()))
         .database("app")
         .assert(sql_eq("select count(*) from registrations", 250))

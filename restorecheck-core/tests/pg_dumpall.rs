@@ -21,15 +21,9 @@ use restorecheck_core::Check;
 
 /// `sql` in database `db` must return `v`.
 fn sql_in(db: &str, sql: &str, v: i64) -> SqlAssertion {
-    SqlAssertion::new(SqlAssertionConfig {
-        name: Some(format!("{db}: {sql}")),
-        sql: sql.into(),
-        database: Some(db.into()),
-        equals: Some(toml::Value::Integer(v)),
-        min: None,
-        max: None,
-        max_age: None,
-    })
+    SqlAssertion::new(
+        SqlAssertionConfig::new(sql).name(format!("{db}: {sql}")).database(db).equals(toml::Value::Integer(v)),
+    )
     .unwrap()
 }
 
@@ -78,7 +72,9 @@ async fn dumpall(c: &SampleCluster, name: &str, extra: &[&str]) -> PathBuf {
 }
 
 fn source(path: &Path, globals: Option<PathBuf>) -> PgDumpSource {
-    PgDumpSource::new(PgDumpConfig { path: path.to_path_buf(), globals, ..Default::default() })
+    let mut cfg = PgDumpConfig::new(path);
+    cfg.globals = globals;
+    PgDumpSource::new(cfg)
 }
 
 /// Every assertion about the restored cluster, in both databases.
@@ -305,7 +301,7 @@ async fn globals_only_output_serves_as_globals_for_a_custom_dump() {
     assert_eq!(exact_snapshot(&ts), before, "the original tablespace folder changed");
 
     // restore_tablespaces: the dump's tablespace is created in the work dir and used.
-    let src = PgDumpSource::new(PgDumpConfig { path: custom.clone(), restore_tablespaces: true, ..Default::default() });
+    let src = PgDumpSource::new(PgDumpConfig::new(custom.clone()).restore_tablespaces(true));
     let ch = Check::new("ts", Arc::new(src), Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap()))
         .database("app2")
         .assert(sql_in("app2", "select count(*) from notes", 40))

@@ -83,15 +83,11 @@ async fn setup_with(
 }
 
 fn source(s: &Setup, options: &[(&str, toml::Value)]) -> PgBackRestSource {
-    PgBackRestSource::new(PgBackRestConfig {
-        stanza: STANZA.into(),
-        config: Some(s.conf.clone()),
-        repo: None,
-        options: options.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
-        backup: None,
-        recovery_target: Default::default(),
-        recovery_target_timeline: Default::default(),
-    })
+    PgBackRestSource::new(
+        PgBackRestConfig::new(STANZA)
+            .config(s.conf.clone())
+            .options(options.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>()),
+    )
     .unwrap()
 }
 
@@ -234,16 +230,7 @@ async fn unknown_stanza_is_a_source_error_with_a_hint() {
     let repo = dir.sub("repo");
     let conf = dir.path().join("pgbackrest.conf");
     std::fs::write(&conf, format!("[global]\nrepo1-path={}\nlog-level-file=off\n", repo.display())).unwrap();
-    let src = PgBackRestSource::new(PgBackRestConfig {
-        stanza: "nope".into(),
-        config: Some(conf),
-        repo: None,
-        options: BTreeMap::new(),
-        backup: None,
-        recovery_target: Default::default(),
-        recovery_target_timeline: Default::default(),
-    })
-    .unwrap();
+    let src = PgBackRestSource::new(PgBackRestConfig::new("nope").config(conf)).unwrap();
     let e = src.list(&RunContext::new()).await.unwrap_err();
     assert_eq!(e.kind(), restorecheck_core::ErrorKind::Source, "{e}");
     assert!(e.to_string().contains("missing stanza path") && e.to_string().contains("repo1-path"), "{e}");
@@ -292,15 +279,11 @@ fn private_conf(c: &SampleCluster, path: &Path, text: &str) {
 }
 
 fn source_with_config(conf: &Path, options: &[(&str, toml::Value)]) -> PgBackRestSource {
-    PgBackRestSource::new(PgBackRestConfig {
-        stanza: STANZA.into(),
-        config: Some(conf.to_path_buf()),
-        repo: None,
-        options: options.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>(),
-        backup: None,
-        recovery_target: Default::default(),
-        recovery_target_timeline: Default::default(),
-    })
+    PgBackRestSource::new(
+        PgBackRestConfig::new(STANZA)
+            .config(conf.to_path_buf())
+            .options(options.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<BTreeMap<_, _>>()),
+    )
     .unwrap()
 }
 

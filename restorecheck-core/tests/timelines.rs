@@ -62,12 +62,11 @@ async fn wait_archived(archive: &Path, name: &str) {
 }
 
 fn check_with(backup: &Path, archive: &Path, timeline: RecoveryTargetTimeline) -> Check {
-    let source = BaseBackupSource::new(BaseBackupConfig {
-        path: backup.to_path_buf(),
-        wal_archive: Some(archive.to_path_buf()),
-        recovery_target_timeline: timeline,
-        ..Default::default()
-    });
+    let source = BaseBackupSource::new(
+        BaseBackupConfig::new(backup.to_path_buf())
+            .wal_archive(archive.to_path_buf())
+            .recovery_target_timeline(timeline),
+    );
     let target = LocalTarget::new(LocalTargetConfig::default()).unwrap();
     Check::new("failover", Arc::new(source), Arc::new(target)).database("app").timeout(Duration::from_secs(300))
 }
@@ -305,15 +304,9 @@ async fn after_a_failover_a_pgbackrest_backup_follows_the_new_timeline() {
     }
     assert!(last_old[8..] > last_new[8..], "the old primary went on past the new one: {last_old} {last_new}");
 
-    let source = PgBackRestSource::new(PgBackRestConfig {
-        stanza: STANZA.into(),
-        config: Some(conf.clone()),
-        repo: None,
-        options: Default::default(),
-        backup: None,
-        recovery_target: Default::default(),
-        recovery_target_timeline: RecoveryTargetTimeline::Latest,
-    })
+    let source = PgBackRestSource::new(
+        PgBackRestConfig::new(STANZA).config(conf.clone()).recovery_target_timeline(RecoveryTargetTimeline::Latest),
+    )
     .unwrap();
     let listed = restorecheck_core::BackupSource::list(&source, &restorecheck_core::RunContext::new()).await.unwrap();
     assert_eq!(listed[0].timeline, Some(1), "the backup was taken on timeline 1: {listed:?}");

@@ -14,13 +14,23 @@ use crate::postgres::quote_ident;
 use crate::report::Verdict;
 
 /// Options: `compare_to_previous = { max_drop = 0.2, state_file = "…" }` in `[check.integrity]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, derive_setters::Setters)]
 #[serde(deny_unknown_fields)]
+#[setters(into, strip_option)]
+#[non_exhaustive]
 pub struct CompareConfig {
     /// Largest allowed drop of a table's row count, as a fraction (0.2 = 20 %).
+    #[setters(into = false)]
     pub max_drop: f64,
     /// Where counts of the last passing run are kept (default: the user's state dir).
     pub state_file: Option<PathBuf>,
+}
+
+impl CompareConfig {
+    /// Allow row counts to drop by at most `max_drop` (a fraction), counts kept in the default state file.
+    pub fn new(max_drop: f64) -> Self {
+        Self { max_drop, ..Self::default() }
+    }
 }
 
 /// Row counts per check: `{ check: { "db.schema.table": rows } }`.

@@ -12,8 +12,10 @@ use crate::assertion::{Assertion, AssertionContext, Outcome};
 use crate::error::{Error, Result};
 
 /// Options of one `[[check.assert]]` table with `sql = "…"`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, derive_setters::Setters)]
 #[serde(deny_unknown_fields)]
+#[setters(into, strip_option)]
+#[non_exhaustive]
 pub struct SqlAssertionConfig {
     /// Name in reports (default: the query).
     pub name: Option<String>,
@@ -24,12 +26,21 @@ pub struct SqlAssertionConfig {
     /// The value must equal this (string, integer, float or boolean).
     pub equals: Option<toml::Value>,
     /// The value must be a number ≥ this.
+    #[setters(into = false)]
     pub min: Option<f64>,
     /// The value must be a number ≤ this.
+    #[setters(into = false)]
     pub max: Option<f64>,
     /// The value is a timestamp that must be younger than this (`"24h"`).
     #[serde(default, with = "crate::config::opt_duration")]
     pub max_age: Option<Duration>,
+}
+
+impl SqlAssertionConfig {
+    /// An assertion on query `sql` (add `equals`, `min`, `max` or `max_age`).
+    pub fn new(sql: impl Into<String>) -> Self {
+        Self { sql: sql.into(), ..Self::default() }
+    }
 }
 
 /// Assertion `sql`.

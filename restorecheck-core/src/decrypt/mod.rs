@@ -45,8 +45,10 @@ use crate::error::{Error, Result};
 /// for gpg).
 #[derive(Debug, Clone, serde::Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum DecryptConfig {
     /// age (<https://age-encryption.org>): X25519 identities or a passphrase (scrypt).
+    #[non_exhaustive]
     Age {
         /// An identity file as written by `age-keygen` (one or more `AGE-SECRET-KEY-1…` lines,
         /// `#` comments allowed).
@@ -55,6 +57,7 @@ pub enum DecryptConfig {
         passphrase_env: Option<String>,
     },
     /// OpenPGP, decrypted by the installed `gpg`.
+    #[non_exhaustive]
     Gpg {
         /// GnuPG home directory with the secret keys (default: gpg's own, `~/.gnupg`).
         homedir: Option<PathBuf>,
@@ -62,6 +65,42 @@ pub enum DecryptConfig {
         /// a symmetrically encrypted file (`gpg --symmetric`).
         passphrase_env: Option<String>,
     },
+}
+
+// Kinds and their options are `#[non_exhaustive]` (adding one never breaks a caller), so code
+// outside this crate builds a config with these.
+impl DecryptConfig {
+    /// age with the identity file `path` (as written by `age-keygen`).
+    pub fn age_identity_file(path: impl Into<PathBuf>) -> Self {
+        DecryptConfig::Age { identity_file: Some(path.into()), passphrase_env: None }
+    }
+
+    /// age with the passphrase held by environment variable `name` (the name, not the passphrase).
+    pub fn age_passphrase_env(name: impl Into<String>) -> Self {
+        DecryptConfig::Age { identity_file: None, passphrase_env: Some(name.into()) }
+    }
+
+    /// OpenPGP with gpg's own home directory and no passphrase.
+    pub fn gpg() -> Self {
+        DecryptConfig::Gpg { homedir: None, passphrase_env: None }
+    }
+
+    /// OpenPGP with the secret keys in GnuPG home directory `dir`.
+    pub fn gpg_homedir(dir: impl Into<PathBuf>) -> Self {
+        DecryptConfig::Gpg { homedir: Some(dir.into()), passphrase_env: None }
+    }
+
+    /// Sets the name of the environment variable holding the passphrase (both kinds; for age,
+    /// together with an identity file it is the same error as both keys in TOML).
+    #[must_use]
+    pub fn passphrase_env(mut self, name: impl Into<String>) -> Self {
+        match &mut self {
+            DecryptConfig::Age { passphrase_env, .. } | DecryptConfig::Gpg { passphrase_env, .. } => {
+                *passphrase_env = Some(name.into());
+            }
+        }
+        self
+    }
 }
 
 #[cfg(feature = "encryption")]

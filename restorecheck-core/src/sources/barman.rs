@@ -51,8 +51,10 @@ const KIND: &str = "barman";
 const INSTALL_HINT: &str = "install Barman (Debian/Ubuntu: apt-get install barman) on the host that holds the catalog";
 
 /// Options of source `barman` (`[check.source] kind = "barman"`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, derive_setters::Setters)]
 #[serde(deny_unknown_fields)]
+#[setters(into, strip_option)]
+#[non_exhaustive]
 pub struct BarmanConfig {
     /// The Barman server name (the section in Barman's configuration).
     pub server: String,
@@ -67,6 +69,13 @@ pub struct BarmanConfig {
     /// after a failover; `"current"`: the backup's own; or a timeline number).
     #[serde(default)]
     pub recovery_target_timeline: crate::source::RecoveryTargetTimeline,
+}
+
+impl BarmanConfig {
+    /// Options for Barman server `server`, everything else at its default.
+    pub fn new(server: impl Into<String>) -> Self {
+        Self { server: server.into(), ..Self::default() }
+    }
 }
 
 /// Source `barman`.

@@ -27,8 +27,10 @@ use crate::source::{
 use crate::sources::pg_dump::{detect_dump, fetch_dump, PgDumpConfig};
 
 /// Options of source `command` (`[check.source] kind = "command"`).
-#[derive(Clone, Deserialize, PartialEq)]
+#[derive(Clone, Default, Deserialize, PartialEq, derive_setters::Setters)]
 #[serde(deny_unknown_fields)]
+#[setters(into, strip_option)]
+#[non_exhaustive]
 pub struct CommandConfig {
     /// Shell command printing JSON lines, one per backup.
     pub list: String,
@@ -55,6 +57,13 @@ pub struct CommandConfig {
     /// For dumps: skip ownership instead of creating referenced roles.
     #[serde(default)]
     pub no_owner: bool,
+}
+
+impl CommandConfig {
+    /// Options with the `list` and `fetch` commands, everything else at its default.
+    pub fn new(list: impl Into<String>, fetch: impl Into<String>) -> Self {
+        Self { list: list.into(), fetch: fetch.into(), ..Self::default() }
+    }
 }
 
 impl std::fmt::Debug for CommandConfig {

@@ -21,8 +21,10 @@ use crate::source::{Artifact, BackupInfo, BackupSource, DumpFormat, FetchRequest
 use crate::storage::{self, BackupFile, Location, Remote, RemoteObject, StorageOptions};
 
 /// Options of source `pg_dump` (`[check.source] kind = "pg_dump"`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, derive_setters::Setters)]
 #[serde(deny_unknown_fields)]
+#[setters(into, strip_option)]
+#[non_exhaustive]
 pub struct PgDumpConfig {
     /// One dump (file or `-Fd` folder), or a folder of dumps (newest chosen): a local path,
     /// `file://…`, `s3://bucket/prefix`, `gs://…` or `az://…`.
@@ -41,6 +43,7 @@ pub struct PgDumpConfig {
     #[serde(default)]
     pub no_owner: bool,
     /// Parallel jobs for `pg_restore -j` (custom and directory formats; default 2).
+    #[setters(into = false)]
     pub jobs: Option<u32>,
     /// Custom, directory and tar dumps: create the tablespaces their objects live in, as fresh
     /// folders in the work dir (never the original locations), and restore into them. Default
@@ -62,6 +65,11 @@ pub struct PgDumpSource {
 }
 
 impl PgDumpConfig {
+    /// Options for the dump(s) at `path`, everything else at its default.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), ..Self::default() }
+    }
+
     /// Checks what can be checked before a run: the location parses (and an object-store client
     /// can be built for it), and the decryption key loads.
     pub fn validate(&self) -> Result<()> {

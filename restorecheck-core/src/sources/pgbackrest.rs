@@ -94,14 +94,17 @@ const RESERVED_OPTIONS: &[&str] = &[
 ];
 
 /// Options of source `pgbackrest` (`[check.source] kind = "pgbackrest"`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, derive_setters::Setters)]
 #[serde(deny_unknown_fields)]
+#[setters(into, strip_option)]
+#[non_exhaustive]
 pub struct PgBackRestConfig {
     /// The stanza (`--stanza`).
     pub stanza: String,
     /// `pgbackrest.conf` to use (`--config`; default: pgBackRest's own default).
     pub config: Option<PathBuf>,
     /// Repository number to restore from (`--repo`; default: pgBackRest searches them in order).
+    #[setters(into = false)]
     pub repo: Option<u32>,
     /// Further pgBackRest options (`repo1-path = "/backups/pgbackrest"`, `job-retry = 0`). They
     /// reach every pgBackRest command as `PGBACKREST_*` environment variables, so an option only
@@ -118,6 +121,13 @@ pub struct PgBackRestConfig {
     /// after a failover; `"current"`: the backup's own; or a timeline number).
     #[serde(default)]
     pub recovery_target_timeline: crate::source::RecoveryTargetTimeline,
+}
+
+impl PgBackRestConfig {
+    /// Options for `stanza`, everything else at its default.
+    pub fn new(stanza: impl Into<String>) -> Self {
+        Self { stanza: stanza.into(), ..Self::default() }
+    }
 }
 
 /// Source `pgbackrest`.

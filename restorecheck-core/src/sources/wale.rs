@@ -62,8 +62,10 @@ const NOT_FOUND_LOG: &str = "could no longer locate object while performing wal 
 const DEFAULT_RETRIES: &str = "5";
 
 /// Options of source `wale` (`[check.source] kind = "wale"`).
-#[derive(Clone, Deserialize, PartialEq)]
+#[derive(Clone, Default, Deserialize, PartialEq, derive_setters::Setters)]
 #[serde(deny_unknown_fields)]
+#[setters(into, strip_option)]
+#[non_exhaustive]
 pub struct WaleConfig {
     /// The `wal-e` program (default: `wal-e` on PATH).
     pub binary: Option<String>,

@@ -45,8 +45,10 @@ const INSTALL_HINT: &str = "install WAL-G for PostgreSQL (its `wal-g-pg` release
 pub const WAL_FETCH_NOT_FOUND: i32 = 74;
 
 /// Options of source `walg` (`[check.source] kind = "walg"`).
-#[derive(Clone, Deserialize, PartialEq)]
+#[derive(Clone, Default, Deserialize, PartialEq, derive_setters::Setters)]
 #[serde(deny_unknown_fields)]
+#[setters(into, strip_option)]
+#[non_exhaustive]
 pub struct WalgConfig {
     /// The `wal-g` program (default: `wal-g` on PATH).
     pub binary: Option<String>,

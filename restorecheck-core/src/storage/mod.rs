@@ -44,8 +44,10 @@ pub use reader::{ReadCancelled, StorageReadError};
 
 /// Options for object-storage locations (`storage = { … }` on a source). All optional: by
 /// default everything comes from the provider's environment and profile files.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, derive_setters::Setters)]
 #[serde(deny_unknown_fields)]
+#[setters(into, strip_option)]
+#[non_exhaustive]
 pub struct StorageOptions {
     /// Endpoint of an S3-compatible store (`https://minio.internal:9000`), of a GCS or Azure
     /// emulator, or of a private endpoint.
@@ -64,8 +66,10 @@ pub struct StorageOptions {
     #[serde(default)]
     pub anonymous: bool,
     /// Attempts per request and per interrupted download before giving up (default 5).
+    #[setters(into = false)]
     pub retries: Option<u32>,
     /// Files downloaded at the same time (default 4).
+    #[setters(into = false)]
     pub parallel: Option<usize>,
 }
 

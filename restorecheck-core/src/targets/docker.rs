@@ -62,8 +62,10 @@ pub const LABEL_PID: &str = "org.restorecheck.pid";
 pub const LABEL_HOST: &str = "org.restorecheck.host";
 
 /// Options of target `docker` (`[check.target] kind = "docker"`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, derive_setters::Setters)]
 #[serde(deny_unknown_fields)]
+#[setters(into, strip_option)]
+#[non_exhaustive]
 pub struct DockerTargetConfig {
     /// Image; `{major}` is replaced by the backup's PostgreSQL major version
     /// (default `postgres:{major}`). Never pulled: it must exist locally.

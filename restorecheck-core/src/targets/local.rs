@@ -23,8 +23,10 @@ use crate::source::{Artifact, FetchedBackup, PhysicalBackup, WalSupply};
 use crate::target::{Capabilities, Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer};
 
 /// Options of target `local` (`[check.target] kind = "local"`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, derive_setters::Setters)]
 #[serde(deny_unknown_fields)]
+#[setters(into, strip_option)]
+#[non_exhaustive]
 pub struct LocalTargetConfig {
     /// Directory of the PostgreSQL binaries; default: search for the backup's major version.
     pub bin_dir: Option<PathBuf>,

@@ -53,26 +53,13 @@ pub async fn cluster(dir: &TestDir, rows: u32) -> SampleCluster {
 }
 
 pub fn sql_eq(sql: &str, v: i64) -> SqlAssertion {
-    SqlAssertion::new(SqlAssertionConfig {
-        name: None,
-        sql: sql.into(),
-        database: None,
-        equals: Some(toml::Value::Integer(v)),
-        min: None,
-        max: None,
-        max_age: None,
-    })
-    .unwrap()
+    SqlAssertion::new(SqlAssertionConfig::new(sql).equals(toml::Value::Integer(v))).unwrap()
 }
 
 pub fn check(path: &Path, wal_archive: Option<&Path>) -> Check {
-    let source = BaseBackupSource::new(BaseBackupConfig {
-        path: path.to_path_buf(),
-        backup: None,
-        wal_archive: wal_archive.map(Path::to_path_buf),
-        recovery_target: Default::default(),
-        ..Default::default()
-    });
+    let mut cfg = BaseBackupConfig::new(path);
+    cfg.wal_archive = wal_archive.map(Path::to_path_buf);
+    let source = BaseBackupSource::new(cfg);
     let target = LocalTarget::new(LocalTargetConfig::default()).unwrap();
     Check::new("test", Arc::new(source), Arc::new(target)).database("app").timeout(std::time::Duration::from_secs(300))
 }

@@ -238,12 +238,8 @@ async fn docker_container_gets_no_environment_and_no_trust() {
     c.add_rows(2).await.unwrap();
     c.switch_and_archive().await.unwrap();
     let image = format!("restorecheck/postgres:{}", c.bin().major);
-    let target = DockerTarget::new(DockerTargetConfig { image: Some(image), ..Default::default() }).unwrap();
-    let source = BaseBackupSource::new(BaseBackupConfig {
-        path: c.backups_dir(),
-        wal_archive: Some(c.archive_dir()),
-        ..Default::default()
-    });
+    let target = DockerTarget::new(DockerTargetConfig::default().image(image)).unwrap();
+    let source = BaseBackupSource::new(BaseBackupConfig::new(c.backups_dir()).wal_archive(c.archive_dir()));
     let check =
         Check::new("docker", Arc::new(source), Arc::new(target)).database("app").timeout(Duration::from_secs(300));
     let seen = Arc::new(Mutex::new(Seen::default()));

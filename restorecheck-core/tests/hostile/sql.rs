@@ -134,15 +134,10 @@ async fn plant_readiness_traps(c: &SampleCluster, markers: &Path) {
 
 fn canary() -> CanaryAssertion {
     // The user's own SQL is qualified; only restorecheck's age computation could hit a trap.
-    CanaryAssertion::new(SqlAssertionConfig {
-        name: None,
-        sql: "select pg_catalog.max(created_at) from public.registrations".into(),
-        database: None,
-        equals: None,
-        min: None,
-        max: None,
-        max_age: Some(Duration::from_secs(24 * 3600)),
-    })
+    CanaryAssertion::new(
+        SqlAssertionConfig::new("select pg_catalog.max(created_at) from public.registrations")
+            .max_age(Duration::from_secs(24 * 3600)),
+    )
     .unwrap()
 }
 
@@ -164,7 +159,7 @@ async fn planted_operators_functions_and_event_triggers_never_run_during_a_check
     let ch = check(&c.backups_dir(), None)
         .assert(AmcheckAssertion { heapallindexed: true, jobs: 2 })
         .assert(ReadAllAssertion)
-        .assert(CompareToPrevious::new("test", &CompareConfig { max_drop: 0.1, state_file: Some(state) }).unwrap())
+        .assert(CompareToPrevious::new("test", &CompareConfig::new(0.1).state_file(state)).unwrap())
         .assert(canary())
         // The user's own SQL (superuser, the database's search_path: so fully qualified here).
         .assert(named(
@@ -220,16 +215,10 @@ async fn planted_operators_functions_and_event_triggers_never_run_during_a_check
 }
 
 fn named(name: &str, sql: &str, equals: Option<toml::Value>, min: Option<f64>) -> SqlAssertion {
-    SqlAssertion::new(SqlAssertionConfig {
-        name: Some(name.into()),
-        sql: sql.into(),
-        database: None,
-        equals,
-        min,
-        max: None,
-        max_age: None,
-    })
-    .unwrap()
+    let mut cfg = SqlAssertionConfig::new(sql).name(name);
+    cfg.equals = equals;
+    cfg.min = min;
+    SqlAssertion::new(cfg).unwrap()
 }
 
 /// A custom (Rust) assertion: `ctx.connect` is the user's session (the check's role, the
@@ -389,25 +378,15 @@ echo done"#
     assert!(out.contains("done"), "{out}");
     std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(dir.path().join("backups")).status().unwrap();
 
-    let source = BaseBackupSource::new(BaseBackupConfig {
-        path: dir.path().join("backups"),
-        backup: None,
-        wal_archive: None,
-        recovery_target: Default::default(),
-        ..Default::default()
-    });
-    let target = DockerTarget::new(DockerTargetConfig {
-        image: Some("restorecheck/postgres:{major}".into()),
-        ..Default::default()
-    })
-    .unwrap();
+    let source = BaseBackupSource::new(BaseBackupConfig::new(dir.path().join("backups")));
+    let target = DockerTarget::new(DockerTargetConfig::default().image("restorecheck/postgres:{major}")).unwrap();
     let state = dir.path().join("state.json");
     let ch = restorecheck_core::Check::new("docker", Arc::new(source), Arc::new(target))
         .database("app")
         .timeout(Duration::from_secs(300))
         .assert(AmcheckAssertion { heapallindexed: true, jobs: 2 })
         .assert(ReadAllAssertion)
-        .assert(CompareToPrevious::new("docker", &CompareConfig { max_drop: 0.1, state_file: Some(state) }).unwrap())
+        .assert(CompareToPrevious::new("docker", &CompareConfig::new(0.1).state_file(state)).unwrap())
         .assert(canary());
     let work = dir.sub("work");
     let r = restorecheck_core::runner::run_check(&ch, &work, 0, &restorecheck_core::RunContext::new()).await;

@@ -29,8 +29,10 @@ use crate::source::{Artifact, BackupInfo, BackupSource, FetchRequest, FetchedBac
 use crate::storage::{Location, StorageOptions};
 
 /// Options of source `basebackup` (`[check.source] kind = "basebackup"`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, derive_setters::Setters)]
 #[serde(deny_unknown_fields)]
+#[setters(into, strip_option)]
+#[non_exhaustive]
 pub struct BaseBackupConfig {
     /// One backup, or a folder with one backup per subfolder: a local path, `file://…`,
     /// `s3://bucket/prefix`, `gs://bucket/prefix` or `az://container/prefix`.
@@ -62,6 +64,11 @@ pub struct BaseBackupSource {
 }
 
 impl BaseBackupConfig {
+    /// Options for the backup(s) at `path`, everything else at its default.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), ..Self::default() }
+    }
+
     /// Checks what can be checked before a run: the locations parse (and an object-store client
     /// can be built for them), and the decryption key loads.
     pub fn validate(&self) -> Result<()> {
