@@ -38,6 +38,50 @@ pub enum Command {
     Selftest(SelftestArgs),
     /// Show past runs from the history file: verdict, backup age, time per phase, assertion values.
     History(HistoryArgs),
+    /// Merge the shard reports of one run (`run --shard … --results …`) into one report.
+    /// Exit 0 all passed, 1 a check failed, 2 a shard or a configured check is missing.
+    Report(ReportArgs),
+    /// Check a report's Ed25519 signature (FILE.sig). Exit 0 valid, 1 invalid, 2 could not check.
+    VerifyReport(VerifyReportArgs),
+}
+
+/// Options of `report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Where the shards wrote their reports (`run --results`): a folder, s3://, gs:// or az://.
+    #[arg(long, value_name = "LOCATION")]
+    pub results: String,
+    /// The run to merge (default: today's UTC date, as `run` uses).
+    #[arg(long, value_name = "KEY")]
+    pub run_key: Option<String>,
+    /// The config the shards ran: every check in it that no shard reported makes the verdict error.
+    #[arg(short, long)]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = RunFormat::Text)]
+    pub format: RunFormat,
+    /// Write the merged report to FILE (atomically, by rename) instead of stdout.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// File mode (octal) of the files written (default 0600).
+    #[arg(long, value_name = "OCTAL", default_value = "0600", value_parser = parse_output_mode)]
+    pub output_mode: u32,
+    /// Sign the --output file with this Ed25519 private key (PKCS#8 PEM): writes FILE.sig.
+    #[arg(long, value_name = "FILE", requires = "output")]
+    pub sign_key: Option<PathBuf>,
+}
+
+/// Options of `verify-report`.
+#[derive(Debug, Args)]
+pub struct VerifyReportArgs {
+    /// The report file (any format) whose signature to check.
+    pub file: PathBuf,
+    /// The signer's Ed25519 public key (PEM, `openssl pkey -pubout`).
+    #[arg(long, value_name = "PEM")]
+    pub public_key: PathBuf,
+    /// The signature file (default: FILE.sig).
+    #[arg(long, value_name = "SIG")]
+    pub signature: Option<PathBuf>,
 }
 
 /// Formats of `history`.
@@ -165,6 +209,21 @@ pub struct RunArgs {
     /// Do not read or write the run history (no RTO trend, charts show this run only).
     #[arg(long)]
     pub no_history: bool,
+    /// Run only shard I of N: the checks whose name hashes (FNV-1a 64, mod N) to I.
+    /// `auto/N` takes I from JOB_COMPLETION_INDEX (set in each pod of a Kubernetes Indexed Job).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Also write the JSON report to LOCATION/<run key>/<shard-I-of-N|all>.json, atomically
+    /// (a folder, s3://, gs:// or az://; `restorecheck report` merges them).
+    #[arg(long, value_name = "LOCATION")]
+    pub results: Option<String>,
+    /// The run the shards share in --results (default: today's UTC date, YYYY-MM-DD).
+    #[arg(long, value_name = "KEY", requires = "results")]
+    pub run_key: Option<String>,
+    /// Sign the --output file and the --results report with this Ed25519 private key
+    /// (PKCS#8 PEM, `openssl genpkey -algorithm ed25519`): writes FILE.sig next to each.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
 }
 
 fn parse_output_mode(s: &str) -> Result<u32, String> {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod evidence;
 mod progress;
 
 use clap::Parser;

@@ -53,6 +53,7 @@ pub mod context;
 pub mod decrypt;
 pub mod error;
 pub mod fixture;
+pub mod fleet;
 pub mod history;
 pub mod notify;
 pub mod outputs;

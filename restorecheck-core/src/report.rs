@@ -5,15 +5,16 @@
 //! {"phase", "message"}, "backup":{"id","taken_at","source"}, "recovery":{"end_lsn",
 //! "last_replayed_at","timeline","timeline_path","timeline_switches"}, "assertions":[{"name","verdict","observed","expected",
 //! "message"}], "timings":{"fetch","restore","recovery","assert","teardown","total"}}]}`.
+//! A merged fleet report adds `"shards"` ([`crate::fleet::Shards`]); a signed one `"signed_by"`.
 
 use std::fmt;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The pipeline phases, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Listing the source and choosing a backup.
@@ -44,7 +45,7 @@ impl fmt::Display for Phase {
 }
 
 /// Verdict of a check, an assertion or a whole run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// Everything held.
@@ -66,7 +67,7 @@ impl fmt::Display for Verdict {
 }
 
 /// Why a check did not pass.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Failure {
     /// The phase that failed.
     pub phase: Phase,
@@ -78,7 +79,7 @@ pub struct Failure {
 }
 
 /// The backup a check restored.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct BackupReport {
     /// Backup id within its source.
     pub id: Option<String>,
@@ -97,7 +98,7 @@ pub struct BackupReport {
 }
 
 /// Where recovery ended.
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct RecoveryReport {
     /// Last replayed WAL position (`X/Y`).
     pub end_lsn: Option<String>,
@@ -131,7 +132,7 @@ impl RecoveryReport {
 }
 
 /// One required recovery end point.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ExpectedEndReport {
     /// LSN that had to be reached.
     pub lsn: String,
@@ -140,7 +141,7 @@ pub struct ExpectedEndReport {
 }
 
 /// One assertion's result.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AssertionReport {
     /// Its name.
     pub name: String,
@@ -155,7 +156,7 @@ pub struct AssertionReport {
 }
 
 /// Seconds spent per phase (`null` for phases that did not run).
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Timings {
     /// Listing and choosing.
     pub select: Option<f64>,
@@ -189,7 +190,7 @@ impl Timings {
 }
 
 /// One check's result.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CheckReport {
     /// The check's name.
     pub name: String,
@@ -212,7 +213,7 @@ pub struct CheckReport {
 }
 
 /// The result of a run: the JSON document `--format json` prints.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     /// Report format version; bumped only on incompatible change.
     pub version: u32,
@@ -226,6 +227,12 @@ pub struct Report {
     pub restorecheck_version: String,
     /// One entry per check.
     pub checks: Vec<CheckReport>,
+    /// Which shard reports a merged report (`restorecheck report`) is made of; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<crate::fleet::Shards>,
+    /// Fingerprint of the key that signed this file (`ed25519:SHA256:…`); absent when unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 impl Report {
@@ -239,6 +246,8 @@ impl Report {
             started_at,
             restorecheck_version: env!("CARGO_PKG_VERSION").to_string(),
             checks,
+            shards: None,
+            signed_by: None,
         }
     }
 
@@ -309,6 +318,9 @@ impl Report {
             counts(Verdict::Fail),
             counts(Verdict::Error)
         );
+        if let Some(s) = &self.shards {
+            let _ = writeln!(out, "{}", s.summary());
+        }
         out
     }
 }

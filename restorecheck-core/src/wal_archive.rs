@@ -21,7 +21,7 @@ use crate::source::RecoveryTargetTimeline;
 
 /// One line of a timeline history file (`1\t0/B00A3C8\tno recovery target specified`): the
 /// parent timeline and the WAL position where the child branched off it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct TimelineSwitch {
     /// The parent timeline that was left.
     pub timeline: u32,

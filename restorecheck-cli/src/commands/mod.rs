@@ -4,9 +4,11 @@ mod demo;
 mod history;
 mod init;
 mod list;
+mod report;
 mod run;
 mod selftest;
 mod validate;
+mod verify_report;
 
 use std::sync::Arc;
 
@@ -27,6 +29,8 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
         Command::Demo(a) => demo::run(a, quiet).await,
         Command::Selftest(a) => selftest::run(a, quiet).await,
         Command::History(a) => history::run(a),
+        Command::Report(a) => report::run(a).await,
+        Command::VerifyReport(a) => verify_report::run(a),
     }
 }
 

@@ -3,15 +3,31 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use restorecheck_core::fleet::{self, Results, Shard};
 use restorecheck_core::history::{self, History, Row};
 use restorecheck_core::outputs::write_atomic;
 use restorecheck_core::{runner, ExitStatus, Report, RunOptions};
 
 use crate::cli::{RunArgs, RunFormat};
+use crate::evidence::{self, Signer};
 
 pub async fn run(args: RunArgs, quiet: bool) -> ExitStatus {
     let config = match super::load(&args.config) {
         Ok(c) => c,
+        Err(st) => return st,
+    };
+    // Everything that can be refused is refused before any restore starts.
+    let shard = match args.shard.as_deref().map(|s| Shard::parse(s, std::env::var(fleet::INDEX_ENV).ok().as_deref())) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => return super::report_error(&e),
+    };
+    let results = match results_target(args.results.as_deref(), args.run_key) {
+        Ok(r) => r,
+        Err(st) => return st,
+    };
+    let signer = match load_signer(args.sign_key.as_deref(), args.output.is_some() || results.is_some()) {
+        Ok(s) => s,
         Err(st) => return st,
     };
     let mut checks = config.checks;
@@ -28,6 +44,18 @@ pub async fn run(args: RunArgs, quiet: bool) -> ExitStatus {
         }
         checks.retain(|c| args.checks.contains(&c.name));
     }
+    if let Some(s) = shard {
+        let all = checks.len();
+        checks.retain(|c| s.contains(&c.name));
+        if checks.is_empty() {
+            eprintln!(
+                "note: shard {}/{} holds none of the {all} checks selected (FNV-1a of the name mod {}); nothing to run, the shard passes",
+                s.index, s.count, s.count
+            );
+        } else {
+            tracing::info!("shard {}/{}: {} of {all} checks", s.index, s.count, checks.len());
+        }
+    }
     if let Some(b) = &args.backup {
         if checks.len() != 1 {
             eprintln!("error: --backup needs exactly one check; add --check NAME");
@@ -42,10 +70,71 @@ pub async fn run(args: RunArgs, quiet: bool) -> ExitStatus {
     let mode = args.output_mode;
     let rto = checks.iter().filter_map(|c| Some((c.name.clone(), c.rto?))).collect();
     let earlier = record(&mut report, path, &rto, mode);
-    let status = deliver(&report, args.format, args.output.as_deref(), args.metrics_file.as_deref(), &earlier, mode);
+    report.signed_by = signer.as_ref().map(Signer::fingerprint);
+    let outputs = Outputs {
+        format: args.format,
+        output: args.output.as_deref(),
+        metrics: args.metrics_file.as_deref(),
+        mode,
+        signer: signer.as_ref(),
+    };
+    let mut status = deliver(&report, &outputs, &earlier);
+    if let Some((results, key)) = &results {
+        let name = shard.map_or_else(|| fleet::ALL.to_string(), |s| s.name());
+        if publish(&report, results, key, &name, &outputs).await.is_err() {
+            status = ExitStatus::Error;
+        }
+    }
     push(&report, args.pushgateway, args.pushgateway_env, args.metrics_file.as_deref()).await;
     notify(&config.notify, &report).await;
     status
+}
+
+/// Opens `--results` and checks the run key (default: today's UTC date).
+pub(super) fn results_target(
+    location: Option<&str>,
+    run_key: Option<String>,
+) -> Result<Option<(Results, String)>, ExitStatus> {
+    let Some(location) = location else { return Ok(None) };
+    let key = run_key.unwrap_or_else(fleet::default_run_key);
+    fleet::check_run_key(&key).map_err(|e| super::report_error(&e))?;
+    let results = Results::open(location).map_err(|e| super::report_error(&e))?;
+    Ok(Some((results, key)))
+}
+
+/// Loads `--sign-key`, which needs a file to sign (`has_file`).
+pub(super) fn load_signer(path: Option<&Path>, has_file: bool) -> Result<Option<Signer>, ExitStatus> {
+    let Some(path) = path else { return Ok(None) };
+    if !has_file {
+        eprintln!("error: --sign-key signs a file: add --output FILE (or --results LOCATION)");
+        return Err(ExitStatus::Error);
+    }
+    match Signer::load(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(m) => {
+            eprintln!("error: {m}");
+            Err(ExitStatus::Error)
+        }
+    }
+}
+
+/// Writes the JSON report (and its signature) to `<results>/<key>/<name>.json`.
+async fn publish(report: &Report, results: &Results, key: &str, name: &str, out: &Outputs<'_>) -> Result<(), ()> {
+    let file = format!("{name}.json");
+    let bytes = format!("{}\n", report.to_json()).into_bytes();
+    let mut files = vec![(file.clone(), bytes)];
+    if let Some(s) = out.signer {
+        let sig = s.sign(&files[0].1).to_vec();
+        files.push((format!("{file}.sig"), sig));
+    }
+    for (f, bytes) in files {
+        if let Err(e) = results.write(key, &f, &bytes, out.mode).await {
+            eprintln!("error: cannot write the report to {}: {}", results.display_of(key, &f), e.chain());
+            return Err(());
+        }
+    }
+    tracing::info!("report written to {}", results.display_of(key, &file));
+    Ok(())
 }
 
 /// Earlier history rows kept per check for the RTO trend and the HTML charts.
@@ -98,8 +187,6 @@ async fn notify(config: &restorecheck_core::notify::NotifyConfig, report: &Repor
     }
 }
 
-/// Writes the report (stdout or `output`) and the metrics file; the report's exit status, or
-/// `Error` when an output could not be written (a lost result must not look like a pass).
 /// Pushes the metrics to a Pushgateway, when asked. A failed push is a warning: it never turns
 /// a result into another. The previous `last_success` comes from the metrics file, if any.
 async fn push(report: &Report, url: Option<String>, url_env: Option<String>, metrics: Option<&Path>) {
@@ -121,20 +208,30 @@ async fn push(report: &Report, url: Option<String>, url_env: Option<String>, met
     }
 }
 
-fn deliver(
-    report: &Report,
-    format: RunFormat,
-    output: Option<&Path>,
-    metrics: Option<&Path>,
-    history: &[Row],
-    mode: u32,
-) -> ExitStatus {
+/// Where and how a report goes out (shared by `run` and `report`).
+pub(super) struct Outputs<'a> {
+    /// The format of the report.
+    pub format: RunFormat,
+    /// The report file (else stdout).
+    pub output: Option<&'a Path>,
+    /// The Prometheus textfile.
+    pub metrics: Option<&'a Path>,
+    /// Mode of the files written.
+    pub mode: u32,
+    /// Signs the report file (`FILE.sig`).
+    pub signer: Option<&'a Signer>,
+}
+
+/// Writes the report (stdout or `output`, plus `output`.sig when signing) and the metrics file; the report's exit status, or
+/// `Error` when an output could not be written (a lost result must not look like a pass).
+pub(super) fn deliver(report: &Report, out: &Outputs<'_>, history: &[Row]) -> ExitStatus {
+    let mode = out.mode;
     let mut status = report.exit_status();
     let mut write_failed = |what: &str, path: &Path, e: std::io::Error| {
         eprintln!("error: cannot write the {what} to {}: {e}", path.display());
         status = ExitStatus::Error;
     };
-    if let Some(path) = metrics {
+    if let Some(path) = out.metrics {
         let previous = match restorecheck_core::outputs::read_nofollow(path) {
             Ok(t) => Some(t),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -147,21 +244,26 @@ fn deliver(
             write_failed("metrics", path, e);
         }
     }
-    let text = match format {
+    let text = match out.format {
         RunFormat::Text => report.to_text(),
         RunFormat::Json => format!("{}\n", report.to_json()),
         RunFormat::Junit => report.to_junit(),
         RunFormat::Html => restorecheck_core::render::html::render(report, history),
     };
-    match output {
+    match out.output {
         Some(path) => {
             if let Err(e) = write_atomic(path, text.as_bytes(), mode) {
                 write_failed("report", path, e);
+            } else if let Some(s) = out.signer {
+                let sig = evidence::sig_path(path);
+                if let Err(e) = write_atomic(&sig, &s.sign(text.as_bytes()), mode) {
+                    write_failed("signature", &sig, e);
+                }
             }
         }
         None => {
-            let mut out = std::io::stdout().lock();
-            if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            let mut stdout = std::io::stdout().lock();
+            if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
                 eprintln!("error: cannot write the report to stdout: {e}");
                 status = ExitStatus::Error;
             }

@@ -2,6 +2,7 @@
 //! read through the [`object_store`] crate. `file://` URLs are local folders.
 //!
 //! restorecheck only ever *reads* a backup location: it lists and gets objects, nothing else.
+//! The one write ([`Remote::put`]) is for a results location (`--results`), never a backup's.
 //! Credentials come from each provider's standard environment variables (`AWS_*`, `GOOGLE_*`,
 //! `AZURE_*`) and, for S3, from the shared profile files (`~/.aws/credentials`,
 //! `~/.aws/config`); they are never logged and never appear in reports or in `Debug` output.
@@ -326,6 +327,18 @@ impl Remote {
             tokio::runtime::Handle::current(),
             cancel,
         ))
+    }
+
+    /// Writes `bytes` as the object `rel` under this prefix (one PUT: readers see the whole
+    /// object or none). Only results (`restorecheck run --results`) are written, never backups.
+    pub async fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        self.store.put(&self.full(rel), bytes.into()).await.map(drop).map_err(|e| self.storage_err(rel, &e))
+    }
+
+    /// Reads the whole object `rel` under this prefix (small files such as JSON reports).
+    pub async fn get_bytes(&self, rel: &str) -> Result<Vec<u8>> {
+        let res = self.store.get(&self.full(rel)).await.map_err(|e| self.storage_err(rel, &e))?;
+        Ok(res.bytes().await.map_err(|e| self.storage_err(rel, &e))?.to_vec())
     }
 
     fn url_of(&self, p: &ObjPath) -> String {
