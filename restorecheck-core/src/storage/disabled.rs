@@ -69,6 +69,16 @@ impl Remote {
         match self.never {}
     }
 
+    /// Writes `bytes` as object `rel`.
+    pub async fn put(&self, _rel: &str, _bytes: Vec<u8>) -> Result<()> {
+        match self.never {}
+    }
+
+    /// The whole object `rel`.
+    pub async fn get_bytes(&self, _rel: &str) -> Result<Vec<u8>> {
+        match self.never {}
+    }
+
     /// The immediate children of `rel`.
     pub async fn list_dir(&self, _rel: &str) -> Result<(Vec<String>, Vec<RemoteObject>)> {
         match self.never {}
