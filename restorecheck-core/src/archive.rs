@@ -69,7 +69,7 @@ impl<R: Read> Read for Counting<R> {
 }
 
 /// Wraps `inner` so that bytes read from it count towards `progress`.
-pub fn counting(inner: Box<dyn Read + Send>, progress: Option<Arc<dyn Progress>>) -> Box<dyn Read + Send> {
+pub(crate) fn counting(inner: Box<dyn Read + Send>, progress: Option<Arc<dyn Progress>>) -> Box<dyn Read + Send> {
     match progress {
         Some(p) => Box::new(Counting { inner, progress: Some(p) }),
         None => inner,
@@ -78,10 +78,10 @@ pub fn counting(inner: Box<dyn Read + Send>, progress: Option<Arc<dyn Progress>>
 
 /// The largest zstd window restorecheck decodes: 2^27 = 128 MiB, zstd's default limit (what
 /// `zstd --long` and pg_basebackup's `zstd:long` write). Larger windows are refused.
-pub const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+pub(crate) const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
 /// Wraps `raw` in the decompressor for `comp`. `what` names the file in messages.
-pub fn decompress(raw: Box<dyn Read + Send>, comp: Compression, what: &str) -> Result<Box<dyn Read + Send>> {
+pub(crate) fn decompress(raw: Box<dyn Read + Send>, comp: Compression, what: &str) -> Result<Box<dyn Read + Send>> {
     Ok(match comp {
         Compression::None => raw,
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
@@ -97,7 +97,7 @@ pub fn decompress(raw: Box<dyn Read + Send>, comp: Compression, what: &str) -> R
 }
 
 /// Opens `path` and wraps it in the decompressor its name calls for.
-pub fn open_decompressed(path: &Path, progress: Option<Arc<dyn Progress>>) -> Result<Box<dyn Read + Send>> {
+pub(crate) fn open_decompressed(path: &Path, progress: Option<Arc<dyn Progress>>) -> Result<Box<dyn Read + Send>> {
     let f = File::open(path).map_err(|e| Error::io("opening", path, e))?;
     let raw = counting(Box::new(BufReader::with_capacity(256 * 1024, f)), progress);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -108,7 +108,7 @@ pub fn open_decompressed(path: &Path, progress: Option<Arc<dyn Progress>>) -> Re
 /// storage stays a storage error, cancellation stays cancellation, a full disk or a permission
 /// problem is the tester's, and anything else (truncation, a bad checksum, a corrupt compressed
 /// or encrypted stream) means the file `what` is damaged — a [`Error::BackupDefect`].
-pub fn read_error(what: &str, e: io::Error) -> Error {
+pub(crate) fn read_error(what: &str, e: io::Error) -> Error {
     if let Some(s) = find_in_chain::<crate::storage::StorageReadError>(&e) {
         return Error::Storage { location: s.url.clone(), message: s.message.clone(), source: None };
     }
@@ -374,30 +374,19 @@ fn tar_size(field: &[u8]) -> Option<u64> {
 
 /// Statistics of one extraction.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Extracted {
+pub(crate) struct Extracted {
     /// Bytes of file content written.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Entries unpacked.
-    pub entries: u64,
-}
-
-/// Extracts the (possibly compressed) tar `archive` into `dest`. Entries cannot escape `dest`.
-/// Any read or format error — a truncated file, a corrupt compressed stream — is a
-/// [`Error::BackupDefect`] naming the archive, since the backup is then unusable.
-/// Stops between entries once `cancel` fires (a timed-out or interrupted check).
-pub fn extract_tar(
-    archive: &Path,
-    dest: &Path,
-    progress: Option<Arc<dyn Progress>>,
-    cancel: Option<tokio_util::sync::CancellationToken>,
-) -> Result<Extracted> {
-    let reader = open_decompressed(archive, progress)?;
-    extract_tar_from(reader, &archive.display().to_string(), dest, cancel)
+    pub(crate) entries: u64,
 }
 
 /// Extracts a tar stream (already decrypted and decompressed) into `dest`; `what` names it in
-/// messages. See [`extract_tar`].
-pub fn extract_tar_from(
+/// messages. Entries cannot escape `dest`. Any read or format error — a truncated file, a
+/// corrupt compressed stream — is a [`Error::BackupDefect`] naming the archive, since the backup
+/// is then unusable. Stops between entries once `cancel` fires (a timed-out or interrupted
+/// check).
+pub(crate) fn extract_tar_from(
     reader: Box<dyn Read + Send>,
     what: &str,
     dest: &Path,
@@ -477,20 +466,14 @@ fn entry_is_safe<R: Read>(entry: &tar::Entry<'_, R>, what: &str) -> Result<bool>
     Ok(true)
 }
 
-/// The largest tar member [`read_tar_member`] reads (`backup_label` is a few hundred bytes).
-pub const MEMBER_MAX: u64 = 1 << 20;
+/// The largest tar member [`read_tar_member_from`] reads (`backup_label` is a few hundred bytes).
+pub(crate) const MEMBER_MAX: u64 = 1 << 20;
 
-/// Reads the first entry named `wanted` from a tar archive, looking at no more than
-/// `max_entries` entries (pg_basebackup writes `backup_label` first) and no more than
-/// [`MEMBER_MAX`] bytes of it. Returns the content and the user name recorded in its header.
-/// A member that is a link, or larger, is a [`Error::BackupDefect`].
-pub fn read_tar_member(archive: &Path, wanted: &str, max_entries: usize) -> Result<Option<(String, Option<String>)>> {
-    let reader = open_decompressed(archive, None)?;
-    read_tar_member_from(reader, &archive.display().to_string(), wanted, max_entries)
-}
-
-/// [`read_tar_member`] over a tar stream; `what` names it in messages.
-pub fn read_tar_member_from(
+/// Reads the first entry named `wanted` from a tar stream (`what` names it in messages),
+/// looking at no more than `max_entries` entries (pg_basebackup writes `backup_label` first)
+/// and no more than [`MEMBER_MAX`] bytes of it. Returns the content and the user name recorded
+/// in its header. A member that is a link, or larger, is a [`Error::BackupDefect`].
+pub(crate) fn read_tar_member_from(
     reader: Box<dyn Read + Send>,
     what: &str,
     wanted: &str,

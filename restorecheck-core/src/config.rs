@@ -21,24 +21,24 @@ use crate::target::RestoreTarget;
 use crate::targets::DockerTarget;
 use crate::targets::{DockerTargetConfig, LocalTarget, LocalTargetConfig};
 
-pub use crate::spec::{IntegrityConfig, DEFAULT_TIMEOUT};
+pub(crate) use crate::spec::IntegrityConfig;
 
 /// A whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub(crate) struct ConfigFile {
     /// Where work directories go (default: the system temp dir).
-    pub work_dir: Option<PathBuf>,
+    pub(crate) work_dir: Option<PathBuf>,
     /// The run history file (default [`crate::history::default_path`]).
-    pub history: Option<PathBuf>,
+    pub(crate) history: Option<PathBuf>,
     /// The checks, run in order.
     #[serde(default)]
-    pub check: Vec<CheckConfig>,
+    pub(crate) check: Vec<CheckConfig>,
     /// `[[notify]]`: where reports go after a run ([`crate::notify`]).
     #[serde(default)]
-    pub notify: Vec<crate::notify::NotifyTarget>,
+    pub(crate) notify: Vec<crate::notify::NotifyTarget>,
     /// URL pinged (GET) after a fully passing run: a dead man's switch.
-    pub heartbeat: Option<crate::notify::Heartbeat>,
+    pub(crate) heartbeat: Option<crate::notify::Heartbeat>,
 }
 
 /// One `[[check]]`: the [`CheckSpec`] keys (see there for their meaning) plus the `source`,
@@ -47,41 +47,41 @@ pub struct ConfigFile {
 /// `deny_unknown_fields`.)
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CheckConfig {
+pub(crate) struct CheckConfig {
     /// [`CheckSpec::name`].
-    pub name: String,
+    pub(crate) name: String,
     /// [`CheckSpec::database`].
-    pub database: Option<String>,
+    pub(crate) database: Option<String>,
     /// [`CheckSpec::role`].
-    pub role: Option<String>,
+    pub(crate) role: Option<String>,
     /// [`CheckSpec::max_backup_age`].
     #[serde(default, with = "opt_duration")]
-    pub max_backup_age: Option<Duration>,
+    pub(crate) max_backup_age: Option<Duration>,
     /// [`CheckSpec::timeout`].
     #[serde(default, with = "opt_duration")]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// [`CheckSpec::rto`].
     #[serde(default, with = "opt_duration")]
-    pub rto: Option<Duration>,
+    pub(crate) rto: Option<Duration>,
     /// [`CheckSpec::backup`].
-    pub backup: Option<String>,
+    pub(crate) backup: Option<String>,
     /// [`CheckSpec::recovery_target`].
-    pub recovery_target: Option<crate::source::RecoveryTarget>,
+    pub(crate) recovery_target: Option<crate::source::RecoveryTarget>,
     /// `[check.integrity]`: [`CheckSpec::integrity`].
     #[serde(default)]
-    pub integrity: IntegrityConfig,
+    pub(crate) integrity: IntegrityConfig,
     /// `[check.source]`.
-    pub source: Spanned<toml::Table>,
+    pub(crate) source: Spanned<toml::Table>,
     /// `[check.target]` (default: `kind = "local"`).
-    pub target: Option<Spanned<toml::Table>>,
+    pub(crate) target: Option<Spanned<toml::Table>>,
     /// `[[check.assert]]`.
     #[serde(default)]
-    pub assert: Vec<Spanned<toml::Table>>,
+    pub(crate) assert: Vec<Spanned<toml::Table>>,
 }
 
 impl CheckConfig {
     /// The check's settings.
-    pub fn spec(&self) -> CheckSpec {
+    pub(crate) fn spec(&self) -> CheckSpec {
         let CheckConfig {
             name,
             database,
@@ -101,13 +101,13 @@ impl CheckConfig {
 }
 
 /// Serde helper for optional human durations (`"24h"`, `"90s"`, `"1h 30m"`).
-pub mod opt_duration {
+pub(crate) mod opt_duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
 
     /// Deserializes `Option<Duration>` from a human string.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
         s.map(|s| {
             humantime::parse_duration(&s).map_err(|e| {

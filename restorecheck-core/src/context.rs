@@ -23,7 +23,7 @@ pub trait Progress: Send + Sync + Debug {
 
 /// Progress sink that drops everything.
 #[derive(Debug, Default)]
-pub struct NoProgress;
+pub(crate) struct NoProgress;
 impl Progress for NoProgress {}
 
 /// Shared facts of one run, handed to every backend call.

@@ -173,7 +173,7 @@ pub enum Error {
 }
 
 /// The server's own words for a database error (tokio-postgres' Display says only "db error").
-pub fn pg_message(e: &tokio_postgres::Error) -> String {
+pub(crate) fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => {
             let mut m = format!("{} (SQLSTATE {})", d.message(), d.code().code());

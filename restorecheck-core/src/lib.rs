@@ -45,35 +45,49 @@
 //!   command notifications work without it.
 //! - `history`: the SQLite run history (rusqlite, bundled SQLite).
 
-pub mod archive;
-pub mod assertion;
+#![warn(unreachable_pub)]
+
+// The built-in kinds, by name.
 pub mod assertions;
+pub mod sources;
+pub mod targets;
+
+// The data model and the configuration.
 pub mod config;
-pub mod context;
 pub mod decrypt;
-pub mod error;
+pub mod report;
+pub mod source;
+pub mod storage;
+pub mod target;
+
+// What the front ends (CLI, Python binding) and the integration tests build on besides the
+// contract: notifications, the history and its renderings, the self-test and fixtures, and a
+// few PostgreSQL and file helpers. Everything else in these modules is crate-private.
 pub mod fixture;
 pub mod fleet;
 pub mod history;
 pub mod notify;
 pub mod outputs;
 pub mod postgres;
-pub mod process;
 pub mod render;
-pub mod report;
 pub mod rto;
 pub mod runner;
-pub(crate) mod safefs;
 pub mod selftest;
-pub mod source;
-pub mod sources;
-pub mod spec;
-pub mod storage;
-pub mod target;
-pub mod targets;
 pub mod wal_archive;
 pub mod workdir;
 
+// Internals.
+pub(crate) mod archive;
+pub(crate) mod assertion;
+pub(crate) mod context;
+pub(crate) mod error;
+pub(crate) mod process;
+pub(crate) mod safefs;
+pub(crate) mod spec;
+
+// The contract: what a source, target or assertion implements and exchanges, and what a front
+// end drives. The built-in kinds are in `sources`, `targets` and `assertions`.
+pub use archive::Compression;
 pub use assertion::{Assertion, AssertionContext, Outcome};
 pub use config::{Config, Registry};
 pub use context::{Progress, RunContext};
@@ -81,8 +95,8 @@ pub use error::{Cause, CauseText, Error, ErrorKind, ExitStatus, Result};
 pub use report::{Phase, Report, Verdict};
 pub use runner::{run, run_parallel, Check, RunOptions};
 pub use source::{
-    Artifact, ArtifactKind, BackupInfo, BackupSource, FetchRequest, FetchedBackup, LogicalDump, PhysicalBackup,
-    WalFetch, WalSupply,
+    Artifact, ArtifactKind, BackupInfo, BackupSource, DumpFormat, ExpectedEnd, FetchRequest, FetchedBackup,
+    LogicalDump, PhysicalBackup, RecoveryTarget, RecoveryTargetTimeline, SecretEnv, WalFetch, WalSupply,
 };
 pub use spec::{CheckSpec, IntegrityConfig};
-pub use target::{Capabilities, RestoreRequest, RestoreTarget, RunningServer};
+pub use target::{Capabilities, Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunPassword, RunningServer};

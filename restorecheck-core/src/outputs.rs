@@ -5,7 +5,7 @@
 //! path) must not make it write through to another file. Every output is written to a fresh
 //! temp file in the same folder (`create_new` + `O_NOFOLLOW`, so neither an existing file nor a
 //! link is ever opened), then renamed over the final path — `rename(2)` replaces a symlink
-//! there by the new file and never touches the link's target. Mode [`DEFAULT_MODE`] (`0600`)
+//! there by the new file and never touches the link's target. Mode `DEFAULT_MODE` (`0600`)
 //! unless the caller asks for another one (`restorecheck run --output-mode 0640`).
 
 use std::ffi::OsString;
@@ -16,7 +16,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// Mode of every output file unless configured otherwise: owner read/write only.
-pub const DEFAULT_MODE: u32 = 0o600;
+pub(crate) const DEFAULT_MODE: u32 = 0o600;
 
 /// Parses an octal file mode such as `0640` or `640`: permission bits only (no setuid, setgid
 /// or sticky bit), and the owner must be able to read and write it.
@@ -38,7 +38,7 @@ pub fn parse_mode(s: &str) -> Result<u32> {
 
 /// Creates a new file at `path` with `mode` (exactly, whatever the umask), failing if anything
 /// — a file, a directory or a symlink — already exists there.
-pub fn create_new(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
+pub(crate) fn create_new(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
     let f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -50,7 +50,7 @@ pub fn create_new(path: &Path, mode: u32) -> std::io::Result<std::fs::File> {
 }
 
 /// Replaces `path` atomically with `bytes`: a fresh temp file `.<name>.tmp-<pid>-<n>` in the
-/// same folder (see [`create_new`]), fsynced, renamed over `path`, then the folder fsynced.
+/// same folder (see `create_new`), fsynced, renamed over `path`, then the folder fsynced.
 /// Readers (node_exporter, CI) never see a partial file, and a symlink at `path` or at the temp
 /// name is never followed.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
@@ -120,7 +120,8 @@ pub fn read_nofollow(path: &Path) -> std::io::Result<String> {
 }
 
 /// Refuses a symlink at `path` (for files opened in place, such as the SQLite history).
-pub fn refuse_symlink(path: &Path) -> std::io::Result<()> {
+#[cfg(any(feature = "history", test))]
+pub(crate) fn refuse_symlink(path: &Path) -> std::io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,

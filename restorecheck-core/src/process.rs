@@ -16,7 +16,7 @@ use crate::postgres::user::OsUser;
 /// then `/usr/bin:/bin`), `LC_ALL=C` (messages we parse), `TZ` when set, and for the OS user it
 /// runs as `HOME`, `USER` and `LOGNAME`. Everything else of restorecheck's environment (cloud
 /// keys, SMTP and webhook settings, passphrases) is removed.
-pub fn pg_env(bin_dir: Option<&Path>, user: Option<&OsUser>) -> Vec<(String, String)> {
+pub(crate) fn pg_env(bin_dir: Option<&Path>, user: Option<&OsUser>) -> Vec<(String, String)> {
     let mut path = String::new();
     if let Some(b) = bin_dir {
         path.push_str(&b.display().to_string());
@@ -51,7 +51,7 @@ fn home_of(uid: u32) -> String {
 
 /// Replaces the environment of `cmd` with [`pg_env`] plus `extra` (e.g. the variables a source
 /// declares for its `restore_command`).
-pub fn clean_env(
+pub(crate) fn clean_env(
     cmd: &mut tokio::process::Command,
     bin_dir: Option<&Path>,
     user: Option<&OsUser>,
@@ -63,7 +63,7 @@ pub fn clean_env(
 }
 
 /// [`clean_env`] for a `std::process::Command`.
-pub fn clean_env_std(
+pub(crate) fn clean_env_std(
     cmd: &mut std::process::Command,
     bin_dir: Option<&Path>,
     user: Option<&OsUser>,
@@ -79,14 +79,24 @@ pub fn clean_env_std(
 /// password): it runs as `user` — never root, since a plain dump's psql meta-commands
 /// (`\!`) are the dump author's code — with a clean environment plus `PGPASSWORD`, in its own
 /// process group with a parent-death signal.
-pub fn pg_client(cmd: &mut tokio::process::Command, bin_dir: &Path, conn: &crate::target::Connection, user: &OsUser) {
+pub(crate) fn pg_client(
+    cmd: &mut tokio::process::Command,
+    bin_dir: &Path,
+    conn: &crate::target::Connection,
+    user: &OsUser,
+) {
     clean_env(cmd, Some(bin_dir), Some(user), &client_env(conn));
     user.apply(cmd);
     own_group(cmd, libc::SIGKILL);
 }
 
 /// [`pg_client`] for a `std::process::Command`.
-pub fn pg_client_std(cmd: &mut std::process::Command, bin_dir: &Path, conn: &crate::target::Connection, user: &OsUser) {
+pub(crate) fn pg_client_std(
+    cmd: &mut std::process::Command,
+    bin_dir: &Path,
+    conn: &crate::target::Connection,
+    user: &OsUser,
+) {
     clean_env_std(cmd, Some(bin_dir), Some(user), &client_env(conn));
     user.apply_std(cmd);
     own_group_std(cmd, libc::SIGKILL);
@@ -99,13 +109,13 @@ fn client_env(conn: &crate::target::Connection) -> Vec<(String, String)> {
 /// Puts the child in its own process group (a terminal's Ctrl-C reaches restorecheck only, and
 /// [`kill_group`] reaches every process the child forks) and gives it a parent-death signal:
 /// if restorecheck itself dies, the child gets `signal` (PostgreSQL: `SIGQUIT`, tools: `SIGKILL`).
-pub fn own_group(cmd: &mut tokio::process::Command, signal: libc::c_int) {
+pub(crate) fn own_group(cmd: &mut tokio::process::Command, signal: libc::c_int) {
     cmd.process_group(0);
     set_parent_death_signal(cmd.as_std_mut(), signal);
 }
 
 /// [`own_group`] for a `std::process::Command`.
-pub fn own_group_std(cmd: &mut std::process::Command, signal: libc::c_int) {
+pub(crate) fn own_group_std(cmd: &mut std::process::Command, signal: libc::c_int) {
     use std::os::unix::process::CommandExt;
     cmd.process_group(0);
     set_parent_death_signal(cmd, signal);
@@ -133,7 +143,7 @@ fn set_parent_death_signal(cmd: &mut std::process::Command, signal: libc::c_int)
 }
 
 /// Sends `SIGKILL` to the process group `pgid`.
-pub fn kill_group(pgid: i32) {
+pub(crate) fn kill_group(pgid: i32) {
     if pgid > 1 {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
     }
@@ -142,7 +152,7 @@ pub fn kill_group(pgid: i32) {
 /// Runs `cmd` (set up with [`own_group`]) to completion and captures its output, like
 /// `Command::output`, but kills the child's whole group when the returned future is dropped
 /// (the check's deadline) and kills what the child left running in its group when it exits.
-pub async fn output(mut cmd: tokio::process::Command) -> std::io::Result<std::process::Output> {
+pub(crate) async fn output(mut cmd: tokio::process::Command) -> std::io::Result<std::process::Output> {
     cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
     let child = cmd.spawn()?;
     let mut guard = GroupGuard::new(&child);
@@ -155,28 +165,30 @@ pub async fn output(mut cmd: tokio::process::Command) -> std::io::Result<std::pr
 /// Keep it alive for as long as the child may run: dropping the future that waits for the
 /// child (the check's deadline) then kills every process of the group, not just the leader.
 #[derive(Debug)]
-pub struct GroupGuard {
+pub(crate) struct GroupGuard {
     pgid: Option<i32>,
 }
 
 impl GroupGuard {
     /// A guard for the group led by `child` (started with [`own_group`]).
-    pub fn new(child: &tokio::process::Child) -> Self {
+    pub(crate) fn new(child: &tokio::process::Child) -> Self {
         GroupGuard { pgid: child.id().and_then(|p| i32::try_from(p).ok()) }
     }
 
     /// [`Self::new`] for a `std::process::Child` (started with [`own_group_std`]).
-    pub fn new_std(child: &std::process::Child) -> Self {
+    #[cfg(feature = "encryption")]
+    pub(crate) fn new_std(child: &std::process::Child) -> Self {
         GroupGuard { pgid: i32::try_from(child.id()).ok() }
     }
 
     /// The process group id, while armed.
-    pub fn pgid(&self) -> Option<i32> {
+    #[cfg(test)]
+    pub(crate) fn pgid(&self) -> Option<i32> {
         self.pgid
     }
 
     /// Kills the group now (idempotent).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(pgid) = self.pgid.take() {
             kill_group(pgid);
         }
@@ -185,13 +197,8 @@ impl GroupGuard {
     /// The leader finished on its own: kill what it left behind in its group (a helper it
     /// forked into the background) right away, then forget the group id, which the kernel may
     /// hand out again once the group is empty.
-    pub fn finished(&mut self) {
+    pub(crate) fn finished(&mut self) {
         self.kill();
-    }
-
-    /// Forgets the group without killing it.
-    pub fn disarm(&mut self) {
-        self.pgid = None;
     }
 }
 

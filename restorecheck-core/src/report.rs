@@ -270,12 +270,12 @@ impl Report {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
-    /// JUnit XML: a test suite per check, a test case per phase and assertion ([`crate::render::junit`]).
+    /// JUnit XML: a test suite per check, a test case per phase and assertion (`crate::render::junit`).
     pub fn to_junit(&self) -> String {
         crate::render::junit::render(self)
     }
 
-    /// A Prometheus textfile; `previous` is the file it replaces ([`crate::render::metrics`]).
+    /// A Prometheus textfile; `previous` is the file it replaces (`crate::render::metrics`).
     pub fn to_prometheus(&self, previous: Option<&str>) -> String {
         crate::render::metrics::render(self, previous, Utc::now())
     }

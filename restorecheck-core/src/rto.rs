@@ -1,13 +1,13 @@
 //! The recovery time objective (`rto = "2h"` on a `[[check]]`) and the restore-time trend.
 //!
-//! The runner judges each check against its RTO ([`judge`], part of the verdict whichever front
+//! The runner judges each check against its RTO (`judge`, part of the verdict whichever front
 //! end runs it); the front end, which keeps the history ([`crate::history`]), adds the trend
 //! ([`trend`]):
 //!
 //! * a check that restored (pass or fail) gets an `rto` assertion; when its total time exceeds
 //!   the RTO a passing check FAILS in the `assert` phase;
-//! * a least-squares line through the totals of the last [`TREND_RUNS`] runs (at least
-//!   [`MIN_TREND_RUNS`], the current one included) is projected [`TREND_AHEAD`] runs forward;
+//! * a least-squares line through the totals of the last `TREND_RUNS` runs (at least
+//!   `MIN_TREND_RUNS`, the current one included) is projected `TREND_AHEAD` runs forward;
 //!   when the projection crosses the RTO the check gets a warning.
 
 use std::collections::BTreeMap;
@@ -17,15 +17,15 @@ use crate::history::Row;
 use crate::report::{human_secs, AssertionReport, CheckReport, Failure, Phase, Report, Verdict};
 
 /// Runs the trend is fitted over.
-pub const TREND_RUNS: usize = 10;
+pub(crate) const TREND_RUNS: usize = 10;
 /// Fewest runs a trend is fitted over.
-pub const MIN_TREND_RUNS: usize = 3;
+pub(crate) const MIN_TREND_RUNS: usize = 3;
 /// Runs the trend is projected forward.
-pub const TREND_AHEAD: usize = 7;
+pub(crate) const TREND_AHEAD: usize = 7;
 
 /// Least-squares line through `values` (x = 0, 1, …) evaluated `ahead` steps past the last
 /// value; `None` with fewer than [`MIN_TREND_RUNS`] values.
-pub fn project(values: &[f64], ahead: usize) -> Option<f64> {
+pub(crate) fn project(values: &[f64], ahead: usize) -> Option<f64> {
     let n = values.len();
     if n < MIN_TREND_RUNS {
         return None;
@@ -46,7 +46,7 @@ pub fn project(values: &[f64], ahead: usize) -> Option<f64> {
 /// Judges one check's restore time against its RTO, as the runner does at the end of every
 /// check: a check that restored (pass or fail) gets an `rto` assertion; over the RTO, a passing
 /// check FAILS in the assert phase and a failing one gets a warning.
-pub fn judge(c: &mut CheckReport, rto: Duration) {
+pub(crate) fn judge(c: &mut CheckReport, rto: Duration) {
     if c.verdict == Verdict::Error {
         return; // it did not restore; its time says nothing about restoring
     }
@@ -77,7 +77,7 @@ pub fn judge(c: &mut CheckReport, rto: Duration) {
 
 /// Adds the trend warning to each check with an RTO (`rtos` by check name) that restored
 /// within it, using `history` (earlier rows, oldest first, of any checks). The verdict is the
-/// runner's ([`judge`]); this only warns.
+/// runner's (`judge`); this only warns.
 pub fn trend(report: &mut Report, rtos: &BTreeMap<String, Duration>, history: &[Row]) {
     for c in &mut report.checks {
         let Some(rto) = rtos.get(&c.name) else { continue };

@@ -453,7 +453,7 @@ fn assertion_report(
 
 /// The timeline path archive recovery of `fetched` follows (`recovery_target_timeline` through
 /// the archive's history files), when the source listed its archive.
-pub fn timeline_path(fetched: &FetchedBackup) -> Option<crate::wal_archive::TimelinePath> {
+pub(crate) fn timeline_path(fetched: &FetchedBackup) -> Option<crate::wal_archive::TimelinePath> {
     if fetched.wal == crate::source::WalSupply::SelfContained {
         return None;
     }
@@ -468,7 +468,7 @@ pub fn timeline_path(fetched: &FetchedBackup) -> Option<crate::wal_archive::Time
 /// timeline's segments count only up to its switch point, so an old primary's segments past a
 /// failover do not). Anything less is a failed check: the database would be older than the
 /// backup claims.
-pub fn completeness(fetched: &FetchedBackup, info: &mut RecoveryInfo) -> Result<()> {
+pub(crate) fn completeness(fetched: &FetchedBackup, info: &mut RecoveryInfo) -> Result<()> {
     use crate::source::{ExpectedEnd, RecoveryTarget};
     let mut from_source = fetched.expected_end.clone();
     if let (Some(archive), Some(path)) = (&fetched.archive, timeline_path(fetched)) {

@@ -561,19 +561,19 @@ pub trait BackupSource: Send + Sync + Debug {
 }
 
 /// The timeline in a 24-hex-digit WAL segment name (`000000020000000000000003` → 2).
-pub fn timeline_of_segment(name: &str) -> Option<u32> {
+pub(crate) fn timeline_of_segment(name: &str) -> Option<u32> {
     (name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| u32::from_str_radix(&name[0..8], 16).ok())
         .flatten()
 }
 
 /// Orders backups newest first (by `taken_at`, then id), as [`BackupSource::list`] promises.
-pub fn sort_newest_first(backups: &mut [BackupInfo]) {
+pub(crate) fn sort_newest_first(backups: &mut [BackupInfo]) {
     backups.sort_by(|a, b| b.taken_at.cmp(&a.taken_at).then_with(|| b.id.cmp(&a.id)));
 }
 
 /// Picks `wanted` (by id) or the first (newest) of `all`; the errors say what exists.
-pub fn select_from(
+pub(crate) fn select_from(
     kind: &'static str,
     location: &str,
     all: Vec<BackupInfo>,

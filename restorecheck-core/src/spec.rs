@@ -32,7 +32,7 @@ use crate::source::{BackupSource, RecoveryTarget};
 use crate::target::RestoreTarget;
 
 /// Default deadline of a check.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The settings of one check, without its source, target and own assertions: the keys of a
 /// `[[check]]` table other than `source`, `target` and `assert`, with the same names, meanings

@@ -154,11 +154,11 @@ impl Connection {
 }
 
 /// `search_path` of restorecheck's own sessions.
-pub const TOOL_SEARCH_PATH: &str = "pg_catalog,pg_temp";
+pub(crate) const TOOL_SEARCH_PATH: &str = "pg_catalog,pg_temp";
 
 /// Startup options (`-c name=value …`) of a session restorecheck opens: with `tool`, the
 /// hardened `search_path`; on PostgreSQL 17+ (or an unknown major), `event_triggers=off`.
-pub fn session_options(tool: bool, server_major: Option<u32>) -> String {
+pub(crate) fn session_options(tool: bool, server_major: Option<u32>) -> String {
     let mut o = Vec::new();
     if tool {
         o.push(format!("-c search_path={TOOL_SEARCH_PATH}"));
@@ -171,14 +171,14 @@ pub fn session_options(tool: bool, server_major: Option<u32>) -> String {
 
 /// True when a server older than 17 refused the session because it has no `event_triggers`
 /// setting (`FATAL: unrecognized configuration parameter "event_triggers"`).
-pub fn rejects_event_triggers(e: &tokio_postgres::Error) -> bool {
+pub(crate) fn rejects_event_triggers(e: &tokio_postgres::Error) -> bool {
     e.as_db_error().is_some_and(|d| {
         *d.code() == tokio_postgres::error::SqlState::UNDEFINED_OBJECT && d.message().contains("\"event_triggers\"")
     })
 }
 
 /// Connects with `config`, driving the connection on a background task.
-pub async fn spawn_connection(config: tokio_postgres::Config, database: &str) -> Result<tokio_postgres::Client> {
+pub(crate) async fn spawn_connection(config: tokio_postgres::Config, database: &str) -> Result<tokio_postgres::Client> {
     let (client, conn) = config
         .connect(tokio_postgres::NoTls)
         .await
@@ -307,7 +307,7 @@ impl Capabilities {
 /// Refuses a source/target pair whose artifact the target cannot restore, with what to do.
 /// A source that decides per backup (`artifact_kind() == None`) passes here; the runner checks
 /// its artifact with [`check_artifact`] after the fetch.
-pub fn check_compatible(source: &dyn crate::BackupSource, target: &dyn RestoreTarget) -> Result<()> {
+pub(crate) fn check_compatible(source: &dyn crate::BackupSource, target: &dyn RestoreTarget) -> Result<()> {
     match source.artifact_kind() {
         Some(kind) => check_artifact(kind, source, target),
         None => Ok(()),
@@ -315,7 +315,11 @@ pub fn check_compatible(source: &dyn crate::BackupSource, target: &dyn RestoreTa
 }
 
 /// Refuses an artifact of `kind` the target cannot restore.
-pub fn check_artifact(kind: ArtifactKind, source: &dyn crate::BackupSource, target: &dyn RestoreTarget) -> Result<()> {
+pub(crate) fn check_artifact(
+    kind: ArtifactKind,
+    source: &dyn crate::BackupSource,
+    target: &dyn RestoreTarget,
+) -> Result<()> {
     if target.capabilities().accepts(kind) {
         return Ok(());
     }

@@ -32,7 +32,7 @@ pub struct TimelineSwitch {
 /// Parses the text of a `NNNNNNNN.history` file as PostgreSQL does (`readTimeLineHistory`):
 /// blank lines and `#` comments are skipped; each line is `parentTLI switchpoint reason`, with
 /// parent timelines increasing. Returns the ancestry, oldest first.
-pub fn parse_history(text: &str) -> std::result::Result<Vec<TimelineSwitch>, String> {
+pub(crate) fn parse_history(text: &str) -> std::result::Result<Vec<TimelineSwitch>, String> {
     let mut out: Vec<TimelineSwitch> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let l = line.trim_start();
@@ -76,7 +76,7 @@ fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// The timeline a `backup_label` (in `data_dir`, read without following a link) says the
 /// backup was taken on: `START TIMELINE`, else the file in `START WAL LOCATION`.
-pub fn backup_label_timeline(data_dir: &Path) -> Option<u32> {
+pub(crate) fn backup_label_timeline(data_dir: &Path) -> Option<u32> {
     let mut text = String::new();
     open_no_follow(&data_dir.join("backup_label")).ok()?.take(64 << 10).read_to_string(&mut text).ok()?;
     let direct = text.lines().find_map(|l| l.strip_prefix("START TIMELINE:")).and_then(|v| v.trim().parse().ok());
@@ -184,22 +184,22 @@ impl ArchiveContents {
 
 /// Facts about a WAL archive folder.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WalArchive {
+pub(crate) struct WalArchive {
     /// The folder.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Name of the newest segment (highest segment number, then timeline), if any.
-    pub newest_segment: Option<String>,
+    pub(crate) newest_segment: Option<String>,
     /// Number of segment files.
-    pub segments: usize,
+    pub(crate) segments: usize,
     /// Compressions present.
-    pub compressions: Vec<Compression>,
+    pub(crate) compressions: Vec<Compression>,
     /// Segment names (upper case) and history files, for the timeline-following proof.
-    pub contents: ArchiveContents,
+    pub(crate) contents: ArchiveContents,
 }
 
 impl WalArchive {
     /// Lists `path` (read only).
-    pub fn scan(path: &Path) -> Result<Self> {
+    pub(crate) fn scan(path: &Path) -> Result<Self> {
         let rd = std::fs::read_dir(path).map_err(|e| Error::Source {
             source_kind: "basebackup",
             message: format!("cannot read wal_archive {}", path.display()),
@@ -253,7 +253,7 @@ impl WalArchive {
     /// PostgreSQL. The script exits 0 when it restored the file, 1 when the archive does not
     /// have it, and 200 (which makes PostgreSQL stop recovery with an error rather than treat
     /// the file as missing) when the file exists but cannot be read or decompressed.
-    pub fn write_restore_command(&self, dir: &Path) -> Result<crate::source::WalFetch> {
+    pub(crate) fn write_restore_command(&self, dir: &Path) -> Result<crate::source::WalFetch> {
         let tool = |name: &str| -> Result<String> {
             which(name).map(|p| p.display().to_string()).ok_or_else(|| Error::Tooling {
                 what: format!("the WAL archive holds {name}-compressed segments but `{name}` is not installed"),
@@ -290,7 +290,7 @@ impl WalArchive {
 }
 
 /// Quotes `s` for /bin/sh and for a PostgreSQL string setting (no single quotes inside).
-pub fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 

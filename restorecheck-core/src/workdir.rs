@@ -47,7 +47,7 @@ impl WorkDir {
     }
 
     /// The work directory.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
     /// Where the data directory goes.
@@ -63,7 +63,7 @@ impl WorkDir {
         self.path.join("scratch")
     }
     /// The server's socket directory.
-    pub fn socket_dir(&self) -> PathBuf {
+    pub(crate) fn socket_dir(&self) -> PathBuf {
         self.socket.clone()
     }
 
@@ -94,7 +94,7 @@ fn pid_alive(pid: i32) -> bool {
 
 /// Removes work directories under `root` whose owning restorecheck process is gone, first
 /// stopping any PostgreSQL still running in them. Returns what it did, for the log.
-pub fn remove_stale(root: &Path) -> Vec<String> {
+pub(crate) fn remove_stale(root: &Path) -> Vec<String> {
     let mut notes = Vec::new();
     let Ok(rd) = fs::read_dir(root) else { return notes };
     for e in rd.flatten() {
@@ -134,7 +134,7 @@ pub fn remove_stale(root: &Path) -> Vec<String> {
 /// Checks that the filesystem holding `dir` has at least `needed` bytes free for an
 /// unprivileged writer (`statvfs`), before a source writes `what` there. Not enough is an
 /// [`Error::Tooling`] (verdict error, exit 2): the tester's disk, not the backup.
-pub fn ensure_free_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
+pub(crate) fn ensure_free_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
     let st = nix::sys::statvfs::statvfs(dir).map_err(|e| Error::io("checking free space", dir, e.into()))?;
     let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
     if free < needed {
@@ -157,7 +157,7 @@ pub fn ensure_free_space(dir: &Path, needed: u64, what: &str) -> Result<()> {
 /// [`ensure_free_space`] before a physical source writes `backup` into `req`: the size the
 /// source listed (the stored size — for compressed backups a lower bound of what they expand
 /// to) must be free in the work dir. Nothing is checked when the source does not know a size.
-pub fn ensure_room_for(req: &crate::source::FetchRequest, backup: &crate::source::BackupInfo) -> Result<()> {
+pub(crate) fn ensure_room_for(req: &crate::source::FetchRequest, backup: &crate::source::BackupInfo) -> Result<()> {
     match (backup.size_bytes, req.data_dir.parent()) {
         (Some(n), Some(work)) if n > 0 => ensure_free_space(work, n, &format!("backup {}", backup.id)),
         _ => Ok(()),

@@ -60,7 +60,7 @@ fn db_message(e: &tokio_postgres::Error) -> String {
 /// itself (`CREATE SCHEMA`, `CREATE EXTENSION`) fires none. Needed before PostgreSQL 17, which
 /// has no `event_triggers` setting; they stay disabled for the rest of the run (the copy is
 /// thrown away). Returns the names it disabled.
-pub async fn disable_event_triggers(
+pub(crate) async fn disable_event_triggers(
     c: &tokio_postgres::Client,
 ) -> std::result::Result<Vec<String>, tokio_postgres::Error> {
     let names: Vec<String> = c

@@ -1,8 +1,8 @@
 //! Built-in assertions, one per file.
 
-pub mod amcheck;
-pub mod backup_age;
-pub mod previous;
+pub(crate) mod amcheck;
+pub(crate) mod backup_age;
+pub(crate) mod previous;
 pub mod sql;
 
 pub use amcheck::{AmcheckAssertion, ReadAllAssertion};

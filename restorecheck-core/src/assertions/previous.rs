@@ -46,7 +46,7 @@ pub struct CompareToPrevious {
 }
 
 /// Default state file: `$XDG_STATE_HOME/restorecheck/state.json`, else `~/.local/state/…`.
-pub fn default_state_file() -> PathBuf {
+pub(crate) fn default_state_file() -> PathBuf {
     let base = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).unwrap_or_else(|| {
         std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib")).join(".local/state")
     });

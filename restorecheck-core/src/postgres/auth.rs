@@ -30,7 +30,12 @@ const DBS: [&str; 2] = ["template1", "postgres"];
 /// Stage 2 (see the module docs): sets a fresh password on `conn.user`, switches `hba_path`
 /// to password-only for that role, reloads, and waits until the server enforces it. Returns
 /// the connection with the password. `kind` names the target for errors.
-pub async fn lock_down(kind: &'static str, conn: &Connection, hba_path: &Path, os_user: &OsUser) -> Result<Connection> {
+pub(crate) async fn lock_down(
+    kind: &'static str,
+    conn: &Connection,
+    hba_path: &Path,
+    os_user: &OsUser,
+) -> Result<Connection> {
     let fail = |message: String| Error::Target { target_kind: kind, message, log_tail: None, source: None };
     let password = RunPassword::generate()?;
     let client = connect_any(conn).await?;

@@ -24,14 +24,14 @@ impl BinDir {
 }
 
 /// Parses `postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` into (15, "15.18").
-pub fn parse_version(output: &str) -> Option<(u32, String)> {
+pub(crate) fn parse_version(output: &str) -> Option<(u32, String)> {
     let after = output.split("(PostgreSQL)").nth(1)?.split_whitespace().next()?;
     let major: u32 = after.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
     Some((major, after.to_string()))
 }
 
 /// Asks `<dir>/postgres --version` (works as root).
-pub fn probe(dir: &Path) -> Option<BinDir> {
+pub(crate) fn probe(dir: &Path) -> Option<BinDir> {
     let exe = dir.join("postgres");
     if !exe.is_file() {
         return None;
@@ -86,7 +86,7 @@ pub fn discover() -> BTreeMap<u32, BinDir> {
 }
 
 /// Finds binaries for `major`: in `configured` if given (which must match), else by search.
-pub fn find(major: u32, configured: Option<&Path>) -> Result<BinDir> {
+pub(crate) fn find(major: u32, configured: Option<&Path>) -> Result<BinDir> {
     if let Some(dir) = configured {
         let b = probe(dir).ok_or_else(|| Error::Tooling {
             what: format!("no usable `postgres` binary in bin_dir {}", dir.display()),
@@ -126,13 +126,13 @@ pub fn find(major: u32, configured: Option<&Path>) -> Result<BinDir> {
 
 /// What a logical dump needs from the binaries that load it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DumpNeeds<'a> {
+pub(crate) struct DumpNeeds<'a> {
     /// Major of the server the dump was taken from (0: unknown).
-    pub source_major: u32,
+    pub(crate) source_major: u32,
     /// Lowest major whose pg_restore/psql and server can load it (0: any).
-    pub min_major: u32,
+    pub(crate) min_major: u32,
     /// What made it ("pg_dump 17.2, archive format 1.16"), for messages.
-    pub made_by: Option<&'a str>,
+    pub(crate) made_by: Option<&'a str>,
 }
 
 /// Picks the binaries to load a logical dump with: `configured` (target.bin_dir) if given and
@@ -142,7 +142,7 @@ pub struct DumpNeeds<'a> {
 /// binaries and, when they are not the dump's own major, a note for the report. When nothing
 /// suitable is installed, an [`Error::Tooling`] naming the major to install (verdict *error*,
 /// never *fail*: the dump may be fine).
-pub fn for_dump(needs: &DumpNeeds<'_>, configured: Option<&Path>) -> Result<(BinDir, Option<String>)> {
+pub(crate) fn for_dump(needs: &DumpNeeds<'_>, configured: Option<&Path>) -> Result<(BinDir, Option<String>)> {
     let want = needs.source_major.max(needs.min_major);
     let made_by = needs.made_by.map(|m| format!(" ({m})")).unwrap_or_default();
     let note = |b: &BinDir| {

@@ -7,18 +7,18 @@ use crate::error::{Error, Result};
 
 /// The parts of `pg_controldata` output restorecheck uses.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ControlData {
+pub(crate) struct ControlData {
     /// `Database cluster state` (e.g. `in production`, copied from the primary).
-    pub state: String,
+    pub(crate) state: String,
     /// `Bytes per WAL segment`.
-    pub wal_segment_size: u64,
+    pub(crate) wal_segment_size: u64,
     /// `Data page checksum version` (0 = off).
-    pub checksum_version: u32,
+    pub(crate) checksum_version: u32,
     /// Settings recorded by the primary that hot standby must not go below, as
     /// `(setting name, value)` pairs ready for `-c name=value`.
-    pub hot_standby_minimums: Vec<(&'static str, u64)>,
+    pub(crate) hot_standby_minimums: Vec<(&'static str, u64)>,
     /// `Latest checkpoint's TimeLineID`.
-    pub timeline: Option<u32>,
+    pub(crate) timeline: Option<u32>,
 }
 
 /// Maps `pg_controldata` labels to the GUC names hot standby compares against.
@@ -32,7 +32,7 @@ const MINIMUMS: &[(&str, &str)] = &[
 
 impl ControlData {
     /// Parses `pg_controldata` output (run with `LC_ALL=C`).
-    pub fn parse(text: &str) -> Result<Self> {
+    pub(crate) fn parse(text: &str) -> Result<Self> {
         let map: HashMap<&str, &str> =
             text.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim(), v.trim())).collect();
         let num = |k: &str| map.get(k).and_then(|v| v.parse::<u64>().ok());
@@ -49,7 +49,7 @@ impl ControlData {
     }
 
     /// Runs `pg_controldata` from `bin_dir` on `data_dir`.
-    pub async fn read(bin_dir: &Path, data_dir: &Path) -> Result<Self> {
+    pub(crate) async fn read(bin_dir: &Path, data_dir: &Path) -> Result<Self> {
         let exe = bin_dir.join("pg_controldata");
         let mut cmd = tokio::process::Command::new(&exe);
         cmd.arg("-D").arg(data_dir).stdin(std::process::Stdio::null());

@@ -83,7 +83,7 @@ fn replace_irregular_config(data: &Path) -> Result<Vec<String>> {
 /// test host, or of a production cluster on it: its content would reach the server log) —
 /// also through a link. Included files inside the data directory are treated the same way, a
 /// few levels deep. Returns a note per line disabled.
-pub fn disable_missing_includes(data: &Path, conf: &Path) -> Result<Vec<String>> {
+pub(crate) fn disable_missing_includes(data: &Path, conf: &Path) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     sanitize_includes(data, conf, 0, &mut notes)?;
     Ok(notes)
@@ -170,7 +170,7 @@ fn sanitize_includes(data: &Path, conf: &Path, depth: usize, notes: &mut Vec<Str
 /// config-file values even when the command line overrides them, so a production value that
 /// is invalid here (a locale this host lacks, say) would otherwise stop the server. Returns the
 /// names commented out.
-pub fn comment_out_settings(file: &Path, names: &[&str]) -> Result<Vec<String>> {
+pub(crate) fn comment_out_settings(file: &Path, names: &[&str]) -> Result<Vec<String>> {
     let Some(text) = safefs::read_text(file, safefs::CONF_MAX)? else { return Ok(Vec::new()) };
     let mut hit = Vec::new();
     let mut out = String::with_capacity(text.len());
@@ -197,7 +197,7 @@ pub fn comment_out_settings(file: &Path, names: &[&str]) -> Result<Vec<String>> 
 /// Makes a fetched data directory startable and safe: no stale pid file, no standby mode,
 /// the signal file matching how WAL is supplied, mode 0700, a config file present, no
 /// configuration or signal file that is a link. Returns notes for the report.
-pub fn prepare(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
+pub(crate) fn prepare(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
     refuse_irregular_control_files(data)?;
     let mut notes = replace_irregular_config(data)?;
     for f in ["postmaster.pid", "postmaster.opts", "standby.signal"] {
@@ -363,7 +363,7 @@ pub(crate) fn check_tablespaces(data: &Path, work_dir: &Path) -> Result<()> {
 /// only when the backup carries it, and tablespaces extracted from tar backups get the
 /// `pg_tblspc/<oid>` links the tool follows (PostgreSQL replaces them from `tablespace_map`).
 /// Tablespaces are checked first ([`check_tablespaces`]): no link leads out of the work dir.
-pub fn verifybackup_args(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
+pub(crate) fn verifybackup_args(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
     refuse_irregular_control_files(data)?;
     check_tablespaces(data, data.parent().unwrap_or(data))?;
     let map = data.join("tablespace_map");
@@ -389,7 +389,7 @@ pub fn verifybackup_args(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
 }
 
 /// Turns a failed `pg_verifybackup` run into the failure it stands for.
-pub fn verifybackup_failed(output: &str) -> Error {
+pub(crate) fn verifybackup_failed(output: &str) -> Error {
     let lines: Vec<&str> = output.lines().filter(|l| !l.trim().is_empty()).take(10).collect();
     Error::BackupDefect {
         message: format!(

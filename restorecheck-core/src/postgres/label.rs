@@ -7,20 +7,20 @@ use crate::postgres::Lsn;
 
 /// Parsed `backup_label`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct BackupLabel {
+pub(crate) struct BackupLabel {
     /// The WAL file of START WAL LOCATION (`000000010000000000000002`).
-    pub start_wal_file: Option<String>,
+    pub(crate) start_wal_file: Option<String>,
     /// START TIME, converted to UTC when the zone is known.
-    pub start_time: Option<DateTime<Utc>>,
+    pub(crate) start_time: Option<DateTime<Utc>>,
     /// LABEL.
-    pub label: Option<String>,
+    pub(crate) label: Option<String>,
     /// START WAL LOCATION.
-    pub start_lsn: Option<Lsn>,
+    pub(crate) start_lsn: Option<Lsn>,
 }
 
 impl BackupLabel {
     /// Parses the text of a `backup_label` file.
-    pub fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         let mut b = BackupLabel::default();
         for line in text.lines() {
             if let Some(v) = line.strip_prefix("START TIME: ") {
@@ -42,7 +42,7 @@ impl BackupLabel {
 
 /// `2026-11-26 05:00:00 UTC` → UTC time. PostgreSQL writes the zone as an abbreviation of the
 /// server's `log_timezone`; numeric zones (`+03`, `-0430`) and common abbreviations are known.
-pub fn parse_label_time(s: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_label_time(s: &str) -> Option<DateTime<Utc>> {
     let (dt, zone) = s.rsplit_once(' ')?;
     let naive = chrono::NaiveDateTime::parse_from_str(dt, "%Y-%m-%d %H:%M:%S").ok()?;
     let offset_min: i64 = match zone {

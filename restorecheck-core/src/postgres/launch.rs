@@ -18,42 +18,42 @@ use crate::target::RestoreRequest;
 
 /// Inputs of [`prepare`].
 #[derive(Debug)]
-pub struct LaunchSpec<'a> {
+pub(crate) struct LaunchSpec<'a> {
     /// The fetched backup.
-    pub backup: &'a FetchedBackup,
+    pub(crate) backup: &'a FetchedBackup,
     /// The work and socket dirs.
-    pub req: &'a RestoreRequest,
+    pub(crate) req: &'a RestoreRequest,
     /// Who the server runs as (files are chowned to it).
-    pub os_user: &'a OsUser,
+    pub(crate) os_user: &'a OsUser,
     /// `pg_control` facts of the data directory.
-    pub control: &'a ControlData,
+    pub(crate) control: &'a ControlData,
     /// The user's extra settings.
-    pub user_settings: &'a [(String, String)],
+    pub(crate) user_settings: &'a [(String, String)],
     /// Database role configured by the user, tried first.
-    pub db_user: Option<&'a str>,
+    pub(crate) db_user: Option<&'a str>,
 }
 
 /// What a target needs to run the server.
 #[derive(Debug, Clone)]
-pub struct Launch {
+pub(crate) struct Launch {
     /// `postgres` arguments (`-D … -c …`).
-    pub args: Vec<String>,
+    pub(crate) args: Vec<String>,
     /// Our `pg_hba.conf` (rewritten after promotion, see [`crate::postgres::auth`]).
-    pub hba_path: PathBuf,
+    pub(crate) hba_path: PathBuf,
     /// Where the server's stderr must go (targets read it for errors).
-    pub log_path: PathBuf,
+    pub(crate) log_path: PathBuf,
     /// Port naming the socket file.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Roles to try when connecting, in order.
-    pub users: Vec<String>,
+    pub(crate) users: Vec<String>,
     /// `archive` or `crash`.
-    pub mode: &'static str,
+    pub(crate) mode: &'static str,
     /// Notes for the report.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// Rejects user settings that would undo the isolation, and renders values as strings.
-pub fn user_settings(map: &BTreeMap<String, toml::Value>) -> Result<Vec<(String, String)>> {
+pub(crate) fn user_settings(map: &BTreeMap<String, toml::Value>) -> Result<Vec<(String, String)>> {
     map.iter()
         .map(|(k, v)| {
             if settings::is_protected(k) {
@@ -71,7 +71,7 @@ pub fn user_settings(map: &BTreeMap<String, toml::Value>) -> Result<Vec<(String,
 }
 
 /// Refuses versions whose recovery works differently (recovery.conf era).
-pub fn check_version(major: u32) -> Result<()> {
+pub(crate) fn check_version(major: u32) -> Result<()> {
     if major < 12 {
         return Err(Error::Tooling {
             what: format!("backups of PostgreSQL {major} are not supported (recovery.conf era)"),
@@ -83,7 +83,7 @@ pub fn check_version(major: u32) -> Result<()> {
 }
 
 /// Prepares the work dir and returns the launch plan.
-pub fn prepare(spec: &LaunchSpec<'_>) -> Result<Launch> {
+pub(crate) fn prepare(spec: &LaunchSpec<'_>) -> Result<Launch> {
     let LaunchSpec { backup, req, os_user, control, user_settings, db_user } = spec;
     check_version(backup.pg_major)?;
     let data = &backup.data_dir;

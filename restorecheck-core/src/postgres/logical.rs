@@ -31,7 +31,7 @@ use crate::source::{DumpFormat, LogicalDump};
 use crate::target::Connection;
 
 /// Creates a fresh cluster in `data_dir` (empty, owned by `user`).
-pub async fn initdb(bin: &BinDir, user: &OsUser, data_dir: &Path) -> Result<()> {
+pub(crate) async fn initdb(bin: &BinDir, user: &OsUser, data_dir: &Path) -> Result<()> {
     let mut cmd = tokio::process::Command::new(bin.exe("initdb"));
     cmd.arg("-D")
         .arg(data_dir)
@@ -52,7 +52,7 @@ pub async fn initdb(bin: &BinDir, user: &OsUser, data_dir: &Path) -> Result<()> 
 }
 
 /// Names of roles a line of dump SQL refers to (owners, grantees, default-privilege roles).
-pub fn referenced_roles(line: &str, out: &mut BTreeSet<String>) {
+pub(crate) fn referenced_roles(line: &str, out: &mut BTreeSet<String>) {
     let l = line.trim();
     let mut add_list = |list: &str| {
         let list = list.trim_end_matches(';');
@@ -179,7 +179,7 @@ fn redact_passwords(text: &str) -> String {
 /// Loads `dump` into the running fresh cluster reached through `conn`. Tablespaces a
 /// pg_dumpall (or globals) file creates go into fresh folders under `tablespace_dir`. Returns
 /// notes for the report. A dump that cannot be loaded in full is a [`Error::BackupDefect`].
-pub async fn load(
+pub(crate) async fn load(
     bin: &BinDir,
     user: &OsUser,
     conn: &Connection,

@@ -2,16 +2,16 @@
 //! finding binaries, the settings that cut a restored copy off from production, and starting,
 //! watching and stopping a server without ever sleeping blindly.
 
-pub mod auth;
+pub(crate) mod auth;
 pub mod binaries;
-pub mod control;
-pub mod datadir;
-pub mod label;
-pub mod launch;
-pub mod logical;
-pub mod physical;
-pub mod server;
-pub mod settings;
+pub(crate) mod control;
+pub(crate) mod datadir;
+pub(crate) mod label;
+pub(crate) mod launch;
+pub(crate) mod logical;
+pub(crate) mod physical;
+pub(crate) mod server;
+pub(crate) mod settings;
 pub mod user;
 
 use std::fmt;
@@ -97,7 +97,7 @@ pub fn quote_ident(s: &str) -> String {
 }
 
 /// The last `n` lines of a text file, or `None` if it cannot be read or is empty.
-pub fn tail_file(path: &std::path::Path, n: usize) -> Option<String> {
+pub(crate) fn tail_file(path: &std::path::Path, n: usize) -> Option<String> {
     let text = std::fs::read(path).ok()?;
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();

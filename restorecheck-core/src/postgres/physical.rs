@@ -13,7 +13,7 @@ use crate::safefs;
 /// PostgreSQL would start from the wrong checkpoint), `PG_VERSION` readable. Returns the major
 /// version and the backup's end LSN from its `backup_manifest` when there is one. `origin`
 /// names the backup in messages.
-pub fn check_physical(data: &Path, origin: &Path) -> Result<(u32, Option<Lsn>)> {
+pub(crate) fn check_physical(data: &Path, origin: &Path) -> Result<(u32, Option<Lsn>)> {
     datadir::refuse_irregular_control_files(data)?;
     if !safefs::is_regular(&data.join("backup_label")) {
         return Err(Error::defect(format!(

@@ -23,7 +23,7 @@ use crate::target::{Connection, RecoveryInfo};
 
 /// How a target tells the wait loop about its server.
 #[async_trait::async_trait]
-pub trait ServerProbe: Send {
+pub(crate) trait ServerProbe: Send {
     /// `Some(description)` once the server process has exited.
     async fn exited(&mut self) -> Option<String>;
     /// The target kind, for error messages.
@@ -34,28 +34,28 @@ pub trait ServerProbe: Send {
 /// roles to try, where recovery ended, and notes for the report. Targets embed it and add how
 /// to tell whether their process still runs and how to stop it.
 #[derive(Debug)]
-pub struct ServerSession {
+pub(crate) struct ServerSession {
     /// The server's log file.
-    pub log_path: PathBuf,
+    pub(crate) log_path: PathBuf,
     /// Its socket directory.
-    pub socket_dir: PathBuf,
+    pub(crate) socket_dir: PathBuf,
     /// Its port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Roles to try.
-    pub users: Vec<String>,
+    pub(crate) users: Vec<String>,
     /// `archive`, `crash` or `logical`.
-    pub mode: &'static str,
+    pub(crate) mode: &'static str,
     /// Notes for the report.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
     /// Fast-shutdown grace period.
-    pub stop_timeout: Duration,
+    pub(crate) stop_timeout: Duration,
     connection: Option<Connection>,
     finished: Option<RecoveryInfo>,
 }
 
 impl ServerSession {
     /// A session for a server started from `launch`.
-    pub fn new(launch: crate::postgres::launch::Launch, socket_dir: PathBuf, stop_timeout: Duration) -> Self {
+    pub(crate) fn new(launch: crate::postgres::launch::Launch, socket_dir: PathBuf, stop_timeout: Duration) -> Self {
         ServerSession {
             log_path: launch.log_path,
             socket_dir,
@@ -70,7 +70,7 @@ impl ServerSession {
     }
 
     /// Waits (once) until recovery finished; later calls return the same result.
-    pub async fn wait(&mut self, ctx: &RunContext, probe: &mut dyn ServerProbe) -> Result<RecoveryInfo> {
+    pub(crate) async fn wait(&mut self, ctx: &RunContext, probe: &mut dyn ServerProbe) -> Result<RecoveryInfo> {
         if let Some(info) = &self.finished {
             return Ok(info.clone());
         }
@@ -89,12 +89,12 @@ impl ServerSession {
 
     /// Replaces the connection once the target switched the copy to password authentication
     /// ([`crate::postgres::auth::lock_down`]).
-    pub fn set_connection(&mut self, conn: Connection) {
+    pub(crate) fn set_connection(&mut self, conn: Connection) {
         self.connection = Some(conn);
     }
 
     /// Records that the server's content was loaded another way (a logical dump).
-    pub fn set_mode(&mut self, mode: &'static str) {
+    pub(crate) fn set_mode(&mut self, mode: &'static str) {
         self.mode = mode;
         if let Some(i) = &mut self.finished {
             i.mode = Some(mode.to_string());
@@ -102,7 +102,7 @@ impl ServerSession {
     }
 
     /// How to connect.
-    pub fn connection(&self) -> Connection {
+    pub(crate) fn connection(&self) -> Connection {
         self.connection.clone().unwrap_or_else(|| Connection {
             host: self.socket_dir.display().to_string(),
             port: self.port,
@@ -112,7 +112,7 @@ impl ServerSession {
     }
 
     /// The last lines of the server log.
-    pub fn log_tail(&self, lines: usize) -> Option<String> {
+    pub(crate) fn log_tail(&self, lines: usize) -> Option<String> {
         crate::postgres::tail_file(&self.log_path, lines)
     }
 }
@@ -160,7 +160,7 @@ fn is_poll_rejection(line: &str) -> bool {
 
 /// Turns a dead server into the right error: a backup defect when recovery was under way,
 /// a target error when it never got that far (configuration, binaries, permissions).
-pub fn died_error(kind: &'static str, exit: &str, log: Option<String>) -> Error {
+pub(crate) fn died_error(kind: &'static str, exit: &str, log: Option<String>) -> Error {
     let log = log.unwrap_or_default();
     let tail = last_lines(&log, 25);
     let first_fatal = log
@@ -186,7 +186,7 @@ pub fn died_error(kind: &'static str, exit: &str, log: Option<String>) -> Error 
 }
 
 /// The last `n` lines of `text`.
-pub fn last_lines(text: &str, n: usize) -> String {
+pub(crate) fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -194,7 +194,7 @@ pub fn last_lines(text: &str, n: usize) -> String {
 /// Polls until the server has left recovery. `users` are role names tried in order (the
 /// restored cluster's superuser name is not known in advance). Returns the working connection
 /// and where recovery ended.
-pub async fn wait_until_promoted(
+pub(crate) async fn wait_until_promoted(
     ctx: &RunContext,
     probe: &mut dyn ServerProbe,
     log_path: &Path,
@@ -340,7 +340,7 @@ async fn recovery_facts(c: &tokio_postgres::Client, log: Option<&str>) -> Result
 }
 
 /// `redo done at 0/3000148 system usage: …` → the LSN. Takes the last occurrence.
-pub fn parse_redo_done(log: &str) -> Option<Lsn> {
+pub(crate) fn parse_redo_done(log: &str) -> Option<Lsn> {
     log.lines()
         .rev()
         .find_map(|l| l.split_once("redo done at ").map(|x| x.1))
@@ -350,7 +350,7 @@ pub fn parse_redo_done(log: &str) -> Option<Lsn> {
 
 /// `last completed transaction was at log time 2026-11-26 05:01:02.123456+00` → the time
 /// (we force `log_timezone=UTC`).
-pub fn parse_last_transaction(log: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_last_transaction(log: &str) -> Option<DateTime<Utc>> {
     let rest =
         log.lines().rev().find_map(|l| l.split_once("last completed transaction was at log time ").map(|x| x.1))?;
     let s = rest.trim().trim_end_matches("+00").trim_end_matches(" UTC");

@@ -8,33 +8,33 @@ use std::path::Path;
 
 /// Inputs that vary per restore.
 #[derive(Debug, Clone)]
-pub struct SafeSettingsInput<'a> {
+pub(crate) struct SafeSettingsInput<'a> {
     /// Major version of the server (some settings exist only in some versions).
-    pub major: u32,
+    pub(crate) major: u32,
     /// The data directory.
-    pub data_dir: &'a Path,
+    pub(crate) data_dir: &'a Path,
     /// Unix socket directory.
-    pub socket_dir: &'a Path,
+    pub(crate) socket_dir: &'a Path,
     /// Port (names the socket file; nothing listens on TCP unless `listen_addresses` is given).
-    pub port: u16,
+    pub(crate) port: u16,
     /// Our own `pg_hba.conf`.
-    pub hba_file: &'a Path,
+    pub(crate) hba_file: &'a Path,
     /// Our own `pg_ident.conf`.
-    pub ident_file: &'a Path,
+    pub(crate) ident_file: &'a Path,
     /// TCP listen addresses; empty = Unix socket only (the `local` target).
-    pub listen_addresses: &'a str,
+    pub(crate) listen_addresses: &'a str,
     /// `restore_command` for archive recovery, or `None` for crash recovery.
-    pub restore_command: Option<&'a str>,
+    pub(crate) restore_command: Option<&'a str>,
     /// Minimums recorded in pg_control (`max_connections`, …) that hot standby requires.
-    pub hot_standby_minimums: &'a [(&'static str, u64)],
+    pub(crate) hot_standby_minimums: &'a [(&'static str, u64)],
     /// How far archive recovery goes.
-    pub recovery_target: &'a crate::source::RecoveryTarget,
+    pub(crate) recovery_target: &'a crate::source::RecoveryTarget,
     /// Which timeline archive recovery follows.
-    pub recovery_target_timeline: crate::source::RecoveryTargetTimeline,
+    pub(crate) recovery_target_timeline: crate::source::RecoveryTargetTimeline,
 }
 
 /// Throwaway-instance defaults that make recovery faster; the user's `settings` may override.
-pub const FAST_DEFAULTS: &[(&str, &str)] = &[
+pub(crate) const FAST_DEFAULTS: &[(&str, &str)] = &[
     ("fsync", "off"),
     ("synchronous_commit", "off"),
     ("full_page_writes", "off"),
@@ -56,7 +56,7 @@ pub const FAST_DEFAULTS: &[(&str, &str)] = &[
 ];
 
 /// Settings the user may not override: each one is what keeps the copy away from production.
-pub fn safety_settings(i: &SafeSettingsInput<'_>) -> Vec<(String, String)> {
+pub(crate) fn safety_settings(i: &SafeSettingsInput<'_>) -> Vec<(String, String)> {
     let p = |x: &Path| x.display().to_string();
     let mut s: Vec<(&str, String)> = vec![
         // Never take the production configuration's paths.
@@ -139,7 +139,7 @@ pub fn safety_settings(i: &SafeSettingsInput<'_>) -> Vec<(String, String)> {
 }
 
 /// True when `name` is one of the settings [`safety_settings`] controls (users may not change it).
-pub fn is_protected(name: &str) -> bool {
+pub(crate) fn is_protected(name: &str) -> bool {
     const PROTECTED: &[&str] = &[
         "data_directory",
         "hba_file",
@@ -181,20 +181,20 @@ pub fn is_protected(name: &str) -> bool {
 }
 
 /// Name of the user name map in our `pg_ident.conf` (see [`ident_conf`]).
-pub const IDENT_MAP: &str = "restorecheck";
+pub(crate) const IDENT_MAP: &str = "restorecheck";
 
 /// The `pg_hba.conf` of a restored copy while it recovers (stage 1): local socket connections
 /// only, authenticated by `peer` through [`IDENT_MAP`], which maps only the OS user
 /// restorecheck runs as (no other OS user, not even the server's own, can connect); no
 /// replication. During recovery the copy is read-only, so no password can be set yet.
-pub const HBA_CONF: &str = "# written by restorecheck: only local socket connections, no replication\n\
+pub(crate) const HBA_CONF: &str = "# written by restorecheck: only local socket connections, no replication\n\
 local   replication   all   reject\n\
 local   all           all   peer map=restorecheck\n";
 
 /// `pg_ident.conf` for [`HBA_CONF`]: OS user `os_user` (the one restorecheck runs as) may
 /// connect as each of `roles`, nobody else as anyone. One line per role, because PostgreSQL
 /// before 16 has no "any role" in the database-user column.
-pub fn ident_conf(os_user: &str, roles: &[String]) -> String {
+pub(crate) fn ident_conf(os_user: &str, roles: &[String]) -> String {
     let mut s = String::from("# written by restorecheck: only restorecheck's own OS user, only these roles\n");
     for r in roles {
         s.push_str(&format!("{IDENT_MAP}   {}   {}\n", hba_word(os_user), hba_word(r)));
@@ -204,7 +204,7 @@ pub fn ident_conf(os_user: &str, roles: &[String]) -> String {
 
 /// The `pg_hba.conf` after promotion (stage 2): only `role`, only with the run's password
 /// (scram-sha-256), only over the private socket; everything else rejected.
-pub fn hba_conf_password(role: &str) -> String {
+pub(crate) fn hba_conf_password(role: &str) -> String {
     format!(
         "# written by restorecheck after promotion: only its own role, with the run's password\n\
          local   replication   all   reject\n\
@@ -216,13 +216,13 @@ pub fn hba_conf_password(role: &str) -> String {
 
 /// A name as one word of `pg_hba.conf` / `pg_ident.conf`: double-quoted (so keywords such as
 /// `all` or names with spaces are taken literally), embedded quotes doubled.
-pub fn hba_word(name: &str) -> String {
+pub(crate) fn hba_word(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Builds the `postgres` argument list: `-D dir` then `-c k=v` for every setting, with user
 /// `settings` applied between the fast defaults and the safety settings (which always win).
-pub fn command_line(data_dir: &Path, safety: &[(String, String)], user: &[(String, String)]) -> Vec<String> {
+pub(crate) fn command_line(data_dir: &Path, safety: &[(String, String)], user: &[(String, String)]) -> Vec<String> {
     let mut merged: Vec<(String, String)> = FAST_DEFAULTS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     for (k, v) in user.iter().chain(safety.iter()) {
         merged.retain(|(n, _)| n != k);

@@ -10,14 +10,14 @@ use crate::error::{Error, Result};
 /// The dedicated unprivileged OS user the restored server runs as when restorecheck runs as
 /// root: not `postgres`, so the copy shares nothing with a production cluster on the host
 /// (its files, its socket, its peer-authenticated roles).
-pub const DEFAULT_OS_USER: &str = "restorecheck";
+pub(crate) const DEFAULT_OS_USER: &str = "restorecheck";
 
 /// The user taken when [`DEFAULT_OS_USER`] does not exist (with a note in the report).
-pub const FALLBACK_OS_USER: &str = "postgres";
+pub(crate) const FALLBACK_OS_USER: &str = "postgres";
 
 /// A note for the report when the server runs as [`FALLBACK_OS_USER`] because the dedicated
 /// user does not exist and none was configured (`configured` = `target.os_user`).
-pub fn fallback_note(user: &OsUser, configured: Option<&str>) -> Option<String> {
+pub(crate) fn fallback_note(user: &OsUser, configured: Option<&str>) -> Option<String> {
     (user.switched && configured.is_none() && user.name == FALLBACK_OS_USER).then(|| {
         format!(
             "the restored server runs as OS user {FALLBACK_OS_USER:?}, which a production cluster on this host \
@@ -41,8 +41,8 @@ pub struct OsUser {
 
 impl OsUser {
     /// Resolves the user: `wanted` when running as root (default: the dedicated unprivileged
-    /// user [`DEFAULT_OS_USER`], else `postgres` when it does not exist, see
-    /// [`fallback_note`]), else ourselves.
+    /// user `DEFAULT_OS_USER`, else `postgres` when it does not exist, see
+    /// `fallback_note`), else ourselves.
     pub fn resolve(wanted: Option<&str>) -> Result<Self> {
         let me = Uid::effective();
         if !me.is_root() {
@@ -114,7 +114,7 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
 
 /// Checks that `user` can read `dir` (list it and open files in it), by asking a child process
 /// running as that user. Used before the server's `restore_command` depends on it.
-pub fn check_readable(user: &OsUser, dir: &Path) -> Result<()> {
+pub(crate) fn check_readable(user: &OsUser, dir: &Path) -> Result<()> {
     let hint = |what: &str| Error::Tooling {
         what: format!("OS user {:?} (which runs the restored server) cannot read {what}", user.name),
         hint: format!(

@@ -10,7 +10,7 @@ use crate::history::Row;
 use crate::report::{human_secs, CheckReport, Report, Verdict};
 
 /// Escapes text for HTML element content and attribute values.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {
@@ -172,7 +172,7 @@ fn failure_text(phase: Option<&str>, message: Option<&str>) -> Option<String> {
 /// An assertion's observation as short readable text: `{"indexes":327,"relations":220,
 /// "problems":0,"seconds":0.53}` → `327 indexes, 0 problems, 220 relations, 0.5s`. Scalars are
 /// shown as they are; seconds as a duration; other keys as `key value`.
-pub fn observation(v: &serde_json::Value) -> String {
+pub(crate) fn observation(v: &serde_json::Value) -> String {
     use serde_json::Value;
     let scalar = |v: &Value| match v {
         Value::String(s) => s.clone(),

@@ -22,7 +22,7 @@ const PHASES: [Phase; 6] =
 /// Characters XML 1.0 cannot carry at all (most C0 controls, unpaired surrogates cannot occur
 /// in a Rust `str`, U+FFFE/U+FFFF) become U+FFFD; tab, CR and LF are written as character
 /// references so attribute values keep them.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {
@@ -122,7 +122,7 @@ fn assertion_cases(c: &CheckReport) -> Vec<Case> {
 }
 
 /// Renders `report` as a JUnit XML document.
-pub fn render(report: &Report) -> String {
+pub(crate) fn render(report: &Report) -> String {
     let mut suites = String::new();
     let (mut tests, mut failures, mut errors, mut time) = (0usize, 0usize, 0usize, 0.0f64);
     let timestamp = report.started_at.format("%Y-%m-%dT%H:%M:%S");

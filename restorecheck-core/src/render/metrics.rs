@@ -33,7 +33,7 @@ const LAST_SUCCESS: &str = "restorecheck_last_success_timestamp_seconds";
 
 /// Renders `report` as a textfile; `previous` is the text of the file this one replaces, read
 /// for last-success timestamps; `now` is the reference time of the recovery age.
-pub fn render(report: &Report, previous: Option<&str>, now: DateTime<Utc>) -> String {
+pub(crate) fn render(report: &Report, previous: Option<&str>, now: DateTime<Utc>) -> String {
     let mut fams: Vec<Family> = Vec::new();
     let mut fam = |name: &'static str, help: &'static str| {
         fams.push(Family { name, help, samples: Vec::new(), seen: HashSet::new() });
@@ -105,7 +105,7 @@ pub fn render(report: &Report, previous: Option<&str>, now: DateTime<Utc>) -> St
 }
 
 /// The number an assertion's `observed` value stands for (see the module documentation).
-pub fn assertion_number(observed: &serde_json::Value) -> Option<f64> {
+pub(crate) fn assertion_number(observed: &serde_json::Value) -> Option<f64> {
     match observed {
         serde_json::Value::Number(n) => n.as_f64(),
         serde_json::Value::Object(m) => {
@@ -148,7 +148,7 @@ fn number(v: f64) -> String {
 }
 
 /// Escapes a label value: backslash, double quote and line feed.
-pub fn escape_label(v: &str) -> String {
+pub(crate) fn escape_label(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for ch in v.chars() {
         match ch {
@@ -162,7 +162,7 @@ pub fn escape_label(v: &str) -> String {
 }
 
 /// The value of series `metric{check="<check>"}` in an exposition text, if present and valid.
-pub fn previous_value(text: &str, metric: &str, check: &str) -> Option<f64> {
+pub(crate) fn previous_value(text: &str, metric: &str, check: &str) -> Option<f64> {
     text.lines().find_map(|line| {
         let rest = line.trim_start().strip_prefix(metric)?;
         let (labels, rest) = parse_labels(rest.strip_prefix('{')?)?;

@@ -86,7 +86,7 @@ pub struct CommandSource {
 }
 
 /// Exit code by which `fetch` says the backup itself is bad.
-pub const EXIT_BACKUP_BAD: i32 = 65;
+pub(crate) const EXIT_BACKUP_BAD: i32 = 65;
 
 impl CommandSource {
     /// A source over `cfg`.

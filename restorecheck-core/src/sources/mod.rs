@@ -1,14 +1,14 @@
 //! Built-in backup sources, one per file.
 
-pub mod barman;
-pub mod basebackup;
-pub mod command;
+pub(crate) mod barman;
+pub(crate) mod basebackup;
+pub(crate) mod command;
 pub(crate) mod environment;
 pub mod pg_dump;
-pub mod pgbackrest;
+pub(crate) mod pgbackrest;
 mod tool;
-pub mod wale;
-pub mod walg;
+pub(crate) mod wale;
+pub(crate) mod walg;
 
 pub use barman::{BarmanConfig, BarmanSource};
 pub use basebackup::{BaseBackupConfig, BaseBackupSource};

@@ -1,7 +1,7 @@
 //! Source `pg_dump`: logical dumps — custom (`-Fc`), directory (`-Fd`), tar (`-Ft`) or plain SQL,
 //! and `pg_dumpall` output (a whole cluster, plain SQL), optionally gzip/zstd/lz4-compressed as a
 //! whole file. The target restores them into a fresh cluster it creates (see
-//! [`crate::postgres::logical`]) with binaries of the dump's major or a newer one: the major
+//! `crate::postgres::logical`) with binaries of the dump's major or a newer one: the major
 //! is read from the dump's own header (archives) or comments (plain) by restorecheck itself.
 
 use std::fs;
@@ -118,7 +118,7 @@ pub fn is_dump_kind(kind: &str) -> bool {
 }
 
 /// Recognises a dump file or `-Fd` folder: its format and whole-file compression.
-pub fn detect_dump(path: &Path) -> Option<(DumpFormat, Compression)> {
+pub(crate) fn detect_dump(path: &Path) -> Option<(DumpFormat, Compression)> {
     detect(path).map(|d| (d.format, d.compression))
 }
 
@@ -229,7 +229,7 @@ impl Header {
 /// From `K_VERS_*` in PostgreSQL's `src/bin/pg_dump/pg_backup_archiver.h`: 1.14 (table access
 /// methods) came with 12, 1.15 (compression algorithm in the header) with 16, 1.16 (BLOB
 /// METADATA, relkind) with 17. `None` for formats newer than this table knows.
-pub fn archive_format_min_major(version: (u8, u8)) -> Option<u32> {
+pub(crate) fn archive_format_min_major(version: (u8, u8)) -> Option<u32> {
     match version {
         (1, m) if m <= 13 => Some(0), // every supported pg_restore (12+) reads them
         (1, 14) => Some(12),
@@ -674,7 +674,12 @@ async fn materialize_remote(
 
 /// Prepares the dump at `path` (decompressing whole-file compression of archives into scratch
 /// space) for the target to load, with `opts`' database, globals, ownership and jobs.
-pub async fn fetch_dump(ctx: &RunContext, path: &Path, req: &FetchRequest, opts: &PgDumpConfig) -> Result<LogicalDump> {
+pub(crate) async fn fetch_dump(
+    ctx: &RunContext,
+    path: &Path,
+    req: &FetchRequest,
+    opts: &PgDumpConfig,
+) -> Result<LogicalDump> {
     let path = path.to_path_buf();
     let d = detect(&path).ok_or_else(|| Error::defect(format!("{} is not a readable dump", path.display())))?;
     // Archives compressed as a whole are decompressed into scratch space: pg_restore needs

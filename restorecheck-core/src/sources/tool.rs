@@ -14,21 +14,21 @@ use crate::report::Phase;
 #[derive(Debug)]
 pub(crate) struct ToolOutput {
     /// Exit status.
-    pub status: ExitStatus,
+    pub(crate) status: ExitStatus,
     /// Standard output.
-    pub stdout: String,
+    pub(crate) stdout: String,
     /// Standard error.
-    pub stderr: String,
+    pub(crate) stderr: String,
 }
 
 impl ToolOutput {
     /// The exit code (`None` when killed by a signal).
-    pub fn code(&self) -> Option<i32> {
+    pub(super) fn code(&self) -> Option<i32> {
         self.status.code()
     }
 
     /// What the tool said, for error messages: stderr, else stdout, at most the last 30 lines.
-    pub fn message(&self) -> String {
+    pub(super) fn message(&self) -> String {
         let text = if self.stderr.trim().is_empty() { &self.stdout } else { &self.stderr };
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         let tail = &lines[lines.len().saturating_sub(30)..];

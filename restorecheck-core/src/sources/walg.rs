@@ -42,7 +42,7 @@ const INSTALL_HINT: &str = "install WAL-G for PostgreSQL (its `wal-g-pg` release
                             source; Debian has no package) and put it on PATH, or set binary = \"/path/to/wal-g\"";
 
 /// `wal-g wal-fetch` exit code for "the file is not in the storage" (EX_IOERR).
-pub const WAL_FETCH_NOT_FOUND: i32 = 74;
+pub(crate) const WAL_FETCH_NOT_FOUND: i32 = 74;
 
 /// Options of source `walg` (`[check.source] kind = "walg"`).
 #[derive(Clone, Default, Deserialize, PartialEq, derive_setters::Setters)]

@@ -13,19 +13,19 @@ use crate::error::{Error, Result};
 
 /// An object-store prefix (never built: this build has no object storage).
 #[derive(Debug)]
-pub struct Remote {
+pub(crate) struct Remote {
     never: Infallible,
 }
 
 /// One object of a listing (never built: this build has no object storage).
 #[derive(Debug, Clone)]
-pub struct RemoteObject {
+pub(crate) struct RemoteObject {
     /// Path relative to the listed prefix.
-    pub rel: String,
+    pub(crate) rel: String,
     /// Size in bytes.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Last-modified time.
-    pub modified: DateTime<Utc>,
+    pub(crate) modified: DateTime<Utc>,
     never: Infallible,
 }
 
@@ -45,47 +45,47 @@ fn without_userinfo(url: &str) -> String {
 
 impl Remote {
     /// Fails: object storage needs restorecheck-core's `object-storage` feature.
-    pub fn open(url: &str, _opts: &StorageOptions) -> Result<Remote> {
+    pub(crate) fn open(url: &str, _opts: &StorageOptions) -> Result<Remote> {
         Err(Error::feature_off("object-storage", format_args!("object storage ({})", without_userinfo(url))))
     }
 
     /// The URL of `rel` under this prefix.
-    pub fn url(&self, _rel: &str) -> String {
+    pub(crate) fn url(&self, _rel: &str) -> String {
         match self.never {}
     }
 
     /// Files downloaded at the same time.
-    pub fn parallel(&self) -> usize {
+    pub(crate) fn parallel(&self) -> usize {
         match self.never {}
     }
 
     /// Every object under `rel`.
-    pub async fn list_all(&self, _rel: &str) -> Result<Vec<RemoteObject>> {
+    pub(crate) async fn list_all(&self, _rel: &str) -> Result<Vec<RemoteObject>> {
         match self.never {}
     }
 
     /// The object named by the prefix itself.
-    pub async fn head_self(&self) -> Result<Option<RemoteObject>> {
+    pub(crate) async fn head_self(&self) -> Result<Option<RemoteObject>> {
         match self.never {}
     }
 
     /// Writes `bytes` as object `rel`.
-    pub async fn put(&self, _rel: &str, _bytes: Vec<u8>) -> Result<()> {
+    pub(crate) async fn put(&self, _rel: &str, _bytes: Vec<u8>) -> Result<()> {
         match self.never {}
     }
 
     /// The whole object `rel`.
-    pub async fn get_bytes(&self, _rel: &str) -> Result<Vec<u8>> {
+    pub(crate) async fn get_bytes(&self, _rel: &str) -> Result<Vec<u8>> {
         match self.never {}
     }
 
     /// The immediate children of `rel`.
-    pub async fn list_dir(&self, _rel: &str) -> Result<(Vec<String>, Vec<RemoteObject>)> {
+    pub(crate) async fn list_dir(&self, _rel: &str) -> Result<(Vec<String>, Vec<RemoteObject>)> {
         match self.never {}
     }
 
     /// A blocking reader over `obj`.
-    pub fn reader(
+    pub(crate) fn reader(
         self: &Arc<Self>,
         _obj: &RemoteObject,
         _cancel: tokio_util::sync::CancellationToken,

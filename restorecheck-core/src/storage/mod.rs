@@ -1,5 +1,5 @@
 //! Where backup files live: a local folder, or object storage (`s3://`, `gs://`, `az://`),
-//! read through the [`object_store`] crate. `file://` URLs are local folders.
+//! read through the `object_store` crate. `file://` URLs are local folders.
 //!
 //! restorecheck only ever *reads* a backup location: it lists and gets objects, nothing else.
 //! The one write ([`Remote::put`]) is for a results location (`--results`), never a backup's.
@@ -7,8 +7,8 @@
 //! `AZURE_*`) and, for S3, from the shared profile files (`~/.aws/credentials`,
 //! `~/.aws/config`); they are never logged and never appear in reports or in `Debug` output.
 //!
-//! Object storage needs the `object-storage` feature; without it [`Remote`] is a stand-in whose
-//! [`Remote::open`] fails with a configuration error naming the feature.
+//! Object storage needs the `object-storage` feature; without it `Remote` is a stand-in whose
+//! `Remote::open` fails with a configuration error naming the feature.
 
 #[cfg(feature = "object-storage")]
 mod credentials;
@@ -40,8 +40,8 @@ use crate::decrypt::Decryptor;
 use crate::error::{Error, Result};
 
 #[cfg(not(feature = "object-storage"))]
-pub use disabled::{Remote, RemoteObject};
-pub use reader::{ReadCancelled, StorageReadError};
+pub(crate) use disabled::{Remote, RemoteObject};
+pub(crate) use reader::{ReadCancelled, StorageReadError};
 
 /// Options for object-storage locations (`storage = { … }` on a source). All optional: by
 /// default everything comes from the provider's environment and profile files.
@@ -76,7 +76,7 @@ pub struct StorageOptions {
 
 /// A backup location: a local folder or an object-store prefix.
 #[derive(Debug, Clone)]
-pub enum Location {
+pub(crate) enum Location {
     /// A local path (also what a `file://` URL names).
     Local(PathBuf),
     /// An object-store prefix.
@@ -84,7 +84,7 @@ pub enum Location {
 }
 
 /// True when `s` looks like `scheme://…` with a scheme restorecheck reads.
-pub fn is_url(s: &str) -> bool {
+pub(crate) fn is_url(s: &str) -> bool {
     s.split_once("://").is_some_and(|(scheme, _)| {
         matches!(scheme, "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" | "adl" | "file")
     })
@@ -93,7 +93,7 @@ pub fn is_url(s: &str) -> bool {
 impl Location {
     /// Interprets a configured `path`: a URL (`s3://bucket/prefix`, `gs://…`, `az://…`,
     /// `file:///…`) or a local path.
-    pub fn parse(path: &Path, opts: &StorageOptions) -> Result<Location> {
+    pub(crate) fn parse(path: &Path, opts: &StorageOptions) -> Result<Location> {
         let s = path.to_string_lossy();
         if let Some(rest) = s.strip_prefix("file://") {
             return Ok(Location::Local(PathBuf::from(rest)));
@@ -110,7 +110,7 @@ impl Location {
     }
 
     /// The location as written, for messages and reports.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         match self {
             Location::Local(p) => p.display().to_string(),
             Location::Remote(r) => r.url(""),
@@ -120,7 +120,7 @@ impl Location {
 
 #[cfg(feature = "object-storage")]
 /// An object-store prefix, with the client that reads it.
-pub struct Remote {
+pub(crate) struct Remote {
     store: Arc<dyn ObjectStore>,
     /// `scheme://bucket` (no credentials, no trailing slash).
     base: String,
@@ -140,13 +140,13 @@ impl fmt::Debug for Remote {
 #[cfg(feature = "object-storage")]
 /// One object of a listing.
 #[derive(Debug, Clone)]
-pub struct RemoteObject {
+pub(crate) struct RemoteObject {
     /// Path relative to the listed prefix (`base.tar.gz`, `20261126/base.tar.gz`).
-    pub rel: String,
+    pub(crate) rel: String,
     /// Size in bytes.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Last-modified time.
-    pub modified: DateTime<Utc>,
+    pub(crate) modified: DateTime<Utc>,
     meta: ObjectMeta,
 }
 
@@ -154,7 +154,7 @@ pub struct RemoteObject {
 impl Remote {
     /// Opens `url` with `opts` and the provider's standard credentials. Fails early only on
     /// bad configuration; unreachable stores show up on the first request.
-    pub fn open(url: &str, opts: &StorageOptions) -> Result<Remote> {
+    pub(crate) fn open(url: &str, opts: &StorageOptions) -> Result<Remote> {
         let parsed =
             url::Url::parse(url).map_err(|e| Error::config(format!("{url}: not a valid URL")).with_source(e))?;
         let (scheme, prefix) = ObjectStoreScheme::parse(&parsed)
@@ -227,7 +227,7 @@ impl Remote {
     }
 
     /// The URL of `rel` under this prefix (for messages; never carries credentials).
-    pub fn url(&self, rel: &str) -> String {
+    pub(crate) fn url(&self, rel: &str) -> String {
         let mut s = format!("{}/{}", self.base, self.prefix.as_ref());
         if !rel.is_empty() {
             if !s.ends_with('/') {
@@ -239,7 +239,7 @@ impl Remote {
     }
 
     /// Files downloaded at the same time.
-    pub fn parallel(&self) -> usize {
+    pub(crate) fn parallel(&self) -> usize {
         self.parallel
     }
 
@@ -256,7 +256,7 @@ impl Remote {
     }
 
     /// Every object under `rel` (recursively), with paths relative to `rel`, sorted.
-    pub async fn list_all(&self, rel: &str) -> Result<Vec<RemoteObject>> {
+    pub(crate) async fn list_all(&self, rel: &str) -> Result<Vec<RemoteObject>> {
         let root = self.full(rel);
         let metas: Vec<ObjectMeta> = self
             .store
@@ -278,7 +278,7 @@ impl Remote {
 
     /// The object named by the prefix itself, when the location is one object rather than a
     /// folder (`s3://bucket/dumps/app.dump`).
-    pub async fn head_self(&self) -> Result<Option<RemoteObject>> {
+    pub(crate) async fn head_self(&self) -> Result<Option<RemoteObject>> {
         if self.prefix.as_ref().is_empty() {
             return Ok(None);
         }
@@ -293,7 +293,7 @@ impl Remote {
     }
 
     /// The immediate children of `rel`: sub-prefixes ("folders") and objects.
-    pub async fn list_dir(&self, rel: &str) -> Result<(Vec<String>, Vec<RemoteObject>)> {
+    pub(crate) async fn list_dir(&self, rel: &str) -> Result<(Vec<String>, Vec<RemoteObject>)> {
         let root = self.full(rel);
         let res = self
             .store
@@ -314,7 +314,7 @@ impl Remote {
 
     /// A blocking reader over `obj` that streams it and resumes an interrupted download where
     /// it stopped (same ETag), up to the configured attempts. Use from a blocking thread.
-    pub fn reader(
+    pub(crate) fn reader(
         self: &Arc<Self>,
         obj: &RemoteObject,
         cancel: tokio_util::sync::CancellationToken,
@@ -331,12 +331,12 @@ impl Remote {
 
     /// Writes `bytes` as the object `rel` under this prefix (one PUT: readers see the whole
     /// object or none). Only results (`restorecheck run --results`) are written, never backups.
-    pub async fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+    pub(crate) async fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
         self.store.put(&self.full(rel), bytes.into()).await.map(drop).map_err(|e| self.storage_err(rel, &e))
     }
 
     /// Reads the whole object `rel` under this prefix (small files such as JSON reports).
-    pub async fn get_bytes(&self, rel: &str) -> Result<Vec<u8>> {
+    pub(crate) async fn get_bytes(&self, rel: &str) -> Result<Vec<u8>> {
         let res = self.store.get(&self.full(rel)).await.map_err(|e| self.storage_err(rel, &e))?;
         Ok(res.bytes().await.map_err(|e| self.storage_err(rel, &e))?.to_vec())
     }
@@ -375,7 +375,7 @@ fn describe_error(e: &object_store::Error) -> String {
 
 /// A file of a backup, local or remote, that can be opened for streaming.
 #[derive(Debug, Clone)]
-pub enum BackupFile {
+pub(crate) enum BackupFile {
     /// A local file.
     Local(PathBuf),
     /// An object.
@@ -384,7 +384,7 @@ pub enum BackupFile {
 
 impl BackupFile {
     /// The file's own name (last path component).
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         match self {
             BackupFile::Local(p) => p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             BackupFile::Remote(_, o) => o.rel.rsplit('/').next().unwrap_or_default().to_string(),
@@ -392,7 +392,7 @@ impl BackupFile {
     }
 
     /// Where it is, for messages.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         match self {
             BackupFile::Local(p) => p.display().to_string(),
             BackupFile::Remote(r, o) => r.object_url(o),
@@ -401,7 +401,7 @@ impl BackupFile {
 
     /// The first `max` bytes only (a remote read then asks for just that range), to peek at
     /// a header without downloading the file. Reading past them gives end-of-file.
-    pub fn head(&self, max: u64) -> BackupFile {
+    pub(crate) fn head(&self, max: u64) -> BackupFile {
         match self {
             BackupFile::Local(_) => self.clone(),
             BackupFile::Remote(r, o) => {
@@ -413,12 +413,12 @@ impl BackupFile {
     }
 
     /// Whether this is a [`BackupFile::head`] shorter than the file.
-    pub fn is_partial(&self) -> bool {
+    pub(crate) fn is_partial(&self) -> bool {
         matches!(self, BackupFile::Remote(_, o) if o.size < o.total_size())
     }
 
     /// Size in bytes (0 when unknown).
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         match self {
             BackupFile::Local(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
             BackupFile::Remote(_, o) => o.size,
@@ -427,7 +427,7 @@ impl BackupFile {
 
     /// Opens the raw bytes (blocking; remote files need a Tokio runtime handle in scope —
     /// call from `spawn_blocking`).
-    pub fn open_raw(&self, cancel: tokio_util::sync::CancellationToken) -> Result<Box<dyn Read + Send>> {
+    pub(crate) fn open_raw(&self, cancel: tokio_util::sync::CancellationToken) -> Result<Box<dyn Read + Send>> {
         match self {
             BackupFile::Local(p) => {
                 let f = std::fs::File::open(p).map_err(|e| Error::io("opening", p, e))?;
@@ -440,7 +440,7 @@ impl BackupFile {
     /// Opens the file as its content: decrypted when `decrypt` handles its suffix, then
     /// decompressed by its (remaining) name. Bytes read from storage count towards `progress`.
     /// Returns the reader and the plain name (`base.tar.gz.age` → `base.tar`).
-    pub fn open(
+    pub(crate) fn open(
         &self,
         decrypt: Option<&Decryptor>,
         progress: Option<Arc<dyn Progress>>,
@@ -459,7 +459,7 @@ impl BackupFile {
 
     /// Downloads into `dest` removing only an encryption layer (the file keeps its own
     /// compression, as a data-directory file or a `-Fd` dump member must).
-    pub fn save_decrypted_to(
+    pub(crate) fn save_decrypted_to(
         &self,
         dest: &Path,
         decrypt: Option<&Decryptor>,
@@ -477,7 +477,7 @@ impl BackupFile {
 
     /// Downloads (decrypting and decompressing) into `dest`, a file path. Read errors of the
     /// content are backup defects; storage errors stay storage errors.
-    pub fn save_to(
+    pub(crate) fn save_to(
         &self,
         dest: &Path,
         decrypt: Option<&Decryptor>,
@@ -492,19 +492,19 @@ impl BackupFile {
 
 /// `"+age"` (or `"+gpg"` …) when `name` carries the encryption suffix `decrypt` handles, else
 /// `""`: the tag a backup's kind shows (`tar.gz+age`).
-pub fn encryption_tag(name: &str, decrypt: Option<&Decryptor>) -> String {
+pub(crate) fn encryption_tag(name: &str, decrypt: Option<&Decryptor>) -> String {
     let bare = plain_name(name, decrypt);
     name.strip_prefix(bare).filter(|e| e.len() > 1).map(|e| format!("+{}", &e[1..])).unwrap_or_default()
 }
 
 /// A name without the encryption suffix `decrypt` handles (or unchanged).
-pub fn plain_name<'a>(name: &'a str, decrypt: Option<&Decryptor>) -> &'a str {
+pub(crate) fn plain_name<'a>(name: &'a str, decrypt: Option<&Decryptor>) -> &'a str {
     decrypt.and_then(|d| d.strip(name)).unwrap_or(name)
 }
 
 /// Runs `jobs` blocking closures with at most `parallel` at a time; returns their results in
 /// order, or the first error. Stops waiting when `cancel` fires.
-pub async fn run_parallel<T: Send + 'static>(
+pub(crate) async fn run_parallel<T: Send + 'static>(
     jobs: Vec<Box<dyn FnOnce() -> Result<T> + Send>>,
     parallel: usize,
     cancel: &tokio_util::sync::CancellationToken,
@@ -537,7 +537,7 @@ pub async fn run_parallel<T: Send + 'static>(
 }
 
 /// Groups a recursive listing by first path component: `{"20261126": [objects…]}`.
-pub fn group_by_folder(objects: Vec<RemoteObject>) -> BTreeMap<String, Vec<RemoteObject>> {
+pub(crate) fn group_by_folder(objects: Vec<RemoteObject>) -> BTreeMap<String, Vec<RemoteObject>> {
     let mut m: BTreeMap<String, Vec<RemoteObject>> = BTreeMap::new();
     for mut o in objects {
         if let Some((dir, rest)) = o.rel.split_once('/') {

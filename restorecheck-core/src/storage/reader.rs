@@ -28,18 +28,18 @@ use super::Remote;
 /// into [`crate::Error::Storage`] — a failure of the tester's access, not a damaged backup).
 #[derive(Debug, thiserror::Error)]
 #[error("{url}: {message}")]
-pub struct StorageReadError {
+pub(crate) struct StorageReadError {
     /// The object.
-    pub url: String,
+    pub(crate) url: String,
     /// What failed, with the number of attempts.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// Marks a read stopped because the check was cancelled (never `ErrorKind::Interrupted`, which
 /// `std::io::copy` would retry forever).
 #[derive(Debug, thiserror::Error)]
 #[error("cancelled")]
-pub struct ReadCancelled;
+pub(crate) struct ReadCancelled;
 
 #[cfg(feature = "object-storage")]
 pub(super) struct ResumableReader {

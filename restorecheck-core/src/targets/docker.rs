@@ -1,12 +1,12 @@
 //! Target `docker`: the same restore, run in a container (through `testcontainers`) built from
 //! any image with PostgreSQL binaries. The PostgreSQL logic — data dir preparation, the safe
 //! settings, readiness and completeness — is the one the `local` target uses
-//! ([`crate::postgres::launch`], [`crate::postgres::server`]); only running and stopping differ.
+//! (`crate::postgres::launch`, `crate::postgres::server`); only running and stopping differ.
 //!
 //! The container has **no network at all** (`--network none`): the work dir is bind-mounted at
 //! the same path inside, and restorecheck talks to the server through its Unix socket in that
 //! work dir, authenticated like the `local` target (peer for restorecheck's own OS user while
-//! recovering, the run's password after promotion: [`crate::postgres::auth`]). The container's
+//! recovering, the run's password after promotion: `crate::postgres::auth`). The container's
 //! environment is only `LC_ALL=C` and the variables the source declares for its
 //! `restore_command`: nothing of restorecheck's own environment. WAL archives are mounted read-only. Containers carry the labels
 //! `org.restorecheck.run`, `org.restorecheck.pid` and `org.restorecheck.host`; a run removes

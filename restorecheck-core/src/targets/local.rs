@@ -222,7 +222,7 @@ fn spawn_postgres(
 
 /// A server started by [`LocalTarget`].
 #[derive(Debug)]
-pub struct LocalServer {
+pub(crate) struct LocalServer {
     child: Option<tokio::process::Child>,
     /// The server's process group (its pid): killed after the server stopped, so nothing its
     /// `restore_command` forked survives the check.

@@ -1,7 +1,7 @@
 //! Built-in restore targets, one per file.
 
 pub mod docker;
-pub mod local;
+pub(crate) mod local;
 
 #[cfg(feature = "docker")]
 pub use docker::DockerTarget;
