@@ -28,7 +28,7 @@ pub(crate) fn check_physical(data: &Path, origin: &Path) -> Result<(u32, Option<
 }
 
 /// The end of the backup's WAL range from `backup_manifest` (`WAL-Ranges[-1].End-LSN`).
-fn manifest_end_lsn(path: &Path) -> Result<Option<Lsn>> {
+pub(crate) fn manifest_end_lsn(path: &Path) -> Result<Option<Lsn>> {
     #[derive(Deserialize)]
     struct Range {
         #[serde(rename = "End-LSN")]

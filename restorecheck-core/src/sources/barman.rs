@@ -271,25 +271,15 @@ impl ShowBackup {
     }
 }
 
-/// The backup's end from the `backup_manifest` Barman restored (renamed `backup_manifest.<ID>`).
+/// The backup's end from the `backup_manifest` Barman restored (renamed `backup_manifest.<ID>`),
+/// read like any manifest (no links, size-capped); an unreadable one gives no end.
 fn manifest_end_lsn(data: &Path, id: &str) -> Option<Lsn> {
-    #[derive(Deserialize)]
-    struct Range {
-        #[serde(rename = "End-LSN")]
-        end: String,
-    }
-    #[derive(Deserialize)]
-    struct Manifest {
-        #[serde(rename = "WAL-Ranges", default)]
-        wal_ranges: Vec<Range>,
-    }
-    [format!("backup_manifest.{id}"), "backup_manifest".to_string()].iter().find_map(|name| {
-        // Not through a link, and bounded: the manifest comes from the backup.
-        let f = crate::safefs::open_nofollow(&data.join(name)).ok()?;
-        let capped = std::io::Read::take(std::io::BufReader::new(f), crate::safefs::MANIFEST_MAX);
-        let m: Manifest = serde_json::from_reader(capped).ok()?;
-        m.wal_ranges.last().and_then(|r| r.end.parse().ok())
-    })
+    // The id comes from Barman's catalog: only a plain name is joined to the data dir.
+    let renamed = (!id.is_empty() && !id.contains('/') && id != "..").then(|| format!("backup_manifest.{id}"));
+    renamed
+        .into_iter()
+        .chain(["backup_manifest".to_string()])
+        .find_map(|name| crate::postgres::physical::manifest_end_lsn(&data.join(name)).ok().flatten())
 }
 
 /// Backup states that are not (yet) a backup: a copy in progress.
