@@ -57,9 +57,7 @@ pub(crate) fn clean_env(
     user: Option<&OsUser>,
     extra: &[(String, String)],
 ) {
-    cmd.env_clear();
-    cmd.envs(pg_env(bin_dir, user));
-    cmd.envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    clean_env_std(cmd.as_std_mut(), bin_dir, user, extra);
 }
 
 /// [`clean_env`] for a `std::process::Command`.
@@ -110,8 +108,7 @@ fn client_env(conn: &crate::target::Connection) -> Vec<(String, String)> {
 /// [`kill_group`] reaches every process the child forks) and gives it a parent-death signal:
 /// if restorecheck itself dies, the child gets `signal` (PostgreSQL: `SIGQUIT`, tools: `SIGKILL`).
 pub(crate) fn own_group(cmd: &mut tokio::process::Command, signal: libc::c_int) {
-    cmd.process_group(0);
-    set_parent_death_signal(cmd.as_std_mut(), signal);
+    own_group_std(cmd.as_std_mut(), signal);
 }
 
 /// [`own_group`] for a `std::process::Command`.

@@ -310,11 +310,10 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
         .with_recovery_target(check.recovery_target.clone());
     st.work = Some(work.clone());
     let mut artifact = check.source.fetch(ctx, &backup, &req).await?;
-    if check.source.artifact_kind().is_some_and(|k| k != artifact.kind()) {
+    if let Some(declared) = check.source.artifact_kind().filter(|k| *k != artifact.kind()) {
         return Err(Error::internal(format!(
-            "source {} declared that it produces {} but produced {}",
+            "source {} declared that it produces {declared} but produced {}",
             check.source.kind(),
-            if physical { ArtifactKind::Physical } else { ArtifactKind::Logical },
             artifact.kind()
         )));
     }

@@ -271,12 +271,9 @@ impl CheckSpec {
         assertions: Vec<Arc<dyn Assertion>>,
     ) -> Result<Check> {
         self.validate()?;
-        crate::target::check_compatible(source.as_ref(), target.as_ref()).map_err(|e| {
-            Error::config(format!(
-                "check {:?}: {}",
-                self.name,
-                e.to_string().trim_start_matches("configuration error: ")
-            ))
+        crate::target::check_compatible(source.as_ref(), target.as_ref()).map_err(|e| match e {
+            Error::Config { message, .. } => Error::config(format!("check {:?}: {message}", self.name)),
+            other => other,
         })?;
         let mut all = self.builtin_assertions()?;
         all.extend(assertions);
