@@ -35,17 +35,31 @@ pub struct RunContext {
     pub cancel: CancellationToken,
     /// Where progress goes.
     pub progress: Arc<dyn Progress>,
+    /// Where the check's external tools run (set by the runner from the check's target;
+    /// default this host).
+    pub tools: Arc<dyn crate::toolbox::ToolBox>,
 }
 
 impl RunContext {
     /// A context with a fresh run id, its own cancellation token and no progress output.
     pub fn new() -> Self {
-        Self { run_id: new_run_id(), cancel: CancellationToken::new(), progress: Arc::new(NoProgress) }
+        Self {
+            run_id: new_run_id(),
+            cancel: CancellationToken::new(),
+            progress: Arc::new(NoProgress),
+            tools: crate::toolbox::host(),
+        }
     }
 
     /// Replaces the progress sink.
     pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
         self.progress = progress;
+        self
+    }
+
+    /// Runs the tools in `tools`.
+    pub fn with_tools(mut self, tools: Arc<dyn crate::toolbox::ToolBox>) -> Self {
+        self.tools = tools;
         self
     }
 

@@ -59,6 +59,7 @@ pub mod report;
 pub mod source;
 pub mod storage;
 pub mod target;
+pub mod toolbox;
 
 // What the front ends (CLI, Python binding) and the integration tests build on besides the
 // contract: notifications, the history and its renderings, the self-test and fixtures, and a
@@ -100,3 +101,4 @@ pub use source::{
 };
 pub use spec::{CheckSpec, IntegrityConfig};
 pub use target::{Capabilities, Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunPassword, RunningServer};
+pub use toolbox::{HostTools, RunAs, ToolBox, ToolCommand};

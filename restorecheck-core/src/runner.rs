@@ -177,6 +177,7 @@ struct State {
     phase_started: Instant,
     timings: Timings,
     work: Option<WorkDir>,
+    tools: Option<Arc<dyn crate::toolbox::ToolBox>>,
     server: Option<Box<dyn RunningServer>>,
     report: CheckReport,
 }
@@ -202,6 +203,7 @@ pub async fn run_check(check: &Check, work_root: &Path, index: usize, ctx: &RunC
         phase_started: started,
         timings: Timings::default(),
         work: None,
+        tools: None,
         server: None,
         report: CheckReport {
             name: check.name.clone(),
@@ -259,6 +261,18 @@ pub async fn run_check(check: &Check, work_root: &Path, index: usize, ctx: &RunC
             Err(_) => teardown_problem(&mut st.report, "stopping the server took more than 120s".into()),
         }
     }
+    if let Some(tools) = st.tools.take() {
+        match tokio::time::timeout(Duration::from_secs(60), tools.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                teardown_problem(&mut st.report, format!("stopping the tools ({}): {}", tools.describe(), e.chain()))
+            }
+            Err(_) => teardown_problem(
+                &mut st.report,
+                format!("stopping the tools ({}) took more than 60s", tools.describe()),
+            ),
+        }
+    }
     if let Some(work) = st.work.take() {
         if let Err(e) = work.remove() {
             teardown_problem(&mut st.report, format!("removing the work dir: {}", e.chain()));
@@ -291,6 +305,17 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
     // anything is listed or fetched.
     crate::target::check_compatible(check.source.as_ref(), check.target.as_ref())?;
 
+    // The work dir first: the target's toolbox (where the source's tools run, e.g. in a
+    // container of the check's image) mounts it, and listing may already run a tool.
+    let work = WorkDir::create(work_root, &ctx.run_id, index)?;
+    st.work = Some(work.clone());
+    let tools = check
+        .target
+        .toolbox(ctx, &crate::toolbox::ToolboxRequest::new(work.path(), check.source.read_only_paths()))
+        .await?;
+    st.tools = Some(tools.clone());
+    let ctx = &ctx.clone().with_tools(tools);
+
     // select
     let backup = check.source.select(ctx, check.backup.as_deref()).await?;
     st.report.backup = backup_report(&backup);
@@ -305,10 +330,8 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
 
     // fetch
     st.enter(Phase::Fetch, ctx);
-    let work = WorkDir::create(work_root, &ctx.run_id, index)?;
     let req = FetchRequest::new(work.data_dir(), work.tablespace_dir(), work.scratch_dir())
         .with_recovery_target(check.recovery_target.clone());
-    st.work = Some(work.clone());
     let mut artifact = check.source.fetch(ctx, &backup, &req).await?;
     if let Some(declared) = check.source.artifact_kind().filter(|k| *k != artifact.kind()) {
         return Err(Error::internal(format!(

@@ -548,6 +548,14 @@ pub trait BackupSource: Send + Sync + Debug {
         select_from(self.kind(), &self.describe(), all, wanted.or(self.configured_backup()))
     }
 
+    /// Files and folders the source's tools read (a repository, a catalog, a dump folder,
+    /// `file://` storage, the tool's configuration file): a target that runs the tools
+    /// elsewhere ([`crate::ToolBox`], e.g. in a container) makes them available read-only at
+    /// the same paths. Default: none.
+    fn read_only_paths(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
     /// Fetches `backup` into the request's directories.
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact>;
 

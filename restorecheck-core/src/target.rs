@@ -256,6 +256,18 @@ pub trait RestoreTarget: Send + Sync + Debug {
         Capabilities::PHYSICAL
     }
 
+    /// Where the check's external tools (the source's backup tools, and the target's own
+    /// PostgreSQL programs where it uses them) run, set up once per check after the work dir
+    /// exists and closed by the runner before it is removed. The default: this host, with
+    /// [`RunAs::Server`](crate::RunAs::Server) as the invoking user.
+    async fn toolbox(
+        &self,
+        _ctx: &RunContext,
+        _req: &crate::toolbox::ToolboxRequest,
+    ) -> Result<std::sync::Arc<dyn crate::toolbox::ToolBox>> {
+        Ok(crate::toolbox::host())
+    }
+
     /// Checks the target can serve a backup of `pg_major` (binaries, OS user), without starting
     /// anything. Used by `validate` with `None` (any version) and before fetching.
     async fn preflight(&self, pg_major: Option<u32>) -> Result<()>;

@@ -6,7 +6,7 @@ pub(crate) mod command;
 pub(crate) mod environment;
 pub mod pg_dump;
 pub(crate) mod pgbackrest;
-mod tool;
+pub(crate) mod tool;
 pub(crate) mod wale;
 pub(crate) mod walg;
 
