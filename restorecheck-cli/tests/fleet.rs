@@ -345,3 +345,145 @@ fn signing_keys_and_signatures_are_checked_without_showing_the_key() {
     assert!(err.contains("--output") && !err.contains(body), "{err}");
     assert!(!Path::new(&o).exists());
 }
+
+#[path = "../../restorecheck-core/tests/common/s3.rs"]
+mod s3;
+
+/// Names of which each of the `n` shards holds at least one (two where the candidates allow).
+fn names_over(n: u32) -> Vec<String> {
+    let cands = ["orders", "billing", "auth", "search", "audit", "users", "ledger", "crm", "cms", "geo", "mail", "iam"];
+    let mut names = Vec::new();
+    for i in 0..n {
+        let mine: Vec<&&str> = cands.iter().filter(|c| shard_of(c, n) == i).take(2).collect();
+        assert!(!mine.is_empty(), "no candidate name falls into shard {i} of {n}");
+        names.extend(mine.into_iter().map(|s| s.to_string()));
+    }
+    names
+}
+
+/// An Indexed Job of three pods writing to object storage (a real S3 API: moto with IAM), as
+/// Kubernetes starts them: three concurrent `run --shard auto/3` processes with
+/// `JOB_COMPLETION_INDEX` 0..2 and `--results s3://…`, then `report` merging them from the bucket.
+/// A second run where pod 1 is killed (SIGKILL, as an OOM kill or a node loss does) in the middle
+/// of its restore: the merge is an error naming exactly pod 1's checks, and pod 1 left no server
+/// running.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_indexed_job_writes_to_s3_and_a_killed_pod_makes_the_merge_an_error() {
+    let dir = Dir::new("s3-shards");
+    let server = tokio::task::spawn_blocking(s3::S3Server::start).await.unwrap();
+    let mut c = SampleCluster::create(&dir.path("cluster"), SampleOptions::default()).await.unwrap();
+    c.create_app(7).await.unwrap();
+    c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
+    c.stop().await.unwrap();
+    let names = names_over(3);
+    let cfg = config(&dir, &c.backups_dir(), &names);
+    let cfg = cfg.to_str().unwrap();
+    let results = format!("s3://{}/restore-tests", server.bucket);
+    let in_shard = |i: u32| {
+        let mut v: Vec<String> = names.iter().filter(|n| shard_of(n, 3) == i).cloned().collect();
+        v.sort();
+        v
+    };
+    let pod = |i: u32, key: &str| {
+        cmd(&dir, &["run", "-c", cfg, "--shard", "auto/3", "--results", &results, "--run-key", key, "--no-history"])
+            .env("JOB_COMPLETION_INDEX", i.to_string())
+            .env("RESTORECHECK_LOG", "info")
+            .env("AWS_ACCESS_KEY_ID", &server.admin.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &server.admin.secret_access_key)
+            .env("AWS_REGION", &server.region)
+            .env("AWS_ENDPOINT_URL", &server.endpoint)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let merge = |key: &str| {
+        out(cmd(&dir, &["report", "--results", &results, "--run-key", key, "-c", cfg, "--format", "json"])
+            .env("AWS_ACCESS_KEY_ID", &server.reader.access_key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &server.reader.secret_access_key)
+            .env("AWS_REGION", &server.region)
+            .env("AWS_ENDPOINT_URL", &server.endpoint)
+            .output()
+            .unwrap())
+    };
+
+    // Run k1: all three pods at once.
+    let pods: Vec<_> = (0..3).map(|i| pod(i, "k1")).collect();
+    for (i, p) in pods.into_iter().enumerate() {
+        let (code, stdout, err) = out(p.wait_with_output().unwrap());
+        assert_eq!(code, 0, "pod {i}: {stdout}{err}");
+        assert!(!err.contains(&server.admin.secret_access_key), "pod {i} printed the secret key");
+    }
+    let keys: Vec<String> = server.snapshot("restore-tests/k1/").into_keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "restore-tests/k1/shard-0-of-3.json",
+            "restore-tests/k1/shard-1-of-3.json",
+            "restore-tests/k1/shard-2-of-3.json"
+        ],
+        "one object per pod, nothing else"
+    );
+    // The merge reads with the read-only user: it needs no write access.
+    let (code, stdout, err) = merge("k1");
+    assert_eq!(code, 0, "{stdout}{err}");
+    let v = json(&stdout);
+    assert_eq!(v["verdict"], "pass");
+    assert_eq!(v["shards"]["reported"], serde_json::json!(["shard-0-of-3", "shard-1-of-3", "shard-2-of-3"]));
+    assert_eq!(v["checks"].as_array().unwrap().len(), names.len());
+
+    // Run k2: pod 1 is killed while it restores; pods 0 and 2 finish.
+    let mut pods: Vec<_> = (0..3).map(|i| pod(i, "k2")).collect();
+    let mut victim = pods.remove(1);
+    let stderr = victim.stderr.take().unwrap();
+    let seen = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mid_run = line.contains(": restore") || line.contains(": recovery");
+            lines.push(line);
+            if mid_run {
+                break;
+            }
+        }
+        lines
+    });
+    let lines = seen.join().unwrap();
+    assert!(lines.last().is_some_and(|l| l.contains(": restore") || l.contains(": recovery")), "{lines:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let status = victim.wait().unwrap();
+    assert!(!status.success());
+    for (i, p) in pods.into_iter().enumerate() {
+        let (code, stdout, err) = out(p.wait_with_output().unwrap());
+        assert_eq!(code, 0, "pod {}: {stdout}{err}", if i == 0 { 0 } else { 2 });
+    }
+    let (code, stdout, err) = merge("k2");
+    assert_eq!(code, 2, "{stdout}{err}");
+    let v = json(&stdout);
+    assert_eq!(v["verdict"], "error");
+    assert_eq!(v["shards"]["reported"], serde_json::json!(["shard-0-of-3", "shard-2-of-3"]));
+    assert_eq!(v["shards"]["missing"], serde_json::json!(["shard-1-of-3"]));
+    let mut errored: Vec<String> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["verdict"] == "error")
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    errored.sort();
+    assert_eq!(errored, in_shard(1), "exactly the killed pod's checks are errors");
+    for c in v["checks"].as_array().unwrap().iter().filter(|c| c["verdict"] != "error") {
+        assert_eq!(c["verdict"], "pass", "{c}");
+    }
+    // The killed pod's server died with it (parent-death signal): no postgres runs on its work dir.
+    let work = dir.s("work");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let o = Command::new("pgrep").args(["-f", &work]).output().unwrap();
+        if o.stdout.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a server of the killed pod still runs: {:?}", o);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -138,9 +138,17 @@ pub struct Results {
 
 impl Results {
     /// Opens `spec` (a folder, `file://…`, `s3://…`, `gs://…`, `az://…`) with the provider's
-    /// standard credentials.
+    /// standard credentials. For `s3://` the standard `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`
+    /// variables name an S3-compatible endpoint (MinIO, Ceph): requests then go path-style, and
+    /// plain `http://` is allowed only when the endpoint says `http://`.
     pub fn open(spec: &str) -> Result<Results> {
-        Ok(Results { location: Location::parse(Path::new(spec), &StorageOptions::default())? })
+        let mut opts = StorageOptions::default();
+        if spec.starts_with("s3://") {
+            opts.endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+                .iter()
+                .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()));
+        }
+        Ok(Results { location: Location::parse(Path::new(spec), &opts)? })
     }
 
     /// The location, for messages.

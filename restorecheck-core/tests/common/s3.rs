@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 const SETUP_CALLS: u32 = 7;
 
 const DEFAULT_MOTO: &str = "/opt/restorecheck/moto/bin/moto_server";
-const CTL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s3/moto_ctl.py");
+// Through the workspace root, so that the CLI crate's tests can include this file too.
+const CTL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../restorecheck-core/tests/s3/moto_ctl.py");
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Creds {
