@@ -81,6 +81,16 @@ if [ ! -x "$WALE_VENV/bin/wal-e" ]; then
   $SUDO /usr/bin/python3 -m venv "$WALE_VENV"
   $SUDO "$WALE_VENV/bin/pip" install -q --disable-pip-version-check wal-e==1.1.1
 fi
+# --- kubernetes-validate for the Kubernetes manifests in docs/kubernetes (offline schemas), in its
+# own virtualenv. The tests expect /opt/restorecheck/kv/bin/kubernetes-validate
+# (RESTORECHECK_KUBERNETES_VALIDATE overrides).
+KV_VENV="/opt/restorecheck/kv"
+if [ ! -x "$KV_VENV/bin/kubernetes-validate" ]; then
+  echo "setup: installing kubernetes-validate 1.37.0 into $KV_VENV" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO /usr/bin/python3 -m venv "$KV_VENV"
+  $SUDO "$KV_VENV/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==1.37.0"
+fi
 # --- moto for the object-storage tests: an S3-compatible server (with IAM policies, so the tests can
 # prove restorecheck works with a read-only user) that the tests start on loopback. It comes from
 # PyPI, which this machine reaches (no container registry is reachable, so MinIO's image is not an
