@@ -112,6 +112,10 @@ pub struct HistoryArgs {
     /// Read the `history = "…"` key of this config.
     #[arg(short, long)]
     pub config: Option<PathBuf>,
+    /// Per check of the config (-c), every backup its source lists now, with when it was last
+    /// restore-tested and the verdict ("never" when it was not): what `coverage = "7d"` judges.
+    #[arg(long, requires = "config")]
+    pub coverage: bool,
 }
 
 /// Options of `selftest`.

@@ -487,3 +487,71 @@ async fn an_indexed_job_writes_to_s3_and_a_killed_pod_makes_the_merge_an_error()
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// `backup = "rotate"` walks through every listed backup (never tested first, newest first, then
+/// the one tested longest ago), `coverage` fails while a listed backup older than the window never
+/// passed a restore test and names it, and `history --coverage` shows each backup's last test.
+#[tokio::test]
+async fn rotation_covers_every_backup_and_coverage_names_the_untested_ones() {
+    let dir = Dir::new("rotate");
+    let mut c = SampleCluster::create(&dir.path("cluster"), SampleOptions::default()).await.unwrap();
+    c.create_app(7).await.unwrap();
+    for b in ["b1", "b2", "b3"] {
+        c.basebackup(b, &["-Ft", "-Xstream"]).await.unwrap();
+    }
+    c.stop().await.unwrap();
+    let cfg = dir.path("rotate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "work_dir = \"{}\"\nhistory = \"{}\"\n[[check]]\nname = \"app\"\ndatabase = \"app\"\nbackup = \"rotate\"\n\
+             coverage = \"1s\"\n[check.source]\nkind = \"basebackup\"\npath = \"{}\"\n",
+            dir.path("work").display(),
+            dir.path("history.sqlite").display(),
+            c.backups_dir().display()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    // Every backup is more than the 1 s window old once the first run starts.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let run = || {
+        let (code, stdout, err) = rc(&dir, &["run", "-c", cfg, "--format", "json"]);
+        let v = json(&stdout);
+        let ch = v["checks"][0].clone();
+        let cov = ch["assertions"].as_array().unwrap().iter().find(|a| a["name"] == "coverage").cloned();
+        (code, ch["backup"]["id"].as_str().unwrap_or_default().to_string(), cov.unwrap_or_default(), err)
+    };
+    let (code, id, cov, err) = run();
+    assert_eq!((code, id.as_str()), (1, "b3"), "{err}");
+    assert_eq!(cov["verdict"], "fail");
+    assert_eq!(cov["observed"]["untested"], serde_json::json!(["b2", "b1"]), "{cov}");
+    assert!(cov["message"].as_str().unwrap().contains("b2, b1"), "{cov}");
+    let (code, id, cov, _) = run();
+    assert_eq!((code, id.as_str()), (1, "b2"));
+    assert_eq!(cov["observed"]["untested"], serde_json::json!(["b1"]), "{cov}");
+    let (code, id, cov, err) = run();
+    assert_eq!((code, id.as_str()), (0, "b1"), "{err}");
+    assert_eq!(cov["verdict"], "pass", "{cov}");
+    // All tested: the one tested longest ago comes round again.
+    let (code, id, _, _) = run();
+    assert_eq!((code, id.as_str()), (0, "b3"));
+
+    let (code, stdout, err) = rc(&dir, &["history", "--coverage", "-c", cfg, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let v = json(&stdout);
+    let backups = v[0]["backups"].as_array().unwrap();
+    let ids: Vec<&str> = backups.iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["b3", "b2", "b1"]);
+    for b in backups {
+        assert_eq!(b["last_verdict"], "pass", "a coverage-only failure still restored the backup: {b}");
+        assert!(b["last_tested"].is_string());
+    }
+    let (code, text, _) = rc(&dir, &["history", "--coverage", "-c", cfg]);
+    assert_eq!(code, 0);
+    assert!(text.contains("b1") && text.contains("last tested") && !text.contains("never tested"), "{text}");
+    // Without a history, every backup counts as never tested (and the run says so).
+    let (code, stdout, err) = rc(&dir, &["run", "-c", cfg, "--no-history", "--format", "json"]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(err.contains("no history"), "{err}");
+}

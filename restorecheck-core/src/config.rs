@@ -63,6 +63,9 @@ pub(crate) struct CheckConfig {
     /// [`CheckSpec::rto`].
     #[serde(default, with = "opt_duration")]
     pub(crate) rto: Option<Duration>,
+    /// [`CheckSpec::coverage`].
+    #[serde(default, with = "opt_duration")]
+    pub(crate) coverage: Option<Duration>,
     /// [`CheckSpec::backup`].
     pub(crate) backup: Option<String>,
     /// [`CheckSpec::recovery_target`].
@@ -89,6 +92,7 @@ impl CheckConfig {
             max_backup_age,
             timeout,
             rto,
+            coverage,
             backup,
             recovery_target,
             integrity,
@@ -96,7 +100,7 @@ impl CheckConfig {
             target: _,
             assert: _,
         } = self.clone();
-        CheckSpec { name, database, role, max_backup_age, timeout, rto, integrity, backup, recovery_target }
+        CheckSpec { name, database, role, max_backup_age, timeout, rto, coverage, integrity, backup, recovery_target }
     }
 }
 

@@ -54,6 +54,7 @@ pub mod targets;
 
 // The data model and the configuration.
 pub mod config;
+pub mod coverage;
 pub mod decrypt;
 pub mod report;
 pub mod source;

@@ -48,6 +48,12 @@ pub struct Check {
     /// Recovery time objective: a check that restored but took longer (total time) fails with
     /// an `rto` assertion.
     pub rto: Option<Duration>,
+    /// Coverage window ([`crate::coverage`]): fail when a listed backup older than this never
+    /// passed a restore test.
+    pub coverage: Option<Duration>,
+    /// What earlier runs tested (from the history), for `backup = "rotate"` and `coverage`;
+    /// the front end fills it in ([`Check::tested`]). Empty: nothing tested yet.
+    pub tested: Arc<crate::coverage::TestedBackups>,
     /// Where recovery stops, overriding the source's own `recovery_target`.
     pub recovery_target: Option<crate::source::RecoveryTarget>,
 }
@@ -71,8 +77,25 @@ impl Check {
             verify_checksums: true,
             role: None,
             rto: None,
+            coverage: None,
+            tested: Default::default(),
             recovery_target: None,
         }
+    }
+
+    /// Sets what earlier runs tested (for `backup = "rotate"` and `coverage`).
+    pub fn tested(mut self, tested: crate::coverage::TestedBackups) -> Self {
+        self.tested = Arc::new(tested);
+        self
+    }
+
+    /// True when the check needs the source's whole list: rotation or a coverage window.
+    pub fn needs_listing(&self) -> bool {
+        self.coverage.is_some() || self.wanted_backup() == Some(crate::coverage::ROTATE)
+    }
+
+    fn wanted_backup(&self) -> Option<&str> {
+        self.backup.as_deref().or(self.source.configured_backup())
     }
 
     /// Sets the default database.
@@ -316,8 +339,32 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
     st.tools = Some(tools.clone());
     let ctx = &ctx.clone().with_tools(tools);
 
-    // select
-    let backup = check.source.select(ctx, check.backup.as_deref()).await?;
+    // select (with the whole list when rotating or judging coverage)
+    let listed = if check.needs_listing() { Some(check.source.list(ctx).await?) } else { None };
+    let backup = match &listed {
+        Some(all) => {
+            let wanted = match check.wanted_backup() {
+                Some(crate::coverage::ROTATE) => match check.tested.rotate(all) {
+                    Some(b) => {
+                        st.report.notes.push(match check.tested.0.get(&b.id) {
+                            Some(t) => format!(
+                                "backup = \"rotate\": {} was tested longest ago ({}, {})",
+                                b.id,
+                                t.last_tested.format("%Y-%m-%d %H:%M UTC"),
+                                t.last_verdict
+                            ),
+                            None => format!("backup = \"rotate\": {} was never tested", b.id),
+                        });
+                        Some(b.id.clone())
+                    }
+                    None => None,
+                },
+                other => other.map(str::to_string),
+            };
+            crate::source::select_from(check.source.kind(), &check.source.describe(), all.clone(), wanted.as_deref())?
+        }
+        None => check.source.select(ctx, check.backup.as_deref()).await?,
+    };
     st.report.backup = backup_report(&backup);
     // Dumps load into newer majors too: the target picks their binaries when it starts.
     let physical = match check.source.artifact_kind() {
@@ -393,6 +440,14 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
     };
     for a in &check.assertions {
         st.report.assertions.push(run_assertion(a.clone(), actx.clone()).await);
+    }
+    if let (Some(window), Some(all)) = (check.coverage, &listed) {
+        let outcome = crate::coverage::outcome(&check.tested, all, window, &actx.backup.id);
+        st.report.assertions.push(assertion_report(
+            "coverage".into(),
+            Some(format!("every listed backup older than {} restore-tested", humantime::format_duration(window))),
+            Ok(outcome),
+        ));
     }
     if check.verify_checksums {
         // Last: it stops the server. Reported exactly like an assertion.

@@ -58,10 +58,15 @@ pub struct CheckSpec {
     /// fails with an assertion named `rto` ([`crate::rto`]).
     #[serde(default, with = "opt_duration")]
     pub rto: Option<Duration>,
+    /// Coverage window: the check also fails (assertion `coverage`) when a backup older than
+    /// this that the source still lists never passed a restore test ([`crate::coverage`]).
+    #[serde(default, with = "opt_duration")]
+    pub coverage: Option<Duration>,
     /// `[check.integrity]`: built-in integrity checks (defaults on).
     #[serde(default)]
     pub integrity: IntegrityConfig,
     /// Backup id to test instead of the newest (overrides the source's own `backup` option).
+    /// `"rotate"`: the listed backup tested longest ago (never tested first, [`crate::coverage`]).
     pub backup: Option<String>,
     /// Where recovery of a physical backup stops (overrides the source's `recovery_target`).
     pub recovery_target: Option<RecoveryTarget>,
@@ -202,6 +207,12 @@ impl CheckSpec {
         self
     }
 
+    /// Sets the coverage window.
+    pub fn coverage(mut self, window: Duration) -> Self {
+        self.coverage = Some(window);
+        self
+    }
+
     /// Sets the built-in integrity checks.
     pub fn integrity(mut self, integrity: IntegrityConfig) -> Self {
         self.integrity = integrity;
@@ -288,6 +299,8 @@ impl CheckSpec {
             verify_checksums: self.integrity.checksums,
             role: self.role,
             rto: self.rto,
+            coverage: self.coverage,
+            tested: Default::default(),
             recovery_target: self.recovery_target,
             name: self.name,
         })

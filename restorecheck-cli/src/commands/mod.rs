@@ -28,6 +28,7 @@ pub async fn dispatch(cli: Cli) -> ExitStatus {
         Command::Init(a) => init::run(a),
         Command::Demo(a) => demo::run(a, quiet).await,
         Command::Selftest(a) => selftest::run(a, quiet).await,
+        Command::History(a) if a.coverage => history::coverage(a).await,
         Command::History(a) => history::run(a),
         Command::Report(a) => report::run(a).await,
         Command::VerifyReport(a) => verify_report::run(a),

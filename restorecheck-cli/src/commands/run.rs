@@ -63,10 +63,11 @@ pub async fn run(args: RunArgs, quiet: bool) -> ExitStatus {
         }
         checks[0].backup = Some(b.clone());
     }
+    let path = if args.no_history { None } else { args.history.or(config.history).or_else(history::default_path) };
+    load_tested(&mut checks, path.as_deref());
     let opts = RunOptions { work_root: args.work_dir.or(config.work_dir) };
     let ctx = super::context(quiet);
     let mut report = runner::run_parallel(&checks, &opts, &ctx, usize::from(args.jobs)).await;
-    let path = if args.no_history { None } else { args.history.or(config.history).or_else(history::default_path) };
     let mode = args.output_mode;
     let rto = checks.iter().filter_map(|c| Some((c.name.clone(), c.rto?))).collect();
     let earlier = record(&mut report, path, &rto, mode);
@@ -88,6 +89,35 @@ pub async fn run(args: RunArgs, quiet: bool) -> ExitStatus {
     push(&report, args.pushgateway, args.pushgateway_env, args.metrics_file.as_deref()).await;
     notify(&config.notify, &report).await;
     status
+}
+
+/// Hands each check that rotates or judges coverage what the history says was tested. Without
+/// a history (or with `--no-history`) every backup counts as never tested, and the check says so.
+fn load_tested(checks: &mut [runner::Check], path: Option<&std::path::Path>) {
+    if !checks.iter().any(runner::Check::needs_listing) {
+        return;
+    }
+    let store = match path.filter(|p| p.exists()).map(History::open) {
+        Some(Ok(h)) => Some(h),
+        Some(Err(e)) => {
+            eprintln!("warning: {}; backup = \"rotate\" and coverage treat every backup as never tested", e.chain());
+            None
+        }
+        None => None,
+    };
+    for c in checks.iter_mut().filter(|c| c.needs_listing()) {
+        let rows = store.as_ref().map(|h| h.query(Some(&c.name), usize::MAX)).transpose();
+        match rows {
+            Ok(Some(rows)) => {
+                *c = c.clone().tested(restorecheck_core::coverage::TestedBackups::from_rows(&rows));
+            }
+            Ok(None) => eprintln!(
+                "note: check {:?}: no history, so backup = \"rotate\" and coverage count every backup as never tested",
+                c.name
+            ),
+            Err(e) => eprintln!("warning: check {:?}: {}; every backup counts as never tested", c.name, e.chain()),
+        }
+    }
 }
 
 /// Opens `--results` and checks the run key (default: today's UTC date).
