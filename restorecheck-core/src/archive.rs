@@ -373,12 +373,45 @@ fn tar_size(field: &[u8]) -> Option<u64> {
 }
 
 /// Statistics of one extraction.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Extracted {
     /// Bytes of file content written.
     pub(crate) bytes: u64,
     /// Entries unpacked.
     pub(crate) entries: u64,
+    /// What the in-stream `backup_manifest` check verified ([`extract_tar_verified`]).
+    pub(crate) verified: crate::postgres::manifest::StreamVerified,
+}
+
+/// Checking members against a `backup_manifest` while extracting: the manifest, and the path
+/// of the archive's root relative to the data directory (empty for `base.tar`,
+/// `pg_tblspc/<oid>` for a tablespace's tar).
+pub(crate) struct Verify<'a> {
+    /// The manifest.
+    pub(crate) manifest: &'a crate::postgres::manifest::Manifest,
+    /// Where the archive's members are, relative to the data directory.
+    pub(crate) prefix: PathBuf,
+}
+
+type TapSlot = std::rc::Rc<std::cell::RefCell<Option<(crate::postgres::manifest::FileCheck, u64)>>>;
+
+/// Feeds the bytes the tar crate reads for the current member's content (exactly its size,
+/// read in order while the member is unpacked) to that member's manifest check.
+struct Tap<R> {
+    inner: R,
+    slot: TapSlot,
+}
+
+impl<R: Read> Read for Tap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some((check, left)) = self.slot.borrow_mut().as_mut() {
+            let k = (*left).min(n as u64) as usize;
+            check.update(&buf[..k]);
+            *left -= k as u64;
+        }
+        Ok(n)
+    }
 }
 
 /// Extracts a tar stream (already decrypted and decompressed) into `dest`; `what` names it in
@@ -386,13 +419,28 @@ pub(crate) struct Extracted {
 /// corrupt compressed stream — is a [`Error::BackupDefect`] naming the archive, since the backup
 /// is then unusable. Stops between entries once `cancel` fires (a timed-out or interrupted
 /// check).
+#[cfg(test)]
 pub(crate) fn extract_tar_from(
     reader: Box<dyn Read + Send>,
     what: &str,
     dest: &Path,
     cancel: Option<tokio_util::sync::CancellationToken>,
 ) -> Result<Extracted> {
-    let mut ar = tar::Archive::new(HeaderGuard::new(reader));
+    extract_tar_verified(reader, what, dest, cancel, None)
+}
+
+/// [`extract_tar_from`], checking every regular member the manifest lists against its size and
+/// checksum while it is written: the first mismatch stops the extraction at once, naming the
+/// file and the archive (the rest of the archive is not read).
+pub(crate) fn extract_tar_verified(
+    reader: Box<dyn Read + Send>,
+    what: &str,
+    dest: &Path,
+    cancel: Option<tokio_util::sync::CancellationToken>,
+    verify: Option<Verify<'_>>,
+) -> Result<Extracted> {
+    let slot: TapSlot = Default::default();
+    let mut ar = tar::Archive::new(Tap { inner: HeaderGuard::new(reader), slot: slot.clone() });
     ar.set_preserve_permissions(true);
     ar.set_preserve_ownerships(false);
     ar.set_unpack_xattrs(false);
@@ -407,12 +455,32 @@ pub(crate) fn extract_tar_from(
         if !entry_is_safe(&entry, what)? {
             continue;
         }
-        stats.bytes += entry.header().size().unwrap_or(0);
+        let size = entry.header().size().unwrap_or(0);
+        stats.bytes += size;
         stats.entries += 1;
-        entry.unpack_in(dest).map_err(|e| {
+        let check = match &verify {
+            Some(v) if entry.header().entry_type().is_file() => {
+                let rel: PathBuf = entry
+                    .path()
+                    .map_err(defect)?
+                    .components()
+                    .filter(|c| !matches!(c, std::path::Component::CurDir))
+                    .collect();
+                v.manifest.start(&v.prefix.join(rel))
+            }
+            _ => None,
+        };
+        *slot.borrow_mut() = check.map(|c| (c, size));
+        let unpacked = entry.unpack_in(dest).map_err(|e| {
             // unpack_in wraps read errors in its own message; keep storage errors recognisable.
             read_error(what, e)
-        })?;
+        });
+        let check = slot.borrow_mut().take();
+        if unpacked? {
+            if let Some((check, _)) = check {
+                check.finish(what, &mut stats.verified)?;
+            }
+        }
     }
     // A tar archive ends with zero blocks; the tar crate stops at them. Reading to EOF makes the
     // decompressor verify its trailer (gzip CRC, zstd frame end), so a truncated stream fails.

@@ -378,7 +378,8 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
     // fetch
     st.enter(Phase::Fetch, ctx);
     let req = FetchRequest::new(work.data_dir(), work.tablespace_dir(), work.scratch_dir())
-        .with_recovery_target(check.recovery_target.clone());
+        .with_recovery_target(check.recovery_target.clone())
+        .with_verify_manifest(check.verify_manifest);
     let mut artifact = check.source.fetch(ctx, &backup, &req).await?;
     if let Some(declared) = check.source.artifact_kind().filter(|k| *k != artifact.kind()) {
         return Err(Error::internal(format!(

@@ -45,17 +45,26 @@ pub struct FetchRequest {
     /// Where recovery must stop when the check sets it ([`crate::CheckSpec::recovery_target`]);
     /// it overrides the source's own option. `None`: the source's option (default latest).
     pub recovery_target: Option<RecoveryTarget>,
+    /// Whether the check verifies `backup_manifest` (`[check.integrity] verify_manifest`,
+    /// default on): a source that can check files against it while writing them does so.
+    pub verify_manifest: bool,
 }
 
 impl FetchRequest {
     /// A request writing into the given directories.
     pub fn new(data_dir: PathBuf, tablespace_dir: PathBuf, scratch_dir: PathBuf) -> Self {
-        Self { data_dir, tablespace_dir, scratch_dir, recovery_target: None }
+        Self { data_dir, tablespace_dir, scratch_dir, recovery_target: None, verify_manifest: true }
     }
 
     /// Sets the check's recovery target.
     pub fn with_recovery_target(mut self, target: Option<RecoveryTarget>) -> Self {
         self.recovery_target = target;
+        self
+    }
+
+    /// Sets whether the check verifies `backup_manifest`.
+    pub fn with_verify_manifest(mut self, verify: bool) -> Self {
+        self.verify_manifest = verify;
         self
     }
 
@@ -488,6 +497,10 @@ pub struct PhysicalBackup {
     /// requires recovery to reach the newest segment on the timeline path recovery follows
     /// (instead of an `expected_end` entry for the archive's newest segment).
     pub archive: Option<crate::wal_archive::ArchiveContents>,
+    /// Set when the source checked every file `backup_manifest` lists against its size and
+    /// checksum while writing it: targets then run `pg_verifybackup --skip-checksums` (file
+    /// list, sizes, the manifest's own checksum, WAL) instead of reading everything again.
+    pub manifest_stream_verified: Option<crate::postgres::manifest::StreamVerified>,
 }
 
 impl PhysicalBackup {
@@ -505,6 +518,7 @@ impl PhysicalBackup {
             recovery_target_timeline: RecoveryTargetTimeline::Latest,
             backup_timeline: None,
             archive: None,
+            manifest_stream_verified: None,
         }
     }
 }

@@ -363,7 +363,7 @@ pub(crate) fn check_tablespaces(data: &Path, work_dir: &Path) -> Result<()> {
 /// only when the backup carries it, and tablespaces extracted from tar backups get the
 /// `pg_tblspc/<oid>` links the tool follows (PostgreSQL replaces them from `tablespace_map`).
 /// Tablespaces are checked first ([`check_tablespaces`]): no link leads out of the work dir.
-pub(crate) fn verifybackup_args(data: &Path, wal: &WalSupply) -> Result<Vec<String>> {
+pub(crate) fn verifybackup_args(data: &Path, wal: &WalSupply, skip_checksums: bool) -> Result<Vec<String>> {
     refuse_irregular_control_files(data)?;
     check_tablespaces(data, data.parent().unwrap_or(data))?;
     let map = data.join("tablespace_map");
@@ -382,10 +382,28 @@ pub(crate) fn verifybackup_args(data: &Path, wal: &WalSupply) -> Result<Vec<Stri
     if matches!(wal, WalSupply::Fetch(_)) {
         args.push("-n".into());
     }
+    if skip_checksums {
+        // Checked while extracting (postgres::manifest): only the tree and the WAL remain.
+        args.push("-s".into());
+    }
     args.push("-m".into());
     args.push(data.join("backup_manifest").display().to_string());
     args.push(data.display().to_string());
     Ok(args)
+}
+
+/// The report note after `pg_verifybackup` passed.
+pub(crate) fn verifybackup_note(backup: &crate::source::PhysicalBackup) -> String {
+    match &backup.manifest_stream_verified {
+        Some(v) => format!(
+            "backup_manifest verified: {} files ({}) matched their size and {} checksum while they were extracted, in              the same pass; pg_verifybackup --skip-checksums then checked the file list, the manifest's own checksum{}",
+            v.files,
+            crate::safefs::human_bytes(v.bytes),
+            if v.algorithms.is_empty() { "NONE".to_string() } else { v.algorithms.join("/") },
+            if matches!(backup.wal, WalSupply::SelfContained) { " and the WAL" } else { "" }
+        ),
+        None => "backup_manifest verified with pg_verifybackup (every file, size and checksum)".into(),
+    }
 }
 
 /// Turns a failed `pg_verifybackup` run into the failure it stands for.

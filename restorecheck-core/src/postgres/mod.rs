@@ -9,6 +9,7 @@ pub(crate) mod datadir;
 pub(crate) mod label;
 pub(crate) mod launch;
 pub(crate) mod logical;
+pub mod manifest;
 pub(crate) mod physical;
 pub(crate) mod server;
 pub(crate) mod settings;

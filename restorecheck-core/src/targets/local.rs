@@ -88,7 +88,11 @@ impl RestoreTarget for LocalTarget {
                 backup.pg_major
             ));
         }
-        let args = crate::postgres::datadir::verifybackup_args(&backup.data_dir, &backup.wal)?;
+        let args = crate::postgres::datadir::verifybackup_args(
+            &backup.data_dir,
+            &backup.wal,
+            backup.manifest_stream_verified.is_some(),
+        )?;
         let exe = bin.exe("pg_verifybackup");
         let mut cmd = tokio::process::Command::new(&exe);
         cmd.args(&args).stdin(Stdio::null()).kill_on_drop(true);
@@ -99,7 +103,7 @@ impl RestoreTarget for LocalTarget {
             let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
             return Err(crate::postgres::datadir::verifybackup_failed(&text));
         }
-        Ok("backup_manifest verified with pg_verifybackup (every file, size and checksum)".into())
+        Ok(crate::postgres::datadir::verifybackup_note(backup))
     }
 
     fn capabilities(&self) -> Capabilities {

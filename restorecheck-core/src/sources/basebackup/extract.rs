@@ -9,13 +9,26 @@ use crate::archive::{self, Compression};
 use crate::context::RunContext;
 use crate::decrypt::Decryptor;
 use crate::error::{Error, Result};
+use crate::postgres::manifest::{Manifest, StreamVerified};
 use crate::safefs;
 use crate::source::FetchRequest;
 use crate::storage::{self, BackupFile};
 
+/// What restoring a backup's files wrote, and what of it was checked in the same stream.
+#[derive(Debug, Default)]
+pub(super) struct Restored {
+    /// Bytes written.
+    pub(super) bytes: u64,
+    /// What the in-stream `backup_manifest` check verified (tar format with a manifest, when
+    /// the check verifies manifests).
+    pub(super) verified: Option<StreamVerified>,
+}
+
 /// Streams every tar of a tar-format backup (`base.tar*`, tablespace `<oid>.tar*`,
 /// `pg_wal.tar*`; any of them encrypted) into place, `parallel` at a time, then points
-/// `tablespace_map` at the extracted tablespaces and places `backup_manifest`.
+/// `tablespace_map` at the extracted tablespaces and places `backup_manifest`. With
+/// [`FetchRequest::verify_manifest`] and a manifest, every member the manifest lists is checked
+/// against its size and checksum while it is written (the first mismatch stops everything).
 pub(super) async fn extract_backup_files(
     ctx: &RunContext,
     shown: &str,
@@ -23,7 +36,7 @@ pub(super) async fn extract_backup_files(
     req: &FetchRequest,
     decrypt: Option<&Decryptor>,
     parallel: usize,
-) -> Result<u64> {
+) -> Result<Restored> {
     use std::os::unix::fs::DirBuilderExt;
     let mut jobs: Vec<(BackupFile, PathBuf)> = Vec::new();
     let mut tablespaces = Vec::new();
@@ -47,6 +60,23 @@ pub(super) async fn extract_backup_files(
             jobs.push((f, dest));
         }
     }
+    // The manifest first (it is small): into the scratch folder, read, and moved into the data
+    // dir once everything is extracted.
+    let staged = req.scratch_dir.join("backup_manifest");
+    let checked = match &manifest {
+        Some(m) => {
+            let (m, to, decrypt, cancel) = (m.clone(), staged.clone(), decrypt.cloned(), ctx.cancel.clone());
+            tokio::task::spawn_blocking(move || m.save_to(&to, decrypt.as_ref(), None, cancel))
+                .await
+                .map_err(|e| Error::defect(format!("copying backup_manifest failed: {e}")))??;
+            if req.verify_manifest {
+                Some(std::sync::Arc::new(Manifest::read(&staged)?))
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
     if jobs.len() > 1 {
         // The biggest first, so the longest download starts at once.
         jobs.sort_by_key(|(f, _)| std::cmp::Reverse(f.size()));
@@ -57,34 +87,49 @@ pub(super) async fn extract_backup_files(
         crate::workdir::ensure_free_space(work, total, &format!("the backup {shown}"))?;
     }
     ctx.progress.begin(&format!("extracting {shown}"), Some(total));
-    let mut tasks: Vec<Box<dyn FnOnce() -> Result<u64> + Send>> = Vec::new();
+    let mut tasks: Vec<Box<dyn FnOnce() -> Result<archive::Extracted> + Send>> = Vec::new();
     for (file, dest) in jobs {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(&dest).map_err(|e| Error::io("creating", &dest, e))?;
         let progress = Some(ctx.progress.clone());
         let cancel = ctx.cancel.clone();
         let decrypt = decrypt.cloned();
+        // Members of base.tar are at the data dir's root, those of <oid>.tar under
+        // pg_tblspc/<oid>; pg_wal is not in the manifest.
+        let prefix = if dest == req.data_dir {
+            Some(PathBuf::new())
+        } else if dest == req.data_dir.join("pg_wal") {
+            None
+        } else {
+            dest.file_name().map(|oid| Path::new("pg_tblspc").join(oid))
+        };
+        let manifest = checked.clone().zip(prefix);
         tasks.push(Box::new(move || {
             let (reader, _) = file.open(decrypt.as_ref(), progress, cancel.clone())?;
-            Ok(archive::extract_tar_from(reader, &file.display(), &dest, Some(cancel))?.bytes)
+            let verify = manifest.as_ref().map(|(m, prefix)| archive::Verify { manifest: m, prefix: prefix.clone() });
+            archive::extract_tar_verified(reader, &file.display(), &dest, Some(cancel), verify)
         }));
     }
-    let bytes = storage::run_parallel(tasks, parallel, &ctx.cancel).await;
+    let done = storage::run_parallel(tasks, parallel, &ctx.cancel).await;
     ctx.progress.end();
-    let bytes: u64 = bytes?.into_iter().sum();
+    let mut restored = Restored::default();
+    let mut verified = StreamVerified::default();
+    for e in done? {
+        restored.bytes += e.bytes;
+        verified.add(&e.verified);
+    }
+    if checked.is_some() {
+        restored.verified = Some(verified);
+    }
     rewrite_tablespace_map(&req.data_dir, &tablespaces)?;
-    if let Some(m) = manifest {
+    if manifest.is_some() {
         let to = req.data_dir.join("backup_manifest");
         // Whatever base.tar put there (a link, say) is replaced, never written through.
         if safefs::present(&to) && fs::symlink_metadata(&to).is_ok_and(|md| !md.is_dir()) {
             fs::remove_file(&to).map_err(|e| Error::io("replacing", &to, e))?;
         }
-        let decrypt = decrypt.cloned();
-        let cancel = ctx.cancel.clone();
-        tokio::task::spawn_blocking(move || m.save_to(&to, decrypt.as_ref(), None, cancel))
-            .await
-            .map_err(|e| Error::defect(format!("copying backup_manifest failed: {e}")))??;
+        fs::rename(&staged, &to).map_err(|e| Error::io("placing backup_manifest", &to, e))?;
     }
-    Ok(bytes)
+    Ok(restored)
 }
 
 /// Rewrites `tablespace_map` so each tablespace points at its extracted copy instead of the

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 
-use super::extract::extract_backup_files;
+use super::extract::{extract_backup_files, Restored};
 use super::layout::{detect, read_label, tar_kind, Layout};
 use super::BaseBackupSource;
 use crate::archive;
@@ -72,12 +72,12 @@ pub(super) async fn fetch(
     id: &str,
     req: &FetchRequest,
     decrypt: Option<&Decryptor>,
-) -> Result<(PathBuf, Option<String>, u64, Option<String>)> {
+) -> Result<(PathBuf, Option<String>, Restored, Option<String>)> {
     let dir = backup_dir(root, id);
     let layout = detect(&dir).ok_or_else(|| Error::defect(format!("{} no longer holds a backup", dir.display())))?;
     let (label, owner) = read_label(&dir, &layout, decrypt)?;
     let bytes = match &layout {
-        Layout::Plain => copy_plain(ctx, &dir, req).await?,
+        Layout::Plain => Restored { bytes: copy_plain(ctx, &dir, req).await?, verified: None },
         Layout::Tar { base } => extract_tars(ctx, &dir, base, req, decrypt).await?,
     };
     Ok((dir, owner, bytes, label))
@@ -316,7 +316,7 @@ async fn extract_tars(
     _base: &Path,
     req: &FetchRequest,
     decrypt: Option<&Decryptor>,
-) -> Result<u64> {
+) -> Result<Restored> {
     let files: Vec<BackupFile> = fs::read_dir(dir)
         .map_err(|e| Error::io("listing backup", dir, e))?
         .flatten()

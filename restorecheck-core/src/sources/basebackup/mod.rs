@@ -139,7 +139,8 @@ impl BackupSource for BaseBackupSource {
         fetched.backup_end_lsn = backup_end_lsn;
         fetched.archive = archive;
         fetched.superuser_hints = owner.into_iter().collect();
-        fetched.bytes_restored = bytes;
+        fetched.bytes_restored = bytes.bytes;
+        fetched.manifest_stream_verified = bytes.verified;
         fetched.recovery_target = req.recovery_target_or(&self.cfg.recovery_target);
         fetched.recovery_target_timeline = self.cfg.recovery_target_timeline;
         Ok(Artifact::Physical(fetched))

@@ -5,7 +5,7 @@
 use std::fs;
 use std::sync::Arc;
 
-use super::extract::extract_backup_files;
+use super::extract::{extract_backup_files, Restored};
 use super::layout::{detect_names, label_from_tar, tar_kind};
 use super::BaseBackupSource;
 use crate::context::RunContext;
@@ -129,7 +129,7 @@ impl BaseBackupSource {
         backup: &BackupInfo,
         req: &FetchRequest,
         decrypt: Option<Decryptor>,
-    ) -> Result<(Option<String>, u64)> {
+    ) -> Result<(Option<String>, Restored)> {
         let all = remote.list_all("").await?;
         let top_is_backup = detect_names(all.iter().filter(|o| !o.rel.contains('/')).map(|o| o.rel.as_str())).is_some();
         let (dir, files) = if top_is_backup {
@@ -168,8 +168,8 @@ impl BaseBackupSource {
                 }
                 None => None,
             };
-            let bytes = extract_backup_files(ctx, &shown, tars, req, decrypt.as_ref(), remote.parallel()).await?;
-            return Ok((owner, bytes));
+            let restored = extract_backup_files(ctx, &shown, tars, req, decrypt.as_ref(), remote.parallel()).await?;
+            return Ok((owner, restored));
         }
         // Plain format: one object per file. Object stores have no empty folders, so the
         // folders PostgreSQL expects are made afterwards.
@@ -204,7 +204,7 @@ impl BaseBackupSource {
             let p = req.data_dir.join(d);
             fs::DirBuilder::new().recursive(true).mode(0o700).create(&p).map_err(|e| Error::io("creating", &p, e))?;
         }
-        Ok((None, bytes))
+        Ok((None, Restored { bytes, verified: None }))
     }
 }
 
