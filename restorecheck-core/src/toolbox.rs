@@ -138,6 +138,14 @@ pub trait ToolBox: Send + Sync + Debug {
     /// A command running `cmd` where the tools run.
     async fn prepare(&self, cmd: &ToolCommand) -> Result<Prepared>;
 
+    /// True when the tools run on this host, as this host's users ([`HostTools`]): only then
+    /// do a source's host-side checks of a [`locate`](Self::locate)d program (can the restored
+    /// server's OS user execute it) and of host OS users (the one Barman switches to) apply.
+    /// The default: false.
+    fn on_this_host(&self) -> bool {
+        false
+    }
+
     /// Stops what the toolbox started (containers); called by the runner before the work dir
     /// is removed.
     async fn close(&self) -> Result<()> {
@@ -170,6 +178,10 @@ impl ToolBox for HostTools {
             RunAs::Server => self.server_user.clone(),
         };
         Ok(Prepared { program: cmd.program.clone(), args: Vec::new(), env: cmd.env.clone(), user })
+    }
+
+    fn on_this_host(&self) -> bool {
+        true
     }
 }
 

@@ -145,7 +145,15 @@ async fn good_backup_restores_with_later_writes_and_tablespaces_moved() {
     barman(&s.conf, &["archive-wal", SERVER]);
 
     let src = source(&s);
-    let listed = src.list(&RunContext::new()).await.unwrap();
+    // What a container of the check's image would mount read-only: config and catalog.
+    let ro = src.read_only_paths();
+    assert!(ro.contains(&s.conf) && ro.contains(&s.home), "{ro:?}");
+    // barman runs through the check's toolbox.
+    let tools = RecordingTools::new();
+    let listed = src.list(&RecordingTools::context(&tools)).await.unwrap();
+    let prepared = tools.prepared();
+    assert_eq!(prepared.len(), 1, "{prepared:?}");
+    assert_eq!(prepared[0].0.file_name().unwrap(), "barman", "{prepared:?}");
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].kind, "barman");
     let chosen = src.select(&RunContext::new(), None).await.unwrap();
@@ -166,6 +174,26 @@ async fn good_backup_restores_with_later_writes_and_tablespaces_moved() {
         "the newest WAL Barman holds ({last}) was required: {:?}",
         r.recovery.expected_end
     );
+    assert_eq!(snapshot(&s.home), before, "barman recover changed the catalog");
+
+    // Where the tools do not run on this host, Barman's user is looked up where they run.
+    let tools = RecordingTools::elsewhere();
+    let ctx = RecordingTools::context(&tools);
+    let work = restorecheck_core::workdir::WorkDir::create(&dir.sub("work-elsewhere"), &ctx.run_id, 0).unwrap();
+    let req = restorecheck_core::source::FetchRequest::new(work.data_dir(), work.tablespace_dir(), work.scratch_dir());
+    source(&s).fetch(&ctx, &chosen, &req).await.unwrap();
+    assert!(work.data_dir().join("PG_VERSION").is_file());
+    let located: Vec<String> = tools
+        .calls()
+        .into_iter()
+        .filter_map(|c| match c {
+            ToolCall::Locate { program, .. } => Some(program),
+            ToolCall::Prepare { .. } => None,
+        })
+        .collect();
+    assert!(located.contains(&"id".to_string()) && located.contains(&"barman".to_string()), "{located:?}");
+    assert!(tools.prepared().iter().all(|(_, _, major)| *major == Some(15)), "{:?}", tools.prepared());
+    work.remove().unwrap();
     assert_eq!(snapshot(&s.home), before, "barman recover changed the catalog");
 
     // With a recovery target Barman copies the WAL into barman_wal (archive recovery through
@@ -237,6 +265,9 @@ async fn unknown_server_is_a_source_error() {
     )
     .unwrap();
     let src = BarmanSource::new(BarmanConfig::new("nope").config(conf)).unwrap();
+    let e = src.list(&RecordingTools::context(&RecordingTools::without(&["barman"]))).await.unwrap_err();
+    assert_eq!(e.kind(), restorecheck_core::ErrorKind::Tooling, "{e}");
+    assert!(e.to_string().contains(NOT_IN_IMAGE) && e.to_string().contains("install Barman"), "{e}");
     let e = src.list(&RunContext::new()).await.unwrap_err();
     assert_eq!(e.kind(), restorecheck_core::ErrorKind::Source, "{e}");
     assert!(e.to_string().contains("Unknown server 'nope'"), "{e}");

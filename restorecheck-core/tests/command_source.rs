@@ -9,9 +9,11 @@ use std::sync::Arc;
 
 use common::*;
 use restorecheck_core::report::{Phase, Verdict};
+use restorecheck_core::source::FetchRequest;
 use restorecheck_core::sources::{CommandConfig, CommandSource};
 use restorecheck_core::targets::{LocalTarget, LocalTargetConfig};
-use restorecheck_core::Check;
+use restorecheck_core::workdir::WorkDir;
+use restorecheck_core::{BackupSource, Check, ErrorKind};
 
 const SECRET: &str = "tok-5f1e0c9a-very-secret";
 
@@ -106,4 +108,41 @@ async fn fetch_exit_codes_tell_a_bad_backup_from_a_broken_tool() {
     let r = run(&dir, command_check(garbled)).await;
     assert_eq!(r.verdict, Verdict::Error);
     assert_eq!(r.failure.unwrap().phase, Phase::Select);
+}
+
+#[tokio::test]
+async fn commands_run_through_the_checks_toolbox_with_their_variables() {
+    let dir = TestDir::new("cmd-toolbox");
+    let env_file = dir.path().join("tool.env");
+    std::fs::write(&env_file, format!("API_TOKEN={SECRET}\n")).unwrap();
+    let cfg: CommandConfig = toml::from_str(&format!(
+        r#"
+list = "echo '{{\"id\": \"x\", \"pg_major\": 15}}'"
+fetch = 'test -n "$API_TOKEN" && exit 3'
+env = {{ A = "1" }}
+env_file = "{}"
+"#,
+        env_file.display()
+    ))
+    .unwrap();
+    let src = CommandSource::new(cfg);
+    assert!(src.read_only_paths().is_empty());
+    let tools = RecordingTools::new();
+    let ctx = RecordingTools::context(&tools);
+    let chosen = src.select(&ctx, None).await.unwrap();
+    let work = WorkDir::create(&dir.sub("work"), &ctx.run_id, 0).unwrap();
+    let req = FetchRequest::new(work.data_dir(), work.tablespace_dir(), work.scratch_dir());
+    let e = src.fetch(&ctx, &chosen, &req).await.unwrap_err();
+    assert!(e.to_string().contains("the fetch command exited 3"), "{e}");
+    let prepared = tools.prepared();
+    assert_eq!(prepared.len(), 2, "{prepared:?}");
+    assert!(prepared.iter().all(|(p, _, _)| p == std::path::Path::new("/bin/sh")), "{prepared:?}");
+    assert_eq!(prepared[0].1, ["A", "API_TOKEN"]);
+    assert_eq!(prepared[1].1, ["A", "API_TOKEN", "RESTORECHECK_DEST", "RESTORECHECK_BACKUP_ID"]);
+    assert_eq!((prepared[0].2, prepared[1].2), (None, Some(15)));
+    work.remove().unwrap();
+
+    let e = src.list(&RecordingTools::context(&RecordingTools::without(&["sh"]))).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Tooling, "{e}");
+    assert!(e.to_string().contains(NOT_IN_IMAGE), "{e}");
 }

@@ -130,8 +130,21 @@ async fn good_backup_restores_with_later_writes_from_the_archive_and_tablespaces
     s.cluster.add_rows(25).await.unwrap();
     let last = s.cluster.switch_and_archive().await.unwrap();
 
-    let src = source(&s, &[]);
-    let listed = src.list(&RunContext::new()).await.unwrap();
+    let src = source(&s, &[("repo1-retention-full", toml::Value::Integer(9))]);
+    // What a container of the check's image would mount read-only: the config and the repository.
+    let ro = src.read_only_paths();
+    assert!(ro.contains(&s.conf) && ro.contains(&s.repo), "{ro:?}");
+    // pgbackrest runs through the check's toolbox, its options handed over as environment.
+    let tools = RecordingTools::new();
+    let listed = src.list(&RecordingTools::context(&tools)).await.unwrap();
+    assert!(
+        tools.calls().contains(&ToolCall::Locate { program: "pgbackrest".into(), major: None }),
+        "{:?}",
+        tools.calls()
+    );
+    let prepared = tools.prepared();
+    assert_eq!(prepared.len(), 1, "{prepared:?}");
+    assert_eq!(prepared[0].1, vec!["PGBACKREST_REPO1_RETENTION_FULL".to_string()]);
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].kind, "pgbackrest-full");
     assert_eq!(listed[0].pg_major, Some(15));
@@ -231,6 +244,10 @@ async fn unknown_stanza_is_a_source_error_with_a_hint() {
     let conf = dir.path().join("pgbackrest.conf");
     std::fs::write(&conf, format!("[global]\nrepo1-path={}\nlog-level-file=off\n", repo.display())).unwrap();
     let src = PgBackRestSource::new(PgBackRestConfig::new("nope").config(conf)).unwrap();
+    // Missing where the tools run (an image without it): the toolbox's message and the hint.
+    let e = src.list(&RecordingTools::context(&RecordingTools::without(&["pgbackrest"]))).await.unwrap_err();
+    assert_eq!(e.kind(), restorecheck_core::ErrorKind::Tooling, "{e}");
+    assert!(e.to_string().contains(NOT_IN_IMAGE) && e.to_string().contains("install pgBackRest"), "{e}");
     let e = src.list(&RunContext::new()).await.unwrap_err();
     assert_eq!(e.kind(), restorecheck_core::ErrorKind::Source, "{e}");
     assert!(e.to_string().contains("missing stanza path") && e.to_string().contains("repo1-path"), "{e}");

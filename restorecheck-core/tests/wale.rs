@@ -18,7 +18,7 @@ use restorecheck_core::fixture::{SampleCluster, SampleOptions};
 use restorecheck_core::report::{CheckReport, Phase, Verdict};
 use restorecheck_core::sources::{WaleConfig, WaleSource};
 use restorecheck_core::targets::{LocalTarget, LocalTargetConfig};
-use restorecheck_core::Check;
+use restorecheck_core::{BackupSource, Check};
 
 fn wale_bin() -> PathBuf {
     let p = std::env::var_os("RESTORECHECK_WALE")
@@ -118,6 +118,22 @@ async fn later_writes(f: &Fixture, n: usize, rows: u32) -> Vec<String> {
 async fn real_wale_offline_backup_with_later_writes_passes() {
     let f = fixture("wale-good", 30, false).await;
     later_writes(&f, 2, 6).await;
+    // wal-e runs through the check's toolbox, with the envdir's variables handed over to it;
+    // the storage is what a container would mount, the envdir (restorecheck reads it) is not.
+    let cfg: WaleConfig =
+        toml::from_str(&format!("binary = \"{}\"\nenvdir = \"{}\"\n", wale_bin().display(), f.envdir.display()))
+            .unwrap();
+    let src = WaleSource::new(cfg);
+    let ro = src.read_only_paths();
+    assert!(ro.contains(&f.store) && !ro.iter().any(|p| f.envdir.starts_with(p)), "{ro:?}");
+    let tools = RecordingTools::new();
+    assert_eq!(src.list(&RecordingTools::context(&tools)).await.unwrap().len(), 1);
+    let prepared = tools.prepared();
+    assert_eq!(prepared.len(), 1, "{prepared:?}");
+    assert_eq!(prepared[0].0, std::path::absolute(wale_bin()).unwrap());
+    for k in ["WALE_FILE_PREFIX", "WALE_LOG_DESTINATION", "WALE_RETRIES"] {
+        assert!(prepared[0].1.iter().any(|e| e == k), "{k} not in {prepared:?}");
+    }
     let r = run(&f.dir, wale_check(&f, "").assert(sql_eq("select count(*) from registrations", 42))).await;
     assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.failure);
     assert_eq!(r.recovery.mode.as_deref(), Some("archive"));

@@ -18,9 +18,11 @@ use std::sync::Arc;
 use common::*;
 use restorecheck_core::fixture::SampleCluster;
 use restorecheck_core::report::{CheckReport, Phase, Verdict};
+use restorecheck_core::source::{Artifact, FetchRequest, WalSupply};
 use restorecheck_core::sources::{WalgConfig, WalgSource};
 use restorecheck_core::targets::{LocalTarget, LocalTargetConfig};
-use restorecheck_core::{Check, Config, Registry};
+use restorecheck_core::workdir::WorkDir;
+use restorecheck_core::{BackupSource, Check, Config, ErrorKind, Registry, RunContext};
 
 const SECRET: &str = "walg-secret-9c1d7e3b";
 
@@ -216,6 +218,80 @@ async fn missing_walg_binary_is_a_tooling_error_with_an_install_hint() {
         "{}",
         f.message
     );
+}
+
+fn walg_source(s: &Storage) -> WalgSource {
+    WalgSource::new(
+        toml::from_str(&format!(
+            "binary = \"{}\"\nenv_file = \"{}\"\nenv = {{ WALG_FILE_PREFIX = \"{}\", STANDIN_CALLS = \"{}\" }}\n",
+            s.stand_in.display(),
+            s.env_file.display(),
+            s.prefix.display(),
+            s.calls.display()
+        ))
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn every_walg_run_goes_through_the_checks_toolbox_with_its_environment() {
+    let dir = TestDir::new("walg-toolbox");
+    let (c, b, _) = scenario(&dir, 5, 1).await;
+    let s = storage(&dir, &c, &b).await;
+    let src = walg_source(&s);
+    // The storage is what the tool reads; the env_file is read by restorecheck, not mounted.
+    let ro = src.read_only_paths();
+    assert!(ro.contains(&s.prefix) && !ro.iter().any(|p| s.env_file.starts_with(p)), "{ro:?}");
+
+    let tools = RecordingTools::new();
+    let ctx = RecordingTools::context(&tools);
+    let chosen = src.select(&ctx, None).await.unwrap();
+    let work = WorkDir::create(&dir.sub("work"), &ctx.run_id, 0).unwrap();
+    let req = FetchRequest::new(work.data_dir(), work.tablespace_dir(), work.scratch_dir());
+    let artifact = src.fetch(&ctx, &chosen, &req).await.unwrap();
+    let prepared = tools.prepared();
+    // backup-list (select, fetch), st cat, backup-fetch, wal-show: each one the located stand-in
+    // with the configured environment handed to the toolbox, the secret included.
+    assert_eq!(prepared.len(), 5, "{prepared:?}");
+    for (program, env, _) in &prepared {
+        assert_eq!(program, &s.stand_in);
+        for k in ["WALG_FILE_PREFIX", "STANDIN_CALLS", "AWS_SECRET_ACCESS_KEY"] {
+            assert!(env.iter().any(|e| e == k), "{k} not in {env:?}");
+        }
+    }
+    assert_eq!(prepared.last().unwrap().2, Some(15), "fetch passes the backup's major: {prepared:?}");
+    let calls = std::fs::read_to_string(&s.calls).unwrap();
+    assert_eq!(calls.lines().count(), prepared.len(), "a wal-g run bypassed the toolbox:\n{calls}");
+    // The restore_command runs the located program too.
+    let Artifact::Physical(p) = artifact else { panic!("not physical") };
+    let WalSupply::Fetch(fetch) = &p.wal else { panic!("no WAL fetch") };
+    let script = std::fs::read_to_string(&fetch.program).unwrap();
+    assert!(script.contains(&format!("'{}' wal-fetch", s.stand_in.display())), "{script}");
+    work.remove().unwrap();
+}
+
+#[tokio::test]
+async fn walg_missing_where_the_tools_run_fails_before_anything_is_fetched() {
+    let dir = TestDir::new("walg-no-tool");
+    let (c, b, _) = scenario(&dir, 5, 0).await;
+    let s = storage(&dir, &c, &b).await;
+    let src = walg_source(&s);
+    let chosen = src.select(&RunContext::new(), None).await.unwrap();
+    std::fs::write(&s.calls, "").unwrap();
+    let tools = RecordingTools::without(&["fake-wal-g"]);
+    let ctx = RecordingTools::context(&tools);
+    let e = src.list(&ctx).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Tooling, "{e}");
+    assert!(e.to_string().contains(NOT_IN_IMAGE) && e.to_string().contains("install WAL-G"), "{e}");
+    let work = WorkDir::create(&dir.sub("work"), &ctx.run_id, 0).unwrap();
+    let req = FetchRequest::new(work.data_dir(), work.tablespace_dir(), work.scratch_dir());
+    let e = src.fetch(&ctx, &chosen, &req).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Tooling, "{e}");
+    assert!(e.to_string().contains(NOT_IN_IMAGE), "{e}");
+    assert_eq!(std::fs::read_dir(work.data_dir()).unwrap().count(), 0, "something was fetched");
+    assert_eq!(std::fs::read_to_string(&s.calls).unwrap(), "", "wal-g ran");
+    assert!(tools.prepared().is_empty(), "{:?}", tools.calls());
+    work.remove().unwrap();
 }
 
 #[test]

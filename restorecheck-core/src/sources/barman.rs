@@ -103,22 +103,29 @@ impl BarmanSource {
         Ok(Self { cfg })
     }
 
-    fn program(&self) -> Result<PathBuf> {
-        tool::find_program("barman", INSTALL_HINT)
+    /// `barman` where the check's tools run.
+    async fn program(&self, ctx: &RunContext, major: Option<u32>) -> Result<PathBuf> {
+        ctx.tools.locate("barman", INSTALL_HINT, major).await
     }
 
     /// `barman [-c …]` plus `args`.
-    fn command(&self, exe: &Path, args: &[&str]) -> tokio::process::Command {
-        command_with(self.cfg.config.as_deref(), exe, args)
+    async fn command(
+        &self,
+        ctx: &RunContext,
+        exe: &Path,
+        args: &[&str],
+        major: Option<u32>,
+    ) -> Result<tokio::process::Command> {
+        command_with(ctx, self.cfg.config.as_deref(), exe, args, major).await
     }
 
     /// Runs a `barman -f json …` command and returns the server's entry of its output.
-    async fn json(&self, ctx: &RunContext, phase: Phase, args: &[&str]) -> Result<Value> {
-        let exe = self.program()?;
+    async fn json(&self, ctx: &RunContext, phase: Phase, args: &[&str], major: Option<u32>) -> Result<Value> {
+        let exe = self.program(ctx, major).await?;
         let mut all = vec!["-f", "json"];
         all.extend_from_slice(args);
         let what = format!("barman {}", args.join(" "));
-        let out = tool::run(ctx, phase, self.command(&exe, &all), &what).await?;
+        let out = tool::run(ctx, phase, self.command(ctx, &exe, &all, major).await?, &what).await?;
         // JSON, possibly after stray lines a hook or a warning printed first.
         let parsed: Option<Value> = serde_json::from_str(&out.stdout)
             .ok()
@@ -139,14 +146,15 @@ impl BarmanSource {
             .ok_or_else(|| source_err(format!("`{what}` says nothing about server {:?}", self.cfg.server)))
     }
 
-    async fn show_backup(&self, ctx: &RunContext, phase: Phase, id: &str) -> Result<ShowBackup> {
-        let v = self.json(ctx, phase, &["show-backup", &self.cfg.server, id]).await?;
+    async fn show_backup(&self, ctx: &RunContext, phase: Phase, id: &str, major: Option<u32>) -> Result<ShowBackup> {
+        let v = self.json(ctx, phase, &["show-backup", &self.cfg.server, id], major).await?;
         Ok(ShowBackup::from_json(&v))
     }
 
     /// `restore` where Barman has it (3.12+), else `recover`.
-    async fn restore_verb(&self, ctx: &RunContext, exe: &Path) -> Result<&'static str> {
-        let out = tool::run(ctx, Phase::Fetch, self.command(exe, &["--help"]), "barman --help").await?;
+    async fn restore_verb(&self, ctx: &RunContext, exe: &Path, major: Option<u32>) -> Result<&'static str> {
+        let cmd = self.command(ctx, exe, &["--help"], major).await?;
+        let out = tool::run(ctx, Phase::Fetch, cmd, "barman --help").await?;
         let verbs: Vec<&str> = out
             .stdout
             .lines()
@@ -185,14 +193,40 @@ impl BarmanSource {
     }
 }
 
-/// `barman [-c config]` plus `args`.
-fn command_with(config: Option<&Path>, exe: &Path, args: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(exe);
+/// The uid and gid of OS user `name`, which Barman switches to itself, where Barman runs: from
+/// this host's user database, or (in a container) from `id`. `None` when there is no such user.
+async fn user_ids(ctx: &RunContext, name: &str, major: Option<u32>) -> Result<Option<(u32, u32)>> {
+    if ctx.tools.on_this_host() {
+        return Ok(nix::unistd::User::from_name(name).ok().flatten().map(|u| (u.uid.as_raw(), u.gid.as_raw())));
+    }
+    let id = ctx.tools.locate("id", "Barman's user is looked up with `id` (coreutils)", major).await?;
+    let mut ids = Vec::new();
+    for flag in ["-u", "-g"] {
+        let mut cmd = tool::command(ctx, &id, &[], major).await?;
+        cmd.arg(flag).arg("--").arg(name);
+        let out = tool::run(ctx, Phase::Fetch, cmd, "id").await?;
+        match out.stdout.trim().parse::<u32>() {
+            Ok(n) if out.status.success() => ids.push(n),
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some((ids[0], ids[1])))
+}
+
+/// `barman [-c config]` plus `args`, where the check's tools run.
+async fn command_with(
+    ctx: &RunContext,
+    config: Option<&Path>,
+    exe: &Path,
+    args: &[&str],
+    major: Option<u32>,
+) -> Result<tokio::process::Command> {
+    let mut cmd = tool::command(ctx, exe, &[], major).await?;
     if let Some(c) = config {
         cmd.arg("-c").arg(c);
     }
     cmd.args(args);
-    cmd
+    Ok(cmd)
 }
 
 /// A value of `key` in `[section]` of a Python ConfigParser file (`key = v` or `key: v`).
@@ -361,7 +395,7 @@ impl BackupSource for BarmanSource {
     }
 
     async fn list(&self, ctx: &RunContext) -> Result<Vec<BackupInfo>> {
-        let v = self.json(ctx, Phase::Select, &["list-backups", &self.cfg.server]).await?;
+        let v = self.json(ctx, Phase::Select, &["list-backups", &self.cfg.server], None).await?;
         let entries = v.as_array().cloned().unwrap_or_default();
         let mut out = Vec::new();
         for e in entries {
@@ -392,11 +426,21 @@ impl BackupSource for BarmanSource {
         self.cfg.backup.as_deref()
     }
 
+    /// What `barman` reads: its configuration (the main file and the
+    /// `configuration_files_directory`), `barman_home` and the server's catalog folders
+    /// (`backup_directory`, `basebackups_directory`, `wals_directory`, …, which may lie outside
+    /// `barman_home`). `barman recover` runs against a shadow of the catalog in the work dir
+    /// whose links point into these folders. Hook scripts (`pre_recovery_script`, …) are
+    /// commands Barman runs: they must be in the image.
+    fn read_only_paths(&self) -> Vec<PathBuf> {
+        tool::existing_roots(shadow::read_paths(self.cfg.config.as_deref(), &self.cfg.server))
+    }
+
     async fn select(&self, ctx: &RunContext, wanted: Option<&str>) -> Result<BackupInfo> {
         let all = self.list(ctx).await?;
         let wanted = wanted.or(self.configured_backup());
         let mut chosen = crate::source::select_from(self.kind(), &self.describe(), all, wanted)?;
-        if let Ok(s) = self.show_backup(ctx, Phase::Select, &chosen.id).await {
+        if let Ok(s) = self.show_backup(ctx, Phase::Select, &chosen.id, None).await {
             if let Some(t) = s.begin_time.and_then(|t| DateTime::<Utc>::from_timestamp(t, 0)) {
                 chosen.taken_at = Some(t);
             }
@@ -408,8 +452,9 @@ impl BackupSource for BarmanSource {
 
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact> {
         crate::workdir::ensure_room_for(req, backup)?;
-        let exe = self.program()?;
-        let show = self.show_backup(ctx, Phase::Fetch, &backup.id).await?;
+        let major = backup.pg_major;
+        let exe = self.program(ctx, major).await?;
+        let show = self.show_backup(ctx, Phase::Fetch, &backup.id, major).await?;
         let status = show.status.clone().unwrap_or_else(|| "UNKNOWN".into());
         if !RESTORABLE.contains(&status.as_str()) {
             return Err(Error::defect(format!(
@@ -419,7 +464,7 @@ impl BackupSource for BarmanSource {
                 show.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
             )));
         }
-        let verb = self.restore_verb(ctx, &exe).await?;
+        let verb = self.restore_verb(ctx, &exe, major).await?;
 
         // Barman runs against a private shadow of the catalog: its bookkeeping never reaches
         // the real one.
@@ -447,15 +492,16 @@ impl BackupSource for BarmanSource {
         let me = nix::unistd::Uid::effective();
         let handover = if me.is_root() {
             let name = self.barman_user();
-            let u = nix::unistd::User::from_name(&name).ok().flatten().ok_or_else(|| Error::Tooling {
-                what: format!("Barman's OS user {name:?} (barman_user) does not exist"),
+            let place = if ctx.tools.on_this_host() { String::new() } else { format!(" in {}", ctx.tools.describe()) };
+            let (uid, gid) = user_ids(ctx, &name, major).await?.ok_or_else(|| Error::Tooling {
+                what: format!("Barman's OS user {name:?} (barman_user) does not exist{place}"),
                 hint: "install Barman's package (it creates the user) or set barman_user in barman.conf".into(),
                 source: None,
             })?;
-            if u.uid.is_root() {
+            if uid == 0 {
                 None
             } else {
-                let user = OsUser { name, uid: u.uid.as_raw(), gid: u.gid.as_raw(), switched: true };
+                let user = OsUser { name, uid, gid, switched: true };
                 user.chown_tree(&shadow.root)?;
                 let h = Handover::give(&user, &[&req.data_dir, &req.tablespace_dir, &staging, &shadow.root])?;
                 Some(h)
@@ -485,8 +531,10 @@ impl BackupSource for BarmanSource {
         args.extend([self.cfg.server.clone(), backup.id.clone(), req.data_dir.display().to_string()]);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         ctx.progress.begin(&format!("barman {verb} {}", backup.id), None);
-        let cmd = command_with(Some(&shadow.config), &exe, &argv);
-        let out = tool::run(ctx, Phase::Fetch, cmd, &format!("barman {verb}")).await;
+        let out = match command_with(ctx, Some(&shadow.config), &exe, &argv, major).await {
+            Ok(cmd) => tool::run(ctx, Phase::Fetch, cmd, &format!("barman {verb}")).await,
+            Err(e) => Err(e),
+        };
         ctx.progress.end();
         // Take the copy back (tester-owned, like every source's output) before anything else.
         drop(handover);
@@ -614,6 +662,32 @@ mod tests {
         assert_eq!(ini_value(t, "barman", "barman_user").as_deref(), Some("backup"));
         assert_eq!(ini_value(t, "pg", "barman_user").as_deref(), Some("x"));
         assert_eq!(ini_value(t, "barman", "log_file"), None);
+    }
+
+    #[test]
+    fn read_only_paths_are_the_configuration_and_the_catalog() {
+        let d = tempfile::tempdir().unwrap();
+        let (home, confd, wals) = (d.path().join("home"), d.path().join("barman.d"), d.path().join("wals"));
+        for p in [home.join("pg/base"), confd.clone(), wals.clone()] {
+            std::fs::create_dir_all(p).unwrap();
+        }
+        let conf = d.path().join("barman.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[barman]\nbarman_home = {}\nconfiguration_files_directory = {}\n",
+                home.display(),
+                confd.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(confd.join("pg.conf"), format!("[pg]\nwals_directory = {}\n", wals.display())).unwrap();
+        let s = BarmanSource::new(BarmanConfig::new("pg").config(conf.clone())).unwrap();
+        let mut want = vec![conf.clone(), confd, home, wals];
+        want.sort();
+        assert_eq!(s.read_only_paths(), want);
+        let missing = BarmanSource::new(BarmanConfig::new("pg").config(d.path().join("nope.conf"))).unwrap();
+        assert!(missing.read_only_paths().is_empty());
     }
 
     #[test]

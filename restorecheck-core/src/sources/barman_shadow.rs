@@ -111,25 +111,11 @@ impl BarmanIni {
     /// Reads Barman's main configuration file (`config`, or the first of Barman's own search
     /// order) and the `*.conf` files of its `configuration_files_directory`.
     pub(super) fn load(config: Option<&Path>) -> Result<Self> {
-        let main = match config {
-            Some(c) => c.to_path_buf(),
-            None => std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".barman.conf"))
-                .into_iter()
-                .chain(["/etc/barman.conf", "/etc/barman/barman.conf"].map(PathBuf::from))
-                .find(|p| p.is_file())
-                .ok_or_else(|| Error::Tooling {
-                    what: "no Barman configuration file (~/.barman.conf, /etc/barman.conf, /etc/barman/barman.conf)"
-                        .into(),
-                    hint: "set `config` in the source options to Barman's configuration file".into(),
-                    source: None,
-                })?,
-        };
+        let main = main_config(config)?;
         let mut ini = BarmanIni::default();
         let text = std::fs::read_to_string(&main).map_err(|e| Error::io("reading Barman's configuration", &main, e))?;
         ini.read(&text);
-        if let Some(dir) = ini.get("barman", "configuration_files_directory") {
-            let dir = expand_home(&ini.interpolate("barman", &dir, &[])?);
+        if let Some(dir) = ini.include_dir()? {
             if dir.is_dir() {
                 let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
                     .map_err(|e| Error::io("listing Barman's configuration folder", &dir, e))?
@@ -146,6 +132,13 @@ impl BarmanIni {
             }
         }
         Ok(ini)
+    }
+
+    /// The `configuration_files_directory` of `[barman]`, if set.
+    fn include_dir(&self) -> Result<Option<PathBuf>> {
+        self.get("barman", "configuration_files_directory")
+            .map(|dir| Ok(expand_home(&self.interpolate("barman", &dir, &[])?)))
+            .transpose()
     }
 
     fn section(&self, name: &str) -> Option<&[Entry]> {
@@ -204,6 +197,41 @@ impl BarmanIni {
         let unquoted = ['"', '\''].iter().find_map(|q| v.strip_prefix(*q).and_then(|s| s.strip_suffix(*q)));
         Ok(unquoted.map(str::to_string).unwrap_or(v))
     }
+}
+
+/// Barman's main configuration file: `config`, else the first of Barman's own search order.
+fn main_config(config: Option<&Path>) -> Result<PathBuf> {
+    match config {
+        Some(c) => Ok(c.to_path_buf()),
+        None => std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".barman.conf"))
+            .into_iter()
+            .chain(["/etc/barman.conf", "/etc/barman/barman.conf"].map(PathBuf::from))
+            .find(|p| p.is_file())
+            .ok_or_else(|| Error::Tooling {
+                what: "no Barman configuration file (~/.barman.conf, /etc/barman.conf, /etc/barman/barman.conf)".into(),
+                hint: "set `config` in the source options to Barman's configuration file".into(),
+                source: None,
+            }),
+    }
+}
+
+/// What Barman reads for `server` (besides a shadow): its configuration files (the main file
+/// and the `configuration_files_directory`), `barman_home` and the server's folders. Best
+/// effort: what cannot be resolved is left out (Barman itself then reports the problem).
+pub(super) fn read_paths(config: Option<&Path>, server: &str) -> Vec<PathBuf> {
+    let Ok(main) = main_config(config) else { return Vec::new() };
+    let mut paths = vec![main];
+    let Ok(ini) = BarmanIni::load(config) else { return paths };
+    paths.extend(ini.include_dir().ok().flatten());
+    if let Some(home) = ini.get("barman", "barman_home").and_then(|h| ini.interpolate("barman", &h, &[]).ok()) {
+        paths.push(PathBuf::from(home));
+    }
+    if let Ok(dirs) = ServerDirs::resolve(&ini, server) {
+        paths.push(dirs.backup);
+        paths.extend(dirs.dirs.into_iter().map(|(_, p)| p));
+    }
+    paths
 }
 
 fn expand_home(p: &str) -> PathBuf {

@@ -9,6 +9,12 @@
 //!
 //! Both run through `/bin/sh -c` with the variables of `env` and `env_file` (`KEY=VALUE` lines)
 //! added. Put secrets in `env_file` (mode 0600): values never appear in reports or logs.
+//!
+//! The commands run where the check's tools run ([`crate::ToolBox`]): on this host, or in a
+//! container of the check's image, where `/bin/sh` is the image's, the variables reach the
+//! command through the toolbox, and `$RESTORECHECK_DEST` (in the work dir) has the same path.
+//! The source declares no read-only paths: what a command reads in a container is for the
+//! docker target's `mounts` to provide.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,6 +91,10 @@ pub struct CommandSource {
     cfg: CommandConfig,
 }
 
+/// The shell the commands run with.
+const SHELL: &str = "/bin/sh";
+const SHELL_HINT: &str = "the command source runs its commands with /bin/sh";
+
 /// Exit code by which `fetch` says the backup itself is bad.
 pub(crate) const EXIT_BACKUP_BAD: i32 = 65;
 
@@ -104,7 +114,7 @@ impl CommandSource {
         if let Some(f) = &self.cfg.env_file {
             vars.extend(crate::sources::environment::read_env_file(f, "command")?);
         }
-        Ok(vars)
+        Ok(crate::sources::environment::last_wins(vars))
     }
 
     /// Runs `script` through `/bin/sh -c` in its own process group (with a parent-death
@@ -117,15 +127,13 @@ impl CommandSource {
         what: &str,
         script: &str,
         extra: &[(&str, String)],
+        major: Option<u32>,
     ) -> Result<(i32, String, String)> {
-        let mut cmd = tokio::process::Command::new("/bin/sh");
+        let mut env = self.environment()?;
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let sh = ctx.tools.locate(SHELL, SHELL_HINT, major).await?;
+        let mut cmd = crate::sources::tool::command(ctx, &sh, &env, major).await?;
         cmd.arg("-c").arg(script);
-        for (k, v) in self.environment()? {
-            cmd.env(k, v);
-        }
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
         let out = crate::sources::tool::run(ctx, phase, cmd, &format!("the {what} command")).await?;
         Ok((out.code().unwrap_or(-1), out.stdout, out.stderr))
     }
@@ -156,7 +164,7 @@ impl BackupSource for CommandSource {
     }
 
     async fn list(&self, ctx: &RunContext) -> Result<Vec<BackupInfo>> {
-        let (code, out, err) = self.shell(ctx, Phase::Select, "list", &self.cfg.list, &[]).await?;
+        let (code, out, err) = self.shell(ctx, Phase::Select, "list", &self.cfg.list, &[], None).await?;
         if code != 0 {
             return Err(self.err(format!("the list command exited {code}: {}", last_lines(&err))));
         }
@@ -184,6 +192,13 @@ impl BackupSource for CommandSource {
         self.cfg.backup.as_deref()
     }
 
+    /// None: the commands are the user's own, and what they read in a container is for the
+    /// docker target's `mounts` to provide (they write only into `$RESTORECHECK_DEST`, in the
+    /// work dir).
+    fn read_only_paths(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
     fn artifact_kind(&self) -> Option<crate::source::ArtifactKind> {
         None // the fetch command writes a data directory or a dump
     }
@@ -199,6 +214,7 @@ impl BackupSource for CommandSource {
                 "fetch",
                 &self.cfg.fetch,
                 &[("RESTORECHECK_DEST", dest.display().to_string()), ("RESTORECHECK_BACKUP_ID", backup.id.clone())],
+                backup.pg_major,
             )
             .await?;
         match code {
@@ -218,7 +234,12 @@ impl BackupSource for CommandSource {
             std::fs::rename(&dest, &req.data_dir).map_err(|e| Error::io("moving the fetched data dir", &dest, e))?;
             let (pg_major, end) = check_physical(&req.data_dir, Path::new(&backup.location))?;
             let wal = match &self.cfg.restore_command {
-                Some(c) => WalSupply::Fetch(WalFetch::shell(c.clone()).with_env(self.environment()?)),
+                Some(c) => {
+                    let sh = ctx.tools.locate(SHELL, SHELL_HINT, Some(pg_major)).await?;
+                    let mut fetch = WalFetch::shell(c.clone()).with_env(self.environment()?);
+                    fetch.program = sh;
+                    WalSupply::Fetch(fetch)
+                }
                 None => WalSupply::SelfContained,
             };
             let mut f = FetchedBackup::new(req.data_dir.clone(), pg_major, wal);

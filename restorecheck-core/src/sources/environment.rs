@@ -77,6 +77,17 @@ pub(crate) fn lookup<'a>(vars: &'a [(String, String)], key: &str) -> Option<&'a 
     vars.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
+/// `vars` with each name once, keeping the value set last (what applying them in order gives):
+/// a container toolbox writes one file per variable.
+pub(crate) fn last_wins(vars: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(vars.len());
+    for (k, v) in vars {
+        out.retain(|(o, _)| *o != k);
+        out.push((k, v));
+    }
+    out
+}
+
 /// A storage URL for reports: any `user:password@` part removed.
 pub(crate) fn redact_url(url: &str) -> String {
     match url.split_once("://") {
@@ -119,6 +130,12 @@ mod tests {
         assert_eq!(v, vec![("NUL".into(), "a\nb".into()), ("WALE_FILE_PREFIX".into(), "file://localhost/x".into())]);
         assert_eq!(lookup(&v, "NUL"), Some("a\nb"));
         assert!(read_envdir(&d.path().join("missing"), "wale").is_err());
+    }
+
+    #[test]
+    fn the_value_set_last_wins() {
+        let v = |s: &[(&str, &str)]| s.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        assert_eq!(last_wins(v(&[("A", "1"), ("B", "2"), ("A", "3")])), v(&[("B", "2"), ("A", "3")]));
     }
 
     #[test]

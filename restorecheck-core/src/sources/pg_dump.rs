@@ -463,6 +463,22 @@ impl BackupSource for PgDumpSource {
         Some(crate::source::ArtifactKind::Logical)
     }
 
+    /// What `pg_restore` and `psql` (run by the target, possibly in its image) read: a local
+    /// `path` (the dump, or the folder of dumps) and the `globals` file. A dump in object
+    /// storage, or one restorecheck decompresses or decrypts, is read from the work dir.
+    fn read_only_paths(&self) -> Vec<PathBuf> {
+        let local = |p: &Path| {
+            let s = p.to_string_lossy();
+            match s.strip_prefix("file://") {
+                Some(rest) => Some(PathBuf::from(rest)),
+                None => (!s.contains("://")).then(|| p.to_path_buf()),
+            }
+        };
+        let paths =
+            [Some(self.cfg.path.as_path()), self.cfg.globals.as_deref()].into_iter().flatten().filter_map(local);
+        crate::sources::tool::existing_roots(paths)
+    }
+
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact> {
         let decrypt = self.decryptor()?;
         let path = match Location::parse(&self.cfg.path, &self.cfg.storage)? {
@@ -724,6 +740,19 @@ pub(crate) async fn fetch_dump(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_only_paths_are_the_local_dumps_and_globals() {
+        let d = tempfile::tempdir().unwrap();
+        let (dumps, globals) = (d.path().join("dumps"), d.path().join("globals.sql"));
+        fs::create_dir_all(&dumps).unwrap();
+        fs::write(&globals, "").unwrap();
+        let mut cfg = PgDumpConfig::new(format!("file://{}", dumps.display()));
+        cfg.globals = Some(globals.clone());
+        assert_eq!(PgDumpSource::new(cfg).read_only_paths(), vec![dumps.clone(), globals]);
+        assert!(PgDumpSource::new(PgDumpConfig::new("s3://bucket/dumps")).read_only_paths().is_empty());
+        assert_eq!(PgDumpSource::new(PgDumpConfig::new(&dumps)).read_only_paths(), vec![dumps]);
+    }
 
     #[test]
     fn versions() {

@@ -191,16 +191,16 @@ impl PgBackRestSource {
         Ok(Self { cfg, env })
     }
 
-    fn program(&self) -> Result<PathBuf> {
-        tool::find_program("pgbackrest", INSTALL_HINT)
+    /// `pgbackrest` where the check's tools run.
+    async fn program(&self, ctx: &RunContext, major: Option<u32>) -> Result<PathBuf> {
+        ctx.tools.locate("pgbackrest", INSTALL_HINT, major).await
     }
 
     /// `pgbackrest --stanza=… [--config=…] [--repo=…]` with `options` in the environment.
-    fn command(&self, exe: &Path) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    async fn command(&self, ctx: &RunContext, exe: &Path, major: Option<u32>) -> Result<tokio::process::Command> {
+        let mut cmd = tool::command(ctx, exe, &self.env, major).await?;
         cmd.args(self.common_args());
-        cmd
+        Ok(cmd)
     }
 
     fn common_args(&self) -> Vec<String> {
@@ -215,9 +215,9 @@ impl PgBackRestSource {
     }
 
     /// `pgbackrest info` for the stanza.
-    async fn info(&self, ctx: &RunContext, phase: Phase) -> Result<StanzaInfo> {
-        let exe = self.program()?;
-        let mut cmd = self.command(&exe);
+    async fn info(&self, ctx: &RunContext, phase: Phase, major: Option<u32>) -> Result<StanzaInfo> {
+        let exe = self.program(ctx, major).await?;
+        let mut cmd = self.command(ctx, &exe, major).await?;
         cmd.args(["--output=json", "--log-level-file=off", "info"]);
         let out = tool::run(ctx, phase, cmd, "pgbackrest info").await?;
         if !out.status.success() {
@@ -309,37 +309,43 @@ impl PgBackRestSource {
     }
 
     /// The repository folder the restored server's `archive-get` reads, when it is local.
-    async fn repo_path(&self, ctx: &RunContext, exe: &Path, key: u32) -> Option<PathBuf> {
-        let get = |name: &str| -> Option<String> {
-            let k = format!("repo{key}-{name}");
-            self.cfg.options.get(&k).map(|v| match v {
-                toml::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-        };
-        let (path, kind, host) = if key == 1 {
-            // `help` reports the effective value (command line, environment, config and includes).
-            let mut v = Vec::new();
-            for name in ["repo-path", "repo-type", "repo-host"] {
-                let mut cmd = self.command(exe);
-                cmd.args(["help", "restore", name]);
-                let out = tool::run(ctx, Phase::Fetch, cmd, "pgbackrest help").await.ok()?;
-                let current =
-                    |p: &str| out.stdout.lines().find_map(|l| l.strip_prefix(p).map(|s| s.trim().to_string()));
-                v.push(current("current: ").or_else(|| current("default: ")));
-            }
-            (v[0].clone(), v[1].clone(), v[2].clone())
-        } else {
+    async fn repo_path(&self, ctx: &RunContext, exe: &Path, key: u32, major: Option<u32>) -> Option<PathBuf> {
+        if key != 1 {
             let ini = self.config_file().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
-            let from_ini = |name: &str| ini_value(&ini, &[&self.cfg.stanza, "global"], &format!("repo{key}-{name}"));
-            (
-                get("path").or_else(|| from_ini("path")).or_else(|| Some("/var/lib/pgbackrest".into())),
-                get("type").or_else(|| from_ini("type")),
-                get("host").or_else(|| from_ini("host")),
-            )
+            return self.configured_repo_path(&ini, key);
+        }
+        // `help` reports the effective value (command line, environment, config and includes).
+        let mut v = Vec::new();
+        for name in ["repo-path", "repo-type", "repo-host"] {
+            let mut cmd = self.command(ctx, exe, major).await.ok()?;
+            cmd.args(["help", "restore", name]);
+            let out = tool::run(ctx, Phase::Fetch, cmd, "pgbackrest help").await.ok()?;
+            let current = |p: &str| out.stdout.lines().find_map(|l| l.strip_prefix(p).map(|s| s.trim().to_string()));
+            v.push(current("current: ").or_else(|| current("default: ")));
+        }
+        local_repo(v[0].clone(), v[1].as_deref(), v[2].as_deref())
+    }
+
+    /// `options.<name>` as pgBackRest gets it.
+    fn option(&self, name: &str) -> Option<String> {
+        self.cfg.options.get(name).map(|v| match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
+
+    /// The folder of repository `key` when it is local, from `options` and the configuration
+    /// text `ini` (the stanza's section, then `[global]`; default `/var/lib/pgbackrest`).
+    fn configured_repo_path(&self, ini: &str, key: u32) -> Option<PathBuf> {
+        let get = |name: &str| {
+            self.option(&format!("repo{key}-{name}"))
+                .or_else(|| ini_value(ini, &[&self.cfg.stanza, "global"], &format!("repo{key}-{name}")))
         };
-        let local = kind.as_deref().is_none_or(|k| k == "posix" || k == "cifs") && host.is_none();
-        path.filter(|_| local).map(PathBuf::from)
+        local_repo(
+            get("path").or_else(|| Some("/var/lib/pgbackrest".into())),
+            get("type").as_deref(),
+            get("host").as_deref(),
+        )
     }
 
     /// The configuration file pgBackRest reads.
@@ -406,6 +412,12 @@ impl PgBackRestSource {
         }
         Ok(())
     }
+}
+
+/// `path` when the repository is on this file system (type `posix` or `cifs`, no repository host).
+fn local_repo(path: Option<String>, kind: Option<&str>, host: Option<&str>) -> Option<PathBuf> {
+    let local = kind.is_none_or(|k| k == "posix" || k == "cifs") && host.is_none();
+    path.filter(|_| local).map(PathBuf::from)
 }
 
 /// The segments and timeline history files of the archive ids `ids` of `stanza` in a local
@@ -598,7 +610,7 @@ impl BackupSource for PgBackRestSource {
     }
 
     async fn list(&self, ctx: &RunContext) -> Result<Vec<BackupInfo>> {
-        let stanza = self.info(ctx, Phase::Select).await?;
+        let stanza = self.info(ctx, Phase::Select, None).await?;
         let mut out: Vec<BackupInfo> = stanza.backup.iter().map(|b| self.backup_info(&stanza, b)).collect();
         crate::source::sort_newest_first(&mut out);
         Ok(out)
@@ -608,11 +620,43 @@ impl BackupSource for PgBackRestSource {
         self.cfg.backup.as_deref()
     }
 
+    /// What `pgbackrest` reads: its configuration file, its include folder
+    /// (`config-include-path`, default `/etc/pgbackrest/conf.d`) and every local (posix, cifs)
+    /// repository the options and configuration name (only `repo` when it is set). A remote
+    /// repository (object store, repository host) is reached over the network instead.
+    fn read_only_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self.config_file().into_iter().collect();
+        let mut ini = self.config_file().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+        let include =
+            PathBuf::from(self.option("config-include-path").unwrap_or_else(|| "/etc/pgbackrest/conf.d".into()));
+        if let Ok(rd) = std::fs::read_dir(&include) {
+            let mut files: Vec<PathBuf> =
+                rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "conf")).collect();
+            files.sort();
+            for f in files {
+                ini.push('\n');
+                ini.push_str(&std::fs::read_to_string(&f).unwrap_or_default());
+            }
+            paths.push(include);
+        }
+        let keys: std::collections::BTreeSet<u32> = match self.cfg.repo {
+            Some(r) => [r].into(),
+            None => {
+                let key_of = |k: &str| k.trim().strip_prefix("repo")?.split_once('-')?.0.parse::<u32>().ok();
+                let in_ini = ini.lines().filter_map(|l| key_of(l.split('=').next().unwrap_or_default()));
+                std::iter::once(1).chain(self.cfg.options.keys().filter_map(|k| key_of(k))).chain(in_ini).collect()
+            }
+        };
+        paths.extend(keys.into_iter().filter_map(|k| self.configured_repo_path(&ini, k)));
+        tool::existing_roots(paths)
+    }
+
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact> {
         crate::workdir::ensure_room_for(req, backup)?;
-        let exe = self.program()?;
+        let major = backup.pg_major;
+        let exe = self.program(ctx, major).await?;
         // Fresh facts: the archive may have grown since the listing.
-        let stanza = self.info(ctx, Phase::Fetch).await?;
+        let stanza = self.info(ctx, Phase::Fetch, major).await?;
         let b = stanza.backup.iter().find(|b| b.label == backup.id).ok_or_else(|| {
             Error::defect(format!(
                 "backup {} is no longer in the pgBackRest repository (stanza {}); it was expired or removed",
@@ -648,9 +692,9 @@ impl BackupSource for PgBackRestSource {
         args.push("restore".into());
         let mut attempt = 0;
         let out = loop {
-            ctx.progress.begin(&format!("pgbackrest restore {}", b.label), None);
-            let mut cmd = self.command(&exe);
+            let mut cmd = self.command(ctx, &exe, major).await?;
             cmd.args(&args);
+            ctx.progress.begin(&format!("pgbackrest restore {}", b.label), None);
             let out = tool::run(ctx, Phase::Fetch, cmd, "pgbackrest restore").await;
             ctx.progress.end();
             let out = out?;
@@ -692,7 +736,7 @@ impl BackupSource for PgBackRestSource {
         })?;
         let script = self.write_restore_script(&exe, req)?;
         let repo_key = self.cfg.repo.or(b.database.repo_key.and_then(|k| u32::try_from(k).ok())).unwrap_or(1);
-        let readable_paths: Vec<PathBuf> = self.repo_path(ctx, &exe, repo_key).await.into_iter().collect();
+        let readable_paths: Vec<PathBuf> = self.repo_path(ctx, &exe, repo_key, major).await.into_iter().collect();
         // `archive-get` reads the configuration too: the target checks its own server user can.
         let wal_reads: Vec<PathBuf> = readable_paths.iter().cloned().chain(self.config_file()).collect();
 
@@ -862,6 +906,38 @@ mod tests {
         }
         assert!(!retryable(Some(0)));
         assert!(!retryable(None), "killed by a signal (cancelled): not retried");
+    }
+
+    #[test]
+    fn read_only_paths_are_the_configuration_and_the_local_repositories() {
+        let d = tempfile::tempdir().unwrap();
+        let (r1, r3, inc) = (d.path().join("r1"), d.path().join("r3"), d.path().join("conf.d"));
+        for p in [&r1, &r3, &inc] {
+            std::fs::create_dir_all(p).unwrap();
+        }
+        let conf = d.path().join("pgbackrest.conf");
+        std::fs::write(&conf, format!("[global]\nrepo1-path={}\nrepo2-type=s3\nrepo2-path=/bucket\n", r1.display()))
+            .unwrap();
+        std::fs::write(inc.join("r3.conf"), format!("[main]\nrepo3-path = {}\n", r3.display())).unwrap();
+        let mut options = BTreeMap::new();
+        options.insert("config-include-path".to_string(), toml::Value::String(inc.display().to_string()));
+        let s =
+            PgBackRestSource::new(PgBackRestConfig::new("main").config(conf.clone()).options(options.clone())).unwrap();
+        let mut want = vec![conf.clone(), inc.clone(), r1.clone(), r3.clone()];
+        want.sort();
+        assert_eq!(s.read_only_paths(), want);
+        // Only the repository asked for; a repository host is remote.
+        let mut cfg = PgBackRestConfig::new("main").config(conf.clone()).options(options.clone());
+        cfg.repo = Some(3);
+        let mut want = vec![conf.clone(), inc.clone(), r3.clone()];
+        want.sort();
+        assert_eq!(PgBackRestSource::new(cfg).unwrap().read_only_paths(), want);
+        options.insert("repo3-host".to_string(), toml::Value::String("backup-host".into()));
+        let mut cfg = PgBackRestConfig::new("main").config(conf.clone()).options(options);
+        cfg.repo = Some(3);
+        let mut want = vec![conf, inc];
+        want.sort();
+        assert_eq!(PgBackRestSource::new(cfg).unwrap().read_only_paths(), want);
     }
 
     #[test]

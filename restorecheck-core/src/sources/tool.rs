@@ -57,6 +57,51 @@ pub(crate) fn find_program(program: &str, install_hint: &str) -> Result<PathBuf>
     })
 }
 
+/// A command for `program` (as [`ToolBox::locate`](crate::ToolBox::locate) found it, where the
+/// check's tools run) with `env`, as [`RunAs::Tester`](crate::RunAs::Tester); the caller adds
+/// the arguments. `env` (a backup tool's credentials) goes to the toolbox, never onto the
+/// host command by the caller: a container toolbox passes it as files.
+pub(crate) async fn command(
+    ctx: &RunContext,
+    program: &Path,
+    env: &[(String, String)],
+    major: Option<u32>,
+) -> Result<tokio::process::Command> {
+    let env = crate::sources::environment::last_wins(env.to_vec());
+    let cmd = crate::toolbox::ToolCommand::new(program).env(env).major(major);
+    Ok(ctx.tools.prepare(&cmd).await?.tokio())
+}
+
+/// The absolute paths of `paths` that exist on this host, without duplicates and without
+/// those inside another one: what a source declares in
+/// [`read_only_paths`](crate::BackupSource::read_only_paths) (a container target mounts each
+/// one, and a bind mount of a missing path fails).
+pub(crate) fn existing_roots(paths: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = paths
+        .into_iter()
+        .filter(|p| p.is_absolute() && std::fs::symlink_metadata(p).is_ok())
+        .map(|p| p.components().collect())
+        .collect();
+    v.sort();
+    v.dedup();
+    let all = v.clone();
+    v.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
+    v
+}
+
+/// Values of `vars` that name files a backup tool reads (key files, credentials files, CA
+/// certificates): variables ending in `_PATH` or `_FILE`, and `GOOGLE_APPLICATION_CREDENTIALS`,
+/// whose value is an absolute path.
+pub(crate) fn file_vars(vars: &[(String, String)]) -> Vec<PathBuf> {
+    vars.iter()
+        .filter(|(k, v)| {
+            (k.ends_with("_PATH") || k.ends_with("_FILE") || k == "GOOGLE_APPLICATION_CREDENTIALS")
+                && v.starts_with('/')
+        })
+        .map(|(_, v)| PathBuf::from(v))
+        .collect()
+}
+
 /// Runs `cmd` to completion in its own process group, capturing its output. Cancellation of
 /// `ctx` (or dropping the returned future) kills the whole group.
 pub(crate) async fn run(
@@ -159,6 +204,28 @@ mod tests {
         assert!(is_segment_name(a));
         assert!(!is_segment_name("00000002.history"));
         assert!(!is_segment_name("000000010000000000000009.00000028.backup"));
+    }
+
+    #[test]
+    fn read_only_paths_are_existing_absolute_roots() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("a/b"));
+        std::fs::create_dir_all(&b).unwrap();
+        let got = existing_roots([b.clone(), a.clone(), d.path().join("missing"), "rel".into(), a.join(".")]);
+        assert_eq!(got, vec![a.clone()]);
+        assert_eq!(existing_roots([b.clone()]), vec![b]);
+        let vars: Vec<(String, String)> = [
+            ("WALG_PGP_KEY_PATH", "/k/key.asc"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/c/credentials"),
+            ("GOOGLE_APPLICATION_CREDENTIALS", "/g.json"),
+            ("WALG_FILE_PREFIX", "/store"),
+            ("SOME_PATH", "relative"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let files: Vec<PathBuf> = ["/k/key.asc", "/c/credentials", "/g.json"].iter().map(PathBuf::from).collect();
+        assert_eq!(file_vars(&vars), files);
     }
 
     #[tokio::test]

@@ -173,7 +173,11 @@ fn newest_stored_segment(store: &Path) -> Option<String> {
 /// files are `NNNNNNNN.history.lzo`, read with `lzop -dc`), so that the proof follows the
 /// timeline recovery follows. `None` when a history file cannot be read: the caller falls back
 /// to the newest segment of any timeline.
-async fn stored_contents(ctx: &RunContext, store: &Path) -> Option<crate::wal_archive::ArchiveContents> {
+async fn stored_contents(
+    ctx: &RunContext,
+    store: &Path,
+    major: Option<u32>,
+) -> Option<crate::wal_archive::ArchiveContents> {
     let dir = store.join("wal_005");
     let mut contents = crate::wal_archive::ArchiveContents {
         described: format!("the WAL-E storage {}", dir.display()),
@@ -192,9 +196,9 @@ async fn stored_contents(ctx: &RunContext, store: &Path) -> Option<crate::wal_ar
         }
     }
     if !histories.is_empty() {
-        let lzop = crate::wal_archive::which("lzop")?;
+        let lzop = ctx.tools.locate("lzop", "install lzop (Debian: apt-get install lzop)", major).await.ok()?;
         for (tli, path) in histories {
-            let mut cmd = tokio::process::Command::new(&lzop);
+            let mut cmd = tool::command(ctx, &lzop, &[], major).await.ok()?;
             cmd.arg("-dc").arg(&path);
             let out = tool::run(ctx, Phase::Fetch, cmd, "lzop -dc").await.ok()?;
             if !out.status.success() {
@@ -269,26 +273,39 @@ impl WaleSource {
         self.cfg.binary.as_deref().unwrap_or("wal-e")
     }
 
-    /// The `wal-e` program, as an absolute path (the restored server runs it too).
-    fn program(&self) -> Result<PathBuf> {
-        let p = tool::find_program(self.binary(), INSTALL_HINT)?;
-        Ok(std::path::absolute(&p).unwrap_or(p))
+    /// The `wal-e` program where the check's tools run, as an absolute path (the restored
+    /// server runs it too).
+    async fn program(&self, ctx: &RunContext, major: Option<u32>) -> Result<PathBuf> {
+        ctx.tools.locate(self.binary(), INSTALL_HINT, major).await
+    }
+
+    /// [`environment`](Self::environment) for the tools of `ctx`: elsewhere than on this host
+    /// (a container) they do not inherit restorecheck's own environment, so its defaults apply
+    /// whatever that environment holds.
+    fn environment_for(&self, ctx: &RunContext) -> Result<Vec<(String, String)>> {
+        self.environment_with(ctx.tools.on_this_host())
     }
 
     /// `envdir`, then `env`, then restorecheck's defaults for what neither sets: logs to stderr
     /// only (not syslog) and a bounded number of retries.
     fn environment(&self) -> Result<Vec<(String, String)>> {
+        self.environment_with(true)
+    }
+
+    /// [`environment`](Self::environment); `inherited`: the tools also see restorecheck's own
+    /// environment (a default is then only added when that does not set the variable either).
+    fn environment_with(&self, inherited: bool) -> Result<Vec<(String, String)>> {
         let mut vars = match &self.cfg.envdir {
             Some(d) => environment::read_envdir(d, KIND)?,
             None => Vec::new(),
         };
         vars.extend(self.cfg.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         for (k, v) in [("WALE_LOG_DESTINATION", "stderr"), ("WALE_RETRIES", DEFAULT_RETRIES)] {
-            if environment::lookup(&vars, k).is_none() && std::env::var_os(k).is_none() {
+            if environment::lookup(&vars, k).is_none() && !(inherited && std::env::var_os(k).is_some()) {
                 vars.push((k.into(), v.into()));
             }
         }
-        Ok(vars)
+        Ok(environment::last_wins(vars))
     }
 
     /// The storage prefix (`WALE_S3_PREFIX`, `WALE_FILE_PREFIX`, …).
@@ -310,9 +327,10 @@ impl WaleSource {
         exe: &Path,
         env: &[(String, String)],
         args: &[&std::ffi::OsStr],
+        major: Option<u32>,
     ) -> Result<tool::ToolOutput> {
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.args(args).envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut cmd = tool::command(ctx, exe, env, major).await?;
+        cmd.args(args);
         let what = format!(
             "wal-e {}",
             args.iter()
@@ -323,12 +341,11 @@ impl WaleSource {
         tool::run(ctx, phase, cmd, &what).await
     }
 
-    async fn backups(&self, ctx: &RunContext, phase: Phase) -> Result<Vec<WaleBackup>> {
-        let exe = self.program()?;
-        let env = self.environment()?;
-        let out = self
-            .wal_e(ctx, phase, &exe, &env, &["--terse".as_ref(), "backup-list".as_ref(), "--detail".as_ref()])
-            .await?;
+    async fn backups(&self, ctx: &RunContext, phase: Phase, major: Option<u32>) -> Result<Vec<WaleBackup>> {
+        let exe = self.program(ctx, major).await?;
+        let env = self.environment_for(ctx)?;
+        let args: [&std::ffi::OsStr; 3] = ["--terse".as_ref(), "backup-list".as_ref(), "--detail".as_ref()];
+        let out = self.wal_e(ctx, phase, &exe, &env, &args, major).await?;
         if !out.status.success() {
             return Err(source_err(format!(
                 "`wal-e backup-list --detail` failed ({}): {}; check the storage settings in envdir/env \
@@ -398,10 +415,11 @@ impl WaleSource {
         env: &[(String, String)],
         name: &str,
         req: &FetchRequest,
+        major: Option<u32>,
     ) -> Result<tool::ToolOutput> {
         let args: [&std::ffi::OsStr; 4] =
             ["--terse".as_ref(), "backup-fetch".as_ref(), req.data_dir.as_os_str(), name.as_ref()];
-        self.wal_e(ctx, Phase::Fetch, exe, env, &args).await
+        self.wal_e(ctx, Phase::Fetch, exe, env, &args, major).await
     }
 }
 
@@ -460,7 +478,7 @@ impl BackupSource for WaleSource {
     async fn list(&self, ctx: &RunContext) -> Result<Vec<BackupInfo>> {
         let storage = self.storage();
         let mut out: Vec<BackupInfo> =
-            self.backups(ctx, Phase::Select).await?.iter().map(|b| self.info(b, storage.as_deref())).collect();
+            self.backups(ctx, Phase::Select, None).await?.iter().map(|b| self.info(b, storage.as_deref())).collect();
         crate::source::sort_newest_first(&mut out);
         Ok(out)
     }
@@ -469,24 +487,36 @@ impl BackupSource for WaleSource {
         self.cfg.backup.as_deref()
     }
 
+    /// What `wal-e` (and `lzop`) read: the storage folder of a `file://` `WALE_FILE_PREFIX`
+    /// and the files its environment names (variables ending in `_PATH` or `_FILE`, and
+    /// `GOOGLE_APPLICATION_CREDENTIALS`). The `envdir` is not among them: restorecheck reads
+    /// it and hands its values to the tool.
+    fn read_only_paths(&self) -> Vec<PathBuf> {
+        let env = self.environment().unwrap_or_else(|_| self.cfg.env.clone().into_iter().collect());
+        let mut paths = tool::file_vars(&env);
+        paths.extend(Self::prefix(&env).as_deref().and_then(file_prefix_path));
+        tool::existing_roots(paths)
+    }
+
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact> {
         crate::workdir::ensure_room_for(req, backup)?;
-        let exe = self.program()?;
-        let env = self.environment()?;
-        let all = self.backups(ctx, Phase::Fetch).await?;
+        let major = backup.pg_major;
+        let exe = self.program(ctx, major).await?;
+        let env = self.environment_for(ctx)?;
+        let all = self.backups(ctx, Phase::Fetch, major).await?;
         let b = all.iter().find(|b| b.name == backup.id).ok_or_else(|| {
             Error::defect(format!("backup {} is no longer in the WAL-E storage; it was deleted", backup.id))
         })?;
-        check_server_user_can_run(&exe).await?;
+        check_server_user_can_run(ctx, &exe).await?;
 
         ctx.progress.begin(&format!("wal-e backup-fetch {}", b.name), None);
-        let mut out = self.backup_fetch(ctx, &exe, &env, &b.name, req).await;
+        let mut out = self.backup_fetch(ctx, &exe, &env, &b.name, req, major).await;
         if let Ok(o) = &out {
             let oids = missing_tablespace_links(&o.stderr);
             if !o.status.success() && !oids.is_empty() {
                 // WAL-E checked the links before writing anything: link into the work dir, again.
                 link_tablespaces(req, &oids)?;
-                out = self.backup_fetch(ctx, &exe, &env, &b.name, req).await;
+                out = self.backup_fetch(ctx, &exe, &env, &b.name, req, major).await;
             }
         }
         ctx.progress.end();
@@ -543,7 +573,7 @@ impl BackupSource for WaleSource {
             }
         }
         let listed = match &store {
-            Some(store) => stored_contents(ctx, store).await,
+            Some(store) => stored_contents(ctx, store, major).await,
             None => None,
         };
         if let Some(store) = store.as_ref().filter(|_| listed.is_none()) {
@@ -615,6 +645,22 @@ mod tests {
         assert_eq!(s.describe(), "wale:s3://bucket/p");
         let env = s.environment().unwrap();
         assert_eq!(environment::lookup(&env, "WALE_LOG_DESTINATION"), Some("stderr"));
+    }
+
+    #[test]
+    fn read_only_paths_are_the_file_storage_and_the_files_the_environment_names() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, envdir, creds) = (d.path().join("store"), d.path().join("env"), d.path().join("gcs.json"));
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::create_dir_all(&envdir).unwrap();
+        std::fs::write(&creds, "{}").unwrap();
+        std::fs::write(envdir.join("WALE_FILE_PREFIX"), format!("file://localhost{}/\n", store.display())).unwrap();
+        std::fs::write(envdir.join("GOOGLE_APPLICATION_CREDENTIALS"), creds.display().to_string()).unwrap();
+        let s = WaleSource::new(toml::from_str(&format!("envdir = \"{}\"", envdir.display())).unwrap());
+        assert_eq!(s.read_only_paths(), vec![creds, store]);
+        // Tools in a container do not inherit restorecheck's environment: the defaults are set.
+        let env = s.environment_with(false).unwrap();
+        assert_eq!(environment::lookup(&env, "WALE_RETRIES"), Some(DEFAULT_RETRIES));
     }
 
     #[test]

@@ -220,10 +220,10 @@ impl WalgSource {
         self.cfg.binary.as_deref().unwrap_or("wal-g")
     }
 
-    /// The `wal-g` program, as an absolute path (the restored server runs it too).
-    fn program(&self) -> Result<PathBuf> {
-        let p = tool::find_program(self.binary(), INSTALL_HINT)?;
-        Ok(std::path::absolute(&p).unwrap_or(p))
+    /// The `wal-g` program where the check's tools run, as an absolute path (the restored
+    /// server runs it too).
+    async fn program(&self, ctx: &RunContext, major: Option<u32>) -> Result<PathBuf> {
+        ctx.tools.locate(self.binary(), INSTALL_HINT, major).await
     }
 
     /// `env` plus `env_file`, read fresh each time (a rotated secret takes effect at once).
@@ -232,7 +232,7 @@ impl WalgSource {
         if let Some(f) = &self.cfg.env_file {
             vars.extend(environment::read_env_file(f, KIND)?);
         }
-        Ok(vars)
+        Ok(environment::last_wins(vars))
     }
 
     /// The storage location named by a `WALG_*_PREFIX` variable (for reports, without
@@ -252,20 +252,20 @@ impl WalgSource {
         exe: &Path,
         env: &[(String, String)],
         args: &[&std::ffi::OsStr],
+        major: Option<u32>,
     ) -> Result<tool::ToolOutput> {
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.args(args).envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut cmd = tool::command(ctx, exe, env, major).await?;
+        cmd.args(args);
         let what = format!("wal-g {}", args.first().map(|a| a.to_string_lossy()).unwrap_or_default());
         tool::run(ctx, phase, cmd, &what).await
     }
 
     /// `wal-g backup-list --json --detail`.
-    async fn backups(&self, ctx: &RunContext, phase: Phase) -> Result<Vec<WalgBackup>> {
-        let exe = self.program()?;
+    async fn backups(&self, ctx: &RunContext, phase: Phase, major: Option<u32>) -> Result<Vec<WalgBackup>> {
+        let exe = self.program(ctx, major).await?;
         let env = self.environment()?;
-        let out = self
-            .wal_g(ctx, phase, &exe, &env, &["backup-list".as_ref(), "--json".as_ref(), "--detail".as_ref()])
-            .await?;
+        let args: [&std::ffi::OsStr; 3] = ["backup-list".as_ref(), "--json".as_ref(), "--detail".as_ref()];
+        let out = self.wal_g(ctx, phase, &exe, &env, &args, major).await?;
         if !out.status.success() {
             return Err(source_err(format!(
                 "`wal-g backup-list --json --detail` failed ({}): {}; check the storage settings in env/env_file \
@@ -307,9 +307,11 @@ impl WalgSource {
         exe: &Path,
         env: &[(String, String)],
         name: &str,
+        major: Option<u32>,
     ) -> Result<Vec<String>> {
         let key = format!("basebackups_005/{name}_backup_stop_sentinel.json");
-        let out = self.wal_g(ctx, Phase::Fetch, exe, env, &["st".as_ref(), "cat".as_ref(), key.as_ref()]).await?;
+        let args: [&std::ffi::OsStr; 3] = ["st".as_ref(), "cat".as_ref(), key.as_ref()];
+        let out = self.wal_g(ctx, Phase::Fetch, exe, env, &args, major).await?;
         if !out.status.success() {
             return Err(Error::Tooling {
                 what: format!("`wal-g st cat {key}` failed ({}): {}", out.status, out.message()),
@@ -324,10 +326,16 @@ impl WalgSource {
     }
 
     /// `wal-g wal-show --detailed-json --without-backups`.
-    async fn timelines(&self, ctx: &RunContext, exe: &Path, env: &[(String, String)]) -> Result<Vec<TimelineInfo>> {
+    async fn timelines(
+        &self,
+        ctx: &RunContext,
+        exe: &Path,
+        env: &[(String, String)],
+        major: Option<u32>,
+    ) -> Result<Vec<TimelineInfo>> {
         let args: [&std::ffi::OsStr; 3] =
             ["wal-show".as_ref(), "--detailed-json".as_ref(), "--without-backups".as_ref()];
-        let out = self.wal_g(ctx, Phase::Fetch, exe, env, &args).await?;
+        let out = self.wal_g(ctx, Phase::Fetch, exe, env, &args, major).await?;
         if !out.status.success() {
             return Err(source_err(format!(
                 "`wal-g wal-show --detailed-json` failed ({}): {}; restorecheck needs it to know where the archived \
@@ -427,8 +435,12 @@ pub(crate) fn check_tablespaces_inside(req: &FetchRequest) -> Result<()> {
 }
 
 /// When running as root, the restored server's OS user runs `exe` (through the
-/// `restore_command`); say now if it cannot, instead of failing in recovery.
-pub(crate) async fn check_server_user_can_run(exe: &Path) -> Result<()> {
+/// `restore_command`); say now if it cannot, instead of failing in recovery. Only for tools on
+/// this host: an image's tools are the image's business, and its target checks its own server.
+pub(crate) async fn check_server_user_can_run(ctx: &RunContext, exe: &Path) -> Result<()> {
+    if !ctx.tools.on_this_host() {
+        return Ok(());
+    }
     let Ok(user) = crate::postgres::user::OsUser::resolve(None) else { return Ok(()) };
     if !user.switched {
         return Ok(());
@@ -468,7 +480,7 @@ impl BackupSource for WalgSource {
     async fn list(&self, ctx: &RunContext) -> Result<Vec<BackupInfo>> {
         let storage = self.storage();
         let mut out: Vec<BackupInfo> =
-            self.backups(ctx, Phase::Select).await?.iter().map(|b| self.info(b, storage.as_deref())).collect();
+            self.backups(ctx, Phase::Select, None).await?.iter().map(|b| self.info(b, storage.as_deref())).collect();
         crate::source::sort_newest_first(&mut out);
         Ok(out)
     }
@@ -477,17 +489,33 @@ impl BackupSource for WalgSource {
         self.cfg.backup.as_deref()
     }
 
+    /// What `wal-g` reads: the storage folder of `WALG_FILE_PREFIX`, the files its environment
+    /// names (variables ending in `_PATH` or `_FILE`, such as `WALG_PGP_KEY_PATH` or
+    /// `AWS_SHARED_CREDENTIALS_FILE`, and `GOOGLE_APPLICATION_CREDENTIALS`) and
+    /// `~/.walg.json`. The `env_file` is not among them: restorecheck reads it and hands its
+    /// values to the tool.
+    fn read_only_paths(&self) -> Vec<PathBuf> {
+        let env = self.environment().unwrap_or_else(|_| self.cfg.env.clone().into_iter().collect());
+        let mut paths = tool::file_vars(&env);
+        if let Some(p) = environment::lookup(&env, "WALG_FILE_PREFIX").filter(|p| p.starts_with('/')) {
+            paths.push(PathBuf::from(p));
+        }
+        paths.extend(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".walg.json")));
+        tool::existing_roots(paths)
+    }
+
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact> {
         crate::workdir::ensure_room_for(req, backup)?;
-        let exe = self.program()?;
+        let major = backup.pg_major;
+        let exe = self.program(ctx, major).await?;
         let env = self.environment()?;
         // Fresh facts: the backup may have been deleted since the listing.
-        let all = self.backups(ctx, Phase::Fetch).await?;
+        let all = self.backups(ctx, Phase::Fetch, major).await?;
         let b = all.iter().find(|b| b.backup_name == backup.id).ok_or_else(|| {
             Error::defect(format!("backup {} is no longer in the WAL-G storage; it was deleted", backup.id))
         })?;
-        check_server_user_can_run(&exe).await?;
-        let tablespaces = self.tablespaces(ctx, &exe, &env, &b.backup_name).await?;
+        check_server_user_can_run(ctx, &exe).await?;
+        let tablespaces = self.tablespaces(ctx, &exe, &env, &b.backup_name, major).await?;
 
         let mut args: Vec<std::ffi::OsString> =
             vec!["backup-fetch".into(), req.data_dir.clone().into(), b.backup_name.clone().into()];
@@ -497,7 +525,7 @@ impl BackupSource for WalgSource {
         }
         ctx.progress.begin(&format!("wal-g backup-fetch {}", b.backup_name), None);
         let arg_refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-        let out = self.wal_g(ctx, Phase::Fetch, &exe, &env, &arg_refs).await;
+        let out = self.wal_g(ctx, Phase::Fetch, &exe, &env, &arg_refs, major).await;
         ctx.progress.end();
         let out = out?;
         if !out.status.success() {
@@ -517,7 +545,7 @@ impl BackupSource for WalgSource {
         if let Some(p) = environment::lookup(&env, "WALG_FILE_PREFIX").filter(|p| p.starts_with('/')) {
             readable_paths.push(PathBuf::from(p));
         }
-        let timelines = self.timelines(ctx, &exe, &env).await?;
+        let timelines = self.timelines(ctx, &exe, &env, major).await?;
         let backup_timeline = b.timeline();
 
         let mut server_env = env;
@@ -598,6 +626,26 @@ mod tests {
         assert_eq!(sentinel_tablespaces(s).unwrap(), vec!["16400".to_string()]);
         assert!(sentinel_tablespaces(r#"{"LSN":1,"Spec":null}"#).unwrap().is_empty());
         assert!(sentinel_tablespaces(r#"{"Spec":{"base_prefix":"/x","tablespaces":["../x"]}}"#).is_err());
+    }
+
+    #[test]
+    fn read_only_paths_are_the_file_storage_and_the_files_the_environment_names() {
+        let d = tempfile::tempdir().unwrap();
+        let (store, key) = (d.path().join("store"), d.path().join("pgp.key"));
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::write(&key, "k").unwrap();
+        let env_file = d.path().join("walg.env");
+        std::fs::write(&env_file, format!("WALG_PGP_KEY_PATH={}\nAWS_SECRET_ACCESS_KEY=x\n", key.display())).unwrap();
+        let s = WalgSource::new(
+            toml::from_str(&format!(
+                "env_file = \"{}\"\nenv = {{ WALG_FILE_PREFIX = \"{}\", WALG_S3_CA_CERT_FILE = \"/no/such\" }}",
+                env_file.display(),
+                store.display()
+            ))
+            .unwrap(),
+        );
+        let got: Vec<PathBuf> = s.read_only_paths().into_iter().filter(|p| p.starts_with(d.path())).collect();
+        assert_eq!(got, vec![key, store]);
     }
 
     #[test]

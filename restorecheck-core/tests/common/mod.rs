@@ -12,7 +12,8 @@ use restorecheck_core::fixture::{SampleCluster, SampleOptions};
 use restorecheck_core::report::CheckReport;
 use restorecheck_core::sources::{BaseBackupConfig, BaseBackupSource};
 use restorecheck_core::targets::{LocalTarget, LocalTargetConfig};
-use restorecheck_core::{runner, Check, RunContext};
+use restorecheck_core::toolbox::Prepared;
+use restorecheck_core::{runner, Check, HostTools, RunContext, ToolBox, ToolCommand};
 
 /// A test's private folder under /var/tmp, reachable by the server's OS user, removed on drop.
 pub struct TestDir(pub PathBuf);
@@ -156,6 +157,88 @@ pub fn pgbackrest(c: &SampleCluster, cwd: &Path, args: &[String]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a source asked [`RecordingTools`] for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolCall {
+    /// `locate(program, _, major)`.
+    Locate { program: String, major: Option<u32> },
+    /// `prepare` of a command: its program, its environment's names and its major.
+    Prepare { program: PathBuf, env: Vec<String>, major: Option<u32> },
+}
+
+/// A toolbox on this host ([`HostTools`]) that records what a source asks of it, and whose
+/// `locate` refuses the program names in `missing` with its own message, as a container image
+/// without them would. With `elsewhere`, it says it is not this host (`on_this_host`), so the
+/// sources take the paths they take for a container.
+#[derive(Debug, Default)]
+pub struct RecordingTools {
+    pub missing: Vec<String>,
+    pub elsewhere: bool,
+    pub calls: std::sync::Mutex<Vec<ToolCall>>,
+}
+
+/// What [`RecordingTools`] says of a program it does not have.
+pub const NOT_IN_IMAGE: &str = "is not in the test toolbox";
+
+impl RecordingTools {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+    pub fn without(programs: &[&str]) -> Arc<Self> {
+        Arc::new(Self { missing: programs.iter().map(|p| p.to_string()).collect(), ..Self::default() })
+    }
+    pub fn elsewhere() -> Arc<Self> {
+        Arc::new(Self { elsewhere: true, ..Self::default() })
+    }
+    pub fn calls(&self) -> Vec<ToolCall> {
+        self.calls.lock().unwrap().clone()
+    }
+    /// The prepared commands (program, env names).
+    pub fn prepared(&self) -> Vec<(PathBuf, Vec<String>, Option<u32>)> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                ToolCall::Prepare { program, env, major } => Some((program, env, major)),
+                ToolCall::Locate { .. } => None,
+            })
+            .collect()
+    }
+    /// A context whose tools are `tools`.
+    pub fn context(tools: &Arc<Self>) -> RunContext {
+        RunContext::new().with_tools(tools.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl ToolBox for RecordingTools {
+    fn describe(&self) -> String {
+        "the test toolbox".into()
+    }
+
+    async fn locate(&self, program: &str, hint: &str, major: Option<u32>) -> restorecheck_core::Result<PathBuf> {
+        self.calls.lock().unwrap().push(ToolCall::Locate { program: program.into(), major });
+        let name = Path::new(program).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if self.missing.contains(&name) {
+            return Err(restorecheck_core::Error::Tooling {
+                what: format!("`{program}` {NOT_IN_IMAGE}"),
+                hint: hint.into(),
+                source: None,
+            });
+        }
+        HostTools::default().locate(program, hint, major).await
+    }
+
+    async fn prepare(&self, cmd: &ToolCommand) -> restorecheck_core::Result<Prepared> {
+        let env = cmd.env.0.iter().map(|(k, _)| k.clone()).collect();
+        self.calls.lock().unwrap().push(ToolCall::Prepare { program: cmd.program.clone(), env, major: cmd.major });
+        HostTools::default().prepare(cmd).await
+    }
+
+    fn on_this_host(&self) -> bool {
+        !self.elsewhere
+    }
 }
 
 /// `-h … -p … -U postgres` for the PostgreSQL client tools (pg_dump, pg_dumpall, psql) against `c`.

@@ -120,6 +120,13 @@ impl BackupSource for BaseBackupSource {
         self.cfg.backup.as_deref()
     }
 
+    /// None: no external tool reads the backup. restorecheck copies (or downloads) it into the
+    /// work dir itself, and the WAL archive the `restore_command` reads is declared by its
+    /// [`WalFetch`](crate::source::WalFetch).
+    fn read_only_paths(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact> {
         let decrypt = self.decryptor()?;
         let (origin, owner, bytes, label) = match Location::parse(&self.cfg.path, &self.cfg.storage)? {
