@@ -63,6 +63,8 @@ pub struct AssertionContext {
     pub recovery: RecoveryInfo,
     /// The check's `role`: user assertions run `SET ROLE` to it after connecting.
     pub role: Option<String>,
+    /// The run's key (what `sample` rotates by).
+    pub run_key: String,
 }
 
 impl AssertionContext {

@@ -35,6 +35,9 @@ pub struct RunContext {
     pub cancel: CancellationToken,
     /// Where progress goes.
     pub progress: Arc<dyn Progress>,
+    /// The run's key ([`crate::fleet`]: the UTC date unless the front end sets one): what
+    /// `[check.integrity] sample` rotates by.
+    pub run_key: String,
     /// Where the check's external tools run (set by the runner from the check's target;
     /// default this host).
     pub tools: Arc<dyn crate::toolbox::ToolBox>,
@@ -48,12 +51,19 @@ impl RunContext {
             cancel: CancellationToken::new(),
             progress: Arc::new(NoProgress),
             tools: crate::toolbox::host(),
+            run_key: chrono::Utc::now().format("%Y-%m-%d").to_string(),
         }
     }
 
     /// Replaces the progress sink.
     pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
         self.progress = progress;
+        self
+    }
+
+    /// Sets the run key.
+    pub fn with_run_key(mut self, key: impl Into<String>) -> Self {
+        self.run_key = key.into();
         self
     }
 

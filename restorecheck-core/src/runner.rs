@@ -438,6 +438,7 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
         backup,
         recovery: info,
         role: check.role.clone(),
+        run_key: ctx.run_key.clone(),
     };
     for a in &check.assertions {
         st.report.assertions.push(run_assertion(a.clone(), actx.clone()).await);

@@ -54,6 +54,9 @@ enum Good {
     Plain,
     /// `pg_basebackup -Ft -z -Xnone`, recovered from the WAL archive (three segments later).
     TarGz,
+    /// `pg_basebackup -Ft -Xstream` (uncompressed, so a member can be damaged with the tar
+    /// itself intact), taken with no writes during it.
+    Tar,
     /// `pg_dump -Fc` of the application database.
     CustomDump,
     /// `pg_dump -Fd` of the application database.
@@ -69,6 +72,8 @@ struct Fixtures {
     plain: PathBuf,
     /// The folder holding the tar backup (and nothing else).
     targz: PathBuf,
+    /// The uncompressed tar backup.
+    tar: PathBuf,
     archive: PathBuf,
     custom: Option<PathBuf>,
     dirdump: Option<PathBuf>,
@@ -157,6 +162,15 @@ const CASES: &[Case] = &[
         check: "tar",
         from: Good::TarGz,
         damage: Damage::Backup("tar-truncated", |_, b| truncate(&b.join("targz/base.tar.gz"), 0.6)),
+        manifest: true,
+        expect: fail(Phase::Fetch),
+    },
+    Case {
+        name: "flipped bit in a tar member (in-stream check)",
+        quick: true,
+        check: "tarbit",
+        from: Good::Tar,
+        damage: Damage::Backup("tar-member-bit", |f, b| flip_in_tar(&b.join("base.tar"), &f.heap, 8000)),
         manifest: true,
         expect: fail(Phase::Fetch),
     },
@@ -374,6 +388,28 @@ fn flip_byte(file: &Path, offset: u64) -> Result<()> {
     f.write_all(&[b[0] ^ 0x10]).map_err(io)
 }
 
+/// Flips a byte at `offset` of member `member`'s content inside the uncompressed tar `tar`
+/// (the tar's own structure stays valid).
+fn flip_in_tar(tar: &Path, member: &str, offset: u64) -> Result<()> {
+    let bytes = std::fs::read(tar).map_err(|e| Error::io("reading", tar, e))?;
+    let mut pos = 0usize;
+    while pos + 512 <= bytes.len() {
+        let h = &bytes[pos..pos + 512];
+        if h.iter().all(|b| *b == 0) {
+            break;
+        }
+        let name: String = h[..100].iter().take_while(|b| **b != 0).map(|b| *b as char).collect();
+        let size_field: String =
+            h[124..136].iter().take_while(|b| **b != 0 && **b != b' ').map(|b| *b as char).collect();
+        let size = u64::from_str_radix(size_field.trim(), 8).unwrap_or(0);
+        if name.trim_start_matches("./") == member && offset < size {
+            return flip_byte(tar, pos as u64 + 512 + offset);
+        }
+        pos += 512 + (size.div_ceil(512) * 512) as usize;
+    }
+    Err(Error::defect(format!("{member} (with {offset} bytes) is not in {}", tar.display())))
+}
+
 fn truncate(file: &Path, keep: f64) -> Result<()> {
     let io = |e| Error::io("truncating", file, e);
     let len = std::fs::metadata(file).map_err(io)?.len();
@@ -461,6 +497,7 @@ async fn fixtures(root: &Path, full: bool) -> Result<Fixtures> {
     // Good backups. The plain one has no writes during it, so no full-page image in its WAL
     // repairs damage injected into data files.
     let plain = c.basebackup("plain", &["-Fp", "-Xstream"]).await?;
+    let tar = c.basebackup("tar", &["-Ft", "-Xstream"]).await?;
     let targz = c.basebackup("targz", &["-Ft", "-z", "-Xnone"]).await?;
     let mut later = Vec::new();
     for _ in 0..3 {
@@ -489,6 +526,7 @@ async fn fixtures(root: &Path, full: bool) -> Result<Fixtures> {
     stale.basebackup("b", &["-Ft", "-Xstream"]).await?;
     Ok(Fixtures {
         plain,
+        tar,
         targz: targz_only,
         archive,
         custom,
@@ -519,6 +557,7 @@ fn check_of(case: &Case, fx: &Fixtures, damaged: &Path, target: Arc<dyn RestoreT
     let (good, archive) = match case.from {
         Good::Plain => (fx.plain.clone(), None),
         Good::TarGz => (fx.targz.clone(), Some(fx.archive.clone())),
+        Good::Tar => (fx.tar.clone(), None),
         Good::CustomDump => (dump(&fx.custom)?, None),
         Good::DirDump => (dump(&fx.dirdump)?, None),
         Good::EmptyApp => (fx.empty.clone(), None),
@@ -560,8 +599,8 @@ fn check_of(case: &Case, fx: &Fixtures, damaged: &Path, target: Arc<dyn RestoreT
 fn integrity(c: Check) -> Check {
     c.database("app")
         .timeout(Duration::from_secs(300))
-        .assert(AmcheckAssertion { heapallindexed: true, jobs: 2 })
-        .assert(ReadAllAssertion)
+        .assert(AmcheckAssertion { heapallindexed: true, jobs: 2, sample: None })
+        .assert(ReadAllAssertion::default())
         .assert(SqlAssertion::min("select count(*) from registrations", 1.0))
         .assert(SqlAssertion::max_age("select max(created_at) from registrations", Duration::from_secs(3600)))
 }

@@ -87,8 +87,12 @@ pub struct IntegrityConfig {
     pub heapallindexed: bool,
     /// Read every table in full (default false; true where amcheck is unavailable).
     pub read_all: bool,
-    /// Parallel connections for amcheck (default 2).
+    /// Parallel connections for amcheck (default 2), the work spread by relation size.
     pub jobs: usize,
+    /// Check only a deterministic part of the data per run with the expensive checks
+    /// (`heapallindexed`, `read_all`): `"10%"` of the relations, or a byte budget `"20GB"`;
+    /// a rotation over run keys covers everything ([`crate::assertions::sample`]). Default: all.
+    pub sample: Option<crate::assertions::Sample>,
     /// Row counts may not drop by more than `max_drop` since the last passing run.
     pub compare_to_previous: Option<crate::assertions::CompareConfig>,
 }
@@ -102,6 +106,7 @@ impl Default for IntegrityConfig {
             heapallindexed: false,
             read_all: false,
             jobs: 2,
+            sample: None,
             compare_to_previous: None,
         }
     }
@@ -117,6 +122,7 @@ impl IntegrityConfig {
             heapallindexed: false,
             read_all: false,
             jobs: 2,
+            sample: None,
             compare_to_previous: None,
         }
     }
@@ -154,6 +160,12 @@ impl IntegrityConfig {
     /// Sets `jobs` (parallel amcheck connections).
     pub fn jobs(mut self, jobs: usize) -> Self {
         self.jobs = jobs;
+        self
+    }
+
+    /// Sets `sample`.
+    pub fn sample(mut self, sample: crate::assertions::Sample) -> Self {
+        self.sample = Some(sample);
         self
     }
 
@@ -262,10 +274,11 @@ impl CheckSpec {
             out.push(Arc::new(AmcheckAssertion {
                 heapallindexed: self.integrity.heapallindexed,
                 jobs: self.integrity.jobs,
+                sample: self.integrity.sample,
             }));
         }
         if self.integrity.read_all {
-            out.push(Arc::new(ReadAllAssertion));
+            out.push(Arc::new(ReadAllAssertion { sample: self.integrity.sample }));
         }
         if let Some(cmp) = &self.integrity.compare_to_previous {
             out.push(Arc::new(crate::assertions::CompareToPrevious::new(&self.name, cmp)?));

@@ -66,7 +66,10 @@ pub async fn run(args: RunArgs, quiet: bool) -> ExitStatus {
     let path = if args.no_history { None } else { args.history.or(config.history).or_else(history::default_path) };
     load_tested(&mut checks, path.as_deref());
     let opts = RunOptions { work_root: args.work_dir.or(config.work_dir) };
-    let ctx = super::context(quiet);
+    let mut ctx = super::context(quiet);
+    if let Some((_, key)) = &results {
+        ctx = ctx.with_run_key(key.clone());
+    }
     let mut report = runner::run_parallel(&checks, &opts, &ctx, usize::from(args.jobs)).await;
     let mode = args.output_mode;
     let rto = checks.iter().filter_map(|c| Some((c.name.clone(), c.rto?))).collect();

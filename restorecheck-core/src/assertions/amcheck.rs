@@ -219,8 +219,11 @@ async fn amcheck_in(c: &tokio_postgres::Client, db: &str, server: i32, notes: &m
 pub struct AmcheckAssertion {
     /// Also verify that every heap tuple has its index entry (slower, ~4×).
     pub heapallindexed: bool,
-    /// Parallel connections per database (at least 1).
+    /// Parallel connections per database (at least 1); the work is spread by relation size.
     pub jobs: usize,
+    /// With `heapallindexed`: only this run's share of the indexes gets it (the others get the
+    /// plain structural check), see [`crate::assertions::sample`].
+    pub sample: Option<crate::assertions::Sample>,
 }
 
 /// One relation to verify.
@@ -229,17 +232,31 @@ struct Item {
     oid: u32,
     name: String,
     index: bool,
+    /// Bytes of its main fork (`pg_relation_size`).
+    size: i64,
+    /// `heapallindexed` for this index.
+    all: bool,
+}
+
+/// Spreads `items` over `jobs` lists of about equal bytes: largest first, each to the list
+/// with the fewest bytes so far (so one huge table does not leave the other jobs idle at the
+/// end, as a split by count does). Each list stays largest first.
+fn by_size(mut items: Vec<Item>, jobs: usize) -> Vec<Vec<Item>> {
+    let jobs = jobs.max(1);
+    items.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.name.cmp(&b.name)));
+    let mut lists: Vec<(i64, Vec<Item>)> = vec![(0, Vec::new()); jobs];
+    for it in items {
+        if let Some(l) = lists.iter_mut().min_by_key(|(bytes, _)| *bytes) {
+            l.0 += it.size.max(1);
+            l.1.push(it);
+        }
+    }
+    lists.into_iter().map(|(_, l)| l).filter(|l| !l.is_empty()).collect()
 }
 
 /// Verifies `items` over one connection; returns corruption findings, or an error when it
 /// could not check.
-async fn verify(
-    ctx: AssertionContext,
-    db: String,
-    am: Amcheck,
-    items: Vec<Item>,
-    heapallindexed: bool,
-) -> Result<Vec<String>> {
+async fn verify(ctx: AssertionContext, db: String, am: Amcheck, items: Vec<Item>) -> Result<Vec<String>> {
     let c = ctx.tool_connect(Some(&db)).await?;
     let could_not = |what: String, e: tokio_postgres::Error| Error::Assertion {
         name: "amcheck".into(),
@@ -263,7 +280,7 @@ async fn verify(
     let mut problems = Vec::new();
     for it in items {
         let result = match (&heap_stmt, it.index) {
-            (_, true) => c.execute(&index_stmt, &[&it.oid, &heapallindexed]).await.map(|_| Vec::new()),
+            (_, true) => c.execute(&index_stmt, &[&it.oid, &it.all]).await.map(|_| Vec::new()),
             (Some(stmt), false) => c.query(stmt, &[&it.oid]).await,
             (None, false) => continue,
         };
@@ -302,6 +319,7 @@ impl Assertion for AmcheckAssertion {
         let (mut indexes, mut relations) = (0u64, 0u64);
         let mut problems = Vec::new();
         let mut notes = Vec::new();
+        let mut sampled = Sampled::default();
         for db in databases(ctx).await? {
             let c = ctx.tool_connect(Some(&db)).await?;
             let could_not = |what: &str, e: tokio_postgres::Error| Error::Assertion {
@@ -316,7 +334,7 @@ impl Assertion for AmcheckAssertion {
                 .get(0);
             // The restored copy is throwaway: installing the extension there changes nothing real.
             let am = amcheck_in(&c, &db, version, &mut notes).await?;
-            let listed = list_and_verify(self, ctx, &c, &db, &am).await;
+            let listed = list_and_verify(self, ctx, &c, &db, &am, &mut sampled).await;
             am.finish(&c, &db).await;
             let (i, r, p) = listed?;
             indexes += i;
@@ -332,6 +350,9 @@ impl Assertion for AmcheckAssertion {
         });
         if !notes.is_empty() {
             observed["notes"] = notes.into();
+        }
+        if self.heapallindexed {
+            observed["heapallindexed"] = sampled.json(self.sample.is_some());
         }
         if problems.is_empty() {
             return Ok(Outcome::Pass { observed: Some(observed) });
@@ -355,6 +376,7 @@ async fn list_and_verify(
     c: &tokio_postgres::Client,
     db: &str,
     am: &Amcheck,
+    sampled: &mut Sampled,
 ) -> Result<(u64, u64, Vec<String>)> {
     let could_not = |what: &str, e: tokio_postgres::Error| Error::Assertion {
         name: "amcheck".into(),
@@ -363,7 +385,7 @@ async fn list_and_verify(
     };
     let mut items: Vec<Item> = c
         .query(
-            "select c.oid, n.nspname, c.relname from pg_catalog.pg_index i \
+            "select c.oid, n.nspname, c.relname, pg_catalog.pg_relation_size(c.oid) from pg_catalog.pg_index i \
              join pg_catalog.pg_class c on c.oid = i.indexrelid \
              join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
              join pg_catalog.pg_am a on a.oid = c.relam \
@@ -377,14 +399,19 @@ async fn list_and_verify(
             oid: r.get(0),
             name: format!("index {}.{}", r.get::<_, String>(1), r.get::<_, String>(2)),
             index: true,
+            size: r.get(3),
+            all: a.heapallindexed,
         })
         .collect();
+    if a.heapallindexed {
+        sampled.pick(a.sample, db, &mut items, &ctx.run_key);
+    }
     let indexes = items.len() as u64;
     let mut relations = 0;
     if am.heap {
         let heaps: Vec<Item> = c
             .query(
-                "select c.oid, n.nspname, c.relname from pg_catalog.pg_class c \
+                "select c.oid, n.nspname, c.relname, pg_catalog.pg_relation_size(c.oid) from pg_catalog.pg_class c \
                  join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
                  where c.relkind in ('r', 'm', 't') and c.relpersistence <> 't'",
                 &[],
@@ -396,20 +423,16 @@ async fn list_and_verify(
                 oid: r.get(0),
                 name: format!("table {}.{}", r.get::<_, String>(1), r.get::<_, String>(2)),
                 index: false,
+                size: r.get(3),
+                all: false,
             })
             .collect();
         relations = heaps.len() as u64;
         items.extend(heaps);
     }
-    let jobs = a.jobs.max(1);
-    let mut chunks: Vec<Vec<Item>> = vec![Vec::new(); jobs];
-    for (i, it) in items.into_iter().enumerate() {
-        chunks[i % jobs].push(it);
-    }
-    let tasks: Vec<_> = chunks
+    let tasks: Vec<_> = by_size(items, a.jobs)
         .into_iter()
-        .filter(|c| !c.is_empty())
-        .map(|chunk| tokio::spawn(verify(ctx.clone(), db.to_string(), am.clone(), chunk, a.heapallindexed)))
+        .map(|chunk| tokio::spawn(verify(ctx.clone(), db.to_string(), am.clone(), chunk)))
         .collect();
     let mut problems = Vec::new();
     for t in tasks {
@@ -427,10 +450,64 @@ async fn list_and_verify(
     Ok((indexes, relations, problems))
 }
 
+/// What a sampled check covered, over every database.
+#[derive(Debug, Default)]
+struct Sampled {
+    share: Option<(u64, u64)>,
+    checked: u64,
+    total: u64,
+    checked_bytes: i64,
+    total_bytes: i64,
+}
+
+impl Sampled {
+    /// Keeps `all` (the expensive check) only on this run's share of `items` when sampling.
+    fn pick(&mut self, sample: Option<crate::assertions::Sample>, db: &str, items: &mut [Item], run_key: &str) {
+        let bytes: i64 = items.iter().map(|i| i.size.max(0)).sum();
+        self.total += items.len() as u64;
+        self.total_bytes += bytes;
+        let Some(sample) = sample else {
+            self.checked += items.len() as u64;
+            self.checked_bytes += bytes;
+            return;
+        };
+        // The split is per database, over its own size, so the rotation stays stable.
+        let share = crate::assertions::sample::Share::new(sample, u64::try_from(bytes).unwrap_or(0), run_key);
+        self.share = Some((share.index, share.of));
+        for it in items.iter_mut() {
+            it.all = share.holds(db, &it.name);
+            if it.all {
+                self.checked += 1;
+                self.checked_bytes += it.size.max(0);
+            }
+        }
+    }
+
+    fn json(&self, sampling: bool) -> serde_json::Value {
+        let fraction = if self.total_bytes > 0 { self.checked_bytes as f64 / self.total_bytes as f64 } else { 1.0 };
+        let mut v = serde_json::json!({
+            "checked": self.checked,
+            "of": self.total,
+            "checked_bytes": self.checked_bytes,
+            "total_bytes": self.total_bytes,
+            "fraction_of_bytes": fraction,
+        });
+        if sampling {
+            if let Some((n, t)) = self.share {
+                v["subset"] = serde_json::json!({ "index": n, "of": t });
+            }
+        }
+        v
+    }
+}
+
 /// `read_all`: reads every table in full (`COPY … TO '/dev/null'`, TOAST included), the cheap
 /// check where amcheck is unavailable. With data checksums, every page's checksum is verified.
 #[derive(Debug, Clone, Default)]
-pub struct ReadAllAssertion;
+pub struct ReadAllAssertion {
+    /// Read only this run's share of the tables ([`crate::assertions::sample`]).
+    pub sample: Option<crate::assertions::Sample>,
+}
 
 #[async_trait]
 impl Assertion for ReadAllAssertion {
@@ -446,11 +523,13 @@ impl Assertion for ReadAllAssertion {
         let started = Instant::now();
         let mut tables = 0u64;
         let mut problems = Vec::new();
+        let mut sampled = Sampled::default();
         for db in databases(ctx).await? {
             let c = ctx.tool_connect(Some(&db)).await?;
             let rows = c
                 .query(
-                    "select n.nspname, c.relname from pg_catalog.pg_class c \
+                    "select c.oid, n.nspname, c.relname, pg_catalog.pg_total_relation_size(c.oid) \
+                     from pg_catalog.pg_class c \
                      join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
                      where c.relkind in ('r', 'm') and c.relpersistence <> 't' \
                        and n.nspname <> 'information_schema' and n.nspname !~ '^pg_temp'",
@@ -462,8 +541,19 @@ impl Assertion for ReadAllAssertion {
                     message: format!("listing tables in {db:?}: {}", db_message(&e)),
                     source: None,
                 })?;
-            for row in rows {
-                let t = qualified(row.get(0), row.get(1));
+            let mut items: Vec<Item> = rows
+                .iter()
+                .map(|r| Item {
+                    oid: r.get(0),
+                    name: qualified(r.get(1), r.get(2)),
+                    index: false,
+                    size: r.get(3),
+                    all: true,
+                })
+                .collect();
+            sampled.pick(self.sample, &db, &mut items, &ctx.run_key);
+            for it in items.into_iter().filter(|i| i.all) {
+                let t = it.name;
                 tables += 1;
                 if let Err(e) = c.simple_query(&format!("copy (select * from only {t}) to '/dev/null'")).await {
                     if is_corruption(&e) {
@@ -478,7 +568,10 @@ impl Assertion for ReadAllAssertion {
                 }
             }
         }
-        let observed = serde_json::json!({"tables": tables, "seconds": started.elapsed().as_secs_f64(), "problems": problems.len()});
+        let mut observed = serde_json::json!({"tables": tables, "seconds": started.elapsed().as_secs_f64(), "problems": problems.len()});
+        if self.sample.is_some() {
+            observed["sample"] = sampled.json(true);
+        }
         if problems.is_empty() {
             return Ok(Outcome::Pass { observed: Some(observed) });
         }

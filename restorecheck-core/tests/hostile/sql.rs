@@ -157,8 +157,8 @@ async fn planted_operators_functions_and_event_triggers_never_run_during_a_check
 
     let state = dir.path().join("state.json");
     let ch = check(&c.backups_dir(), None)
-        .assert(AmcheckAssertion { heapallindexed: true, jobs: 2 })
-        .assert(ReadAllAssertion)
+        .assert(AmcheckAssertion { heapallindexed: true, jobs: 2, sample: None })
+        .assert(ReadAllAssertion::default())
         .assert(CompareToPrevious::new("test", &CompareConfig::new(0.1).state_file(state)).unwrap())
         .assert(canary())
         // The user's own SQL (superuser, the database's search_path: so fully qualified here).
@@ -260,8 +260,8 @@ async fn user_assertions_run_as_the_checks_role_and_builtin_checks_as_superuser(
     c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
     let ch = check(&c.backups_dir(), None)
         .role("app_reader")
-        .assert(AmcheckAssertion { heapallindexed: false, jobs: 1 })
-        .assert(ReadAllAssertion)
+        .assert(AmcheckAssertion { heapallindexed: false, jobs: 1, sample: None })
+        .assert(ReadAllAssertion::default())
         .assert(named("whoami", "select current_user", Some(toml::Value::String("app_reader".into())), None))
         .assert(named("registrations", "select count(*) from registrations", Some(toml::Value::Integer(12)), None))
         .assert(named("secrets", "select count(*) from secrets", None, Some(0.0)))
@@ -384,8 +384,8 @@ echo done"#
     let ch = restorecheck_core::Check::new("docker", Arc::new(source), Arc::new(target))
         .database("app")
         .timeout(Duration::from_secs(300))
-        .assert(AmcheckAssertion { heapallindexed: true, jobs: 2 })
-        .assert(ReadAllAssertion)
+        .assert(AmcheckAssertion { heapallindexed: true, jobs: 2, sample: None })
+        .assert(ReadAllAssertion::default())
         .assert(CompareToPrevious::new("docker", &CompareConfig::new(0.1).state_file(state)).unwrap())
         .assert(canary());
     let work = dir.sub("work");
