@@ -530,8 +530,29 @@ max_age = "24h"
         assert_eq!(Config::parse(GOOD, &Registry::default()).unwrap().checks[0].rto, None);
     }
 
+    /// A target of physical backups only (the default capabilities).
+    #[derive(Debug)]
+    struct PhysicalOnly;
+
+    #[async_trait::async_trait]
+    impl RestoreTarget for PhysicalOnly {
+        fn kind(&self) -> &'static str {
+            "physical_only"
+        }
+        async fn preflight(&self, _pg_major: Option<u32>) -> Result<()> {
+            Ok(())
+        }
+        async fn start(
+            &self,
+            _ctx: &crate::RunContext,
+            _artifact: &crate::Artifact,
+            _req: &crate::RestoreRequest,
+        ) -> Result<Box<dyn crate::RunningServer>> {
+            Err(Error::internal("not started in this test"))
+        }
+    }
+
     #[test]
-    #[cfg(feature = "docker")]
     fn a_target_that_cannot_take_the_sources_artifact_is_refused_at_parse_time() {
         let text = r#"
 [[check]]
@@ -540,11 +561,16 @@ name = "dump"
 kind = "pg_dump"
 path = "/backups/app.dump"
 [check.target]
-kind = "docker"
+kind = "physical_only"
 "#;
-        let e = Config::parse(text, &Registry::default()).unwrap_err();
-        assert!(e.to_string().contains("target docker cannot restore logical dumps (source pg_dump)"), "{e}");
-        Config::parse(&text.replace("kind = \"docker\"", "kind = \"local\""), &Registry::default()).unwrap();
+        let mut registry = Registry::default();
+        registry.register_target("physical_only", |_| Ok(Arc::new(PhysicalOnly) as Arc<dyn RestoreTarget>));
+        let e = Config::parse(text, &registry).unwrap_err();
+        assert!(e.to_string().contains("target physical_only cannot restore logical dumps (source pg_dump)"), "{e}");
+        Config::parse(&text.replace("kind = \"physical_only\"", "kind = \"local\""), &registry).unwrap();
+        // The docker target loads dumps too.
+        #[cfg(feature = "docker")]
+        Config::parse(&text.replace("kind = \"physical_only\"", "kind = \"docker\""), &registry).unwrap();
     }
 
     #[test]

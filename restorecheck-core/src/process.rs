@@ -72,35 +72,12 @@ pub(crate) fn clean_env_std(
     cmd.envs(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
 }
 
-/// Sets up a PostgreSQL client program (`psql`, `pg_restore`) that connects to the restored
-/// copy through `conn` (after [`crate::postgres::auth::lock_down`], so with the run's
-/// password): it runs as `user` — never root, since a plain dump's psql meta-commands
-/// (`\!`) are the dump author's code — with a clean environment plus `PGPASSWORD`, in its own
-/// process group with a parent-death signal.
-pub(crate) fn pg_client(
-    cmd: &mut tokio::process::Command,
-    bin_dir: &Path,
-    conn: &crate::target::Connection,
-    user: &OsUser,
-) {
-    clean_env(cmd, Some(bin_dir), Some(user), &client_env(conn));
-    user.apply(cmd);
-    own_group(cmd, libc::SIGKILL);
-}
-
-/// [`pg_client`] for a `std::process::Command`.
-pub(crate) fn pg_client_std(
-    cmd: &mut std::process::Command,
-    bin_dir: &Path,
-    conn: &crate::target::Connection,
-    user: &OsUser,
-) {
-    clean_env_std(cmd, Some(bin_dir), Some(user), &client_env(conn));
-    user.apply_std(cmd);
-    own_group_std(cmd, libc::SIGKILL);
-}
-
-fn client_env(conn: &crate::target::Connection) -> Vec<(String, String)> {
+/// The environment a PostgreSQL client program (`psql`, `pg_restore`) that connects to the
+/// restored copy through `conn` gets besides [`pg_env`]: `PGPASSWORD` once the target switched
+/// the copy to the run's password ([`crate::postgres::auth::lock_down`]). Such a program runs
+/// as the server's OS user — never root, since a plain dump's psql meta-commands (`\!`) are the
+/// dump author's code — in its own process group ([`crate::postgres::binaries::PgTools`]).
+pub(crate) fn client_env(conn: &crate::target::Connection) -> Vec<(String, String)> {
     conn.password.iter().map(|p| ("PGPASSWORD".to_string(), p.expose().to_string())).collect()
 }
 

@@ -96,6 +96,13 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// `program` with `args` first, the host environment inherited as is and no user switch
+    /// (a container toolbox's `docker exec …`).
+    #[cfg_attr(not(feature = "docker"), allow(dead_code))]
+    pub(crate) fn host_command(program: PathBuf, args: Vec<OsString>) -> Self {
+        Prepared { program, args, env: crate::source::SecretEnv::default(), user: None }
+    }
+
     /// A tokio command; add the tool's arguments with `.args(…)`.
     pub fn tokio(&self) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(&self.program);

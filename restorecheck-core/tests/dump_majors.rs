@@ -1,7 +1,10 @@
-//! Dumps made by other PostgreSQL majors than the host's: by the PostgreSQL 13 and 17 binaries
-//! inside the images `docker/build-images.sh` builds (`restorecheck/postgres:{13,17}`), restored
-//! on this host (PostgreSQL 15 only). An older dump loads with the newer binaries and says so;
-//! a newer one is an *error* (exit 2) naming the major to install, never a *fail*.
+//! Dumps made by other PostgreSQL majors than the host's: by the PostgreSQL 13, 15 and 17
+//! binaries inside the images `docker/build-images.sh` builds (`restorecheck/postgres:{13,15,17}`).
+//! On this host (PostgreSQL 15 only, target `local`) an older dump loads with the newer binaries
+//! and says so; a newer one is an *error* (exit 2) naming the major to install, never a *fail*.
+//! Target `docker` loads each in the image of its own major (`initdb`, `pg_restore`, `psql` of
+//! that image), with the same verdicts as `local`; when no image is new enough, an *error*
+//! naming the image to build.
 
 #![allow(clippy::unwrap_used)]
 
@@ -21,11 +24,11 @@ use restorecheck_core::Check;
 
 const IMAGE: &str = "restorecheck/postgres:{major}";
 
-/// Makes, inside the image of `major`, a cluster with database `app` (120 registrations) and
+/// Makes (in a test dir named after `test`), inside the image of `major`, a cluster with database `app` (120 registrations) and
 /// dumps it as `app.custom`, `app.sql`, `app.custom.zst` and (pg_dumpall) `cluster.sql` into
 /// `<dir>/dumps`.
-async fn dumps_made_in_container(major: u32) -> (TestDir, PathBuf) {
-    let dir = TestDir::new(&format!("dump-major{major}"));
+async fn dumps_made_in_container(major: u32, test: &str) -> (TestDir, PathBuf) {
+    let dir = TestDir::new(&format!("dump-major{major}-{test}"));
     for d in ["dumps", "sock"] {
         dir.sub(d);
     }
@@ -88,7 +91,7 @@ fn assert_error_naming_17(r: &CheckReport) {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_13_dumps_restore_with_the_newer_local_binaries_and_say_so() {
     require_only_15_installed();
-    let (dir, dumps) = dumps_made_in_container(13).await;
+    let (dir, dumps) = dumps_made_in_container(13, "local").await;
     for name in ["app.custom", "app.custom.zst", "app.sql", "cluster.sql"] {
         let r = run(&dir, dump_check(&dumps.join(name), local())).await;
         assert_pass(&r);
@@ -105,7 +108,7 @@ async fn postgres_13_dumps_restore_with_the_newer_local_binaries_and_say_so() {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_17_dumps_are_an_error_naming_17_on_a_host_with_only_15() {
     require_only_15_installed();
-    let (dir, dumps) = dumps_made_in_container(17).await;
+    let (dir, dumps) = dumps_made_in_container(17, "local").await;
     // pg_restore 15 cannot even read the header: this used to FAIL in fetch.
     let out = std::process::Command::new("pg_restore").arg("-l").arg(dumps.join("app.custom")).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported version (1.16)"), "{out:?}");
@@ -124,21 +127,146 @@ async fn postgres_17_dumps_are_an_error_naming_17_on_a_host_with_only_15() {
     }
 }
 
+fn docker_target(image: &str) -> Arc<dyn RestoreTarget> {
+    Arc::new(DockerTarget::new(DockerTargetConfig::default().image(image)).unwrap())
+}
+
+/// Runs a check with its own run id; asserts the work dir is gone and no container of the run
+/// is left (by its label).
+async fn run_docker(dir: &TestDir, check: Check) -> CheckReport {
+    let ctx = restorecheck_core::RunContext::new();
+    let work = dir.sub("work");
+    let r = restorecheck_core::runner::run_check(&check, &work, 0, &ctx).await;
+    println!("{}", serde_json::to_string_pretty(&r).unwrap());
+    assert!(std::fs::read_dir(&work).unwrap().next().is_none(), "work dir left behind");
+    assert_no_containers(&ctx.run_id).await;
+    r
+}
+
+async fn assert_no_containers(run_id: &str) {
+    use std::collections::HashMap;
+    use testcontainers::bollard::query_parameters::ListContainersOptionsBuilder;
+    let d = docker::engine().await.unwrap();
+    let filters: HashMap<String, Vec<String>> =
+        HashMap::from([("label".to_string(), vec![format!("{}={run_id}", docker::LABEL_RUN)])]);
+    let list = d
+        .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
+        .await
+        .unwrap();
+    assert!(list.is_empty(), "containers left behind: {:?}", list.iter().map(|c| c.id.clone()).collect::<Vec<_>>());
+}
+
+/// Copies of `app.custom` and `app.sql` cut in half (`damaged.custom`, `damaged.sql`).
+fn damaged_copies(dumps: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for (from, to) in [("app.custom", "damaged.custom"), ("app.sql", "damaged.sql")] {
+        let bytes = std::fs::read(dumps.join(from)).unwrap();
+        let p = dumps.join(to);
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        out.push(p);
+    }
+    out
+}
+
+/// Dumps made by PostgreSQL `major` in its image load through the docker target into a cluster
+/// of that image (custom, compressed custom, plain, pg_dumpall); damaged ones FAIL in the restore
+/// phase. Where this host's PostgreSQL can load them too, the local target's verdicts match.
+async fn dumps_restore_in_docker_like_local(major: u32) {
+    let (dir, dumps) = dumps_made_in_container(major, "docker").await;
+    let local_can = major <= 15;
+    for name in ["app.custom", "app.custom.zst", "app.sql", "cluster.sql"] {
+        let r = run_docker(&dir, dump_check(&dumps.join(name), docker_target(IMAGE))).await;
+        assert_pass(&r);
+        assert_eq!(r.backup.pg_major, Some(major), "{name}");
+        assert_eq!(r.recovery.mode.as_deref(), Some("logical"), "{name}");
+        let version = r.recovery.server_version.as_deref().unwrap();
+        assert!(version.starts_with(&format!("{major}.")), "{name}: loaded into {version}");
+        assert!(
+            r.notes.iter().any(|n| n.contains(&format!("restored in container image restorecheck/postgres:{major}"))),
+            "{name}: {:?}",
+            r.notes
+        );
+        if local_can {
+            assert_eq!(run(&dir, dump_check(&dumps.join(name), local())).await.verdict, r.verdict, "{name}");
+        }
+    }
+    for damaged in damaged_copies(&dumps) {
+        let r = run_docker(&dir, dump_check(&damaged, docker_target(IMAGE))).await;
+        assert_fail_in(&r, Phase::Restore);
+        if local_can {
+            let l = run(&dir, dump_check(&damaged, local())).await;
+            assert_eq!((l.verdict, l.failure.map(|f| f.phase)), (r.verdict, r.failure.map(|f| f.phase)));
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn postgres_17_dump_on_the_docker_target_is_refused_clearly() {
-    let (dir, dumps) = dumps_made_in_container(17).await;
-    let target = DockerTarget::new(DockerTargetConfig::default().image(IMAGE)).unwrap();
-    let r = run(&dir, dump_check(&dumps.join("app.custom"), Arc::new(target))).await;
-    // The docker target does not load logical dumps yet (issue 15): its capabilities say so,
-    // and the runner refuses the pair before anything is listed or fetched: an error, never a fail.
-    assert_eq!(r.verdict, Verdict::Error, "{:?}", r.failure);
-    let failure = r.failure.as_ref().unwrap();
-    assert_eq!(failure.phase, restorecheck_core::Phase::Select);
+async fn postgres_13_dumps_restore_in_docker_like_local() {
+    dumps_restore_in_docker_like_local(13).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_15_dumps_restore_in_docker_like_local() {
+    dumps_restore_in_docker_like_local(15).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_17_dumps_restore_in_docker() {
+    dumps_restore_in_docker_like_local(17).await;
+}
+
+/// Tags the images of `majors` as `<repo>:<major>` (local tags, nothing pulled), removed on drop.
+struct Tags(Vec<String>);
+
+impl Tags {
+    fn new(repo: &str, majors: &[u32]) -> Self {
+        let tags: Vec<String> = majors.iter().map(|m| format!("{repo}:{m}")).collect();
+        for (m, t) in majors.iter().zip(&tags) {
+            let st = std::process::Command::new("docker")
+                .args(["tag", &format!("restorecheck/postgres:{m}"), t])
+                .status()
+                .unwrap();
+            assert!(st.success(), "docker tag {t}");
+        }
+        Tags(tags)
+    }
+}
+
+impl Drop for Tags {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            let _ = std::process::Command::new("docker").args(["rmi", t]).output();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dump_loads_in_the_oldest_newer_image_or_is_an_error_naming_the_image_to_build() {
+    let (dir, dumps) = dumps_made_in_container(15, "pick").await;
+    let repo = format!("restorecheck-test/pick-{}", std::process::id());
+    let template = format!("{repo}:{{major}}");
+    // No image of 15: the oldest newer one present (17, not 13) loads it, and the report says so.
+    let tags = Tags::new(&repo, &[13, 17]);
+    let r = run_docker(&dir, dump_check(&dumps.join("app.custom"), docker_target(&template))).await;
+    assert_pass(&r);
+    assert!(r.recovery.server_version.as_deref().unwrap().starts_with("17."), "{:?}", r.recovery);
     assert!(
-        failure.message.contains("target docker cannot restore logical dumps (source pg_dump)"),
-        "{}",
-        failure.message
+        r.notes.iter().any(|n| n.contains("dump from PostgreSQL 15")
+            && n.contains(&format!("newer PostgreSQL 17 of image {repo}:17"))
+            && n.contains(&format!("image {repo}:15 is not present"))),
+        "{:?}",
+        r.notes
     );
-    assert_eq!(r.backup.id, None, "nothing was selected");
-    assert_eq!(r.timings.fetch, None, "nothing was fetched");
+    drop(tags);
+    // Only an older one: an error (never a fail) naming the image to build.
+    let _tags = Tags::new(&repo, &[13]);
+    for name in ["app.custom", "app.sql"] {
+        let r = run_docker(&dir, dump_check(&dumps.join(name), docker_target(&template))).await;
+        assert_eq!(r.verdict, Verdict::Error, "{name}: {:?}", r.failure);
+        let f = r.failure.as_ref().unwrap();
+        assert_eq!(f.phase, Phase::Restore, "{f:?}");
+        assert!(f.message.contains(&format!("Docker image {repo}:15 is not present on this host")), "{}", f.message);
+        assert!(f.message.contains(&format!("present: {repo}:13")), "{}", f.message);
+        assert!(f.message.contains("docker/build-images.sh 15") && f.message.contains("never pulls"), "{}", f.message);
+    }
 }

@@ -2,8 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::postgres::user::OsUser;
+use crate::toolbox::{HostTools, Prepared, RunAs, ToolBox, ToolCommand};
 
 /// A directory holding `postgres`, `pg_controldata`, … of one major version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,13 +181,8 @@ pub(crate) fn for_dump(needs: &DumpNeeds<'_>, configured: Option<&Path>) -> Resu
         return Ok((b, n));
     }
     let all = discover();
-    let chosen = if needs.source_major == 0 {
-        // The dump does not say: the newest reads every older format.
-        all.values().next_back().filter(|b| b.major >= want)
-    } else {
-        all.get(&needs.source_major).filter(|b| b.major >= want).or_else(|| all.values().find(|b| b.major >= want))
-    }
-    .cloned();
+    let majors: std::collections::BTreeSet<u32> = all.keys().copied().collect();
+    let chosen = pick_for_dump(needs, &majors).and_then(|m| all.get(&m)).cloned();
     match chosen {
         Some(b) => {
             let n = note(&b);
@@ -207,6 +205,139 @@ pub(crate) fn for_dump(needs: &DumpNeeds<'_>, configured: Option<&Path>) -> Resu
             ),
             source: None,
         }),
+    }
+}
+
+/// The major to load a dump with, out of the `available` ones: the dump's own major, else the
+/// oldest newer than what it needs (PostgreSQL loads dumps of older majors, never the other way
+/// round), or the newest when the dump does not name its major; `None` when none will do.
+/// Shared by the `local` target (installed binaries) and the `docker` target (present images).
+pub(crate) fn pick_for_dump(needs: &DumpNeeds<'_>, available: &std::collections::BTreeSet<u32>) -> Option<u32> {
+    let want = needs.source_major.max(needs.min_major);
+    if needs.source_major == 0 {
+        // The dump does not say: the newest reads every older format.
+        available.iter().next_back().copied().filter(|m| *m >= want)
+    } else {
+        Some(needs.source_major)
+            .filter(|m| *m >= want && available.contains(m))
+            .or_else(|| available.iter().copied().find(|m| *m >= want))
+    }
+}
+
+/// Where the PostgreSQL programs of one major run (`initdb`, `pg_controldata`, `pg_restore`,
+/// `psql`, `pg_checksums`, `pg_verifybackup`): a bin dir of this host, each program started with
+/// a clean environment ([`crate::process::clean_env`]) exactly as the `local` target always
+/// did, or a [`ToolBox`] that runs them elsewhere (the `docker` target's container of the
+/// image of that major), where they are looked up by name on the image's `PATH`. Every
+/// command runs in its own process group with a parent-death signal.
+#[derive(Debug, Clone)]
+pub(crate) struct PgTools {
+    tools: Arc<dyn ToolBox>,
+    /// This host's bin dir; `None`: programs run by name where `tools` runs them.
+    bin_dir: Option<PathBuf>,
+    /// The major of the programs.
+    pub(crate) major: u32,
+    /// Their version for messages (`15.18`, or `15 (image restorecheck/postgres:15)`).
+    pub(crate) version: String,
+    /// The restored server's OS user ([`RunAs::Server`]); it owns the folders made for it.
+    pub(crate) server_user: OsUser,
+}
+
+impl PgTools {
+    /// The programs of `bin` on this host, [`RunAs::Server`] switching to `server_user`.
+    pub(crate) fn host(bin: &BinDir, server_user: &OsUser) -> Self {
+        PgTools {
+            tools: Arc::new(HostTools { server_user: Some(server_user.clone()) }),
+            bin_dir: Some(bin.path.clone()),
+            major: bin.major,
+            version: bin.version.clone(),
+            server_user: server_user.clone(),
+        }
+    }
+
+    /// The programs of major `major` where `tools` runs them (found on its `PATH`).
+    #[cfg_attr(not(feature = "docker"), allow(dead_code))]
+    pub(crate) fn in_toolbox(
+        tools: Arc<dyn ToolBox>,
+        major: u32,
+        version: impl Into<String>,
+        server_user: &OsUser,
+    ) -> Self {
+        PgTools { tools, bin_dir: None, major, version: version.into(), server_user: server_user.clone() }
+    }
+
+    /// Where the programs run, for messages (`this host`, `image restorecheck/postgres:15`).
+    pub(crate) fn describe(&self) -> String {
+        self.tools.describe()
+    }
+
+    /// True when the programs run on this host.
+    pub(crate) fn on_host(&self) -> bool {
+        self.bin_dir.is_some()
+    }
+
+    /// The user of programs that only read the backup (`pg_controldata`, `pg_restore
+    /// --schema-only`): on this host restorecheck's own, as the `local` target always ran them;
+    /// in a container the server's unprivileged user, which owns the files by then.
+    pub(crate) fn reader(&self) -> RunAs {
+        if self.on_host() {
+            RunAs::Tester
+        } else {
+            RunAs::Server
+        }
+    }
+
+    /// The program `name` (a path in the bin dir, or the bare name for the toolbox).
+    pub(crate) fn program(&self, name: &str) -> PathBuf {
+        match &self.bin_dir {
+            Some(b) => b.join(name),
+            None => PathBuf::from(name),
+        }
+    }
+
+    async fn prepared(&self, name: &str, run_as: RunAs, env: &[(String, String)]) -> Result<Prepared> {
+        // On this host the environment is replaced below anyway: `env` goes in there.
+        let tool_env = if self.on_host() { Vec::new() } else { env.to_vec() };
+        let cmd = ToolCommand::new(self.program(name)).run_as(run_as).major(Some(self.major)).env(tool_env);
+        self.tools.prepare(&cmd).await
+    }
+
+    fn user_for(&self, run_as: RunAs) -> Option<&OsUser> {
+        match run_as {
+            RunAs::Server => Some(&self.server_user),
+            RunAs::Tester => None,
+        }
+    }
+
+    /// A command running program `name` as `run_as` with `env` added (`PGPASSWORD`); add its
+    /// arguments.
+    pub(crate) async fn tokio(
+        &self,
+        name: &str,
+        run_as: RunAs,
+        env: &[(String, String)],
+    ) -> Result<tokio::process::Command> {
+        let mut cmd = self.prepared(name, run_as, env).await?.tokio();
+        if let Some(b) = &self.bin_dir {
+            crate::process::clean_env(&mut cmd, Some(b), self.user_for(run_as), env);
+        }
+        crate::process::own_group(&mut cmd, libc::SIGKILL);
+        Ok(cmd)
+    }
+
+    /// [`Self::tokio`] as a `std::process::Command` (for a thread that streams its stdin).
+    pub(crate) async fn std(
+        &self,
+        name: &str,
+        run_as: RunAs,
+        env: &[(String, String)],
+    ) -> Result<std::process::Command> {
+        let mut cmd = self.prepared(name, run_as, env).await?.std();
+        if let Some(b) = &self.bin_dir {
+            crate::process::clean_env_std(&mut cmd, Some(b), self.user_for(run_as), env);
+        }
+        crate::process::own_group_std(&mut cmd, libc::SIGKILL);
+        Ok(cmd)
     }
 }
 
@@ -250,5 +381,18 @@ mod tests {
             );
         }
         assert_eq!(for_dump(&needs(0, 0), None).unwrap().0.major, newest().unwrap().major);
+    }
+
+    #[test]
+    fn dumps_pick_their_own_major_else_the_oldest_newer_one() {
+        let have: std::collections::BTreeSet<u32> = [13, 15, 17].into();
+        let needs = |source_major, min_major| DumpNeeds { source_major, min_major, made_by: None };
+        assert_eq!(pick_for_dump(&needs(15, 15), &have), Some(15));
+        assert_eq!(pick_for_dump(&needs(14, 14), &have), Some(15));
+        assert_eq!(pick_for_dump(&needs(13, 16), &have), Some(17));
+        assert_eq!(pick_for_dump(&needs(0, 0), &have), Some(17));
+        assert_eq!(pick_for_dump(&needs(0, 18), &have), None);
+        assert_eq!(pick_for_dump(&needs(18, 18), &have), None);
+        assert_eq!(pick_for_dump(&needs(12, 0), &[].into()), None);
     }
 }

@@ -1,9 +1,14 @@
-//! Reading `pg_control` through `pg_controldata`.
+//! Reading `pg_control` through `pg_controldata`, and verifying a stopped cluster's page
+//! checksums with `pg_checksums`, with the programs of a [`PgTools`] (this host's bin dir, or
+//! a container image).
 
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::assertion::Outcome;
 use crate::error::{Error, Result};
+use crate::postgres::binaries::PgTools;
+use crate::toolbox::RunAs;
 
 /// The parts of `pg_controldata` output restorecheck uses.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -48,15 +53,16 @@ impl ControlData {
         })
     }
 
-    /// Runs `pg_controldata` from `bin_dir` on `data_dir`.
-    pub(crate) async fn read(bin_dir: &Path, data_dir: &Path) -> Result<Self> {
-        let exe = bin_dir.join("pg_controldata");
-        let mut cmd = tokio::process::Command::new(&exe);
+    /// Runs `pg_controldata` of `pg` on `data_dir` (as [`PgTools::reader`]).
+    pub(crate) async fn read(pg: &PgTools, data_dir: &Path) -> Result<Self> {
+        let exe = pg.program("pg_controldata");
+        let mut cmd = pg.tokio("pg_controldata", pg.reader(), &[]).await?;
         cmd.arg("-D").arg(data_dir).stdin(std::process::Stdio::null());
-        crate::process::clean_env(&mut cmd, Some(bin_dir), None, &[]);
-        crate::process::own_group(&mut cmd, libc::SIGKILL);
         let out = crate::process::output(cmd).await.map_err(|e| Error::io("running pg_controldata", &exe, e))?;
         if !out.status.success() {
+            if let Some(e) = not_in_toolbox(pg, "pg_controldata", &out) {
+                return Err(e);
+            }
             return Err(Error::defect(format!(
                 "pg_controldata cannot read the backup's pg_control ({}): {}",
                 out.status,
@@ -65,6 +71,65 @@ impl ControlData {
         }
         Self::parse(&String::from_utf8_lossy(&out.stdout))
     }
+}
+
+/// A PostgreSQL program that could not even start where `pg` runs it (`docker exec` exits 126
+/// or 127 when the image lacks it): the tester's tooling, never a defect of the backup.
+pub(crate) fn not_in_toolbox(pg: &PgTools, program: &str, out: &std::process::Output) -> Option<Error> {
+    if pg.on_host() || !matches!(out.status.code(), Some(126 | 127)) {
+        return None;
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !(stderr.contains("executable file not found") || stderr.contains("no such file") || stderr.contains("exec:")) {
+        return None;
+    }
+    Some(Error::Tooling {
+        what: format!("{program} cannot run in {}: {}", pg.describe(), stderr.trim()),
+        hint: "use an image with the PostgreSQL server packages (docker/build-images.sh builds them) or set \
+               [check.target] image"
+            .into(),
+        source: None,
+    })
+}
+
+/// `pg_checksums --check` of `pg` on the cleanly stopped cluster in `data_dir`, as the server's
+/// OS user: [`Outcome::Pass`] with the blocks scanned, [`Outcome::Fail`] naming the first bad
+/// pages. `kind` names the target for errors.
+pub(crate) async fn check_checksums(pg: &PgTools, data_dir: &Path, kind: &'static str) -> Result<Option<Outcome>> {
+    let started = std::time::Instant::now();
+    let exe = pg.program("pg_checksums");
+    let mut cmd = pg.tokio("pg_checksums", RunAs::Server, &[]).await?;
+    cmd.arg("--check").arg("-D").arg(data_dir).stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let out = crate::process::output(cmd).await.map_err(|e| Error::io("running pg_checksums", &exe, e))?;
+    if !out.status.success() {
+        if let Some(e) = not_in_toolbox(pg, "pg_checksums", &out) {
+            return Err(e);
+        }
+    }
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());
+    let observed = serde_json::json!({
+        "blocks_scanned": field("Blocks scanned:"),
+        "bad_checksums": field("Bad checksums:"),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    if out.status.success() {
+        return Ok(Some(Outcome::Pass { observed: Some(observed) }));
+    }
+    if field("Bad checksums:").unwrap_or(0) > 0 || text.contains("checksum verification failed") {
+        let first: Vec<&str> = text.lines().filter(|l| l.contains("checksum verification failed")).take(3).collect();
+        return Ok(Some(Outcome::Fail {
+            observed: Some(observed),
+            expected: Some("no bad checksums".into()),
+            message: format!("pg_checksums found bad pages: {}", first.join("; ")),
+        }));
+    }
+    Err(Error::Target {
+        target_kind: kind,
+        message: format!("pg_checksums failed: {}", text.trim()),
+        log_tail: None,
+        source: None,
+    })
 }
 
 #[cfg(test)]

@@ -24,24 +24,27 @@ use std::process::Stdio;
 
 use crate::archive;
 use crate::error::{Error, Result};
-use crate::postgres::binaries::BinDir;
+use crate::postgres::binaries::PgTools;
+use crate::postgres::control::not_in_toolbox;
 use crate::postgres::quote_ident;
 use crate::postgres::user::OsUser;
 use crate::source::{DumpFormat, LogicalDump};
 use crate::target::Connection;
+use crate::toolbox::RunAs;
 
-/// Creates a fresh cluster in `data_dir` (empty, owned by `user`).
-pub(crate) async fn initdb(bin: &BinDir, user: &OsUser, data_dir: &Path) -> Result<()> {
-    let mut cmd = tokio::process::Command::new(bin.exe("initdb"));
+/// Creates a fresh cluster in `data_dir` (empty, owned by the server's OS user) with the
+/// `initdb` of `pg`, as that user.
+pub(crate) async fn initdb(pg: &PgTools, data_dir: &Path) -> Result<()> {
+    let mut cmd = pg.tokio("initdb", RunAs::Server, &[]).await?;
     cmd.arg("-D")
         .arg(data_dir)
         .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
         .stdin(Stdio::null());
-    crate::process::clean_env(&mut cmd, Some(&bin.path), Some(user), &[]);
-    user.apply(&mut cmd);
-    crate::process::own_group(&mut cmd, libc::SIGKILL);
-    let out = crate::process::output(cmd).await.map_err(|e| Error::io("running initdb", bin.exe("initdb"), e))?;
+    let out = crate::process::output(cmd).await.map_err(|e| Error::io("running initdb", pg.program("initdb"), e))?;
     if !out.status.success() {
+        if let Some(e) = not_in_toolbox(pg, "initdb", &out) {
+            return Err(e);
+        }
         return Err(Error::Tooling {
             what: format!("initdb of the fresh cluster failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
             hint: "check the work dir's free space and permissions".into(),
@@ -102,11 +105,13 @@ fn referenced_tablespace(line: &str, out: &mut BTreeSet<String>) {
     }
 }
 
-/// Reads the dump's SQL (schema only for archives): the roles it references and the
-/// tablespaces it puts objects in.
-async fn scan_dump(bin: &BinDir, dump: &LogicalDump) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
+/// Reads the dump's SQL (schema only for archives, with the `pg_restore` of `pg` as
+/// [`PgTools::reader`]): the roles it references and the tablespaces it puts objects in.
+async fn scan_dump(pg: &PgTools, dump: &LogicalDump) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
     let dump = dump.clone();
-    let restore = bin.exe("pg_restore");
+    let restore = pg.program("pg_restore");
+    let cmd = if dump.format == DumpFormat::Plain { None } else { Some(pg.std("pg_restore", pg.reader(), &[]).await?) };
+    let pg = pg.clone();
     tokio::task::spawn_blocking(move || -> Result<(BTreeSet<String>, BTreeSet<String>)> {
         let mut roles = BTreeSet::new();
         let mut tablespaces = BTreeSet::new();
@@ -118,13 +123,13 @@ async fn scan_dump(bin: &BinDir, dump: &LogicalDump) -> Result<(BTreeSet<String>
                 referenced_roles(&line, &mut roles);
                 referenced_tablespace(&line, &mut tablespaces);
             }
-        } else {
-            let mut cmd = std::process::Command::new(&restore);
+        } else if let Some(mut cmd) = cmd {
             cmd.args(["--schema-only", "-f", "-"]).arg(&dump.path).stdin(Stdio::null());
-            crate::process::clean_env_std(&mut cmd, restore.parent(), None, &[]);
-            crate::process::own_group_std(&mut cmd, libc::SIGKILL);
             let out = cmd.output().map_err(|e| Error::io("running pg_restore --schema-only", &restore, e))?;
             if !out.status.success() {
+                if let Some(e) = not_in_toolbox(&pg, "pg_restore", &out) {
+                    return Err(e);
+                }
                 return Err(Error::defect(format!(
                     "{} is damaged: {}",
                     dump.path.display(),
@@ -176,12 +181,12 @@ fn redact_passwords(text: &str) -> String {
     out
 }
 
-/// Loads `dump` into the running fresh cluster reached through `conn`. Tablespaces a
-/// pg_dumpall (or globals) file creates go into fresh folders under `tablespace_dir`. Returns
-/// notes for the report. A dump that cannot be loaded in full is a [`Error::BackupDefect`].
+/// Loads `dump` into the running fresh cluster reached through `conn`, with the `pg_restore`
+/// and `psql` of `pg` run as the server's OS user. Tablespaces a pg_dumpall (or globals) file
+/// creates go into fresh folders under `tablespace_dir`. Returns notes for the report. A dump
+/// that cannot be loaded in full is a [`Error::BackupDefect`].
 pub(crate) async fn load(
-    bin: &BinDir,
-    user: &OsUser,
+    pg: &PgTools,
     conn: &Connection,
     dump: &LogicalDump,
     default_db: &str,
@@ -189,14 +194,14 @@ pub(crate) async fn load(
 ) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     // A tool session: a globals file may have set search_path for the role or the database.
-    let client = conn.tool_connect("postgres", Some(bin.major)).await?;
+    let client = conn.tool_connect("postgres", Some(pg.major)).await?;
     let conn_args = |db: &str| conn_args(conn, db);
     // Roles of the fresh cluster before anything ran: only these may be "created" again.
     let fresh_roles = role_names(&client).await?;
     // CREATE TABLESPACE needs an absolute location.
     let tablespace_dir =
         std::fs::canonicalize(tablespace_dir).map_err(|e| Error::io("resolving the work dir", tablespace_dir, e))?;
-    let mut rewriter = Rewriter::new(fresh_roles, tablespace_dir, user.clone());
+    let mut rewriter = Rewriter::new(fresh_roles, tablespace_dir, pg.server_user.clone());
     rewriter.fresh_databases = client
         .query("select datname::pg_catalog.text from pg_catalog.pg_database", &[])
         .await
@@ -214,7 +219,7 @@ pub(crate) async fn load(
             trailer: cluster.then_some(DUMPALL_TRAILER),
             strict: cluster,
         };
-        rewriter = stream_sql(bin, user, conn, sql, conn_args("postgres"), rewriter).await?;
+        rewriter = stream_sql(pg, conn, sql, conn_args("postgres"), rewriter).await?;
         notes.push(format!("ran globals file {}", globals.display()));
         notes.extend(rewriter.notes());
         rewriter.tablespaces.clear();
@@ -226,13 +231,13 @@ pub(crate) async fn load(
     if dump.format == DumpFormat::DumpAll {
         // Our own session must not hold database postgres: pg_dumpall --clean drops it.
         drop(client);
-        notes.extend(load_dumpall(bin, user, conn, dump, rewriter).await?);
+        notes.extend(load_dumpall(pg, conn, dump, rewriter).await?);
         return Ok(notes);
     }
     // Archives are always scanned (schema only): their tablespaces are created or reported.
     let create_roles = !(dump.no_owner && dump.format != DumpFormat::Plain);
     let (wanted, dump_tablespaces) =
-        if create_roles || dump.format != DumpFormat::Plain { scan_dump(bin, dump).await? } else { Default::default() };
+        if create_roles || dump.format != DumpFormat::Plain { scan_dump(pg, dump).await? } else { Default::default() };
     if create_roles {
         let have = role_names(&client).await?;
         let missing: Vec<&String> = wanted.iter().filter(|r| !have.contains(*r)).collect();
@@ -269,10 +274,10 @@ pub(crate) async fn load(
         notes.extend(create_tablespaces(&client, &dump_tablespaces, &mut rewriter).await?);
         let sql =
             SqlFile { path: dump.path.clone(), globals_section: false, trailer: Some(DUMP_TRAILER), strict: true };
-        let done = stream_sql(bin, user, conn, sql, conn_args(&db), rewriter).await?;
+        let done = stream_sql(pg, conn, sql, conn_args(&db), rewriter).await?;
         notes.extend(done.notes());
     } else {
-        let mut cmd = tokio::process::Command::new(bin.exe("pg_restore"));
+        let mut cmd = pg.tokio("pg_restore", RunAs::Server, &crate::process::client_env(conn)).await?;
         cmd.arg("--exit-on-error").args(conn_args(&db)).stdin(Stdio::null());
         if dump.restore_tablespaces {
             notes.extend(create_tablespaces(&client, &dump_tablespaces, &mut rewriter).await?);
@@ -295,10 +300,13 @@ pub(crate) async fn load(
             cmd.arg(format!("--jobs={}", dump.jobs));
         }
         cmd.arg(&dump.path);
-        crate::process::pg_client(&mut cmd, &bin.path, conn, user);
-        let out =
-            crate::process::output(cmd).await.map_err(|e| Error::io("running pg_restore", bin.exe("pg_restore"), e))?;
+        let out = crate::process::output(cmd)
+            .await
+            .map_err(|e| Error::io("running pg_restore", pg.program("pg_restore"), e))?;
         if !out.status.success() {
+            if let Some(e) = not_in_toolbox(pg, "pg_restore", &out) {
+                return Err(e);
+            }
             return Err(Error::BackupDefect {
                 message: format!("pg_restore could not load {} ({})", dump.path.display(), out.status),
                 log_tail: Some(tail(&out.stderr, 15)),
@@ -325,15 +333,9 @@ fn conn_args(conn: &Connection, db: &str) -> Vec<String> {
 }
 
 /// Loads a whole cluster's pg_dumpall output: it creates its roles, tablespaces and databases.
-async fn load_dumpall(
-    bin: &BinDir,
-    user: &OsUser,
-    conn: &Connection,
-    dump: &LogicalDump,
-    rewriter: Rewriter,
-) -> Result<Vec<String>> {
+async fn load_dumpall(pg: &PgTools, conn: &Connection, dump: &LogicalDump, rewriter: Rewriter) -> Result<Vec<String>> {
     let sql = SqlFile { path: dump.path.clone(), globals_section: true, trailer: Some(DUMPALL_TRAILER), strict: true };
-    let done = stream_sql(bin, user, conn, sql, conn_args(conn, "postgres"), rewriter).await?;
+    let done = stream_sql(pg, conn, sql, conn_args(conn, "postgres"), rewriter).await?;
     let dbs: Vec<String> = conn
         .connect("postgres")
         .await?
@@ -389,17 +391,22 @@ async fn create_tablespaces(
 
 /// A database the dump creates with a locale this host lacks (`invalid locale name: "de_DE.UTF-8"`):
 /// the tester's environment, not the backup, so an error rather than a failed check.
-fn missing_locale(stderr: &str) -> Option<Error> {
+fn missing_locale(stderr: &str, pg: &PgTools) -> Option<Error> {
     let line = stderr.lines().find(|l| l.contains("ERROR:") && l.contains("locale name"))?;
     let name = line.rsplit_once(": ").map_or(line, |(_, n)| n).trim();
     Some(Error::Tooling {
         what: format!(
-            "the dump creates a database with locale {name}, which this host does not have ({})",
+            "the dump creates a database with locale {name}, which {} does not have ({})",
+            pg.describe(),
             line.trim()
         ),
-        hint: "install the locale on the testing host (Debian: add it to /etc/locale.gen and run locale-gen, \
-               or install locales-all)"
-            .into(),
+        hint: if pg.on_host() {
+            "install the locale on the testing host (Debian: add it to /etc/locale.gen and run locale-gen, \
+             or install locales-all)"
+                .into()
+        } else {
+            format!("rebuild the image with the locale (LOCALES=\"{name}\" docker/build-images.sh --force)")
+        },
         source: None,
     })
 }
@@ -660,22 +667,21 @@ fn parse_create_tablespace(line: &str) -> Option<CreateTablespace<'_>> {
 /// `psql -v ON_ERROR_STOP=1`, and requires its closing line, so a dump cut at a statement
 /// boundary still fails. Returns the rewriter with what it did.
 async fn stream_sql(
-    bin: &BinDir,
-    user: &OsUser,
+    pg: &PgTools,
     conn: &Connection,
     sql: SqlFile,
     conn_args: Vec<String>,
     mut rewriter: Rewriter,
 ) -> Result<Rewriter> {
-    let mut cmd = std::process::Command::new(bin.exe("psql"));
+    let mut cmd = pg.std("psql", RunAs::Server, &crate::process::client_env(conn)).await?;
     cmd.args(["-X", "-q", "-v", if sql.strict { "ON_ERROR_STOP=1" } else { "ON_ERROR_STOP=0" }, "-f", "-"])
         .args(&conn_args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    crate::process::pg_client_std(&mut cmd, &bin.path, conn, user);
-    let exe = bin.exe("psql");
-    let version = bin.version.clone();
+    let exe = pg.program("psql");
+    let version = pg.version.clone();
+    let pg = pg.clone();
     rewriter.in_globals = sql.globals_section;
     rewriter.in_copy = false;
     tokio::task::spawn_blocking(move || -> Result<Rewriter> {
@@ -732,6 +738,9 @@ async fn stream_sql(
                 .collect();
         }
         if !out.status.success() {
+            if let Some(e) = not_in_toolbox(&pg, "psql", &out) {
+                return Err(e);
+            }
             let stderr = String::from_utf8_lossy(&out.stderr);
             if stderr.contains("invalid command \\restrict") {
                 return Err(Error::Tooling {
@@ -740,11 +749,18 @@ async fn stream_sql(
                          August 2025 minor releases on (13.22, 14.19, 15.14, 16.10, 17.6)",
                         path.display()
                     ),
-                    hint: "update the PostgreSQL packages to their latest minor release".into(),
+                    hint: if pg.on_host() {
+                        "update the PostgreSQL packages to their latest minor release".into()
+                    } else {
+                        format!(
+                            "rebuild {} with the latest minor release (docker/build-images.sh --force)",
+                            pg.describe()
+                        )
+                    },
                     source: None,
                 });
             }
-            if let Some(e) = missing_locale(&stderr) {
+            if let Some(e) = missing_locale(&stderr, &pg) {
                 return Err(e);
             }
             return Err(Error::BackupDefect {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::context::RunContext;
 use crate::error::{Error, Result};
-use crate::postgres::binaries::{self, BinDir};
+use crate::postgres::binaries::{self, BinDir, PgTools};
 use crate::postgres::control::ControlData;
 use crate::postgres::launch::{self, LaunchSpec};
 use crate::postgres::logical;
@@ -136,12 +136,13 @@ impl RestoreTarget for LocalTarget {
                 let (bin, note) = binaries::for_dump(&needs, self.cfg.bin_dir.as_deref())?;
                 early_notes.extend(note);
                 os_user.chown_tree(&req.work_dir)?;
-                logical::initdb(&bin, &os_user, &dump.data_dir).await?;
+                logical::initdb(&PgTools::host(&bin, &os_user), &dump.data_dir).await?;
                 fresh = PhysicalBackup::new(dump.data_dir.clone(), bin.major, WalSupply::SelfContained);
                 (bin, &fresh, Some(dump))
             }
         };
-        let control = ControlData::read(&bin.path, &backup.data_dir).await?;
+        let pg = PgTools::host(&bin, &os_user);
+        let control = ControlData::read(&pg, &backup.data_dir).await?;
         let mut plan = launch::prepare(&LaunchSpec {
             backup,
             req,
@@ -171,14 +172,14 @@ impl RestoreTarget for LocalTarget {
             os_user: os_user.clone(),
             locked: false,
             session: ServerSession::new(plan, req.socket_dir.clone(), stop_timeout),
-            checksums: (control.checksum_version > 0).then(|| (bin.clone(), os_user.clone(), backup.data_dir.clone())),
+            checksums: (control.checksum_version > 0).then(|| (pg.clone(), backup.data_dir.clone())),
         });
         if let Some(dump) = dump {
             // Load the dump now (restore phase); on any failure stop the server before returning.
             let loaded = async {
                 server.wait_recovered(ctx).await?;
                 let tablespaces = req.work_dir.join("tablespaces");
-                logical::load(&bin, &os_user, &server.connection(), dump, &req.database, &tablespaces).await
+                logical::load(&pg, &server.connection(), dump, &req.database, &tablespaces).await
             }
             .await;
             match loaded {
@@ -239,7 +240,7 @@ pub(crate) struct LocalServer {
     locked: bool,
     session: ServerSession,
     /// Set when the cluster has data checksums: what `pg_checksums` needs.
-    checksums: Option<(BinDir, OsUser, PathBuf)>,
+    checksums: Option<(PgTools, PathBuf)>,
 }
 
 struct LocalProbe<'a> {
@@ -289,7 +290,7 @@ impl RunningServer for LocalServer {
     }
 
     async fn verify_checksums(&mut self, _ctx: &RunContext) -> Result<Option<crate::assertion::Outcome>> {
-        let Some((bin, user, data)) = self.checksums.clone() else { return Ok(None) };
+        let Some((pg, data)) = self.checksums.clone() else { return Ok(None) };
         let Some(mut child) = self.child.take() else { return Ok(None) };
         // pg_checksums needs a cleanly shut down cluster: a fast shutdown writes a checkpoint.
         stop_child(&mut child, self.session.stop_timeout).await;
@@ -303,40 +304,7 @@ impl RunningServer for LocalServer {
                 source: None,
             });
         }
-        let started = std::time::Instant::now();
-        let mut cmd = tokio::process::Command::new(bin.exe("pg_checksums"));
-        cmd.arg("--check").arg("-D").arg(&data).stdin(Stdio::null()).kill_on_drop(true);
-        process::clean_env(&mut cmd, Some(&bin.path), Some(&user), &[]);
-        user.apply(&mut cmd);
-        process::own_group(&mut cmd, libc::SIGKILL);
-        let out =
-            process::output(cmd).await.map_err(|e| Error::io("running pg_checksums", bin.exe("pg_checksums"), e))?;
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        let field =
-            |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());
-        let observed = serde_json::json!({
-            "blocks_scanned": field("Blocks scanned:"),
-            "bad_checksums": field("Bad checksums:"),
-            "seconds": started.elapsed().as_secs_f64(),
-        });
-        if out.status.success() {
-            return Ok(Some(crate::assertion::Outcome::Pass { observed: Some(observed) }));
-        }
-        if field("Bad checksums:").unwrap_or(0) > 0 || text.contains("checksum verification failed") {
-            let first: Vec<&str> =
-                text.lines().filter(|l| l.contains("checksum verification failed")).take(3).collect();
-            return Ok(Some(crate::assertion::Outcome::Fail {
-                observed: Some(observed),
-                expected: Some("no bad checksums".into()),
-                message: format!("pg_checksums found bad pages: {}", first.join("; ")),
-            }));
-        }
-        Err(Error::Target {
-            target_kind: "local",
-            message: format!("pg_checksums failed: {}", text.trim()),
-            log_tail: None,
-            source: None,
-        })
+        crate::postgres::control::check_checksums(&pg, &data, "local").await
     }
 
     async fn teardown(&mut self) -> Result<()> {
