@@ -215,6 +215,8 @@ pub(crate) fn host() -> Arc<dyn ToolBox> {
 }
 
 /// True for a name fit for an environment variable (`[A-Za-z_][A-Za-z0-9_]*`).
+// Used by the docker target's toolbox (feature `docker`).
+#[cfg_attr(not(feature = "docker"), allow(dead_code))]
 pub(crate) fn valid_env_name(name: &str) -> bool {
     let mut b = name.bytes();
     matches!(b.next(), Some(c) if c == b'_' || c.is_ascii_alphabetic())
@@ -223,6 +225,8 @@ pub(crate) fn valid_env_name(name: &str) -> bool {
 
 /// Writes `env` as one file per variable (mode 0600) into a fresh folder `dir` (mode 0700),
 /// owned by `owner` when given: what [`ENV_LOADER`] reads inside a container.
+// Used by the docker target's toolbox (feature `docker`).
+#[cfg_attr(not(feature = "docker"), allow(dead_code))]
 pub(crate) fn write_env_dir(dir: &Path, env: &[(String, String)], owner: Option<&OsUser>) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -248,6 +252,8 @@ pub(crate) fn write_env_dir(dir: &Path, env: &[(String, String)], owner: Option<
 
 /// `/bin/sh -c ENV_LOADER <env dir> <program> <args…>`: exports one variable per file of the
 /// env dir (trailing newlines of a value are dropped, as by `$(…)`), then `exec`s the program.
+// Used by the docker target's toolbox (feature `docker`).
+#[cfg_attr(not(feature = "docker"), allow(dead_code))]
 pub(crate) const ENV_LOADER: &str = "d=$1; shift; for f in \"$d\"/*; do [ -f \"$f\" ] || continue; \
      export \"${f##*/}=$(cat \"$f\")\"; done; exec \"$@\"";
 

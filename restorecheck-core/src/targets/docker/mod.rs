@@ -520,7 +520,11 @@ mod imp {
             let image = self.image_for(backup.pg_major);
             let verified = async {
                 let pg = pg_in(&tools, ContainerKey::image(&image), backup.pg_major, &self.os_user()?);
-                let args = crate::postgres::datadir::verifybackup_args(&backup.data_dir, &backup.wal)?;
+                let args = crate::postgres::datadir::verifybackup_args(
+                    &backup.data_dir,
+                    &backup.wal,
+                    backup.manifest_stream_verified.is_some(),
+                )?;
                 // As restorecheck's own user, like the local target: the files are not the
                 // server's yet. In a container without network that sees only the work dir
                 // read-write.
@@ -538,7 +542,8 @@ mod imp {
                     return Err(crate::postgres::datadir::verifybackup_failed(&text));
                 }
                 Ok(format!(
-                    "backup_manifest verified with pg_verifybackup of image {image} (every file, size and checksum)"
+                    "{} (pg_verifybackup of image {image})",
+                    crate::postgres::datadir::verifybackup_note(backup)
                 ))
             }
             .await;
