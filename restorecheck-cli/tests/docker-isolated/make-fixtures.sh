@@ -165,6 +165,8 @@ switch_wait
 q -d app -c "insert into registrations (email) select 'later2-' || g || '@example.org' from generate_series(1, 20) g"
 switch_wait
 barman_ archive-wal rc >/dev/null
+# Barman 3.13 leaves the backup WAITING_FOR_WALS until `barman cron` would check it; do that now.
+barman_ check-backup rc latest
 as_pg pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 # The server's OS user of either target reads backups and archives; the cluster is not needed.
 rm -rf "$PGDATA"
