@@ -55,9 +55,9 @@ for kind in kinds:
     times = {"local": [], "docker": []}
     broken = {}
     for i in range(rounds + 1):
+        if broken:
+            break
         for t in ("local", "docker"):
-            if t in broken:
-                continue
             n += 1
             r = harness.run_one(rc, cfg[t], root / "w" / str(n), isolated=False)
             if r.verdict != "pass":
