@@ -27,7 +27,8 @@ T=$(mktemp -d /var/tmp/docker-vs-local.XXXXXX)
 chmod 755 "$T"
 trap 'rm -rf "$T"' EXIT
 export RESTORECHECK ROUNDS T KINDS="${KINDS:-}"
-exec python3 - "$REPO/restorecheck-cli/tests/docker-isolated" <<'PY'
+# Not exec: the EXIT trap removes $T afterwards.
+PYTHONDONTWRITEBYTECODE=1 python3 - "$REPO/restorecheck-cli/tests/docker-isolated" <<'PY'
 import os, statistics, sys
 from pathlib import Path
 

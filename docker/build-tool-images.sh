@@ -103,7 +103,10 @@ wale_wheel() {
     local part
     part=$(mktemp "$whl.XXXXXX")
     cp "$tmp"/wheel/wal_e-"$WALE_VERSION"-py3-none-any.whl "$part"
+    chmod 0644 "$part"
     mv -f "$part" "$whl"
+    # Called in $(…), whose subshell does not run the EXIT trap: clean up here.
+    rm -rf --one-file-system "$tmp"
     echo "$whl"
 }
 
