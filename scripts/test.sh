@@ -16,6 +16,15 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p restorecheck-core --no-default-features --all-targets -- -D warnings
 cargo test -p restorecheck-core --no-default-features --lib
 cargo test --workspace --exclude restorecheck-py
+# The docker target with nothing on the host but Docker and restorecheck: every source kind x
+# PostgreSQL 13/15/17, good and damaged, restored in restorecheck/tools:N from a mount namespace
+# without the host's PostgreSQL and backup tools, compared with target local (~5 min; builds
+# the tool images first, cached by tag). RESTORECHECK_SKIP_ISOLATED=1 skips it.
+if [ "${RESTORECHECK_SKIP_ISOLATED:-}" != 1 ] && docker info >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+  scripts/test-docker-isolated.sh
+else
+  echo "test: skipping scripts/test-docker-isolated.sh (needs root and a Docker engine)" >&2
+fi
 
 # ---- Python binding (restorecheck-py) -------------------------------------------------------
 # Builds the abi3 wheel with maturin into a virtualenv, type-checks the package, tests and example
