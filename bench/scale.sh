@@ -116,11 +116,13 @@ run_shell() {
     local b=$CACHE/s$1/$2/b d=$T/shell/data t0 t1 state count tries=0
     t0=$EPOCHREALTIME
     mkdir -m 0700 "$d"
-    if [[ $2 == gz ]]; then
-        tar -xzf "$b/base.tar.gz" -C "$d"; tar -xzf "$b/pg_wal.tar.gz" -C "$d/pg_wal"
-    else
-        zstd -dcq "$b/base.tar.zst" | tar -x -C "$d"; zstd -dcq "$b/pg_wal.tar.zst" | tar -x -C "$d/pg_wal"
-    fi
+    # pg_basebackup --compress=zstd leaves pg_wal.tar uncompressed; take whichever is there.
+    for part in base pg_wal; do
+        local to=$d; [[ $part == pg_wal ]] && to=$d/pg_wal
+        if [[ -f $b/$part.tar.gz ]]; then tar -xzf "$b/$part.tar.gz" -C "$to"
+        elif [[ -f $b/$part.tar.zst ]]; then zstd -dcq "$b/$part.tar.zst" | tar -x -C "$to"
+        else tar -xf "$b/$part.tar" -C "$to"; fi
+    done
     printf '%s\n' "port = $SHELL_PORT" "unix_socket_directories = '$SOCK'" "listen_addresses = ''" "archive_mode = off" \
         >>"$d/postgresql.auto.conf"
     chown -R "$PGUSER_OS" "$d"
@@ -129,10 +131,10 @@ run_shell() {
           && [[ $state == f ]]; do (( ++tries < 12000 )) || die "shell: recovery did not end"; sleep 0.1; done
     count=$(as_pg "$PGBIN/psql" -h "$SOCK" -p "$SHELL_PORT" -U postgres -d bench -tAc 'select count(*) from pgbench_accounts')
     as_pg "$PGBIN/pg_ctl" -D "$d" -m fast -w stop >/dev/null
-    rm -rf "$d"
     t1=$EPOCHREALTIME
+    RESTORED_BYTES=$(du -sb "$d" | cut -f1)
     [[ $count == $(($1 * 100000)) ]] || die "shell: count $count ($3)"
-    SH_WALL=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", b-a}')
+    SH_WALL=$(awk -v a="$t0" -v b="$t1" -v c="$du0" -v d="$du1" 'BEGIN{printf "%.3f", (b-a)-(d-c)}')
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ if (NR%2) printf "%.3f", a[(NR+1)/2]; else printf "%.3f", (a[NR/2]+a[NR/2+1])/2 }'; }
@@ -158,7 +160,7 @@ for s in $SCALES; do
         rc_med=$(median "${RC_T[@]}"); sh_med=$(median "${SH_T[@]}")
         MED[$s-$f]=$rc_med
         last=$T/reports/r$ROUNDS-$s-$f.json
-        bytes=$(jq '.checks[0].backup.bytes_restored // 0' "$last")
+        bytes=$RESTORED_BYTES   # the restored cluster's size, measured by the shell contender
         rss=$(printf '%s\n' "${RSS[@]}" | sort -n | tail -n1)
         {
             echo "== scale $s, tar.$f: backup $(du -sh "$CACHE/s$s/$f/b" | cut -f1), restored $(awk -v b="$bytes" 'BEGIN{printf "%.2f GB", b/1e9}')"

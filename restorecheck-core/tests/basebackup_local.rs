@@ -569,3 +569,79 @@ async fn an_archived_segment_the_server_user_cannot_read_is_an_error_not_a_faile
     assert_eq!(f.phase, Phase::Restore);
     assert!(f.message.contains("cannot read") && f.message.contains(&seg), "{}", f.message);
 }
+
+/// A tar backup's `backup_manifest` is checked while the tar is extracted: a good one passes
+/// with the in-stream note (and pg_verifybackup only for the rest), a member damaged inside an
+/// intact tar fails in the fetch phase naming the file and the archive.
+#[tokio::test]
+async fn tar_members_are_checked_against_the_manifest_while_extracting() {
+    let dir = TestDir::new("instream");
+    let c = cluster(&dir, 50).await;
+    let b = c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
+    let heap: String = c
+        .client("app")
+        .await
+        .unwrap()
+        .query_one("select pg_catalog.pg_relation_filepath('registrations')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let r = run(&dir, check(&c.backups_dir(), None).assert(sql_eq("select count(*) from registrations", 50))).await;
+    assert_pass(&r);
+    let note = r.notes.iter().find(|n| n.contains("backup_manifest")).unwrap();
+    assert!(note.contains("while they were extracted") && note.contains("CRC32C"), "{note}");
+    // Flip one byte of the heap file's content inside base.tar (the tar stays valid).
+    let tar = b.join("base.tar");
+    let bytes = std::fs::read(&tar).unwrap();
+    let mut pos = 0usize;
+    let mut at = None;
+    while pos + 512 <= bytes.len() && bytes[pos] != 0 {
+        let h = &bytes[pos..pos + 512];
+        let name: String = h[..100].iter().take_while(|b| **b != 0).map(|b| *b as char).collect();
+        let size_s: String = h[124..136].iter().take_while(|b| **b != 0 && **b != b' ').map(|b| *b as char).collect();
+        let size = usize::from_str_radix(size_s.trim(), 8).unwrap();
+        if name == heap {
+            at = Some(pos + 512 + 100);
+        }
+        pos += 512 + size.div_ceil(512) * 512;
+    }
+    let mut damaged = bytes.clone();
+    damaged[at.expect("heap file in base.tar")] ^= 0x40;
+    std::fs::write(&tar, damaged).unwrap();
+    let r = run(&dir, check(&c.backups_dir(), None)).await;
+    assert_eq!(r.verdict, Verdict::Fail, "{r:?}");
+    let f = r.failure.unwrap();
+    assert_eq!(f.phase, Phase::Fetch);
+    assert!(f.message.contains(&format!("{heap} in ")) && f.message.contains("checksum"), "{}", f.message);
+}
+
+/// `sample`: heapallindexed on a rotating share of the indexes; two consecutive daily run keys
+/// of a 50% sample check disjoint shares that together cover every index.
+#[tokio::test]
+async fn the_integrity_sample_rotates_over_run_keys() {
+    use restorecheck_core::assertions::{AmcheckAssertion, Sample};
+    let dir = TestDir::new("sample");
+    let c = cluster(&dir, 20).await;
+    c.basebackup("b1", &["-Ft", "-Xstream"]).await.unwrap();
+    let mut shares = Vec::new();
+    for key in ["2026-12-01", "2026-12-02"] {
+        let chk = check(&c.backups_dir(), None).assert(AmcheckAssertion {
+            heapallindexed: true,
+            jobs: 2,
+            sample: Some(Sample::Fraction(0.5)),
+        });
+        let work = dir.sub(&format!("work-{key}"));
+        let ctx = restorecheck_core::RunContext::new().with_run_key(key);
+        let r = restorecheck_core::runner::run_check(&chk, &work, 0, &ctx).await;
+        assert_pass(&r);
+        let am = r.assertions.iter().find(|a| a.name == "amcheck").unwrap();
+        let h = am.observed.as_ref().unwrap()["heapallindexed"].clone();
+        println!("{key}: {h}");
+        assert_eq!(h["subset"]["of"], 2, "{h}");
+        shares.push((h["checked"].as_u64().unwrap(), h["of"].as_u64().unwrap(), h["subset"]["index"].clone()));
+    }
+    assert_ne!(shares[0].2, shares[1].2, "consecutive days take the other subset");
+    assert_eq!(shares[0].1, shares[1].1);
+    assert!(shares[0].0 > 0 && shares[1].0 > 0 && shares[0].0 < shares[0].1);
+    assert_eq!(shares[0].0 + shares[1].0, shares[0].1, "the two runs together cover every index once");
+}

@@ -396,7 +396,8 @@ pub(crate) fn verifybackup_args(data: &Path, wal: &WalSupply, skip_checksums: bo
 pub(crate) fn verifybackup_note(backup: &crate::source::PhysicalBackup) -> String {
     match &backup.manifest_stream_verified {
         Some(v) => format!(
-            "backup_manifest verified: {} files ({}) matched their size and {} checksum while they were extracted, in              the same pass; pg_verifybackup --skip-checksums then checked the file list, the manifest's own checksum{}",
+            "backup_manifest verified: {} files ({}) matched their size and {} checksum while they were extracted, in \
+             the same pass; pg_verifybackup --skip-checksums then checked the file list, the manifest's own checksum{}",
             v.files,
             crate::safefs::human_bytes(v.bytes),
             if v.algorithms.is_empty() { "NONE".to_string() } else { v.algorithms.join("/") },

@@ -169,6 +169,17 @@ pub(super) fn bind(source: &Path, target: &Path, writable: bool) -> Mount {
     }
 }
 
+/// Bind mounts for `(source, target, writable)` in order, each target once: Docker refuses two
+/// mounts at one path (a declared `mounts` entry that is also a path the source's tool reads,
+/// say); the first one listed wins.
+pub(super) fn binds(list: impl IntoIterator<Item = (PathBuf, PathBuf, bool)>) -> Vec<Mount> {
+    let mut seen = std::collections::HashSet::new();
+    list.into_iter()
+        .filter(|(_, target, _)| seen.insert(target.clone()))
+        .map(|(source, target, writable)| bind(&source, &target, writable))
+        .collect()
+}
+
 /// A container of `image` with restorecheck's labels (run, pid, host, the check's work dir),
 /// `LC_ALL=C` as its only environment, no new privileges, and no network unless `network`
 /// names one; started once `wait` is satisfied.

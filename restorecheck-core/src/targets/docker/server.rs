@@ -67,15 +67,26 @@ pub(super) async fn start_container(spec: &ServerSpec<'_>, plan: &Launch) -> Res
     let req = spec.req;
     let mut r = engine::labelled(spec.image, &spec.ctx.run_id, &req.work_dir, spec.network, WaitFor::Nothing)
         .with_user(format!("{}:{}", spec.user.uid, spec.user.gid))
-        .with_mount(engine::bind(&req.work_dir, &req.work_dir, true));
+        ;
+    let mut list = vec![(req.work_dir.clone(), req.work_dir.clone(), true)];
     if !req.socket_dir.starts_with(&req.work_dir) {
-        r = r.with_mount(engine::bind(&req.socket_dir, &req.socket_dir, true));
+        // A long work dir path puts the socket in a short folder outside it (a socket path
+        // has at most 107 bytes): it must exist, the server's, before it is mounted.
+        if !req.socket_dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&req.socket_dir)
+                .map_err(|e| Error::io("creating socket dir", &req.socket_dir, e))?;
+            spec.user.chown_tree(&req.socket_dir)?;
+        }
+        list.push((req.socket_dir.clone(), req.socket_dir.clone(), true));
     }
-    for p in spec.wal_paths {
-        r = r.with_mount(engine::bind(p, p, false));
-    }
-    for (source, target) in spec.mounts {
-        r = r.with_mount(engine::bind(source, target, false));
+    list.extend(spec.wal_paths.iter().map(|p| (p.clone(), p.clone(), false)));
+    list.extend(spec.mounts.iter().map(|(s, t)| (s.clone(), t.clone(), false)));
+    for m in engine::binds(list) {
+        r = r.with_mount(m);
     }
     let script = format!(
         "exec postgres {} 2>>{}",

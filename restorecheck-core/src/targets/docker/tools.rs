@@ -196,12 +196,12 @@ impl ContainerTools {
             format!("{tu}:{tg}"),
             format!("{su}:{sg}"),
         ])
-        .with_mount(engine::bind(&spec.work_dir, &spec.work_dir, true));
-        for (source, target) in &spec.read_only {
-            req = req.with_mount(engine::bind(source, target, false));
-        }
-        for (path, writable) in &key.extra {
-            req = req.with_mount(engine::bind(path, path, *writable));
+        ;
+        let binds = std::iter::once((spec.work_dir.clone(), spec.work_dir.clone(), true))
+            .chain(spec.read_only.iter().map(|(s, t)| (s.clone(), t.clone(), false)))
+            .chain(key.extra.iter().map(|(p, w)| (p.clone(), p.clone(), *w)));
+        for m in engine::binds(binds) {
+            req = req.with_mount(m);
         }
         let c = req
             .start()
