@@ -570,6 +570,14 @@ pub trait BackupSource: Send + Sync + Debug {
         Vec::new()
     }
 
+    /// Whether the source's tools can run where the target runs them when that is not this
+    /// host (a container of the check's image, whose mounts of the source's paths are
+    /// read-only). `Err(why)`: they cannot, and the check is refused when it is built. Default:
+    /// they can.
+    fn tools_run_elsewhere(&self) -> std::result::Result<(), String> {
+        Ok(())
+    }
+
     /// Fetches `backup` into the request's directories.
     async fn fetch(&self, ctx: &RunContext, backup: &BackupInfo, req: &FetchRequest) -> Result<Artifact>;
 

@@ -299,13 +299,22 @@ pub struct Capabilities {
     pub physical: bool,
     /// [`Artifact::Logical`]: dumps loaded into a fresh cluster.
     pub logical: bool,
+    /// The source's tools run on this host (false: elsewhere, e.g. in a container of the
+    /// check's image, where a source that cannot run there is refused,
+    /// [`crate::BackupSource::tools_run_elsewhere`]).
+    pub tools_on_host: bool,
 }
 
 impl Capabilities {
     /// Physical backups only.
-    pub const PHYSICAL: Capabilities = Capabilities { physical: true, logical: false };
+    pub const PHYSICAL: Capabilities = Capabilities { physical: true, logical: false, tools_on_host: true };
     /// Physical backups and logical dumps.
-    pub const ALL: Capabilities = Capabilities { physical: true, logical: true };
+    pub const ALL: Capabilities = Capabilities { physical: true, logical: true, tools_on_host: true };
+
+    /// The same, with the source's tools run elsewhere than this host.
+    pub const fn tools_elsewhere(self) -> Capabilities {
+        Capabilities { tools_on_host: false, ..self }
+    }
 
     /// Whether `kind` can be restored.
     pub fn accepts(&self, kind: ArtifactKind) -> bool {
@@ -320,6 +329,16 @@ impl Capabilities {
 /// A source that decides per backup (`artifact_kind() == None`) passes here; the runner checks
 /// its artifact with [`check_artifact`] after the fetch.
 pub(crate) fn check_compatible(source: &dyn crate::BackupSource, target: &dyn RestoreTarget) -> Result<()> {
+    if !target.capabilities().tools_on_host {
+        if let Err(why) = source.tools_run_elsewhere() {
+            return Err(crate::Error::config(format!(
+                "source {} cannot run its tool where target {} runs tools (in the container image): {why}; \
+                 use [check.target] kind = \"local\" for this source",
+                source.kind(),
+                target.kind()
+            )));
+        }
+    }
     match source.artifact_kind() {
         Some(kind) => check_artifact(kind, source, target),
         None => Ok(()),

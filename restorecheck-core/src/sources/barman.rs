@@ -387,6 +387,14 @@ impl BackupSource for BarmanSource {
         KIND
     }
 
+    fn tools_run_elsewhere(&self) -> std::result::Result<(), String> {
+        // Measured with the images' Barman 2.12, 3.4 and 3.13: `barman list-backups` itself
+        // writes into the catalog (its lock files, and 2.12/3.4 rewrite `wals/<server>-xlog.db`),
+        // which a read-only mount refuses, and the private shadow catalog restorecheck uses for
+        // `barman recover` does not yet match 3.13's layout.
+        Err("Barman writes into its catalog even to list backups, and its catalog is mounted read-only there".into())
+    }
+
     fn describe(&self) -> String {
         match &self.cfg.config {
             Some(c) => format!("barman:{} ({})", self.cfg.server, c.display()),

@@ -326,6 +326,14 @@ impl PgBackRestSource {
         local_repo(v[0].clone(), v[1].as_deref(), v[2].as_deref())
     }
 
+    /// Whether this pgBackRest has restore option `name` (`pgbackrest help restore NAME`
+    /// fails for an option it does not know).
+    async fn knows_restore_option(&self, ctx: &RunContext, exe: &Path, name: &str, major: Option<u32>) -> bool {
+        let Ok(mut cmd) = self.command(ctx, exe, major).await else { return false };
+        cmd.args(["help", "restore", name]);
+        tool::run(ctx, Phase::Fetch, cmd, "pgbackrest help").await.is_ok_and(|o| o.status.success())
+    }
+
     /// `options.<name>` as pgBackRest gets it.
     fn option(&self, name: &str) -> Option<String> {
         self.cfg.options.get(name).map(|v| match v {
@@ -677,11 +685,15 @@ impl BackupSource for PgBackRestSource {
             "--no-link-all".into(),
             "--reset-link-map".into(),
             "--reset-db-include".into(),
-            "--reset-db-exclude".into(),
             "--reset-pg1-host".into(),
             "--log-level-file=off".into(),
             format!("--lock-path={}", req.scratch_dir.join("pgbackrest-lock").display()),
         ];
+        // `db-exclude` is newer than some pgBackRest still in use (Debian bullseye's 2.33 does
+        // not know it, and refuses any --reset- of it): reset it only where it exists.
+        if self.knows_restore_option(ctx, &exe, "db-exclude", major).await {
+            args.push("--reset-db-exclude".into());
+        }
         // Fail fast on damage: no per-file retries inside pgBackRest (unless the user set
         // them); restorecheck retries the whole restore itself, and only on errors that may be
         // transient. archive-get (the restore_command) keeps pgBackRest's retries.

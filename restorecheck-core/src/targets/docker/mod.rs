@@ -485,7 +485,7 @@ mod imp {
         }
 
         fn capabilities(&self) -> Capabilities {
-            Capabilities::ALL
+            Capabilities::ALL.tools_elsewhere()
         }
 
         async fn toolbox(&self, ctx: &RunContext, req: &ToolboxRequest) -> Result<Arc<dyn ToolBox>> {

@@ -66,8 +66,7 @@ fn shell_quote_all(args: &[String]) -> String {
 pub(super) async fn start_container(spec: &ServerSpec<'_>, plan: &Launch) -> Result<ContainerAsync<GenericImage>> {
     let req = spec.req;
     let mut r = engine::labelled(spec.image, &spec.ctx.run_id, &req.work_dir, spec.network, WaitFor::Nothing)
-        .with_user(format!("{}:{}", spec.user.uid, spec.user.gid))
-        ;
+        .with_user(format!("{}:{}", spec.user.uid, spec.user.gid));
     let mut list = vec![(req.work_dir.clone(), req.work_dir.clone(), true)];
     if !req.socket_dir.starts_with(&req.work_dir) {
         // A long work dir path puts the socket in a short folder outside it (a socket path

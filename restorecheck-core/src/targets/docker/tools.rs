@@ -195,8 +195,7 @@ impl ContainerTools {
             "restorecheck-tools".into(),
             format!("{tu}:{tg}"),
             format!("{su}:{sg}"),
-        ])
-        ;
+        ]);
         let binds = std::iter::once((spec.work_dir.clone(), spec.work_dir.clone(), true))
             .chain(spec.read_only.iter().map(|(s, t)| (s.clone(), t.clone(), false)))
             .chain(key.extra.iter().map(|(p, w)| (p.clone(), p.clone(), *w)));
