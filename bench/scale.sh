@@ -131,8 +131,11 @@ run_shell() {
           && [[ $state == f ]]; do (( ++tries < 12000 )) || die "shell: recovery did not end"; sleep 0.1; done
     count=$(as_pg "$PGBIN/psql" -h "$SOCK" -p "$SHELL_PORT" -U postgres -d bench -tAc 'select count(*) from pgbench_accounts')
     as_pg "$PGBIN/pg_ctl" -D "$d" -m fast -w stop >/dev/null
+    local du0=$EPOCHREALTIME
+    RESTORED_BYTES=$(du -sb "$d" | cut -f1)   # not timed (subtracted below)
+    local du1=$EPOCHREALTIME
+    rm -rf "$d"
     t1=$EPOCHREALTIME
-    RESTORED_BYTES=$(du -sb "$d" | cut -f1)
     [[ $count == $(($1 * 100000)) ]] || die "shell: count $count ($3)"
     SH_WALL=$(awk -v a="$t0" -v b="$t1" -v c="$du0" -v d="$du1" 'BEGIN{printf "%.3f", (b-a)-(d-c)}')
 }

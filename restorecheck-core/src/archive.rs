@@ -383,6 +383,86 @@ pub(crate) struct Extracted {
     pub(crate) verified: crate::postgres::manifest::StreamVerified,
 }
 
+/// Reads `inner` on a thread of its own, `depth` chunks of `chunk` bytes ahead, so that
+/// decompression (and download, and decryption) runs on one core while extraction, hashing and
+/// writing run on another, as `zstd -dc | tar -x` does. Memory stays bounded by
+/// `depth × chunk`. An error of `inner` arrives, unchanged, where it happened in the stream; when
+/// the reader is dropped the thread stops at its next chunk.
+pub(crate) fn read_ahead(inner: Box<dyn Read + Send>, chunk: usize, depth: usize) -> Box<dyn Read + Send> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(depth.max(1));
+    let spawned = std::thread::Builder::new().name("restorecheck-read-ahead".into()).spawn(move || {
+        let mut inner = inner;
+        loop {
+            let mut buf = vec![0u8; chunk];
+            let mut filled = 0;
+            let result = loop {
+                match inner.read(&mut buf[filled..]) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        filled += n;
+                        if filled == buf.len() {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            buf.truncate(filled);
+            let end = filled < chunk;
+            if filled > 0 && tx.send(Ok(buf)).is_err() {
+                return;
+            }
+            if let Err(e) = result {
+                let _ = tx.send(Err(e));
+                return;
+            }
+            if end {
+                return;
+            }
+        }
+    });
+    match spawned {
+        Ok(_) => Box::new(ReadAhead { rx, current: Vec::new(), pos: 0 }),
+        // No thread to be had: read in line instead (the channel's sender is gone with the
+        // closure, so report the failure as a read error).
+        Err(e) => Box::new(FailedRead(Some(e))),
+    }
+}
+
+struct ReadAhead {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(next)) => {
+                    self.current = next;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+struct FailedRead(Option<io::Error>);
+
+impl Read for FailedRead {
+    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(self.0.take().unwrap_or_else(|| io::Error::other("read-ahead thread could not start")))
+    }
+}
+
 /// Checking members against a `backup_manifest` while extracting: the manifest, and the path
 /// of the archive's root relative to the data directory (empty for `base.tar`,
 /// `pg_tblspc/<oid>` for a tablespace's tar).
@@ -596,6 +676,30 @@ mod tests {
         std::fs::create_dir(d.path().join("dest")).unwrap();
         let r = extract_tar_from(Box::new(io::Cursor::new(t)), "base.tar", &d.path().join("dest"), None);
         (d, r)
+    }
+
+    #[test]
+    fn read_ahead_passes_every_byte_in_order_and_the_error_where_it_happened() {
+        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        read_ahead(Box::new(io::Cursor::new(data.clone())), 4096, 3).read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
+        struct Broken(usize);
+        impl Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "corrupt stream"));
+                }
+                let n = buf.len().min(self.0);
+                buf[..n].fill(7);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let mut out = Vec::new();
+        let e = read_ahead(Box::new(Broken(10_000)), 4096, 2).read_to_end(&mut out).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(out.len(), 10_000, "everything before the error arrives");
     }
 
     #[test]

@@ -105,6 +105,8 @@ pub(super) async fn extract_backup_files(
         let manifest = checked.clone().zip(prefix);
         tasks.push(Box::new(move || {
             let (reader, _) = file.open(decrypt.as_ref(), progress, cancel.clone())?;
+            // Decompression on its own thread, 8 × 1 MiB ahead of extraction.
+            let reader = archive::read_ahead(reader, 1 << 20, 8);
             let verify = manifest.as_ref().map(|(m, prefix)| archive::Verify { manifest: m, prefix: prefix.clone() });
             archive::extract_tar_verified(reader, &file.display(), &dest, Some(cancel), verify)
         }));
