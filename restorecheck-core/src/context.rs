@@ -51,7 +51,7 @@ impl RunContext {
             cancel: CancellationToken::new(),
             progress: Arc::new(NoProgress),
             tools: crate::toolbox::host(),
-            run_key: chrono::Utc::now().format("%Y-%m-%d").to_string(),
+            run_key: crate::fleet::default_run_key(),
         }
     }
 

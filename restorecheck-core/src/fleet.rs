@@ -28,12 +28,18 @@ pub const ALL: &str = "all";
 /// FNV-1a (64 bit) of `name`'s UTF-8 bytes, modulo `n`: the shard a check named `name` belongs
 /// to among `n`. Stable across versions and machines (it is part of the CLI contract).
 pub fn shard_of(name: &str, n: u32) -> u32 {
+    (fnv1a64(name) % u64::from(n.max(1))) as u32
+}
+
+/// FNV-1a 64 of the UTF-8 bytes of `s`: stable across builds, platforms and releases (shard
+/// assignment and `[check.integrity] sample` subsets depend on it).
+pub(crate) fn fnv1a64(s: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.as_bytes() {
+    for b in s.as_bytes() {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    (h % u64::from(n.max(1))) as u32
+    h
 }
 
 /// One shard: index `index` of `count` (`0 <= index < count`).

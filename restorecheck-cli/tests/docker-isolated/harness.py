@@ -561,7 +561,7 @@ def report(majors: list[int], cells: list[Cell], results: dict, root: Path, t_fi
             bad += not good
             ls = f"{loc.verdict}/{loc.phase}" if loc else "-"
             shown = f"refused ({c.expect} on local)" if c.docker_refused else c.expect
-            print(f"{c.name:<34} {m:>2}  {shown if c.docker_refused else c.expect:<6} {ls:<14} {d.verdict + '/' + d.phase:<20} {d.seconds:5.1f}  "
+            print(f"{c.name:<34} {m:>2}  {shown:<6} {ls:<14} {d.verdict + '/' + d.phase:<20} {d.seconds:5.1f}  "
                   f"{'OK' if good else 'MISMATCH'}{(': ' + why[:220]) if why else ''}", flush=True)
             rows.append({"cell": c.name, "major": m, "expect": c.expect, "docker": dataclasses.asdict(d),
                          "local": dataclasses.asdict(loc) if loc else None, "ok": good})

@@ -10,6 +10,8 @@
 
 use serde::{Deserialize, Deserializer};
 
+use crate::fleet::fnv1a64 as fnv;
+
 /// How much of the data the sampled checks read per run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Sample {
@@ -67,16 +69,6 @@ impl<'de> Deserialize<'de> for Sample {
         let s = String::deserialize(d)?;
         Sample::parse(&s).map_err(serde::de::Error::custom)
     }
-}
-
-/// FNV-1a 64 of `s` (stable across builds and platforms).
-fn fnv(s: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 /// The subset of this run: day number mod `of` for a date run key, else a hash of the key.

@@ -51,6 +51,8 @@ pub(crate) struct ServerSession {
     pub(crate) stop_timeout: Duration,
     connection: Option<Connection>,
     finished: Option<RecoveryInfo>,
+    /// True once the copy only accepts the run's password.
+    locked: bool,
 }
 
 impl ServerSession {
@@ -66,6 +68,7 @@ impl ServerSession {
             stop_timeout,
             connection: None,
             finished: None,
+            locked: false,
         }
     }
 
@@ -84,6 +87,26 @@ impl ServerSession {
         info.mode = Some(self.mode.to_string());
         self.connection = Some(conn);
         self.finished = Some(info.clone());
+        Ok(info)
+    }
+
+    /// [`wait`](Self::wait), then (once) switches the copy from peer to password authentication
+    /// ([`crate::postgres::auth::lock_down`]) through the hba file at `hba_path`, owned by
+    /// `os_user`: what every target's `RunningServer::wait_recovered` does.
+    pub(crate) async fn wait_locked(
+        &mut self,
+        ctx: &RunContext,
+        probe: &mut dyn ServerProbe,
+        hba_path: &std::path::Path,
+        os_user: &crate::postgres::user::OsUser,
+    ) -> Result<RecoveryInfo> {
+        let info = self.wait(ctx, probe).await?;
+        if !self.locked {
+            let conn =
+                crate::postgres::auth::lock_down(probe.target_kind(), &self.connection(), hba_path, os_user).await?;
+            self.set_connection(conn);
+            self.locked = true;
+        }
         Ok(info)
     }
 

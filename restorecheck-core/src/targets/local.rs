@@ -170,7 +170,6 @@ impl RestoreTarget for LocalTarget {
             child: Some(child),
             hba_path: plan.hba_path.clone(),
             os_user: os_user.clone(),
-            locked: false,
             session: ServerSession::new(plan, req.socket_dir.clone(), stop_timeout),
             checksums: (control.checksum_version > 0).then(|| (pg.clone(), backup.data_dir.clone())),
         });
@@ -236,8 +235,6 @@ pub(crate) struct LocalServer {
     hba_path: PathBuf,
     /// The server's OS user (owns the hba file).
     os_user: OsUser,
-    /// True once the copy only accepts the run's password.
-    locked: bool,
     session: ServerSession,
     /// Set when the cluster has data checksums: what `pg_checksums` needs.
     checksums: Option<(PgTools, PathBuf)>,
@@ -266,15 +263,7 @@ impl ServerProbe for LocalProbe<'_> {
 impl RunningServer for LocalServer {
     async fn wait_recovered(&mut self, ctx: &RunContext) -> Result<RecoveryInfo> {
         let mut probe = LocalProbe { child: &mut self.child };
-        let info = self.session.wait(ctx, &mut probe).await?;
-        if !self.locked {
-            let conn =
-                crate::postgres::auth::lock_down("local", &self.session.connection(), &self.hba_path, &self.os_user)
-                    .await?;
-            self.session.set_connection(conn);
-            self.locked = true;
-        }
-        Ok(info)
+        self.session.wait_locked(ctx, &mut probe, &self.hba_path, &self.os_user).await
     }
 
     fn connection(&self) -> Connection {

@@ -430,7 +430,6 @@ mod imp {
                 container: Some(container),
                 hba_path: plan.hba_path.clone(),
                 os_user,
-                locked: false,
                 docker,
                 session: ServerSession::new(plan, req.socket_dir.clone(), stop_timeout),
                 pg: pg.clone(),

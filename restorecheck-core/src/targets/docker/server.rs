@@ -105,8 +105,6 @@ pub struct DockerServer {
     pub(super) hba_path: PathBuf,
     /// The server's OS user (owns the hba file).
     pub(super) os_user: OsUser,
-    /// True once the copy only accepts the run's password.
-    pub(super) locked: bool,
     pub(super) docker: Docker,
     pub(super) session: ServerSession,
     /// The image's PostgreSQL programs (`pg_checksums`), in the check's tools container.
@@ -172,15 +170,7 @@ impl DockerServer {
 impl RunningServer for DockerServer {
     async fn wait_recovered(&mut self, ctx: &RunContext) -> Result<RecoveryInfo> {
         let mut probe = DockerProbe { container: &self.container };
-        let info = self.session.wait(ctx, &mut probe).await?;
-        if !self.locked {
-            let conn =
-                crate::postgres::auth::lock_down("docker", &self.session.connection(), &self.hba_path, &self.os_user)
-                    .await?;
-            self.session.set_connection(conn);
-            self.locked = true;
-        }
-        Ok(info)
+        self.session.wait_locked(ctx, &mut probe, &self.hba_path, &self.os_user).await
     }
 
     fn connection(&self) -> Connection {
