@@ -334,7 +334,11 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
     st.work = Some(work.clone());
     let tools = check
         .target
-        .toolbox(ctx, &crate::toolbox::ToolboxRequest::new(work.path(), check.source.read_only_paths()))
+        .toolbox(
+            ctx,
+            &crate::toolbox::ToolboxRequest::new(work.path(), check.source.read_only_paths())
+                .with_private_writes(check.source.private_write_paths()),
+        )
         .await?;
     st.tools = Some(tools.clone());
     let ctx = &ctx.clone().with_tools(tools);

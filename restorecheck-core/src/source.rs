@@ -570,6 +570,15 @@ pub trait BackupSource: Send + Sync + Debug {
         Vec::new()
     }
 
+    /// Folders among [`read_only_paths`](Self::read_only_paths) that the source's tool writes
+    /// into as though it owned them, even to list backups (Barman's locks and its WAL index). A
+    /// toolbox that runs the tools elsewhere gives the tool a private copy-on-write view of each
+    /// (the `docker` target: an overlay whose writes land in the check's work dir); the real
+    /// folder is never written. Default: none.
+    fn private_write_paths(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
     /// Whether the source's tools can run where the target runs them when that is not this
     /// host (a container of the check's image, whose mounts of the source's paths are
     /// read-only). `Err(why)`: they cannot, and the check is refused when it is built. Default:

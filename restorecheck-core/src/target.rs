@@ -263,9 +263,9 @@ pub trait RestoreTarget: Send + Sync + Debug {
     async fn toolbox(
         &self,
         _ctx: &RunContext,
-        _req: &crate::toolbox::ToolboxRequest,
+        req: &crate::toolbox::ToolboxRequest,
     ) -> Result<std::sync::Arc<dyn crate::toolbox::ToolBox>> {
-        Ok(crate::toolbox::host())
+        Ok(std::sync::Arc::new(crate::toolbox::HostTools { server_user: None, work_dir: Some(req.work_dir.clone()) }))
     }
 
     /// Checks the target can serve a backup of `pg_major` (binaries, OS user), without starting

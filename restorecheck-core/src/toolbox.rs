@@ -153,6 +153,13 @@ pub trait ToolBox: Send + Sync + Debug {
         false
     }
 
+    /// The check's work dir as the tools see it, where a toolbox that runs them elsewhere has
+    /// one (a source writes the files its tool reads there, such as a generated configuration).
+    /// Default: none.
+    fn work_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
     /// Stops what the toolbox started (containers); called by the runner before the work dir
     /// is removed.
     async fn close(&self) -> Result<()> {
@@ -166,6 +173,8 @@ pub trait ToolBox: Send + Sync + Debug {
 pub struct HostTools {
     /// The server's OS user, for [`RunAs::Server`] (none: the tester's own).
     pub server_user: Option<OsUser>,
+    /// The check's work dir, when there is one ([`ToolBox::work_dir`]).
+    pub work_dir: Option<PathBuf>,
 }
 
 #[async_trait]
@@ -190,6 +199,10 @@ impl ToolBox for HostTools {
     fn on_this_host(&self) -> bool {
         true
     }
+
+    fn work_dir(&self) -> Option<PathBuf> {
+        self.work_dir.clone()
+    }
 }
 
 /// What a target gets to set up a [`ToolBox`] for one check.
@@ -200,12 +213,22 @@ pub struct ToolboxRequest {
     pub work_dir: PathBuf,
     /// Paths the source's tools read (its repository, catalog, configuration): read-only.
     pub read_only_paths: Vec<PathBuf>,
+    /// Folders the source's tools write into as though they owned them
+    /// ([`crate::BackupSource::private_write_paths`]): a private copy-on-write view each, the
+    /// real folder never written.
+    pub private_write_paths: Vec<PathBuf>,
 }
 
 impl ToolboxRequest {
     /// A request for `work_dir` and the source's read-only paths.
     pub fn new(work_dir: impl Into<PathBuf>, read_only_paths: Vec<PathBuf>) -> Self {
-        ToolboxRequest { work_dir: work_dir.into(), read_only_paths }
+        ToolboxRequest { work_dir: work_dir.into(), read_only_paths, private_write_paths: Vec::new() }
+    }
+
+    /// The same, with the folders the source's tools write into privately.
+    pub fn with_private_writes(mut self, paths: Vec<PathBuf>) -> Self {
+        self.private_write_paths = paths;
+        self
     }
 }
 

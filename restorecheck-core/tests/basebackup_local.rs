@@ -434,7 +434,8 @@ async fn a_hostile_production_configuration_is_neutralised() {
          log_destination = 'csvlog'\nlogging_collector = on\nlog_min_messages = panic\n\
          unix_socket_group = 'no_such_group'\n\
          jit_provider = 'no_such_jit'\n\
-         recovery_target_name = 'never_created'\n",
+         recovery_target_name = 'never_created'\n\
+         ignore_checksum_failure = on\nzero_damaged_pages = on\nignore_invalid_pages = on\n",
     );
     std::fs::write(&conf, text).unwrap();
     c.exec("postgres", "alter system set archive_command = 'cp %p /var/tmp/production-archive/%f'").await.unwrap();
@@ -449,6 +450,13 @@ async fn a_hostile_production_configuration_is_neutralised() {
             .assert(sql_eq("select count(*) from registrations", 33))
             .assert(sql_eq(
                 "with i as (insert into registrations (email) values ('x') returning 1) select count(*) from i",
+                1,
+            ))
+            // A damaged page must stay an error: the backup cannot turn checksum failures into
+            // warnings or zeroed pages, nor let replay skip missing pages.
+            .assert(sql_eq(
+                "select (current_setting('ignore_checksum_failure') = 'off' and current_setting('zero_damaged_pages') \
+                 = 'off' and current_setting('ignore_invalid_pages') = 'off')::int",
                 1,
             )),
     )

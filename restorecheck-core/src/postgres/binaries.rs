@@ -247,7 +247,7 @@ impl PgTools {
     /// The programs of `bin` on this host, [`RunAs::Server`] switching to `server_user`.
     pub(crate) fn host(bin: &BinDir, server_user: &OsUser) -> Self {
         PgTools {
-            tools: Arc::new(HostTools { server_user: Some(server_user.clone()) }),
+            tools: Arc::new(HostTools { server_user: Some(server_user.clone()), work_dir: None }),
             bin_dir: Some(bin.path.clone()),
             major: bin.major,
             version: bin.version.clone(),

@@ -102,6 +102,11 @@ pub(crate) fn safety_settings(i: &SafeSettingsInput<'_>) -> Vec<(String, String)
         ("log_min_messages", "warning".into()),
         ("log_line_prefix", "%m [%p] ".into()),
         ("log_timezone", "UTC".into()),
+        // The verdict depends on these: a damaged page must be an error, never a zeroed or
+        // silently accepted page (amcheck and `read_all` count on the server verifying the
+        // checksum of every page it reads), and replay must not skip references to missing pages.
+        ("ignore_checksum_failure", "off".into()),
+        ("zero_damaged_pages", "off".into()),
     ];
     {
         // PostgreSQL rejects a second recovery_target_* assignment after one was set, even to
@@ -121,6 +126,9 @@ pub(crate) fn safety_settings(i: &SafeSettingsInput<'_>) -> Vec<(String, String)
     }
     if i.major >= 15 {
         s.push(("archive_library", String::new()));
+    }
+    if i.major >= 13 {
+        s.push(("ignore_invalid_pages", "off".into()));
     }
     if i.major <= 14 {
         // The stats collector would otherwise write into production's stats_temp_directory
@@ -174,6 +182,9 @@ pub(crate) fn is_protected(name: &str) -> bool {
         "log_min_messages",
         "log_line_prefix",
         "log_timezone",
+        "ignore_checksum_failure",
+        "zero_damaged_pages",
+        "ignore_invalid_pages",
         "stats_temp_directory",
         "config_file",
     ];
@@ -272,6 +283,9 @@ mod tests {
         assert_eq!(get("recovery_target_action"), Some("promote"));
         assert_eq!(get("recovery_target_timeline"), Some("2"));
         assert_eq!(get("stats_temp_directory"), None);
+        assert_eq!(get("ignore_checksum_failure"), Some("off"));
+        assert_eq!(get("zero_damaged_pages"), Some("off"));
+        assert_eq!(get("ignore_invalid_pages"), Some("off"));
         let s13 = input(13);
         assert!(s13.iter().any(|(k, _)| k == "stats_temp_directory"));
         assert!(!s13.iter().any(|(k, _)| k == "archive_library"));

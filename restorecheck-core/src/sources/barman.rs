@@ -119,13 +119,61 @@ impl BarmanSource {
         command_with(ctx, self.cfg.config.as_deref(), exe, args, major).await
     }
 
+    /// The `barman -c` file for listing and showing backups: where the check has a work dir
+    /// (the runner's checks), one generated into it from the user's, with the folders
+    /// unchanged but the lock folder and the log file in the work dir and no archive hooks,
+    /// so that not even Barman's locks reach the real catalog. Where the tools run elsewhere
+    /// (a container, which sees the catalog through a private overlay, see
+    /// [`BackupSource::private_write_paths`]), it runs as the tools' user there; on this host
+    /// as `barman_user`, which is handed the folder meanwhile (the returned [`Handover`]).
+    /// Without a work dir: the user's own file.
+    async fn config_for(&self, ctx: &RunContext, major: Option<u32>) -> Result<(Option<PathBuf>, Option<Handover>)> {
+        let Some(work) = ctx.tools.work_dir() else {
+            return Ok((self.cfg.config.clone(), None));
+        };
+        let scratch = work.join("barman-run");
+        let lock = scratch.join("lock");
+        std::fs::create_dir_all(&lock).map_err(|e| Error::io("creating", &lock, e))?;
+        let root = nix::unistd::Uid::effective().is_root();
+        let mut handover = None;
+        let user = if ctx.tools.on_this_host() {
+            let name = self.barman_user();
+            if let Some((uid, gid)) = user_ids(&name).filter(|(uid, _)| root && *uid != 0) {
+                let user = OsUser { name: name.clone(), uid, gid, switched: true };
+                user.chown_tree(&scratch)?;
+                handover = Some(Handover::give(&user, &[&scratch])?);
+            }
+            name
+        } else if root {
+            "root".to_string()
+        } else {
+            let id = ctx.tools.locate("id", "Barman's user is looked up with `id` (coreutils)", major).await?;
+            let mut cmd = tool::command(ctx, &id, &[], major).await?;
+            cmd.arg("-un");
+            let out = tool::run(ctx, Phase::Select, cmd, "id -un").await?;
+            let name = out.stdout.trim().to_string();
+            if !out.status.success() || name.is_empty() {
+                return Err(source_err(format!("`id -un` failed in {}: {}", ctx.tools.describe(), out.message())));
+            }
+            name
+        };
+        let ini = shadow::BarmanIni::load(self.cfg.config.as_deref())?;
+        let path = scratch.join("barman.conf");
+        std::fs::write(&path, shadow::in_place_config(&ini, &self.cfg.server, &user, &scratch))
+            .map_err(|e| Error::io("writing Barman's configuration", &path, e))?;
+        Ok((Some(path), handover))
+    }
+
     /// Runs a `barman -f json …` command and returns the server's entry of its output.
     async fn json(&self, ctx: &RunContext, phase: Phase, args: &[&str], major: Option<u32>) -> Result<Value> {
         let exe = self.program(ctx, major).await?;
         let mut all = vec!["-f", "json"];
         all.extend_from_slice(args);
         let what = format!("barman {}", args.join(" "));
-        let out = tool::run(ctx, phase, self.command(ctx, &exe, &all, major).await?, &what).await?;
+        let (config, handover) = self.config_for(ctx, major).await?;
+        let out = tool::run(ctx, phase, command_with(ctx, config.as_deref(), &exe, &all, major).await?, &what).await;
+        drop(handover);
+        let out = out?;
         // JSON, possibly after stray lines a hook or a warning printed first.
         let parsed: Option<Value> = serde_json::from_str(&out.stdout)
             .ok()
@@ -174,6 +222,21 @@ impl BarmanSource {
         }
     }
 
+    /// Runs `barman -c config verb args…`.
+    async fn run_restore(
+        &self,
+        ctx: &RunContext,
+        config: Option<&Path>,
+        exe: &Path,
+        args: &[String],
+        verb: &str,
+        major: Option<u32>,
+    ) -> Result<tool::ToolOutput> {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cmd = command_with(ctx, config, exe, &argv, major).await?;
+        tool::run(ctx, Phase::Fetch, cmd, &format!("barman {verb}")).await
+    }
+
     /// The OS user Barman switches to (`barman_user` in its configuration, default `barman`).
     fn barman_user(&self) -> String {
         let files: Vec<PathBuf> = match &self.cfg.config {
@@ -193,24 +256,10 @@ impl BarmanSource {
     }
 }
 
-/// The uid and gid of OS user `name`, which Barman switches to itself, where Barman runs: from
-/// this host's user database, or (in a container) from `id`. `None` when there is no such user.
-async fn user_ids(ctx: &RunContext, name: &str, major: Option<u32>) -> Result<Option<(u32, u32)>> {
-    if ctx.tools.on_this_host() {
-        return Ok(nix::unistd::User::from_name(name).ok().flatten().map(|u| (u.uid.as_raw(), u.gid.as_raw())));
-    }
-    let id = ctx.tools.locate("id", "Barman's user is looked up with `id` (coreutils)", major).await?;
-    let mut ids = Vec::new();
-    for flag in ["-u", "-g"] {
-        let mut cmd = tool::command(ctx, &id, &[], major).await?;
-        cmd.arg(flag).arg("--").arg(name);
-        let out = tool::run(ctx, Phase::Fetch, cmd, "id").await?;
-        match out.stdout.trim().parse::<u32>() {
-            Ok(n) if out.status.success() => ids.push(n),
-            _ => return Ok(None),
-        }
-    }
-    Ok(Some((ids[0], ids[1])))
+/// The uid and gid of this host's OS user `name`, which Barman switches to itself. `None` when
+/// there is no such user.
+fn user_ids(name: &str) -> Option<(u32, u32)> {
+    nix::unistd::User::from_name(name).ok().flatten().map(|u| (u.uid.as_raw(), u.gid.as_raw()))
 }
 
 /// `barman [-c config]` plus `args`, where the check's tools run.
@@ -387,14 +436,6 @@ impl BackupSource for BarmanSource {
         KIND
     }
 
-    fn tools_run_elsewhere(&self) -> std::result::Result<(), String> {
-        // Measured with the images' Barman 2.12, 3.4 and 3.13: `barman list-backups` itself
-        // writes into the catalog (its lock files, and 2.12/3.4 rewrite `wals/<server>-xlog.db`),
-        // which a read-only mount refuses, and the private shadow catalog restorecheck uses for
-        // `barman recover` does not yet match 3.13's layout.
-        Err("Barman writes into its catalog even to list backups, and its catalog is mounted read-only there".into())
-    }
-
     fn describe(&self) -> String {
         match &self.cfg.config {
             Some(c) => format!("barman:{} ({})", self.cfg.server, c.display()),
@@ -444,6 +485,13 @@ impl BackupSource for BarmanSource {
         tool::existing_roots(shadow::read_paths(self.cfg.config.as_deref(), &self.cfg.server))
     }
 
+    /// Barman writes into its catalog even to list backups (lock files; 2.12 and 3.4 also
+    /// rewrite `wals/<server>-xlog.db`): where it runs elsewhere, it gets a private overlay of
+    /// `barman_home` and the server's folders. On this host it runs against a shadow instead.
+    fn private_write_paths(&self) -> Vec<PathBuf> {
+        tool::existing_roots(shadow::write_paths(self.cfg.config.as_deref(), &self.cfg.server))
+    }
+
     async fn select(&self, ctx: &RunContext, wanted: Option<&str>) -> Result<BackupInfo> {
         let all = self.list(ctx).await?;
         let wanted = wanted.or(self.configured_backup());
@@ -474,51 +522,71 @@ impl BackupSource for BarmanSource {
         }
         let verb = self.restore_verb(ctx, &exe, major).await?;
 
-        // Barman runs against a private shadow of the catalog: its bookkeeping never reaches
-        // the real one.
-        let ini = shadow::BarmanIni::load(self.cfg.config.as_deref())?;
-        let shadow_root = req.scratch_dir.join("barman-shadow");
-        match std::fs::remove_dir_all(&shadow_root) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(Error::io("removing", &shadow_root, e));
-            }
-            _ => {}
-        }
-        let shadow = {
-            let (server, root, begin, cancel) =
-                (self.cfg.server.clone(), shadow_root.clone(), show.begin_wal.clone(), ctx.cancel.clone());
-            tokio::task::spawn_blocking(move || {
-                shadow::build(&ini, &server, &root, begin.as_deref(), &|| cancel.is_cancelled())
-            })
-            .await
-            .map_err(|e| source_err("building the shadow of Barman's catalog failed").with_source(e))??
-        };
-
-        // Barman writes as its own user: hand it the empty folders for the copy and the shadow.
+        // Barman's bookkeeping never reaches the real catalog: on this host it runs against a
+        // private shadow of it; elsewhere (a container) the catalog is a private overlay.
         let staging = req.scratch_dir.join("barman-staging");
         std::fs::create_dir_all(&staging).map_err(|e| Error::io("creating", &staging, e))?;
         let me = nix::unistd::Uid::effective();
-        let handover = if me.is_root() {
-            let name = self.barman_user();
-            let place = if ctx.tools.on_this_host() { String::new() } else { format!(" in {}", ctx.tools.describe()) };
-            let (uid, gid) = user_ids(ctx, &name, major).await?.ok_or_else(|| Error::Tooling {
-                what: format!("Barman's OS user {name:?} (barman_user) does not exist{place}"),
-                hint: "install Barman's package (it creates the user) or set barman_user in barman.conf".into(),
-                source: None,
-            })?;
-            if uid == 0 {
-                None
-            } else {
-                let user = OsUser { name, uid, gid, switched: true };
-                user.chown_tree(&shadow.root)?;
-                let h = Handover::give(&user, &[&req.data_dir, &req.tablespace_dir, &staging, &shadow.root])?;
-                Some(h)
+        let elsewhere = !ctx.tools.on_this_host();
+        let (config, shadow, handover) = if elsewhere {
+            if ctx.tools.work_dir().is_none() {
+                // Without a work dir there is no private view of the catalog either: Barman
+                // would do its bookkeeping in the real one.
+                return Err(Error::Tooling {
+                    what: format!(
+                        "Barman cannot restore in {}: that toolbox has no work dir, so no private view of the catalog",
+                        ctx.tools.describe()
+                    ),
+                    hint: "use a target whose toolbox overlays the source's private_write_paths (the docker target \
+                           does) or the local target"
+                        .into(),
+                    source: None,
+                });
             }
+            (self.config_for(ctx, major).await?.0, None, None)
         } else {
-            None
+            let ini = shadow::BarmanIni::load(self.cfg.config.as_deref())?;
+            let shadow_root = req.scratch_dir.join("barman-shadow");
+            match std::fs::remove_dir_all(&shadow_root) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io("removing", &shadow_root, e));
+                }
+                _ => {}
+            }
+            let shadow = {
+                let (server, root, begin, cancel) =
+                    (self.cfg.server.clone(), shadow_root.clone(), show.begin_wal.clone(), ctx.cancel.clone());
+                tokio::task::spawn_blocking(move || {
+                    shadow::build(&ini, &server, &root, begin.as_deref(), &|| cancel.is_cancelled())
+                })
+                .await
+                .map_err(|e| source_err("building the shadow of Barman's catalog failed").with_source(e))??
+            };
+            // Barman writes as its own user: hand it the empty folders for the copy and the shadow.
+            let handover = if me.is_root() {
+                let name = self.barman_user();
+                let (uid, gid) = user_ids(&name).ok_or_else(|| Error::Tooling {
+                    what: format!("Barman's OS user {name:?} (barman_user) does not exist"),
+                    hint: "install Barman's package (it creates the user) or set barman_user in barman.conf".into(),
+                    source: None,
+                })?;
+                if uid == 0 {
+                    None
+                } else {
+                    let user = OsUser { name, uid, gid, switched: true };
+                    user.chown_tree(&shadow.root)?;
+                    let h = Handover::give(&user, &[&req.data_dir, &req.tablespace_dir, &staging, &shadow.root])?;
+                    Some(h)
+                }
+            } else {
+                None
+            };
+            (Some(shadow.config.clone()), Some(shadow), handover)
         };
 
-        let mut args: Vec<String> = vec![verb.into(), "--no-get-wal".into()];
+        // The generated configurations have no `recovery_options`: Barman copies the WAL and
+        // configures no `barman-wal-restore` (no `--no-get-wal`, which Barman 2.12 fails on).
+        let mut args: Vec<String> = vec![verb.into()];
         for (oid, name) in &show.tablespaces {
             args.push("--tablespace".into());
             args.push(format!("{name}:{}", req.tablespace_dir.join(oid.to_string()).display()));
@@ -537,17 +605,22 @@ impl BackupSource for BarmanSource {
             args.extend(["--target-tli".into(), n.to_string()]);
         }
         args.extend([self.cfg.server.clone(), backup.id.clone(), req.data_dir.display().to_string()]);
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         ctx.progress.begin(&format!("barman {verb} {}", backup.id), None);
-        let out = match command_with(ctx, Some(&shadow.config), &exe, &argv, major).await {
-            Ok(cmd) => tool::run(ctx, Phase::Fetch, cmd, &format!("barman {verb}")).await,
-            Err(e) => Err(e),
-        };
+        let mut out = self.run_restore(ctx, config.as_deref(), &exe, &args, verb, major).await;
+        // Barman before 2.13 has no staging path (it has no compressed backups either): a usage
+        // error, before anything was copied.
+        if out.as_ref().is_ok_and(|o| {
+            o.code() == Some(2) && o.message().contains("unrecognized arguments: --recovery-staging-path")
+        }) {
+            let at = args.iter().position(|a| a == "--recovery-staging-path").unwrap_or(args.len());
+            args.drain(at..(at + 2).min(args.len()));
+            out = self.run_restore(ctx, config.as_deref(), &exe, &args, verb, major).await;
+        }
         ctx.progress.end();
         // Take the copy back (tester-owned, like every source's output) before anything else.
         drop(handover);
         drop(shadow);
-        if me.is_root() {
+        if me.is_root() && !elsewhere {
             let back = OsUser {
                 name: "root".into(),
                 uid: me.as_raw(),
@@ -574,6 +647,17 @@ impl BackupSource for BarmanSource {
         let _ = std::fs::remove_dir_all(&staging);
 
         let data = &req.data_dir;
+        // Barman edits postgresql.conf (and .auto.conf) after copying, so pg_basebackup's
+        // manifest no longer matches them. Barman 3.x renames it to backup_manifest.<ID>; do the
+        // same after 2.x, so every version restores alike.
+        let manifest = data.join("backup_manifest");
+        if std::fs::symlink_metadata(&manifest).is_ok_and(|m| m.is_file())
+            && !backup.id.is_empty()
+            && !backup.id.contains('/')
+        {
+            let to = data.join(format!("backup_manifest.{}", backup.id));
+            std::fs::rename(&manifest, &to).map_err(|e| Error::io("renaming", &manifest, e))?;
+        }
         let pg_major = tool::pg_version(data).ok_or_else(|| {
             Error::defect(format!("backup {}: PG_VERSION is missing after `barman {verb}`", backup.id))
         })?;

@@ -123,6 +123,22 @@ pub async fn remove_stale_containers(docker: &Docker) -> Vec<String> {
             }
         }
     }
+    // Overlay volumes of such runs (their containers are gone now).
+    use testcontainers::bollard::query_parameters::ListVolumesOptionsBuilder;
+    if let Ok(v) = docker.list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filters).build())).await {
+        for vol in v.volumes.unwrap_or_default() {
+            let labels = vol.labels;
+            let pid: i32 = labels.get(LABEL_PID).and_then(|p| p.parse().ok()).unwrap_or(0);
+            if labels.get(LABEL_HOST).map(String::as_str) != Some(me.as_str())
+                || pid <= 0
+                || nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+            {
+                continue;
+            }
+            remove_volume(docker, &vol.name).await;
+            notes.push(format!("removed overlay volume {} left by a killed run (pid {pid})", vol.name));
+        }
+    }
     notes
 }
 
@@ -148,6 +164,68 @@ pub(super) async fn remove_check_containers(docker: &Docker, work_dir: &Path) ->
         }
     }
     Ok(removed)
+}
+
+/// Creates a `local` volume that mounts an overlay: `lower` (a real folder, never written) under
+/// `upper` (where every write lands) with `work` (the overlay's scratch), all labelled like the
+/// check's containers. Returns its name.
+pub(super) async fn create_overlay(
+    docker: &Docker,
+    run_id: &str,
+    work_dir: &Path,
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+) -> Result<String> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // The kernel's option syntax has no quoting: a path with one of these cannot be named.
+    for p in [lower, upper, work] {
+        let text = p.to_str().unwrap_or(",");
+        if text.contains([',', ':', '\\']) || !p.is_absolute() {
+            return Err(Error::config(format!(
+                "docker target: {} cannot be mounted as an overlay (an absolute path without ',', ':' or '\\' is \
+                 needed)",
+                p.display()
+            )));
+        }
+    }
+    let name = format!("restorecheck-overlay-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+    let opts = HashMap::from([
+        ("type".to_string(), "overlay".to_string()),
+        ("device".to_string(), "overlay".to_string()),
+        (
+            "o".to_string(),
+            format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display()),
+        ),
+    ]);
+    let labels = HashMap::from([
+        (LABEL_RUN.to_string(), run_id.to_string()),
+        (LABEL_PID.to_string(), std::process::id().to_string()),
+        (LABEL_HOST.to_string(), host_name()),
+        (LABEL_WORK.to_string(), work_dir.display().to_string()),
+    ]);
+    let req = testcontainers::bollard::models::VolumeCreateRequest {
+        name: Some(name.clone()),
+        driver: Some("local".into()),
+        driver_opts: Some(opts),
+        labels: Some(labels),
+        ..Default::default()
+    };
+    docker
+        .create_volume(req)
+        .await
+        .map_err(|e| err(format!("creating an overlay volume over {}", lower.display())).with_source(e))?;
+    Ok(name)
+}
+
+/// Removes volume `name` (forcibly); a failure is logged, not returned.
+pub(super) async fn remove_volume(docker: &Docker, name: &str) {
+    use testcontainers::bollard::query_parameters::RemoveVolumeOptionsBuilder;
+    match docker.remove_volume(name, Some(RemoveVolumeOptionsBuilder::default().force(true).build())).await {
+        Ok(()) | Err(testcontainers::bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
+        Err(e) => tracing::warn!("could not remove docker volume {name}: {e}"),
+    }
 }
 
 pub(super) fn split_image(image: &str) -> (String, String) {

@@ -204,6 +204,7 @@ mod imp {
             ctx: &RunContext,
             work_dir: &Path,
             read_only_paths: &[PathBuf],
+            private_write_paths: &[PathBuf],
         ) -> Result<Arc<ContainerTools>> {
             let mut read_only = Vec::new();
             for p in read_only_paths {
@@ -217,6 +218,7 @@ mod imp {
             let spec = ToolsSpec {
                 work_dir: work_dir.to_path_buf(),
                 read_only,
+                private_write: private_write_paths.iter().filter(|p| p.is_dir()).cloned().collect(),
                 network: self.cfg.network.clone(),
                 server: self.os_user()?,
                 run_id: ctx.run_id.clone(),
@@ -235,7 +237,7 @@ mod imp {
             });
             match mine {
                 Some(t) => Ok((t, false)),
-                None => Ok((self.new_tools(ctx, work_dir, &[]).await?, true)),
+                None => Ok((self.new_tools(ctx, work_dir, &[], &[]).await?, true)),
             }
         }
 
@@ -488,7 +490,7 @@ mod imp {
         }
 
         async fn toolbox(&self, ctx: &RunContext, req: &ToolboxRequest) -> Result<Arc<dyn ToolBox>> {
-            let tools = self.new_tools(ctx, &req.work_dir, &req.read_only_paths).await?;
+            let tools = self.new_tools(ctx, &req.work_dir, &req.read_only_paths, &req.private_write_paths).await?;
             if let Ok(mut list) = self.toolboxes.lock() {
                 list.retain(|w| w.strong_count() > 0);
                 list.push(Arc::downgrade(&tools));

@@ -13,6 +13,11 @@
 //! - sees the check's work dir read-write at its host path, and READ-ONLY: every path the
 //!   source declared ([`crate::BackupSource::read_only_paths`]) at its host path and every
 //!   entry of the target's `mounts` option;
+//! - sees each folder the source's tool writes into as though it owned it
+//!   ([`crate::BackupSource::private_write_paths`], Barman's catalog) through an overlay
+//!   volume at its host path: the real folder is the overlay's read-only lower layer, every
+//!   write lands in an upper layer in the work dir (`overlay-N/`), and the volume is removed
+//!   with the containers;
 //! - carries the target's labels (run, pid, host, work dir), so a later run removes it if this
 //!   one was killed.
 //!
@@ -93,6 +98,8 @@ pub(crate) struct ToolsSpec {
     pub(crate) work_dir: PathBuf,
     /// Read-only bind mounts: (host path, path inside).
     pub(crate) read_only: Vec<(PathBuf, PathBuf)>,
+    /// Folders seen through a private copy-on-write overlay at their host path.
+    pub(crate) private_write: Vec<PathBuf>,
     /// The network to join (`None`: none).
     pub(crate) network: Option<String>,
     /// The restored server's OS user ([`RunAs::Server`]).
@@ -113,6 +120,9 @@ pub(crate) struct ContainerTools {
     env_dirs: std::sync::Mutex<Vec<PathBuf>>,
     next_env: AtomicUsize,
     closed: AtomicBool,
+    /// The overlay volumes made so far (removed at close).
+    overlays: std::sync::Mutex<Vec<String>>,
+    next_overlay: AtomicUsize,
 }
 
 impl std::fmt::Debug for ContainerTools {
@@ -139,6 +149,8 @@ impl ContainerTools {
             env_dirs: std::sync::Mutex::new(Vec::new()),
             next_env: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            overlays: std::sync::Mutex::new(Vec::new()),
+            next_overlay: AtomicUsize::new(0),
         })
     }
 
@@ -196,11 +208,17 @@ impl ContainerTools {
             format!("{tu}:{tg}"),
             format!("{su}:{sg}"),
         ]);
+        let overlays = self.new_overlays().await?;
+        // What an overlay covers is seen (privately writable) through it, not read-only again.
+        let covered = |t: &Path| overlays.iter().any(|(_, o)| t.starts_with(o));
         let binds = std::iter::once((spec.work_dir.clone(), spec.work_dir.clone(), true))
-            .chain(spec.read_only.iter().map(|(s, t)| (s.clone(), t.clone(), false)))
+            .chain(spec.read_only.iter().filter(|(_, t)| !covered(t)).map(|(s, t)| (s.clone(), t.clone(), false)))
             .chain(key.extra.iter().map(|(p, w)| (p.clone(), p.clone(), *w)));
         for m in engine::binds(binds) {
             req = req.with_mount(m);
+        }
+        for (volume, target) in &overlays {
+            req = req.with_mount(testcontainers::core::Mount::volume_mount(volume, target.display().to_string()));
         }
         let c = req
             .start()
@@ -210,6 +228,35 @@ impl ContainerTools {
         let c = Arc::new(c);
         list.push((key.clone(), c.clone()));
         Ok(c)
+    }
+
+    /// New overlay volumes of `spec.private_write` for one container (one per folder not under
+    /// another), their upper and work layers in `overlay-N/` of the work dir: each container
+    /// gets its own, so that the Barman of one image (listing) never sees what the Barman of
+    /// another (restoring) wrote.
+    async fn new_overlays(&self) -> Result<Vec<(String, PathBuf)>> {
+        let mut folders: Vec<PathBuf> = self.spec.private_write.clone();
+        folders.sort();
+        folders.dedup();
+        let outer: Vec<PathBuf> =
+            folders.iter().filter(|p| !folders.iter().any(|q| q != *p && p.starts_with(q))).cloned().collect();
+        let mut list = Vec::new();
+        for lower in outer {
+            let n = self.next_overlay.fetch_add(1, Ordering::SeqCst);
+            let layers = self.spec.work_dir.join(format!("overlay-{n}"));
+            let (upper, work) = (layers.join("upper"), layers.join("work"));
+            for d in [&upper, &work] {
+                std::fs::create_dir_all(d).map_err(|e| Error::io("creating", d, e))?;
+            }
+            let volume =
+                engine::create_overlay(&self.docker, &self.spec.run_id, &self.spec.work_dir, &lower, &upper, &work)
+                    .await?;
+            if let Ok(mut all) = self.overlays.lock() {
+                all.push(volume.clone());
+            }
+            list.push((volume, lower));
+        }
+        Ok(list)
     }
 
     /// [`ToolBox::locate`] in the container for `key`.
@@ -286,7 +333,9 @@ impl ContainerTools {
     /// True when `path` is visible inside the tools containers already (under the work dir or
     /// a read-only mount at the same path).
     pub(crate) fn sees(&self, path: &Path) -> bool {
-        path.starts_with(&self.spec.work_dir) || self.spec.read_only.iter().any(|(s, t)| s == t && path.starts_with(s))
+        path.starts_with(&self.spec.work_dir)
+            || self.spec.read_only.iter().any(|(s, t)| s == t && path.starts_with(s))
+            || self.spec.private_write.iter().any(|p| path.starts_with(p))
     }
 
     /// A view of this toolbox that runs everything in the container for `key`.
@@ -332,6 +381,10 @@ impl ToolBox for ContainerTools {
         self.prepare_in(&ContainerKey::image(image), cmd).await
     }
 
+    fn work_dir(&self) -> Option<PathBuf> {
+        Some(self.spec.work_dir.clone())
+    }
+
     async fn close(&self) -> Result<()> {
         let list = {
             let mut l = self.containers.lock().await;
@@ -356,6 +409,11 @@ impl ToolBox for ContainerTools {
         // error, a container whose start failed half-way).
         if let Err(e) = engine::remove_check_containers(&self.docker, &self.spec.work_dir).await {
             first_error.get_or_insert(e);
+        }
+        // The overlays, once no container uses them (their layers go with the work dir).
+        let volumes = self.overlays.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
+        for volume in volumes {
+            engine::remove_volume(&self.docker, &volume).await;
         }
         let _ = self.remove_env_dirs();
         match first_error {
