@@ -252,23 +252,27 @@ impl WalArchive {
     /// Writes the `restore_command` script into `dir` and returns the command line for
     /// PostgreSQL. The script exits 0 when it restored the file, 1 when the archive does not
     /// have it, and 200 (which makes PostgreSQL stop recovery with an error rather than treat
-    /// the file as missing) when the file exists but cannot be read or decompressed.
-    pub(crate) fn write_restore_command(&self, dir: &Path) -> Result<crate::source::WalFetch> {
-        let tool = |name: &str| -> Result<String> {
-            which(name).map(|p| p.display().to_string()).ok_or_else(|| Error::Tooling {
-                what: format!("the WAL archive holds {name}-compressed segments but `{name}` is not installed"),
-                hint: format!("install {name} (Debian: apt-get install {name})"),
-                source: None,
-            })
-        };
+    /// the file as missing) when the file exists but cannot be read or decompressed. The
+    /// decompressors it calls are located where the check's tools run (`ctx.tools`, for a
+    /// server of `major`): on this host, or in the image the `docker` target runs the server in.
+    pub(crate) async fn write_restore_command(
+        &self,
+        dir: &Path,
+        ctx: &crate::context::RunContext,
+        major: u32,
+    ) -> Result<crate::source::WalFetch> {
         let mut branches = vec![format!("if [ -f \"$a/$f\" ]; then cp \"$a/$f\" \"$t\" || exit 200")];
         for (comp, name, args) in
             [(Compression::Gzip, "gzip", "-dc"), (Compression::Zstd, "zstd", "-qdc"), (Compression::Lz4, "lz4", "-qdc")]
         {
             if self.compressions.contains(&comp) {
-                let exe = tool(name)?;
+                let hint = format!(
+                    "the WAL archive holds {name}-compressed segments: install {name} (Debian: apt-get install {name})"
+                );
+                let exe = ctx.tools.locate(name, &hint, Some(major)).await?;
                 branches.push(format!(
                     "elif [ -f \"$a/$f{sfx}\" ]; then {exe} {args} \"$a/$f{sfx}\" > \"$t\" || exit 200",
+                    exe = shell_quote(&exe.display().to_string()),
                     sfx = comp.suffix()
                 ));
             }

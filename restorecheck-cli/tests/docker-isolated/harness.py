@@ -136,6 +136,24 @@ def bb_tar(archive: str) -> Callable[[Path, str], str]:
     return lambda d, t: f'kind = "basebackup"\npath = {q(d / "bb-tar")}\nwal_archive = {q(d / archive)}\n'
 
 
+def compressed_archive(d: Path) -> None:
+    """The WAL archive with its segments compressed as archive_commands do: gzip and zstd
+    alternating (the restore_command must find both decompressors in the image)."""
+    import gzip
+    out = dmg(d, "archive-comp")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for i, seg in enumerate(sorted((d / "archive").iterdir())):
+        if len(seg.name) != 24:
+            shutil.copy2(seg, out / seg.name)
+        elif i % 2:
+            with open(seg, "rb") as src, gzip.open(out / (seg.name + ".gz"), "wb", compresslevel=1) as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            subprocess.run(["zstd", "-q", "-1", str(seg), "-o", str(out / (seg.name + ".zst"))], check=True)
+
+
 def damage_tar_nowal(d: Path) -> None:
     link_copy(d / "archive", dmg(d, "archive-nowal"))
     drop_second_to_last(dmg(d, "archive-nowal"))
@@ -350,6 +368,7 @@ def whole(d: Path) -> list[tuple[str, str]]:
 
 CELLS: list[Cell] = [
     Cell("basebackup-tar-good", "pass", GOOD_ROWS, bb_tar("archive")),
+    Cell("basebackup-tar-compressed-wal", "pass", GOOD_ROWS, bb_tar("damaged/archive-comp"), damage=compressed_archive),
     Cell("basebackup-tar-missing-wal", "fail", GOOD_ROWS, bb_tar("damaged/archive-nowal"), damage=damage_tar_nowal),
     Cell("basebackup-tar-truncated", "fail", GOOD_ROWS,
          lambda d, t: f'kind = "basebackup"\npath = {q(dmg(d, "bb-tar-trunc"))}\nwal_archive = {q(d / "archive")}\n',

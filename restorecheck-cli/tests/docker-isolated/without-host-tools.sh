@@ -8,7 +8,8 @@
 #   - /dev/null is bound over every program in /usr/bin, /usr/sbin,
 #     /usr/local/bin and /usr/local/sbin that is a PostgreSQL program or wrapper (psql, pg_*,
 #     initdb, postgres, …, or anything linking into the folders above) or a backup tool
-#     (pgbackrest, barman*, wal-e, wal-g, envdir, lzop, pv);
+#     (pgbackrest, barman*, wal-e, wal-g, envdir, lzop, pv) or a decompressor a restore_command
+#     would call (zstd, lz4; not gzip, which the base system needs);
 #   - the environment is cleared: PATH=/usr/sbin:/usr/bin:/sbin:/bin, HOME, LANG=C.UTF-8.
 # Then it checks that none of those programs can be found any more (exit 125 if one can), and
 # execs CMD. Nothing outside the namespace changes; the Docker engine, which runs outside it,
@@ -31,7 +32,7 @@ mkdir -p "$E"
 mount -t tmpfs -o size=64k,mode=0755 restorecheck-hidden "$E"
 mkdir "$E/dir"
 
-TOOLS='^(pg_[a-z_]+|psql|pgbench|initdb|postgres|postmaster|createdb|dropdb|createuser|dropuser|createlang|droplang|clusterdb|reindexdb|vacuumdb|vacuumlo|oid2name|ecpg|pgbackrest|barman.*|wal-e|wal-g|envdir|lzop|pv)$'
+TOOLS='^(pg_[a-z_]+|psql|pgbench|initdb|postgres|postmaster|createdb|dropdb|createuser|dropuser|createlang|droplang|clusterdb|reindexdb|vacuumdb|vacuumlo|oid2name|ecpg|pgbackrest|barman.*|wal-e|wal-g|envdir|lzop|pv|zstd|unzstd|zstdcat|zstdmt|lz4|unlz4|lz4cat)$'
 HIDDEN_DIRS='/usr/lib/postgresql /usr/share/postgresql-common /opt/restorecheck /usr/lib/python3/dist-packages/barman'
 files=0
 for bindir in /usr/bin /usr/sbin /usr/local/bin /usr/local/sbin; do
@@ -69,7 +70,7 @@ export PATH
 
 # Proof, not hope: none of these may be found, and the folders must look empty.
 for p in psql pg_ctl pg_ctlcluster initdb postgres pg_restore pg_dump pg_basebackup pg_controldata \
-    pg_verifybackup pg_checksums pg_config pgbackrest barman barman-wal-restore wal-e wal-g envdir lzop pv; do
+    pg_verifybackup pg_checksums pg_config pgbackrest barman barman-wal-restore wal-e wal-g envdir lzop pv zstd lz4; do
     if command -v "$p" >/dev/null 2>&1; then
         echo "without-host-tools: $p is still reachable ($(command -v "$p"))" >&2
         exit 125

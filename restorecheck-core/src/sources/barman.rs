@@ -675,7 +675,7 @@ impl BackupSource for BarmanSource {
             let archive = WalArchive::scan(&barman_wal).map_err(|e| {
                 source_err(format!("cannot read the WAL Barman copied into {}", barman_wal.display())).with_source(e)
             })?;
-            let fetch = archive.write_restore_command(&req.scratch_dir)?;
+            let fetch = archive.write_restore_command(&req.scratch_dir, ctx, pg_major).await?;
             // The runner follows the timeline recovery follows through what Barman copied; the
             // catalog's last WAL counts only when it lies on that path's last timeline (after a
             // failover it may be an old primary's segment past the fork).

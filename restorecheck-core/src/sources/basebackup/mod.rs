@@ -141,7 +141,7 @@ impl BackupSource for BaseBackupSource {
         let (pg_major, backup_end_lsn) = check_physical(data, &origin)?;
         datadir::check_tablespaces(data, data.parent().unwrap_or(data))?;
         let start_file = label.as_deref().map(BackupLabel::parse).and_then(|l| l.start_wal_file);
-        let (wal, archive) = self.wal_supply(ctx, req, start_file.as_deref(), decrypt.as_ref()).await?;
+        let (wal, archive) = self.wal_supply(ctx, req, start_file.as_deref(), decrypt.as_ref(), pg_major).await?;
         let mut fetched = FetchedBackup::new(data.clone(), pg_major, wal);
         fetched.backup_end_lsn = backup_end_lsn;
         fetched.archive = archive;

@@ -25,6 +25,7 @@ impl BaseBackupSource {
         req: &FetchRequest,
         start_file: Option<&str>,
         decrypt: Option<&Decryptor>,
+        pg_major: u32,
     ) -> Result<(WalSupply, Option<ArchiveContents>)> {
         let Some(a) = &self.cfg.wal_archive else { return Ok((WalSupply::SelfContained, None)) };
         let (local, shown) = match Location::parse(a, &self.cfg.storage)? {
@@ -56,7 +57,7 @@ impl BaseBackupSource {
             }
         };
         let archive = WalArchive::scan(&local)?;
-        let fetch = archive.write_restore_command(&req.scratch_dir)?;
+        let fetch = archive.write_restore_command(&req.scratch_dir, ctx, pg_major).await?;
         // The runner turns the listing into where recovery must get to, following the
         // timeline recovery follows.
         let contents = ArchiveContents { described: format!("the WAL archive {shown}"), ..archive.contents };
