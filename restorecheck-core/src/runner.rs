@@ -297,7 +297,10 @@ pub async fn run_check(check: &Check, work_root: &Path, index: usize, ctx: &RunC
         }
     }
     if let Some(work) = st.work.take() {
-        if let Err(e) = work.remove() {
+        let t = std::time::Instant::now();
+        let removed = work.remove();
+        tracing::debug!("work dir removed in {:.3}s", t.elapsed().as_secs_f64());
+        if let Err(e) = removed {
             teardown_problem(&mut st.report, format!("removing the work dir: {}", e.chain()));
         }
     }

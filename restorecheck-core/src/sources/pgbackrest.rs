@@ -315,15 +315,16 @@ impl PgBackRestSource {
             return self.configured_repo_path(&ini, key);
         }
         // `help` reports the effective value (command line, environment, config and includes).
-        let mut v = Vec::new();
-        for name in ["repo-path", "repo-type", "repo-host"] {
+        // The three at once: each is a process (a `docker exec` in a container).
+        let one = |name: &'static str| async move {
             let mut cmd = self.command(ctx, exe, major).await.ok()?;
             cmd.args(["help", "restore", name]);
             let out = tool::run(ctx, Phase::Fetch, cmd, "pgbackrest help").await.ok()?;
             let current = |p: &str| out.stdout.lines().find_map(|l| l.strip_prefix(p).map(|s| s.trim().to_string()));
-            v.push(current("current: ").or_else(|| current("default: ")));
-        }
-        local_repo(v[0].clone(), v[1].as_deref(), v[2].as_deref())
+            Some(current("current: ").or_else(|| current("default: ")))
+        };
+        let (path, kind, host) = tokio::join!(one("repo-path"), one("repo-type"), one("repo-host"));
+        local_repo(path?, kind?.as_deref(), host?.as_deref())
     }
 
     /// Whether this pgBackRest has restore option `name` (`pgbackrest help restore NAME`

@@ -392,17 +392,17 @@ impl ToolBox for ContainerTools {
             std::mem::take(&mut *l)
         };
         let mut first_error = None;
-        for (key, c) in list {
-            match Arc::try_unwrap(c) {
-                Ok(c) => {
-                    if let Err(e) = c.rm().await {
-                        first_error.get_or_insert(
-                            err(format!("removing the tools container of {}", key.image)).with_source(e),
-                        );
-                    }
-                }
-                // Still in use (a dropped exec): the sweep below removes it.
-                Err(c) => drop(c),
+        // All at once: each removal waits for the engine to kill and clean up its container.
+        let removals = list.into_iter().filter_map(|(key, c)| match Arc::try_unwrap(c) {
+            Ok(c) => Some(async move {
+                c.rm().await.map_err(|e| err(format!("removing the tools container of {}", key.image)).with_source(e))
+            }),
+            // Still in use (a dropped exec): the sweep below removes it.
+            Err(_) => None,
+        });
+        for r in futures::future::join_all(removals).await {
+            if let Err(e) = r {
+                first_error.get_or_insert(e);
             }
         }
         // Whatever else this check started and did not remove (a server container after an
