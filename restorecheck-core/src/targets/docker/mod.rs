@@ -110,7 +110,7 @@ mod imp {
     use testcontainers::bollard::Docker;
 
     use super::engine::{self, err};
-    use super::server::{self, DockerServer, ServerSpec};
+    use super::server::{self, DockerServer};
     use super::tools::{ContainerKey, ContainerTools, Images, ToolsSpec};
     use super::DockerTargetConfig;
     use crate::context::RunContext;
@@ -347,45 +347,51 @@ mod imp {
             // given to the server's OS user.
             tools.remove_env_dirs()?;
             os_user.chown_tree(&req.work_dir)?;
-            let (image, pg, backup, dump): (String, PgTools, FetchedBackup, Option<&LogicalDump>) = match artifact {
-                Artifact::Physical(backup) => {
-                    launch::check_version(backup.pg_major)?;
-                    let image = self.image_for(backup.pg_major);
-                    engine::require_image(&docker, &image).await?;
-                    let pg = pg_in(tools, ContainerKey::image(&image), backup.pg_major, &os_user);
-                    (image, pg, backup.clone(), None)
-                }
-                Artifact::Logical(dump) => {
-                    // The dump (when outside the work dir and the source's paths) read-only,
-                    // and the server's socket (when outside the work dir) for psql/pg_restore.
-                    let mut extra: Vec<(PathBuf, bool)> = [Some(&dump.path), dump.globals.as_ref()]
-                        .into_iter()
-                        .flatten()
-                        .filter(|p| !tools.sees(p))
-                        .map(|p| (p.clone(), false))
-                        .collect();
-                    if !req.socket_dir.starts_with(&req.work_dir) {
-                        use std::os::unix::fs::DirBuilderExt;
-                        std::fs::DirBuilder::new()
-                            .recursive(true)
-                            .mode(0o700)
-                            .create(&req.socket_dir)
-                            .map_err(|e| Error::io("creating socket dir", &req.socket_dir, e))?;
-                        os_user.chown_tree(&req.socket_dir)?;
-                        extra.push((req.socket_dir.clone(), true));
+            // The server runs in the tools container of its image (with what its restore_command
+            // reads mounted), where its PostgreSQL programs run too.
+            let (image, key, pg, backup, dump): (String, ContainerKey, PgTools, FetchedBackup, Option<&LogicalDump>) =
+                match artifact {
+                    Artifact::Physical(backup) => {
+                        launch::check_version(backup.pg_major)?;
+                        let image = self.image_for(backup.pg_major);
+                        engine::require_image(&docker, &image).await?;
+                        let key = server::server_key(tools, &image, req, &os_user, &wal_paths_of(backup))?;
+                        let pg = pg_in(tools, key.clone(), backup.pg_major, &os_user);
+                        (image, key, pg, backup.clone(), None)
                     }
-                    let needs = DumpNeeds {
-                        source_major: dump.server_major,
-                        min_major: dump.min_major,
-                        made_by: dump.made_by.as_deref(),
-                    };
-                    let (image, major, note) = self.image_for_dump(&docker, tools, &needs, &extra).await?;
-                    notes.extend(note);
-                    let pg = pg_in(tools, ContainerKey { image: image.clone(), extra }, major, &os_user);
-                    logical::initdb(&pg, &dump.data_dir).await?;
-                    (image, pg, PhysicalBackup::new(dump.data_dir.clone(), major, WalSupply::SelfContained), Some(dump))
-                }
-            };
+                    Artifact::Logical(dump) => {
+                        // The dump (when outside the work dir and the source's paths) read-only,
+                        // and the server's socket (when outside the work dir) for psql/pg_restore.
+                        let mut extra: Vec<(PathBuf, bool)> = [Some(&dump.path), dump.globals.as_ref()]
+                            .into_iter()
+                            .flatten()
+                            .filter(|p| !tools.sees(p))
+                            .map(|p| (p.clone(), false))
+                            .collect();
+                        if !req.socket_dir.starts_with(&req.work_dir) {
+                            use std::os::unix::fs::DirBuilderExt;
+                            std::fs::DirBuilder::new()
+                                .recursive(true)
+                                .mode(0o700)
+                                .create(&req.socket_dir)
+                                .map_err(|e| Error::io("creating socket dir", &req.socket_dir, e))?;
+                            os_user.chown_tree(&req.socket_dir)?;
+                            extra.push((req.socket_dir.clone(), true));
+                        }
+                        let needs = DumpNeeds {
+                            source_major: dump.server_major,
+                            min_major: dump.min_major,
+                            made_by: dump.made_by.as_deref(),
+                        };
+                        let (image, major, note) = self.image_for_dump(&docker, tools, &needs, &extra).await?;
+                        notes.extend(note);
+                        let key = ContainerKey { image: image.clone(), extra };
+                        let pg = pg_in(tools, key.clone(), major, &os_user);
+                        logical::initdb(&pg, &dump.data_dir).await?;
+                        let backup = PhysicalBackup::new(dump.data_dir.clone(), major, WalSupply::SelfContained);
+                        (image, key, pg, backup, Some(dump))
+                    }
+                };
             // pg_control facts, with the image's own pg_controldata.
             let control = ControlData::read(&pg, &backup.data_dir).await?;
             let backup = server::env_free(&backup, &req.work_dir, &os_user)?;
@@ -406,33 +412,19 @@ mod imp {
                 }
             ));
             plan.notes = notes;
-            let wal_paths = match &backup.wal {
-                WalSupply::Fetch(f) => f.read_only_paths.clone(),
-                WalSupply::SelfContained => Vec::new(),
-            };
-            let mounts = self.mounts()?;
-            let spec = ServerSpec {
-                image: &image,
-                ctx,
-                req,
-                user: &os_user,
-                wal_paths: &wal_paths,
-                mounts: &mounts,
-                network: self.cfg.network.as_deref(),
-            };
-            let container = server::start_container(&spec, &plan).await?;
+            let process = server::start_server(tools, &key, &os_user, &plan).await?;
             tracing::info!(
-                "started PostgreSQL in container {} ({image}) on {} [{} recovery]",
-                container.id(),
+                "started PostgreSQL (host pid {}) in tools container {} ({image}) on {} [{} recovery]",
+                process.pid,
+                process.container_id,
                 backup.data_dir.display(),
                 plan.mode
             );
             let stop_timeout = self.cfg.stop_timeout.unwrap_or(Duration::from_secs(30));
             let mut server = DockerServer {
-                container: Some(container),
+                container: Some(process),
                 hba_path: plan.hba_path.clone(),
                 os_user,
-                docker,
                 session: ServerSession::new(plan, req.socket_dir.clone(), stop_timeout),
                 pg: pg.clone(),
                 checksums: (control.checksum_version > 0).then(|| backup.data_dir.clone()),
@@ -460,6 +452,14 @@ mod imp {
                 }
             }
             Ok(server)
+        }
+    }
+
+    /// What the `restore_command` of `backup` reads.
+    fn wal_paths_of(backup: &FetchedBackup) -> Vec<PathBuf> {
+        match &backup.wal {
+            WalSupply::Fetch(f) => f.read_only_paths.clone(),
+            WalSupply::SelfContained => Vec::new(),
         }
     }
 
@@ -520,7 +520,10 @@ mod imp {
             let (tools, owned) = self.tools_for(ctx, work_dir).await?;
             let image = self.image_for(backup.pg_major);
             let verified = async {
-                let pg = pg_in(&tools, ContainerKey::image(&image), backup.pg_major, &self.os_user()?);
+                // The container the server will run in (see `start_in`).
+                let extra = wal_paths_of(backup).into_iter().filter(|p| !tools.sees(p)).map(|p| (p, false)).collect();
+                let key = ContainerKey { image: image.clone(), extra };
+                let pg = pg_in(&tools, key, backup.pg_major, &self.os_user()?);
                 let args = crate::postgres::datadir::verifybackup_args(
                     &backup.data_dir,
                     &backup.wal,

@@ -6,13 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use testcontainers::bollard::Docker;
-use testcontainers::core::WaitFor;
-use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
-use super::engine::{self, err};
-use super::tools::ContainerTools;
+use super::tools::{ContainerKey, ContainerTools, DetachedProcess};
 use crate::context::RunContext;
 use crate::error::{Error, Result};
 use crate::postgres::binaries::PgTools;
@@ -45,32 +40,24 @@ pub(super) fn env_free(backup: &FetchedBackup, work_dir: &Path, user: &OsUser) -
     Ok(out)
 }
 
-/// How to start the server container.
-pub(super) struct ServerSpec<'a> {
-    pub(super) image: &'a str,
-    pub(super) ctx: &'a RunContext,
-    pub(super) req: &'a RestoreRequest,
-    pub(super) user: &'a OsUser,
-    /// Paths the `restore_command` reads (read-only at the same path).
-    pub(super) wal_paths: &'a [PathBuf],
-    /// The target's `mounts` (read-only).
-    pub(super) mounts: &'a [(PathBuf, PathBuf)],
-    pub(super) network: Option<&'a str>,
-}
-
 fn shell_quote_all(args: &[String]) -> String {
     args.iter().map(|a| crate::wal_archive::shell_quote(a)).collect::<Vec<_>>().join(" ")
 }
 
-/// Starts `postgres` with the plan's arguments in a container of the spec's image.
-pub(super) async fn start_container(spec: &ServerSpec<'_>, plan: &Launch) -> Result<ContainerAsync<GenericImage>> {
-    let req = spec.req;
-    let mut r = engine::labelled(spec.image, &spec.ctx.run_id, &req.work_dir, spec.network, WaitFor::Nothing)
-        .with_user(format!("{}:{}", spec.user.uid, spec.user.gid));
-    let mut list = vec![(req.work_dir.clone(), req.work_dir.clone(), true)];
+/// The tools container the server of `image` runs in: the check's work dir and the toolbox's
+/// own mounts, plus what the `restore_command` reads (`wal_paths`, read-only) and the socket
+/// dir when it lies outside the work dir (a socket path has at most 107 bytes; it is created
+/// now, the server's, so that it exists before it is mounted).
+pub(super) fn server_key(
+    tools: &ContainerTools,
+    image: &str,
+    req: &RestoreRequest,
+    user: &OsUser,
+    wal_paths: &[PathBuf],
+) -> Result<ContainerKey> {
+    let mut extra: Vec<(PathBuf, bool)> =
+        wal_paths.iter().filter(|p| !tools.sees(p)).map(|p| (p.clone(), false)).collect();
     if !req.socket_dir.starts_with(&req.work_dir) {
-        // A long work dir path puts the socket in a short folder outside it (a socket path
-        // has at most 107 bytes): it must exist, the server's, before it is mounted.
         if !req.socket_dir.exists() {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
@@ -78,34 +65,38 @@ pub(super) async fn start_container(spec: &ServerSpec<'_>, plan: &Launch) -> Res
                 .mode(0o700)
                 .create(&req.socket_dir)
                 .map_err(|e| Error::io("creating socket dir", &req.socket_dir, e))?;
-            spec.user.chown_tree(&req.socket_dir)?;
+            user.chown_tree(&req.socket_dir)?;
         }
-        list.push((req.socket_dir.clone(), req.socket_dir.clone(), true));
+        extra.push((req.socket_dir.clone(), true));
     }
-    list.extend(spec.wal_paths.iter().map(|p| (p.clone(), p.clone(), false)));
-    list.extend(spec.mounts.iter().map(|(s, t)| (s.clone(), t.clone(), false)));
-    for m in engine::binds(list) {
-        r = r.with_mount(m);
-    }
+    Ok(ContainerKey { image: image.to_string(), extra })
+}
+
+/// Starts `postgres` with the plan's arguments as the server's OS user in the check's tools
+/// container for `key` (one container start less than a container of its own). The container
+/// has no network unless the target names one, and no new privileges.
+pub(super) async fn start_server(
+    tools: &ContainerTools,
+    key: &ContainerKey,
+    user: &OsUser,
+    plan: &Launch,
+) -> Result<DetachedProcess> {
     let script = format!(
         "exec postgres {} 2>>{}",
         shell_quote_all(&plan.args),
         crate::wal_archive::shell_quote(&plan.log_path.display().to_string())
     );
-    r.with_cmd(["-c".to_string(), script])
-        .start()
-        .await
-        .map_err(|e| err(format!("starting a container from {}", spec.image)).with_source(e))
+    tools.spawn_detached(key, (user.uid, user.gid), &script).await
 }
 
-/// A server running in a container started by [`super::DockerTarget`].
+/// A server running in the check's tools container, started by [`super::DockerTarget`].
 pub struct DockerServer {
-    pub(super) container: Option<ContainerAsync<GenericImage>>,
+    /// The `postgres` process (until it was stopped).
+    pub(super) container: Option<DetachedProcess>,
     /// Our hba file (in the bind-mounted work dir), switched to passwords after promotion.
     pub(super) hba_path: PathBuf,
     /// The server's OS user (owns the hba file).
     pub(super) os_user: OsUser,
-    pub(super) docker: Docker,
     pub(super) session: ServerSession,
     /// The image's PostgreSQL programs (`pg_checksums`), in the check's tools container.
     pub(super) pg: PgTools,
@@ -118,24 +109,25 @@ pub struct DockerServer {
 impl std::fmt::Debug for DockerServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DockerServer")
-            .field("container", &self.container.as_ref().map(|c| c.id().to_string()))
+            .field("container", &self.container.as_ref().map(|c| c.container_id.clone()))
+            .field("pid", &self.container.as_ref().map(|c| c.pid))
             .field("socket_dir", &self.session.socket_dir)
             .finish()
     }
 }
 
 struct DockerProbe<'a> {
-    container: &'a Option<ContainerAsync<GenericImage>>,
+    container: &'a Option<DetachedProcess>,
 }
 
 #[async_trait]
 impl ServerProbe for DockerProbe<'_> {
     async fn exited(&mut self) -> Option<String> {
         let c = self.container.as_ref()?;
-        match c.is_running().await {
-            Ok(true) => None,
-            Ok(false) => Some(format!("container exited with code {:?}", c.exit_code().await.ok().flatten())),
-            Err(e) => Some(format!("cannot inspect the container: {e}")),
+        match c.exit_code().await {
+            Ok(None) => None,
+            Ok(Some(code)) => Some(format!("postgres exited with code {code:?}")),
+            Err(e) => Some(format!("cannot inspect the server process: {e}")),
         }
     }
     fn target_kind(&self) -> &'static str {
@@ -144,25 +136,22 @@ impl ServerProbe for DockerProbe<'_> {
 }
 
 impl DockerServer {
-    /// Fast shutdown, then immediate; never SIGKILL first (it leaves shared memory behind).
-    /// Returns the container's exit code once it stopped.
+    /// Fast shutdown, then immediate; never SIGKILL first (it leaves shared memory behind); the
+    /// container's removal ends whatever is left. Returns the exit code once it stopped.
     async fn stop(&self) -> Option<i64> {
-        use testcontainers::bollard::query_parameters::KillContainerOptionsBuilder;
+        use nix::sys::signal::Signal;
         let c = self.container.as_ref()?;
-        for (sig, wait) in [("SIGINT", self.session.stop_timeout), ("SIGQUIT", Duration::from_secs(10))] {
-            if !c.is_running().await.unwrap_or(false) {
+        for (sig, wait) in [(Signal::SIGINT, self.session.stop_timeout), (Signal::SIGQUIT, Duration::from_secs(10))] {
+            if !matches!(c.exit_code().await, Ok(None)) {
                 break;
             }
-            let _ = self
-                .docker
-                .kill_container(c.id(), Some(KillContainerOptionsBuilder::default().signal(sig).build()))
-                .await;
+            c.signal(sig).await;
             let until = tokio::time::Instant::now() + wait;
-            while c.is_running().await.unwrap_or(false) && tokio::time::Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            while matches!(c.exit_code().await, Ok(None)) && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        c.exit_code().await.ok().flatten()
+        c.exit_code().await.ok().flatten().flatten()
     }
 }
 
@@ -196,7 +185,7 @@ impl RunningServer for DockerServer {
             return Err(Error::Target {
                 target_kind: "docker",
                 message: format!(
-                    "the server did not shut down cleanly (container exit code {code:?}), so pg_checksums cannot run"
+                    "the server did not shut down cleanly (exit code {code:?}), so pg_checksums cannot run"
                 ),
                 log_tail: self.session.log_tail(10),
                 source: None,
@@ -209,9 +198,7 @@ impl RunningServer for DockerServer {
         let mut result = Ok(());
         if self.container.is_some() {
             self.stop().await;
-            if let Some(c) = self.container.take() {
-                result = c.rm().await.map_err(|e| err("removing container".to_string()).with_source(e));
-            }
+            self.container = None;
             let _ = std::fs::remove_dir_all(&self.session.socket_dir);
         }
         if let Some(tools) = self.own_tools.take() {

@@ -77,6 +77,36 @@ impl ContainerKey {
     }
 }
 
+/// A process started with [`ContainerTools::spawn_detached`].
+#[derive(Debug, Clone)]
+pub(crate) struct DetachedProcess {
+    docker: Docker,
+    exec_id: String,
+    /// Its pid on this host (0: it had already ended when asked).
+    pub(crate) pid: i32,
+    /// The container it runs in.
+    pub(crate) container_id: String,
+}
+
+impl DetachedProcess {
+    /// `None` while it runs, else its exit code (`None` inside: unknown).
+    pub(crate) async fn exit_code(&self) -> Result<Option<Option<i64>>> {
+        let i =
+            self.docker.inspect_exec(&self.exec_id).await.map_err(|e| err("inspecting a process").with_source(e))?;
+        Ok(match i.running {
+            Some(true) => None,
+            _ => Some(i.exit_code),
+        })
+    }
+
+    /// Sends `signal` to it (nothing once it ended).
+    pub(crate) async fn signal(&self, signal: nix::sys::signal::Signal) {
+        if self.pid > 0 && matches!(self.exit_code().await, Ok(None)) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid), signal);
+        }
+    }
+}
+
 /// How a [`ContainerTools`] picks the image of a command that names no container itself.
 #[derive(Debug, Clone)]
 pub(crate) struct Images {
@@ -257,6 +287,61 @@ impl ContainerTools {
             list.push((volume, lower));
         }
         Ok(list)
+    }
+
+    /// Starts `sh -c script` detached in the container for `key` as `uid:gid` (the restored
+    /// server, which thus shares the check's tools container instead of starting one of its
+    /// own). Returns the process: its exec id and host pid.
+    pub(crate) async fn spawn_detached(
+        &self,
+        key: &ContainerKey,
+        (uid, gid): (u32, u32),
+        script: &str,
+    ) -> Result<DetachedProcess> {
+        use testcontainers::bollard::exec::StartExecOptions;
+        use testcontainers::bollard::models::ExecConfig;
+        let c = self.container(key).await?;
+        let config = ExecConfig {
+            cmd: Some(vec!["/bin/sh".into(), "-c".into(), script.to_string()]),
+            user: Some(format!("{uid}:{gid}")),
+            attach_stdin: Some(false),
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
+            ..Default::default()
+        };
+        let exec =
+            self.docker.create_exec(c.id(), config).await.map_err(|e| {
+                err(format!("starting a process in the tools container of {}", key.image)).with_source(e)
+            })?;
+        self.docker
+            .start_exec(&exec.id, Some(StartExecOptions { detach: true, tty: false, output_capacity: None }))
+            .await
+            .map_err(|e| err(format!("starting a process in the tools container of {}", key.image)).with_source(e))?;
+        // The engine reports the host pid once the process runs.
+        for _ in 0..100 {
+            let i = self.docker.inspect_exec(&exec.id).await.map_err(|e| err("inspecting a process").with_source(e))?;
+            match (i.pid, i.running) {
+                (Some(pid), _) if pid > 0 => {
+                    let pid = i32::try_from(pid).map_err(|_| err(format!("odd process id {pid}")))?;
+                    return Ok(DetachedProcess {
+                        docker: self.docker.clone(),
+                        exec_id: exec.id,
+                        pid,
+                        container_id: c.id().to_string(),
+                    });
+                }
+                (_, Some(false)) => {
+                    return Ok(DetachedProcess {
+                        docker: self.docker.clone(),
+                        exec_id: exec.id,
+                        pid: 0,
+                        container_id: c.id().to_string(),
+                    })
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+        Err(err(format!("the process started in the tools container of {} has no pid after 1 s", key.image)))
     }
 
     /// [`ToolBox::locate`] in the container for `key`.
