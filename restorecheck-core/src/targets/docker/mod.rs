@@ -432,8 +432,12 @@ mod imp {
                 os_user,
                 docker,
                 session: ServerSession::new(plan, req.socket_dir.clone(), stop_timeout),
-                pg: pg.clone(),
-                checksums: (control.checksum_version > 0).then(|| backup.data_dir.clone()),
+                checksums: crate::postgres::checksums::ChecksumPlan::for_cluster(
+                    &control,
+                    backup.pg_major,
+                    &backup.data_dir,
+                    &req.work_dir,
+                )?,
                 own_tools: None,
             };
             if let Some(dump) = dump {
