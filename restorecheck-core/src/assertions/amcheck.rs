@@ -2,6 +2,12 @@
 //! and heap relations on PostgreSQL 14+) and `read_all` (every table read in full, which makes
 //! PostgreSQL verify each page's checksum when the cluster has checksums).
 //!
+//! Both record the main forks they read in full through the server without an error
+//! ([`AssertionContext::record_read`]): every table `verify_heapam` checked (it reads every
+//! block) and every table `read_all` scanned. The offline page checksum verification after the
+//! server stopped does not read those again. Indexes do not count: `bt_index_check` walks the
+//! tree, and deleted pages (unlinked, waiting for reuse) are never visited.
+//!
 //! They use SQL only, so they work the same on every target. Every query runs on a
 //! [tool session](AssertionContext::tool_connect) (`search_path = pg_catalog, pg_temp`) with
 //! schema-qualified names; relation names are quoted in Rust, never concatenated in SQL, so an

@@ -771,4 +771,94 @@ mod tests {
         drop(c);
         let _ = fs::remove_dir_all(&root);
     }
+
+    /// Median of `v` (sorted in place).
+    fn median(v: &mut [f64]) -> f64 {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    /// A measurement, not a check: this verifier over a whole pgbench cluster against
+    /// `pg_checksums --check`, and what amcheck's coverage skips in a real run. As root, with
+    /// PostgreSQL 15 and a release build:
+    /// `RC_BENCH_SCALE=50 cargo test --release -p restorecheck-core --lib measure_ -- --ignored --nocapture`.
+    /// With `RC_BENCH_COLD=1` each timed read starts with the page cache dropped.
+    #[tokio::test(flavor = "multi_thread")]
+    #[ignore = "a measurement that takes minutes"]
+    async fn measure_against_pg_checksums_and_amcheck_coverage() {
+        use crate::fixture::{SampleCluster, SampleOptions};
+        use std::sync::Arc;
+        let scale = std::env::var("RC_BENCH_SCALE").unwrap_or_else(|_| "50".into());
+        let cold = std::env::var("RC_BENCH_COLD").is_ok_and(|v| v == "1");
+        let root = PathBuf::from(format!("/var/tmp/rc-checksums-bench-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let opts = SampleOptions { major: Some(15), checksums: true, ..Default::default() };
+        let mut c = SampleCluster::create(&root, opts).await.unwrap();
+        c.exec("postgres", "create database bench").await.unwrap();
+        let sock = c.socket_dir().display().to_string();
+        let args: Vec<String> =
+            ["-i", "-q", "-s", &scale, "-h", &sock, "-p", &c.port().to_string(), "-U", "postgres", "bench"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        c.tool("pgbench", &args).await.unwrap();
+        let backup = c.basebackup("b", &["-Fp", "-Xstream"]).await.unwrap();
+        c.stop().await.unwrap();
+        let pg = crate::postgres::binaries::PgTools::host(c.bin(), c.os_user());
+        let control = crate::postgres::control::ControlData::read(&pg, &c.pgdata()).await.unwrap();
+        let layout = Layout::new(&control, 15).unwrap();
+        let drop_caches = || {
+            if cold {
+                let _ = std::process::Command::new("sync").status();
+                fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+            }
+        };
+        let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+        let (mut their_blocks, mut our_blocks) = (0, 0);
+        for _ in 0..3 {
+            drop_caches();
+            let t = Instant::now();
+            their_blocks = pg_checksums(&c).await.unwrap().1;
+            theirs.push(t.elapsed().as_secs_f64());
+            drop_caches();
+            let t = Instant::now();
+            let data = c.pgdata();
+            let (l, r) = (layout.clone(), root.clone());
+            let scan =
+                tokio::task::spawn_blocking(move || run(&data, &r, &l, &ReadCoverage::new())).await.unwrap().unwrap();
+            ours.push(t.elapsed().as_secs_f64());
+            our_blocks = scan.blocks_scanned;
+            assert_eq!(scan.bad_checksums, 0);
+        }
+        assert_eq!(their_blocks, our_blocks);
+        let (t, o) = (median(&mut theirs), median(&mut ours));
+        println!(
+            "scale {scale}, {our_blocks} blocks ({:.0} MiB), {} page cache, median of 3:",
+            our_blocks as f64 * 8192.0 / 1048576.0,
+            if cold { "cold" } else { "warm" }
+        );
+        println!("  pg_checksums --check  {t:.3} s   (runs {theirs:.3?})");
+        println!("  in-process verifier   {o:.3} s   (runs {ours:.3?}), ratio ours/theirs {:.2}", o / t);
+
+        // A real run: amcheck (verify_heapam on every table) then the offline verification.
+        let source = crate::sources::BaseBackupSource::new(crate::sources::BaseBackupConfig::new(&backup));
+        let target = crate::targets::LocalTarget::new(crate::targets::LocalTargetConfig::default()).unwrap();
+        let check = crate::runner::Check::new("bench", Arc::new(source), Arc::new(target))
+            .database("bench")
+            .timeout(std::time::Duration::from_secs(3600))
+            .assert(crate::assertions::AmcheckAssertion { heapallindexed: false, jobs: 2, sample: None });
+        let work = root.join("work");
+        fs::create_dir_all(&work).unwrap();
+        let report = crate::runner::run_check(&check, &work, 0, &crate::RunContext::new()).await;
+        assert_eq!(report.verdict, crate::Verdict::Pass, "{:?}", report.failure);
+        for a in &report.assertions {
+            println!("  {}: {}", a.name, a.observed.clone().unwrap_or_default());
+        }
+        let sums = report.assertions.iter().find(|a| a.name == "checksums").and_then(|a| a.observed.clone()).unwrap();
+        let skipped = sums["skipped"]["blocks"].as_f64().unwrap();
+        let scanned = sums["blocks_scanned"].as_f64().unwrap();
+        println!("  amcheck coverage skips {:.1}% of the blocks", 100.0 * skipped / (skipped + scanned));
+        drop(c);
+        let _ = fs::remove_dir_all(&root);
+    }
 }

@@ -9,7 +9,7 @@
 //! check removes every container of its work dir, whatever went wrong):
 //! - **tools** ([`tools`]): the check's [`ToolBox`](crate::ToolBox). The source's backup tools
 //!   and the target's own PostgreSQL programs (`pg_controldata`, `pg_verifybackup`, `initdb`,
-//!   `pg_restore`, `psql`, `pg_checksums`) run in it with `docker exec`; one long-lived
+//!   `pg_restore`, `psql`) run in it with `docker exec`; one long-lived
 //!   container per image, started when first needed.
 //! - **server** ([`server`]): `postgres` on the restored data dir (a backup, or the fresh
 //!   cluster a dump is loaded into).
