@@ -401,7 +401,7 @@ async fn a_restore_command_s_secret_reaches_it_but_never_docker_inspect() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn page_checksums_are_verified_in_the_image_and_a_bad_page_fails_like_local() {
+async fn page_checksums_of_a_docker_restore_are_verified_and_a_bad_page_fails_like_local() {
     use restorecheck_core::fixture::{SampleCluster, SampleOptions};
     use restorecheck_core::targets::{LocalTarget, LocalTargetConfig};
     let dir = TestDir::new("docker-checksums");

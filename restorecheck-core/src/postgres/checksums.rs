@@ -458,14 +458,42 @@ struct Tally {
 }
 
 /// Bytes read per `read` call: large sequential reads (the files are read once, in order).
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 256 << 10;
 /// Reader threads at most (the work is mostly reading; more does not help).
 const MAX_THREADS: usize = 4;
 
+/// Bytes of a file one thread reads in one go: large files are split so that one big table
+/// does not leave the other threads idle.
+const PIECE: u64 = 32 << 20;
+
+/// A part of a file: from `offset` (a multiple of the block size) for [`PIECE`] bytes, or to
+/// the end for the last part.
+#[derive(Debug, Clone, Copy)]
+struct Piece<'a> {
+    job: &'a FileJob,
+    offset: u64,
+    last: bool,
+}
+
+/// The pieces of `jobs`, largest files first.
+fn pieces(jobs: &mut [FileJob]) -> Vec<Piece<'_>> {
+    jobs.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.rel.cmp(&b.rel)));
+    let mut out = Vec::new();
+    for job in jobs.iter() {
+        let mut offset = 0;
+        while job.size.saturating_sub(offset) > PIECE {
+            out.push(Piece { job, offset, last: false });
+            offset += PIECE;
+        }
+        out.push(Piece { job, offset, last: true });
+    }
+    out
+}
+
 /// Reads `jobs` over a few threads, largest files first, into `scan`.
 fn read_all(mut jobs: Vec<FileJob>, layout: &Layout, cancel: &CancellationToken, scan: &mut Scan) -> Result<()> {
-    jobs.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.rel.cmp(&b.rel)));
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let jobs = pieces(&mut jobs);
     let threads = cores.min(MAX_THREADS).min(jobs.len()).max(1);
     let next = AtomicUsize::new(0);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -485,7 +513,7 @@ fn read_all(mut jobs: Vec<FileJob>, layout: &Layout, cancel: &CancellationToken,
                         let result = if cancel.is_cancelled() {
                             Err(Error::Cancelled { phase: crate::report::Phase::Assert })
                         } else {
-                            read_file(job, layout, &mut buf, &mut tally)
+                            read_piece(*job, layout, &mut buf, &mut tally)
                         };
                         if let Err(e) = result {
                             if let Ok(mut slot) = first_error.lock() {
@@ -529,15 +557,21 @@ fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Verifies every page of one file.
-fn read_file(job: &FileJob, layout: &Layout, buf: &mut [u8], tally: &mut Tally) -> Result<()> {
-    let bs = layout.block_size;
-    let mut f = crate::safefs::open_nofollow(&job.path).map_err(|e| Error::io("opening", &job.path, e))?;
+/// Verifies every page of one piece of a file.
+fn read_piece(piece: Piece<'_>, layout: &Layout, buf: &mut [u8], tally: &mut Tally) -> Result<()> {
+    use std::io::Seek;
+    let (job, bs) = (piece.job, layout.block_size);
+    let mut file = crate::safefs::open_nofollow(&job.path).map_err(|e| Error::io("opening", &job.path, e))?;
+    if piece.offset > 0 {
+        file.seek(io::SeekFrom::Start(piece.offset)).map_err(|e| Error::io("reading", &job.path, e))?;
+    } else {
+        tally.files += 1;
+    }
+    let mut f = file.take(if piece.last { u64::MAX } else { PIECE });
     let whole = buf.len() / bs * bs;
     let buf = &mut buf[..whole];
     let base = job.segno.wrapping_mul(layout.blocks_per_segment);
-    let mut block: u32 = 0;
-    tally.files += 1;
+    let mut block = u32::try_from(piece.offset / bs as u64).unwrap_or(u32::MAX);
     loop {
         let n = fill(&mut f, buf).map_err(|e| Error::io("reading", &job.path, e))?;
         for page in buf[..n].chunks(bs) {
@@ -685,6 +719,19 @@ mod tests {
         let scan = run(&data, &work, &layout, &covered).unwrap();
         assert_eq!((scan.skipped_files, scan.skipped_blocks, scan.files_scanned), (1, 2, 2), "{scan:?}");
         assert_eq!(scan.covered_by.get("amcheck"), Some(&1));
+
+        // A file larger than a piece is read by several threads; block numbers run on.
+        let blocks = (PIECE / 8192 + 3) as u32;
+        let mut big = Vec::with_capacity(blocks as usize * 8192);
+        for b in 0..blocks {
+            big.extend(good_page(b));
+        }
+        let bad_block = blocks - 2;
+        big[bad_block as usize * 8192 + 300] ^= 0x80;
+        fs::write(data.join("base/1/5000"), &big).unwrap();
+        let scan = run(&data, &work, &layout, &ReadCoverage::new()).unwrap();
+        assert_eq!((scan.files_scanned, scan.blocks_scanned), (4, u64::from(blocks) + 4), "{scan:?}");
+        assert_eq!((scan.bad_checksums, scan.bad[0].block, scan.bad[0].rel.as_str()), (1, bad_block, "base/1/5000"));
         let _ = fs::remove_dir_all(&work);
         let _ = fs::remove_dir_all(&outside);
     }
