@@ -567,6 +567,14 @@ fn read_piece(piece: Piece<'_>, layout: &Layout, buf: &mut [u8], tally: &mut Tal
     } else {
         tally.files += 1;
     }
+    // Two threads may read parts of one file: ask for a large read-ahead for each part.
+    let len = if piece.last { 0 } else { PIECE as i64 };
+    let _ = nix::fcntl::posix_fadvise(
+        std::os::fd::AsRawFd::as_raw_fd(&file),
+        i64::try_from(piece.offset).unwrap_or(0),
+        len,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
+    );
     let mut f = file.take(if piece.last { u64::MAX } else { PIECE });
     let whole = buf.len() / bs * bs;
     let buf = &mut buf[..whole];
