@@ -526,8 +526,9 @@ fn read_all(mut jobs: Vec<FileJob>, layout: &Layout, cancel: &CancellationToken,
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
-    });
+        handles.into_iter().map(|h| h.join().ok()).collect::<Option<Vec<Tally>>>()
+    })
+    .ok_or_else(|| Error::internal("a page checksum reader thread panicked"))?;
     if let Some(e) = first_error.into_inner().ok().flatten() {
         return Err(e);
     }
