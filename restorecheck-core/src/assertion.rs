@@ -65,9 +65,25 @@ pub struct AssertionContext {
     pub role: Option<String>,
     /// The run's key (what `sample` rotates by).
     pub run_key: String,
+    /// What restorecheck's own assertions read in full through the server (shared by every
+    /// clone): the offline checksum verification skips it.
+    pub(crate) read_coverage: std::sync::Arc<std::sync::Mutex<crate::target::ReadCoverage>>,
 }
 
 impl AssertionContext {
+    /// Records that assertion `by` read the main fork of `relation` (its
+    /// `pg_relation_filepath`) in full through the server without an error.
+    pub(crate) fn record_read(&self, relation: String, by: &str) {
+        if let Ok(mut c) = self.read_coverage.lock() {
+            c.insert(relation, by);
+        }
+    }
+
+    /// A copy of what [`record_read`](Self::record_read) recorded so far.
+    pub(crate) fn read_coverage(&self) -> crate::target::ReadCoverage {
+        self.read_coverage.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
     /// A session for the user's own assertion code in `database` (the check's default database
     /// when `None`), switched to the check's `role` when it has one. A role that does not exist
     /// in the restored cluster is an [`Error::Config`](crate::Error::Config) (verdict error).

@@ -101,5 +101,7 @@ pub use source::{
     LogicalDump, PhysicalBackup, RecoveryTarget, RecoveryTargetTimeline, SecretEnv, WalFetch, WalSupply,
 };
 pub use spec::{CheckSpec, IntegrityConfig};
-pub use target::{Capabilities, Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunPassword, RunningServer};
+pub use target::{
+    Capabilities, Connection, ReadCoverage, RecoveryInfo, RestoreRequest, RestoreTarget, RunPassword, RunningServer,
+};
 pub use toolbox::{HostTools, RunAs, ToolBox, ToolCommand};

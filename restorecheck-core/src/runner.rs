@@ -39,8 +39,9 @@ pub struct Check {
     pub backup: Option<String>,
     /// Check physical backups against their `backup_manifest` before starting.
     pub verify_manifest: bool,
-    /// After the assertions, stop the server cleanly and run `pg_checksums --check` (clusters
-    /// with data checksums, targets that can).
+    /// After the assertions, stop the server cleanly and verify the page checksums of what the
+    /// assertions did not read in full through the server (clusters with data checksums,
+    /// targets that can).
     pub verify_checksums: bool,
     /// Database role the user's assertions run as (`SET ROLE`); `None`: the target's superuser.
     /// restorecheck's own checks (amcheck, read_all, …) always run as superuser.
@@ -446,6 +447,7 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
         recovery: info,
         role: check.role.clone(),
         run_key: ctx.run_key.clone(),
+        read_coverage: Default::default(),
     };
     for a in &check.assertions {
         st.report.assertions.push(run_assertion(a.clone(), actx.clone()).await);
@@ -461,7 +463,9 @@ async fn pipeline(check: &Check, work_root: &Path, index: usize, ctx: &RunContex
     if check.verify_checksums {
         // Last: it stops the server. Reported exactly like an assertion.
         let server = st.server.as_mut().ok_or_else(|| Error::internal("the server vanished before the checksums"))?;
-        if let Some(result) = server.verify_checksums(ctx).await.transpose() {
+        // Pages the assertions read in full through the server were verified as they were read.
+        let covered = actx.read_coverage();
+        if let Some(result) = server.verify_checksums(ctx, &covered).await.transpose() {
             let result = result.map_err(|e| e.chain());
             st.report.assertions.push(assertion_report("checksums".into(), Some("no bad checksums".into()), result));
         }

@@ -80,7 +80,8 @@ struct Fixtures {
     empty: PathBuf,
     stale: PathBuf,
     /// Data files (relative to the data directory): the application table's heap, its primary
-    /// key index, and a template1 catalog no query or amcheck reads (only pg_checksums sees it).
+    /// key index, and a template1 catalog no query or amcheck reads (only the offline page checksum
+    /// verification sees it).
     heap: String,
     index: String,
     template_file: String,
@@ -484,7 +485,8 @@ async fn fixtures(root: &Path, full: bool) -> Result<Fixtures> {
         }
     };
     let heap = path_of("registrations").await?;
-    // A page no query or amcheck reads (template1 is never connected to): only pg_checksums sees it.
+    // A page no query or amcheck reads (template1 is never connected to): only the offline
+    // checksum verification sees it.
     let template_file: String = c
         .client("template1")
         .await?

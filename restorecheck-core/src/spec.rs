@@ -81,7 +81,8 @@ pub struct IntegrityConfig {
     pub verify_manifest: bool,
     /// amcheck over every database after recovery (default true).
     pub amcheck: bool,
-    /// `pg_checksums --check` after a clean shutdown, when the cluster has checksums (default true).
+    /// Page checksums verified after a clean shutdown, when the cluster has checksums (default
+    /// true): every page amcheck and `read_all` did not already read through the server.
     pub checksums: bool,
     /// amcheck's `heapallindexed` (default false: about 4× slower).
     pub heapallindexed: bool,

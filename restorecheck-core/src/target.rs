@@ -200,6 +200,46 @@ impl RecoveryInfo {
     }
 }
 
+/// Relation files that assertions read in full through the restored server, which verified
+/// each page's data checksum as it read it (with `ignore_checksum_failure` and
+/// `zero_damaged_pages` off), so [`RunningServer::verify_checksums`] need not read them again.
+///
+/// Keys are relation paths relative to the data dir as `pg_relation_filepath` gives them
+/// (`base/5/16384`, `global/1262`, `pg_tblspc/16390/PG_15_202209061/5/16391`) and stand for
+/// every segment of the relation's main fork; the value names the assertion that read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadCoverage {
+    files: std::collections::BTreeMap<String, String>,
+}
+
+impl ReadCoverage {
+    /// Nothing covered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that assertion `by` read every block of the main fork of `relation` (a
+    /// `pg_relation_filepath`) through the server without an error. The first record wins.
+    pub fn insert(&mut self, relation: impl Into<String>, by: &str) {
+        self.files.entry(relation.into()).or_insert_with(|| by.to_string());
+    }
+
+    /// The assertion that read `relation` in full, if one did.
+    pub fn covered_by(&self, relation: &str) -> Option<&str> {
+        self.files.get(relation).map(String::as_str)
+    }
+
+    /// Relations covered.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// True when nothing is covered.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
 /// A PostgreSQL server brought up by a target on a fetched backup.
 ///
 /// # Contract
@@ -225,11 +265,20 @@ pub trait RunningServer: Send + Sync + Debug {
         Vec::new()
     }
 
-    /// Stops the server cleanly and verifies every page's checksum offline (`pg_checksums
-    /// --check`), when the cluster has data checksums and the target can. `Ok(None)`: not
-    /// applicable here. A checksum failure is an [`Outcome::Fail`](crate::Outcome::Fail).
-    /// The server is not usable afterwards.
-    async fn verify_checksums(&mut self, _ctx: &RunContext) -> Result<Option<crate::assertion::Outcome>> {
+    /// Stops the server cleanly and verifies every page's data checksum offline (what
+    /// `pg_checksums --check` reads), when the cluster has data checksums and the target can,
+    /// except the main forks of the relations in `covered`: assertions read those in full
+    /// through this server, which verified each page's checksum as it read it. Their other
+    /// forks (`_fsm`, `_vm`, `_init`) are still read. `Ok(None)`: not applicable here. A bad
+    /// checksum is an [`Outcome::Fail`](crate::Outcome::Fail) naming the first bad pages;
+    /// malformed files (a partial block, a link leaving the work dir) are an `Err`. Stops with
+    /// [`Error::Cancelled`](crate::Error::Cancelled) when `ctx.cancel` fires. The server is not
+    /// usable afterwards.
+    async fn verify_checksums(
+        &mut self,
+        _ctx: &RunContext,
+        _covered: &ReadCoverage,
+    ) -> Result<Option<crate::assertion::Outcome>> {
         Ok(None)
     }
 

@@ -401,7 +401,7 @@ async fn a_restore_command_s_secret_reaches_it_but_never_docker_inspect() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn page_checksums_are_verified_in_the_image_and_a_bad_page_fails_like_local() {
+async fn page_checksums_of_a_docker_restore_are_verified_and_a_bad_page_fails_like_local() {
     use restorecheck_core::fixture::{SampleCluster, SampleOptions};
     use restorecheck_core::targets::{LocalTarget, LocalTargetConfig};
     let dir = TestDir::new("docker-checksums");
@@ -449,7 +449,10 @@ async fn page_checksums_are_verified_in_the_image_and_a_bad_page_fails_like_loca
     let r = run_docker(&dir, check(&bad, docker_target())).await;
     assert_eq!(r.verdict, Verdict::Fail, "{:?}", r.failure);
     let sums = r.assertions.iter().find(|a| a.name == "checksums").expect("a checksums result");
-    assert!(sums.message.as_deref().unwrap_or("").contains("pg_checksums found bad pages"), "{sums:?}");
+    assert!(
+        sums.message.as_deref().unwrap_or("").contains("bad page checksum(s): checksum verification failed in file"),
+        "{sums:?}"
+    );
     let local = run_docker(&dir, check(&bad, Arc::new(LocalTarget::new(LocalTargetConfig::default()).unwrap()))).await;
     assert_eq!(local.verdict, r.verdict);
 }

@@ -2,6 +2,12 @@
 //! and heap relations on PostgreSQL 14+) and `read_all` (every table read in full, which makes
 //! PostgreSQL verify each page's checksum when the cluster has checksums).
 //!
+//! Both record the main forks they read in full through the server without an error
+//! ([`AssertionContext::record_read`]): every table `verify_heapam` checked (it reads every
+//! block) and every table `read_all` scanned. The offline page checksum verification after the
+//! server stopped does not read those again. Indexes do not count: `bt_index_check` walks the
+//! tree, and deleted pages (unlinked, waiting for reuse) are never visited.
+//!
 //! They use SQL only, so they work the same on every target. Every query runs on a
 //! [tool session](AssertionContext::tool_connect) (`search_path = pg_catalog, pg_temp`) with
 //! schema-qualified names; relation names are quoted in Rust, never concatenated in SQL, so an
@@ -34,6 +40,23 @@ async fn databases(ctx: &AssertionContext) -> Result<Vec<String>> {
         .await
         .map_err(|e| Error::postgres("listing databases", e))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Whether this session's reads verify data checksums: the cluster has them, and neither
+/// `ignore_checksum_failure` nor `zero_damaged_pages` is on (a restored database or role can
+/// set them with `ALTER DATABASE/ROLE … SET`, which beats the server's command line). Only then
+/// does a page read without an error prove its checksum right. `false` when it cannot tell.
+async fn server_verifies_checksums(c: &tokio_postgres::Client) -> bool {
+    c.query_one(
+        "select pg_catalog.current_setting('data_checksums')::pg_catalog.bool \
+           and not pg_catalog.current_setting('ignore_checksum_failure')::pg_catalog.bool \
+           and not pg_catalog.current_setting('zero_damaged_pages')::pg_catalog.bool",
+        &[],
+    )
+    .await
+    .ok()
+    .and_then(|r| r.try_get::<_, bool>(0).ok())
+    .unwrap_or(false)
 }
 
 /// `"schema"."name"`, quoted in Rust.
@@ -236,6 +259,9 @@ struct Item {
     size: i64,
     /// `heapallindexed` for this index.
     all: bool,
+    /// Its `pg_relation_filepath`, for heaps: read in full, its main fork is covered
+    /// ([`AssertionContext::record_read`]).
+    path: Option<String>,
 }
 
 /// Spreads `items` over `jobs` lists of about equal bytes: largest first, each to the list
@@ -277,6 +303,7 @@ async fn verify(ctx: AssertionContext, db: String, am: Amcheck, items: Vec<Item>
     } else {
         None
     };
+    let verifies = server_verifies_checksums(&c).await;
     let mut problems = Vec::new();
     for it in items {
         let result = match (&heap_stmt, it.index) {
@@ -286,6 +313,12 @@ async fn verify(ctx: AssertionContext, db: String, am: Amcheck, items: Vec<Item>
         };
         match result {
             Ok(found) => {
+                // verify_heapam (skip 'none') read every block of the main fork through the
+                // buffer manager. bt_index_check does not count: it walks the tree, and deleted
+                // pages (unlinked, waiting for reuse) are never visited.
+                if let (true, true, Some(path)) = (verifies, found.is_empty(), &it.path) {
+                    ctx.record_read(path.clone(), "amcheck");
+                }
                 for f in found {
                     let blk: Option<i64> = f.get(0);
                     let msg: Option<String> = f.get(1);
@@ -401,6 +434,7 @@ async fn list_and_verify(
             index: true,
             size: r.get(3),
             all: a.heapallindexed,
+            path: None,
         })
         .collect();
     if a.heapallindexed {
@@ -411,7 +445,8 @@ async fn list_and_verify(
     if am.heap {
         let heaps: Vec<Item> = c
             .query(
-                "select c.oid, n.nspname, c.relname, pg_catalog.pg_relation_size(c.oid) from pg_catalog.pg_class c \
+                "select c.oid, n.nspname, c.relname, pg_catalog.pg_relation_size(c.oid), \
+                 pg_catalog.pg_relation_filepath(c.oid) from pg_catalog.pg_class c \
                  join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
                  where c.relkind in ('r', 'm', 't') and c.relpersistence <> 't'",
                 &[],
@@ -425,6 +460,7 @@ async fn list_and_verify(
                 index: false,
                 size: r.get(3),
                 all: false,
+                path: r.get(4),
             })
             .collect();
         relations = heaps.len() as u64;
@@ -528,8 +564,8 @@ impl Assertion for ReadAllAssertion {
             let c = ctx.tool_connect(Some(&db)).await?;
             let rows = c
                 .query(
-                    "select c.oid, n.nspname, c.relname, pg_catalog.pg_total_relation_size(c.oid) \
-                     from pg_catalog.pg_class c \
+                    "select c.oid, n.nspname, c.relname, pg_catalog.pg_total_relation_size(c.oid), \
+                     pg_catalog.pg_relation_filepath(c.oid) from pg_catalog.pg_class c \
                      join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
                      where c.relkind in ('r', 'm') and c.relpersistence <> 't' \
                        and n.nspname <> 'information_schema' and n.nspname !~ '^pg_temp'",
@@ -549,13 +585,21 @@ impl Assertion for ReadAllAssertion {
                     index: false,
                     size: r.get(3),
                     all: true,
+                    path: r.get(4),
                 })
                 .collect();
             sampled.pick(self.sample, &db, &mut items, &ctx.run_key);
+            let verifies = server_verifies_checksums(&c).await;
             for it in items.into_iter().filter(|i| i.all) {
                 let t = it.name;
                 tables += 1;
-                if let Err(e) = c.simple_query(&format!("copy (select * from only {t}) to '/dev/null'")).await {
+                let read = c.simple_query(&format!("copy (select * from only {t}) to '/dev/null'")).await;
+                if let (true, Ok(_), Some(path)) = (verifies, &read, it.path) {
+                    // A sequential scan reads every block of the main fork (TOAST only where
+                    // live rows point, so the TOAST table is not covered).
+                    ctx.record_read(path, "read_all");
+                }
+                if let Err(e) = read {
                     if is_corruption(&e) {
                         problems.push(format!("{db}: {t}: {}", db_message(&e)));
                     } else {

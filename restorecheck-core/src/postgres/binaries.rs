@@ -225,7 +225,7 @@ pub(crate) fn pick_for_dump(needs: &DumpNeeds<'_>, available: &std::collections:
 }
 
 /// Where the PostgreSQL programs of one major run (`initdb`, `pg_controldata`, `pg_restore`,
-/// `psql`, `pg_checksums`, `pg_verifybackup`): a bin dir of this host, each program started with
+/// `psql`, `pg_verifybackup`): a bin dir of this host, each program started with
 /// a clean environment ([`crate::process::clean_env`]) exactly as the `local` target always
 /// did, or a [`ToolBox`] that runs them elsewhere (the `docker` target's container of the
 /// image of that major), where they are looked up by name on the image's `PATH`. Every

@@ -1,14 +1,11 @@
-//! Reading `pg_control` through `pg_controldata`, and verifying a stopped cluster's page
-//! checksums with `pg_checksums`, with the programs of a [`PgTools`] (this host's bin dir, or
-//! a container image).
+//! Reading `pg_control` through `pg_controldata`, with the programs of a [`PgTools`] (this
+//! host's bin dir, or a container image).
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::assertion::Outcome;
 use crate::error::{Error, Result};
 use crate::postgres::binaries::PgTools;
-use crate::toolbox::RunAs;
 
 /// The parts of `pg_controldata` output restorecheck uses.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,6 +21,12 @@ pub(crate) struct ControlData {
     pub(crate) hot_standby_minimums: Vec<(&'static str, u64)>,
     /// `Latest checkpoint's TimeLineID`.
     pub(crate) timeline: Option<u32>,
+    /// `Database block size` (0 when not reported).
+    pub(crate) block_size: u64,
+    /// `Blocks per segment of large relation` (0 when not reported).
+    pub(crate) blocks_per_segment: u32,
+    /// `Catalog version number` (0 when not reported).
+    pub(crate) catalog_version: u64,
 }
 
 /// Maps `pg_controldata` labels to the GUC names hot standby compares against.
@@ -50,6 +53,11 @@ impl ControlData {
             checksum_version: num("Data page checksum version").unwrap_or(0) as u32,
             hot_standby_minimums: MINIMUMS.iter().filter_map(|(label, guc)| num(label).map(|v| (*guc, v))).collect(),
             timeline: num("Latest checkpoint's TimeLineID").map(|v| v as u32),
+            block_size: num("Database block size").unwrap_or(0),
+            blocks_per_segment: num("Blocks per segment of large relation")
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
+            catalog_version: num("Catalog version number").unwrap_or(0),
         })
     }
 
@@ -92,46 +100,6 @@ pub(crate) fn not_in_toolbox(pg: &PgTools, program: &str, out: &std::process::Ou
     })
 }
 
-/// `pg_checksums --check` of `pg` on the cleanly stopped cluster in `data_dir`, as the server's
-/// OS user: [`Outcome::Pass`] with the blocks scanned, [`Outcome::Fail`] naming the first bad
-/// pages. `kind` names the target for errors.
-pub(crate) async fn check_checksums(pg: &PgTools, data_dir: &Path, kind: &'static str) -> Result<Option<Outcome>> {
-    let started = std::time::Instant::now();
-    let exe = pg.program("pg_checksums");
-    let mut cmd = pg.tokio("pg_checksums", RunAs::Server, &[]).await?;
-    cmd.arg("--check").arg("-D").arg(data_dir).stdin(std::process::Stdio::null()).kill_on_drop(true);
-    let out = crate::process::output(cmd).await.map_err(|e| Error::io("running pg_checksums", &exe, e))?;
-    if !out.status.success() {
-        if let Some(e) = not_in_toolbox(pg, "pg_checksums", &out) {
-            return Err(e);
-        }
-    }
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());
-    let observed = serde_json::json!({
-        "blocks_scanned": field("Blocks scanned:"),
-        "bad_checksums": field("Bad checksums:"),
-        "seconds": started.elapsed().as_secs_f64(),
-    });
-    if out.status.success() {
-        return Ok(Some(Outcome::Pass { observed: Some(observed) }));
-    }
-    if field("Bad checksums:").unwrap_or(0) > 0 || text.contains("checksum verification failed") {
-        let first: Vec<&str> = text.lines().filter(|l| l.contains("checksum verification failed")).take(3).collect();
-        return Ok(Some(Outcome::Fail {
-            observed: Some(observed),
-            expected: Some("no bad checksums".into()),
-            message: format!("pg_checksums found bad pages: {}", first.join("; ")),
-        }));
-    }
-    Err(Error::Target {
-        target_kind: kind,
-        message: format!("pg_checksums failed: {}", text.trim()),
-        log_tail: None,
-        source: None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,12 +115,16 @@ mod tests {
             max_prepared_xacts setting:           0\n\
             max_locks_per_xact setting:           64\n\
             Bytes per WAL segment:                16777216\n\
-            Data page checksum version:           1\n";
+            Data page checksum version:           1\n\
+            Catalog version number:               202209061\n\
+            Database block size:                  8192\n\
+            Blocks per segment of large relation: 131072\n";
         let c = ControlData::parse(text).unwrap();
         assert_eq!(c.state, "in production");
         assert_eq!(c.wal_segment_size, 16 << 20);
         assert_eq!(c.checksum_version, 1);
         assert_eq!(c.timeline, Some(1));
+        assert_eq!((c.block_size, c.blocks_per_segment, c.catalog_version), (8192, 131072, 202209061));
         assert!(c.hot_standby_minimums.contains(&("max_connections", 250)));
         assert!(c.hot_standby_minimums.contains(&("max_prepared_transactions", 0)));
         assert!(ControlData::parse("garbage").is_err());

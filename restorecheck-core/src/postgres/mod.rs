@@ -4,6 +4,7 @@
 
 pub(crate) mod auth;
 pub mod binaries;
+pub(crate) mod checksums;
 pub(crate) mod control;
 pub(crate) mod datadir;
 pub(crate) mod label;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::context::RunContext;
 use crate::error::{Error, Result};
 use crate::postgres::binaries::{self, BinDir, PgTools};
+use crate::postgres::checksums::ChecksumPlan;
 use crate::postgres::control::ControlData;
 use crate::postgres::launch::{self, LaunchSpec};
 use crate::postgres::logical;
@@ -20,7 +21,9 @@ use crate::postgres::server::{ServerProbe, ServerSession};
 use crate::postgres::user::OsUser;
 use crate::process;
 use crate::source::{Artifact, FetchedBackup, PhysicalBackup, WalSupply};
-use crate::target::{Capabilities, Connection, RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer};
+use crate::target::{
+    Capabilities, Connection, ReadCoverage, RecoveryInfo, RestoreRequest, RestoreTarget, RunningServer,
+};
 
 /// Options of target `local` (`[check.target] kind = "local"`).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, derive_setters::Setters)]
@@ -171,7 +174,7 @@ impl RestoreTarget for LocalTarget {
             hba_path: plan.hba_path.clone(),
             os_user: os_user.clone(),
             session: ServerSession::new(plan, req.socket_dir.clone(), stop_timeout),
-            checksums: (control.checksum_version > 0).then(|| (pg.clone(), backup.data_dir.clone())),
+            checksums: ChecksumPlan::for_cluster(&control, backup.pg_major, &backup.data_dir, &req.work_dir)?,
         });
         if let Some(dump) = dump {
             // Load the dump now (restore phase); on any failure stop the server before returning.
@@ -236,8 +239,8 @@ pub(crate) struct LocalServer {
     /// The server's OS user (owns the hba file).
     os_user: OsUser,
     session: ServerSession,
-    /// Set when the cluster has data checksums: what `pg_checksums` needs.
-    checksums: Option<(PgTools, PathBuf)>,
+    /// Set when the cluster has data checksums: what their verification needs.
+    checksums: Option<ChecksumPlan>,
 }
 
 struct LocalProbe<'a> {
@@ -278,22 +281,27 @@ impl RunningServer for LocalServer {
         self.session.notes.clone()
     }
 
-    async fn verify_checksums(&mut self, _ctx: &RunContext) -> Result<Option<crate::assertion::Outcome>> {
-        let Some((pg, data)) = self.checksums.clone() else { return Ok(None) };
+    async fn verify_checksums(
+        &mut self,
+        ctx: &RunContext,
+        covered: &ReadCoverage,
+    ) -> Result<Option<crate::assertion::Outcome>> {
+        let Some(plan) = self.checksums.clone() else { return Ok(None) };
         let Some(mut child) = self.child.take() else { return Ok(None) };
-        // pg_checksums needs a cleanly shut down cluster: a fast shutdown writes a checkpoint.
+        // Offline verification needs a cleanly shut down cluster (no torn pages, every dirty
+        // buffer written with its checksum): a fast shutdown writes a checkpoint.
         stop_child(&mut child, self.session.stop_timeout).await;
         self.pgid = None;
         let clean = child.try_wait().ok().flatten().is_some_and(|s| s.success());
         if !clean {
             return Err(Error::Target {
                 target_kind: "local",
-                message: "the server did not shut down cleanly, so pg_checksums cannot run".into(),
+                message: "the server did not shut down cleanly, so its page checksums cannot be verified".into(),
                 log_tail: self.session.log_tail(10),
                 source: None,
             });
         }
-        crate::postgres::control::check_checksums(&pg, &data, "local").await
+        plan.verify(ctx, covered).await.map(Some)
     }
 
     async fn teardown(&mut self) -> Result<()> {

@@ -9,7 +9,7 @@
 //! check removes every container of its work dir, whatever went wrong):
 //! - **tools** ([`tools`]): the check's [`ToolBox`](crate::ToolBox). The source's backup tools
 //!   and the target's own PostgreSQL programs (`pg_controldata`, `pg_verifybackup`, `initdb`,
-//!   `pg_restore`, `psql`, `pg_checksums`) run in it with `docker exec`; one long-lived
+//!   `pg_restore`, `psql`) run in it with `docker exec`; one long-lived
 //!   container per image, started when first needed.
 //! - **server** ([`server`]): `postgres` on the restored data dir (a backup, or the fresh
 //!   cluster a dump is loaded into).
@@ -426,8 +426,12 @@ mod imp {
                 hba_path: plan.hba_path.clone(),
                 os_user,
                 session: ServerSession::new(plan, req.socket_dir.clone(), stop_timeout),
-                pg: pg.clone(),
-                checksums: (control.checksum_version > 0).then(|| backup.data_dir.clone()),
+                checksums: crate::postgres::checksums::ChecksumPlan::for_cluster(
+                    &control,
+                    backup.pg_major,
+                    &backup.data_dir,
+                    &req.work_dir,
+                )?,
                 own_tools: None,
             };
             if let Some(dump) = dump {

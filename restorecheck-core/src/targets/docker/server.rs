@@ -10,12 +10,12 @@ use async_trait::async_trait;
 use super::tools::{ContainerKey, ContainerTools, DetachedProcess};
 use crate::context::RunContext;
 use crate::error::{Error, Result};
-use crate::postgres::binaries::PgTools;
+use crate::postgres::checksums::ChecksumPlan;
 use crate::postgres::launch::Launch;
 use crate::postgres::server::{ServerProbe, ServerSession};
 use crate::postgres::user::OsUser;
 use crate::source::{FetchedBackup, WalFetch, WalSupply};
-use crate::target::{Connection, RecoveryInfo, RestoreRequest, RunningServer};
+use crate::target::{Connection, ReadCoverage, RecoveryInfo, RestoreRequest, RunningServer};
 use crate::toolbox::{write_env_dir, ENV_LOADER};
 
 /// Where the server container's `restore_command` finds the environment its WAL fetch needs.
@@ -98,10 +98,8 @@ pub struct DockerServer {
     /// The server's OS user (owns the hba file).
     pub(super) os_user: OsUser,
     pub(super) session: ServerSession,
-    /// The image's PostgreSQL programs (`pg_checksums`), in the check's tools container.
-    pub(super) pg: PgTools,
-    /// Set when the cluster has data checksums: its data dir.
-    pub(super) checksums: Option<PathBuf>,
+    /// Set when the cluster has data checksums: what their verification needs.
+    pub(super) checksums: Option<ChecksumPlan>,
     /// Tools this server started itself (no runner gave the check a toolbox): closed at teardown.
     pub(super) own_tools: Option<Arc<ContainerTools>>,
 }
@@ -174,24 +172,31 @@ impl RunningServer for DockerServer {
         self.session.notes.clone()
     }
 
-    async fn verify_checksums(&mut self, _ctx: &RunContext) -> Result<Option<crate::assertion::Outcome>> {
-        let Some(data) = self.checksums.clone() else { return Ok(None) };
+    async fn verify_checksums(
+        &mut self,
+        ctx: &RunContext,
+        covered: &ReadCoverage,
+    ) -> Result<Option<crate::assertion::Outcome>> {
+        let Some(plan) = self.checksums.clone() else { return Ok(None) };
         if self.container.is_none() {
             return Ok(None);
         }
-        // pg_checksums needs a cleanly shut down cluster: a fast shutdown writes a checkpoint.
+        // Offline verification needs a cleanly shut down cluster (no torn pages, every dirty
+        // buffer written with its checksum): a fast shutdown writes a checkpoint. The data dir
+        // is bind-mounted from this host, so it is read here, not in the container.
         let code = self.stop().await;
         if code != Some(0) {
             return Err(Error::Target {
                 target_kind: "docker",
                 message: format!(
-                    "the server did not shut down cleanly (exit code {code:?}), so pg_checksums cannot run"
+                    "the server did not shut down cleanly (exit code {code:?}), so its page checksums cannot be \
+                     verified"
                 ),
                 log_tail: self.session.log_tail(10),
                 source: None,
             });
         }
-        crate::postgres::control::check_checksums(&self.pg, &data, "docker").await
+        plan.verify(ctx, covered).await.map(Some)
     }
 
     async fn teardown(&mut self) -> Result<()> {
