@@ -185,10 +185,11 @@ mod tests {
 
     #[test]
     fn tool_sessions_pin_the_search_path_and_turn_event_triggers_off_where_the_server_has_the_setting() {
-        assert_eq!(session_options(true, Some(15)), "-c search_path=pg_catalog,pg_temp");
-        assert_eq!(session_options(true, Some(17)), "-c search_path=pg_catalog,pg_temp -c event_triggers=off");
+        const T: &str = "-c search_path=pg_catalog,pg_temp -c ignore_checksum_failure=off -c zero_damaged_pages=off";
+        assert_eq!(session_options(true, Some(15)), T);
+        assert_eq!(session_options(true, Some(17)), format!("{T} -c event_triggers=off"));
         // Unknown major: ask for it (fail safe); the connect helpers retry without on refusal.
-        assert_eq!(session_options(true, None), "-c search_path=pg_catalog,pg_temp -c event_triggers=off");
+        assert_eq!(session_options(true, None), format!("{T} -c event_triggers=off"));
         assert_eq!(session_options(false, Some(13)), "");
         assert_eq!(session_options(false, Some(18)), "-c event_triggers=off");
     }

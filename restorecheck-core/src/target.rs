@@ -157,11 +157,15 @@ impl Connection {
 pub(crate) const TOOL_SEARCH_PATH: &str = "pg_catalog,pg_temp";
 
 /// Startup options (`-c name=value …`) of a session restorecheck opens: with `tool`, the
-/// hardened `search_path`; on PostgreSQL 17+ (or an unknown major), `event_triggers=off`.
+/// hardened `search_path`, and checksum failures that stay errors (`ignore_checksum_failure`
+/// and `zero_damaged_pages` off: a restored database's or role's `ALTER … SET` would beat the
+/// server's command line, but not these); on PostgreSQL 17+ (or an unknown major),
+/// `event_triggers=off`.
 pub(crate) fn session_options(tool: bool, server_major: Option<u32>) -> String {
     let mut o = Vec::new();
     if tool {
         o.push(format!("-c search_path={TOOL_SEARCH_PATH}"));
+        o.push("-c ignore_checksum_failure=off -c zero_damaged_pages=off".to_string());
     }
     if server_major.is_none_or(|m| m >= 17) {
         o.push("-c event_triggers=off".to_string());

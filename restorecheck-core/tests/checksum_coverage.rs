@@ -77,3 +77,55 @@ async fn a_bad_page_in_a_relation_amcheck_reads_fails_and_the_checksums_skip_onl
     let by_read_all = sums["skipped"]["covered_by"]["read_all"].as_u64().unwrap_or(0);
     assert!(by_read_all > 0 && sums["skipped"]["covered_by"]["amcheck"].is_null(), "{sums}");
 }
+
+/// A restored database that turns checksum failures into warnings (`ALTER DATABASE … SET
+/// ignore_checksum_failure = on`, and `zero_damaged_pages`) beats the server's command line, but
+/// not restorecheck's own sessions: amcheck FAILs on the bad page's checksum through the server
+/// (without them it saw a zeroed page, or the damaged bytes), and its clean reads of that
+/// database count as checksum-verified.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_that_ignores_checksum_failures_cannot_hide_a_bad_page_from_amcheck() {
+    let dir = TestDir::new("checksum-hostile-db");
+    let c = SampleCluster::create(&dir.path().join("cluster"), SampleOptions { checksums: true, ..Default::default() })
+        .await
+        .unwrap();
+    c.create_app(2000).await.unwrap();
+    c.exec("postgres", "alter database app set ignore_checksum_failure = on").await.unwrap();
+    c.exec("postgres", "alter database app set zero_damaged_pages = on").await.unwrap();
+    let heap: String = c
+        .client("app")
+        .await
+        .unwrap()
+        .query_one("select pg_catalog.pg_relation_filepath('registrations')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let good = c.basebackup("good", &["-Fp", "-Xstream"]).await.unwrap();
+    let amcheck = || AmcheckAssertion { heapallindexed: false, jobs: 1, sample: None };
+
+    // The user's own sessions do get the database's settings.
+    let r = run(
+        &dir,
+        check(&good, None)
+            .assert(amcheck())
+            .assert(sql_eq("select (current_setting('zero_damaged_pages') = 'on')::int", 1)),
+    )
+    .await;
+    assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.failure);
+    let sums = observed(&r, "checksums");
+    assert!(sums["skipped"]["covered_by"]["amcheck"].as_u64().unwrap_or(0) > 0, "{sums}");
+
+    let bad = dir.sub("damaged").join("bad");
+    copy(&good, &bad);
+    std::fs::remove_file(bad.join("backup_manifest")).unwrap();
+    let file = bad.join(&heap);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[8000] ^= 0x10;
+    std::fs::write(&file, bytes).unwrap();
+    let r = run(&dir, check(&bad, None).assert(amcheck())).await;
+    let am = assertion(&r, "amcheck");
+    assert_eq!(am.verdict, Verdict::Fail, "{am:?}");
+    // The checksum failure itself, not what a zeroed or accepted page happens to look like.
+    let msg = am.message.as_deref().unwrap_or("");
+    assert!(msg.contains("registrations") && msg.contains("invalid page in block 0"), "{am:?}");
+}
