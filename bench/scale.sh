@@ -18,7 +18,7 @@
 # Each round times, for one backup:
 #   restorecheck  `restorecheck -v run` with its DEFAULT configuration (manifest verified in the
 #                 same pass as the extraction + pg_verifybackup -s, amcheck, the count, and
-#                 pg_checksums when the cluster has checksums — pgbench's has none);
+#                 the page checksum verification when the cluster has checksums — pgbench's has none);
 #   shell         the hand-rolled pipeline: untar base and pg_wal (`tar -xzf`, or `zstd -dc | tar -x`),
 #                 recovery settings, `pg_ctl -w start`, poll pg_is_in_recovery(), count(*), stop, rm.
 # and prints per-round times, medians, the ratio restorecheck/shell, restorecheck's phases, MB/s

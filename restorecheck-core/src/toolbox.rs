@@ -1,6 +1,6 @@
 //! [`ToolBox`]: where a check's external tools run — the backup tools a source drives
 //! (`pgbackrest`, `barman`, `wal-g`, `wal-e`, a `command`) and, for targets that use it, the
-//! PostgreSQL programs (`pg_restore`, `psql`, `initdb`, `pg_verifybackup`, `pg_checksums`).
+//! PostgreSQL programs (`pg_restore`, `psql`, `initdb`, `pg_verifybackup`, `pg_controldata`).
 //!
 //! The target decides ([`crate::RestoreTarget::toolbox`]): the `local` target runs them on this
 //! host ([`HostTools`]); the `docker` target runs them in a container of the check's image, so
