@@ -20,13 +20,18 @@ fn observed(r: &CheckReport, name: &str) -> serde_json::Value {
     serde_json::to_value(assertion(r, name)).unwrap()["observed"].clone()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_bad_page_in_a_relation_amcheck_reads_fails_and_the_checksums_skip_only_what_amcheck_read_cleanly() {
-    let dir = TestDir::new("checksum-coverage");
+/// A checksummed sample cluster (after `prepare` ran on it; it removes its folder, backups
+/// included, when dropped) and a plain backup of it: the cluster, the backup and the file of
+/// table `registrations`. No writes during the backup: no full-page
+/// image in its WAL repairs the damage [`damaged`] makes.
+async fn backed_up(dir: &TestDir, prepare: &[&str]) -> (SampleCluster, std::path::PathBuf, String) {
     let c = SampleCluster::create(&dir.path().join("cluster"), SampleOptions { checksums: true, ..Default::default() })
         .await
         .unwrap();
     c.create_app(2000).await.unwrap();
+    for sql in prepare {
+        c.exec("postgres", sql).await.unwrap();
+    }
     let heap: String = c
         .client("app")
         .await
@@ -35,10 +40,31 @@ async fn a_bad_page_in_a_relation_amcheck_reads_fails_and_the_checksums_skip_onl
         .await
         .unwrap()
         .get(0);
-    // No writes during the backup: no full-page image in its WAL repairs the damage below.
     let good = c.basebackup("good", &["-Fp", "-Xstream"]).await.unwrap();
-    let amcheck = || AmcheckAssertion { heapallindexed: false, jobs: 1, sample: None };
+    (c, good, heap)
+}
 
+/// A copy of `good` with one bad page in `heap` (and no manifest, so nothing catches it
+/// before the server reads it).
+fn damaged(dir: &TestDir, good: &std::path::Path, heap: &str) -> std::path::PathBuf {
+    let bad = dir.sub("damaged").join("bad");
+    copy(good, &bad);
+    std::fs::remove_file(bad.join("backup_manifest")).unwrap();
+    let file = bad.join(heap);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[8000] ^= 0x10;
+    std::fs::write(&file, bytes).unwrap();
+    bad
+}
+
+fn amcheck() -> AmcheckAssertion {
+    AmcheckAssertion { heapallindexed: false, jobs: 1, sample: None }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_page_in_a_relation_amcheck_reads_fails_and_the_checksums_skip_only_what_amcheck_read_cleanly() {
+    let dir = TestDir::new("checksum-coverage");
+    let (_cluster, good, heap) = backed_up(&dir, &[]).await;
     let r = run(&dir, check(&good, None).assert(amcheck())).await;
     assert_eq!(r.verdict, Verdict::Pass, "{:?}", r.failure);
     let sums = observed(&r, "checksums");
@@ -48,14 +74,8 @@ async fn a_bad_page_in_a_relation_amcheck_reads_fails_and_the_checksums_skip_onl
     assert!(sums["blocks_scanned"].as_u64().unwrap() > 0, "{sums}");
     assert_eq!(sums["bad_checksums"].as_u64(), Some(0), "{sums}");
 
-    // One bad page in the table amcheck reads (no manifest, so nothing catches it earlier).
-    let bad = dir.sub("damaged").join("bad");
-    copy(&good, &bad);
-    std::fs::remove_file(bad.join("backup_manifest")).unwrap();
-    let file = bad.join(&heap);
-    let mut bytes = std::fs::read(&file).unwrap();
-    bytes[8000] ^= 0x10;
-    std::fs::write(&file, bytes).unwrap();
+    // One bad page in the table amcheck reads.
+    let bad = damaged(&dir, &good, &heap);
     let r = run(&dir, check(&bad, None).assert(amcheck())).await;
     assert_eq!(r.verdict, Verdict::Fail, "{:?}", r.failure);
     let am = assertion(&r, "amcheck");
@@ -86,23 +106,11 @@ async fn a_bad_page_in_a_relation_amcheck_reads_fails_and_the_checksums_skip_onl
 #[tokio::test(flavor = "multi_thread")]
 async fn a_database_that_ignores_checksum_failures_cannot_hide_a_bad_page_from_amcheck() {
     let dir = TestDir::new("checksum-hostile-db");
-    let c = SampleCluster::create(&dir.path().join("cluster"), SampleOptions { checksums: true, ..Default::default() })
-        .await
-        .unwrap();
-    c.create_app(2000).await.unwrap();
-    c.exec("postgres", "alter database app set ignore_checksum_failure = on").await.unwrap();
-    c.exec("postgres", "alter database app set zero_damaged_pages = on").await.unwrap();
-    let heap: String = c
-        .client("app")
-        .await
-        .unwrap()
-        .query_one("select pg_catalog.pg_relation_filepath('registrations')", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let good = c.basebackup("good", &["-Fp", "-Xstream"]).await.unwrap();
-    let amcheck = || AmcheckAssertion { heapallindexed: false, jobs: 1, sample: None };
-
+    let (_cluster, good, heap) = backed_up(
+        &dir,
+        &["alter database app set ignore_checksum_failure = on", "alter database app set zero_damaged_pages = on"],
+    )
+    .await;
     // The user's own sessions do get the database's settings.
     let r = run(
         &dir,
@@ -115,13 +123,7 @@ async fn a_database_that_ignores_checksum_failures_cannot_hide_a_bad_page_from_a
     let sums = observed(&r, "checksums");
     assert!(sums["skipped"]["covered_by"]["amcheck"].as_u64().unwrap_or(0) > 0, "{sums}");
 
-    let bad = dir.sub("damaged").join("bad");
-    copy(&good, &bad);
-    std::fs::remove_file(bad.join("backup_manifest")).unwrap();
-    let file = bad.join(&heap);
-    let mut bytes = std::fs::read(&file).unwrap();
-    bytes[8000] ^= 0x10;
-    std::fs::write(&file, bytes).unwrap();
+    let bad = damaged(&dir, &good, &heap);
     let r = run(&dir, check(&bad, None).assert(amcheck())).await;
     let am = assertion(&r, "amcheck");
     assert_eq!(am.verdict, Verdict::Fail, "{am:?}");

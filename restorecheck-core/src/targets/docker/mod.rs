@@ -368,16 +368,7 @@ mod imp {
                             .filter(|p| !tools.sees(p))
                             .map(|p| (p.clone(), false))
                             .collect();
-                        if !req.socket_dir.starts_with(&req.work_dir) {
-                            use std::os::unix::fs::DirBuilderExt;
-                            std::fs::DirBuilder::new()
-                                .recursive(true)
-                                .mode(0o700)
-                                .create(&req.socket_dir)
-                                .map_err(|e| Error::io("creating socket dir", &req.socket_dir, e))?;
-                            os_user.chown_tree(&req.socket_dir)?;
-                            extra.push((req.socket_dir.clone(), true));
-                        }
+                        extra.extend(server::socket_mount(req, &os_user)?);
                         let needs = DumpNeeds {
                             source_major: dump.server_major,
                             min_major: dump.min_major,

@@ -44,10 +44,28 @@ fn shell_quote_all(args: &[String]) -> String {
     args.iter().map(|a| crate::wal_archive::shell_quote(a)).collect::<Vec<_>>().join(" ")
 }
 
+/// The mount of the server's socket dir when it lies outside the work dir (a socket path has
+/// at most 107 bytes), writable; created now, the server's, so that it exists before it is
+/// mounted. `None` when it is inside the work dir.
+pub(super) fn socket_mount(req: &RestoreRequest, user: &OsUser) -> Result<Option<(PathBuf, bool)>> {
+    if req.socket_dir.starts_with(&req.work_dir) {
+        return Ok(None);
+    }
+    if !req.socket_dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&req.socket_dir)
+            .map_err(|e| Error::io("creating socket dir", &req.socket_dir, e))?;
+        user.chown_tree(&req.socket_dir)?;
+    }
+    Ok(Some((req.socket_dir.clone(), true)))
+}
+
 /// The tools container the server of `image` runs in: the check's work dir and the toolbox's
 /// own mounts, plus what the `restore_command` reads (`wal_paths`, read-only) and the socket
-/// dir when it lies outside the work dir (a socket path has at most 107 bytes; it is created
-/// now, the server's, so that it exists before it is mounted).
+/// dir when it lies outside the work dir ([`socket_mount`]).
 pub(super) fn server_key(
     tools: &ContainerTools,
     image: &str,
@@ -55,20 +73,12 @@ pub(super) fn server_key(
     user: &OsUser,
     wal_paths: &[PathBuf],
 ) -> Result<ContainerKey> {
-    let mut extra: Vec<(PathBuf, bool)> =
-        wal_paths.iter().filter(|p| !tools.sees(p)).map(|p| (p.clone(), false)).collect();
-    if !req.socket_dir.starts_with(&req.work_dir) {
-        if !req.socket_dir.exists() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&req.socket_dir)
-                .map_err(|e| Error::io("creating socket dir", &req.socket_dir, e))?;
-            user.chown_tree(&req.socket_dir)?;
-        }
-        extra.push((req.socket_dir.clone(), true));
-    }
+    let extra: Vec<(PathBuf, bool)> = wal_paths
+        .iter()
+        .filter(|p| !tools.sees(p))
+        .map(|p| (p.clone(), false))
+        .chain(socket_mount(req, user)?)
+        .collect();
     Ok(ContainerKey { image: image.to_string(), extra })
 }
 
