@@ -129,22 +129,33 @@ impl BarmanSource {
     /// Without a work dir: the user's own file.
     async fn config_for(&self, ctx: &RunContext, major: Option<u32>) -> Result<(Option<PathBuf>, Option<Handover>)> {
         let Some(work) = ctx.tools.work_dir() else {
+            if !ctx.tools.on_this_host() {
+                // Without a work dir there is no private view of the catalog either: Barman
+                // would do its bookkeeping in the real one.
+                return Err(Error::Tooling {
+                    what: format!(
+                        "Barman cannot run in {}: that toolbox has no work dir, so no private view of the catalog",
+                        ctx.tools.describe()
+                    ),
+                    hint: "use a target whose toolbox overlays the source's private_write_paths (the docker target \
+                           does) or the local target"
+                        .into(),
+                    source: None,
+                });
+            }
             return Ok((self.cfg.config.clone(), None));
         };
         let scratch = work.join("barman-run");
         let lock = scratch.join("lock");
         std::fs::create_dir_all(&lock).map_err(|e| Error::io("creating", &lock, e))?;
-        let root = nix::unistd::Uid::effective().is_root();
         let mut handover = None;
         let user = if ctx.tools.on_this_host() {
-            let name = self.barman_user();
-            if let Some((uid, gid)) = user_ids(&name).filter(|(uid, _)| root && *uid != 0) {
-                let user = OsUser { name: name.clone(), uid, gid, switched: true };
+            if let Some(user) = self.barman_os_user()? {
                 user.chown_tree(&scratch)?;
                 handover = Some(Handover::give(&user, &[&scratch])?);
             }
-            name
-        } else if root {
+            self.barman_user()
+        } else if nix::unistd::Uid::effective().is_root() {
             "root".to_string()
         } else {
             let id = ctx.tools.locate("id", "Barman's user is looked up with `id` (coreutils)", major).await?;
@@ -235,6 +246,61 @@ impl BarmanSource {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let cmd = command_with(ctx, config, exe, &argv, major).await?;
         tool::run(ctx, Phase::Fetch, cmd, &format!("barman {verb}")).await
+    }
+
+    /// When restorecheck runs as root on this host: `barman_user` as an OS user Barman switches
+    /// to, whom the folders it writes are handed (`None` when not root, or when it is root
+    /// itself). An error when there is no such user.
+    fn barman_os_user(&self) -> Result<Option<OsUser>> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return Ok(None);
+        }
+        let name = self.barman_user();
+        let (uid, gid) = user_ids(&name).ok_or_else(|| Error::Tooling {
+            what: format!("Barman's OS user {name:?} (barman_user) does not exist"),
+            hint: "install Barman's package (it creates the user) or set barman_user in barman.conf".into(),
+            source: None,
+        })?;
+        Ok((uid != 0).then_some(OsUser { name, uid, gid, switched: true }))
+    }
+
+    /// A private shadow of the catalog under `scratch` for `barman recover` on this host (see
+    /// [`shadow`]), its files handed with `handed` to Barman's OS user; returns the shadow and
+    /// the handover (taken back on drop).
+    async fn shadow_for(
+        &self,
+        ctx: &RunContext,
+        scratch: &Path,
+        begin_wal: Option<String>,
+        handed: &[&Path],
+    ) -> Result<(shadow::Shadow, Option<Handover>)> {
+        let ini = shadow::BarmanIni::load(self.cfg.config.as_deref())?;
+        let shadow_root = scratch.join("barman-shadow");
+        match std::fs::remove_dir_all(&shadow_root) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io("removing", &shadow_root, e));
+            }
+            _ => {}
+        }
+        let shadow = {
+            let (server, root, cancel) = (self.cfg.server.clone(), shadow_root.clone(), ctx.cancel.clone());
+            tokio::task::spawn_blocking(move || {
+                shadow::build(&ini, &server, &root, begin_wal.as_deref(), &|| cancel.is_cancelled())
+            })
+            .await
+            .map_err(|e| source_err("building the shadow of Barman's catalog failed").with_source(e))??
+        };
+        // Barman writes as its own user: hand it the empty folders for the copy and the shadow.
+        let handover = match self.barman_os_user()? {
+            Some(user) => {
+                user.chown_tree(&shadow.root)?;
+                let mut dirs = handed.to_vec();
+                dirs.push(&shadow.root);
+                Some(Handover::give(&user, &dirs)?)
+            }
+            None => None,
+        };
+        Ok((shadow, handover))
     }
 
     /// The OS user Barman switches to (`barman_user` in its configuration, default `barman`).
@@ -529,58 +595,10 @@ impl BackupSource for BarmanSource {
         let me = nix::unistd::Uid::effective();
         let elsewhere = !ctx.tools.on_this_host();
         let (config, shadow, handover) = if elsewhere {
-            if ctx.tools.work_dir().is_none() {
-                // Without a work dir there is no private view of the catalog either: Barman
-                // would do its bookkeeping in the real one.
-                return Err(Error::Tooling {
-                    what: format!(
-                        "Barman cannot restore in {}: that toolbox has no work dir, so no private view of the catalog",
-                        ctx.tools.describe()
-                    ),
-                    hint: "use a target whose toolbox overlays the source's private_write_paths (the docker target \
-                           does) or the local target"
-                        .into(),
-                    source: None,
-                });
-            }
             (self.config_for(ctx, major).await?.0, None, None)
         } else {
-            let ini = shadow::BarmanIni::load(self.cfg.config.as_deref())?;
-            let shadow_root = req.scratch_dir.join("barman-shadow");
-            match std::fs::remove_dir_all(&shadow_root) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io("removing", &shadow_root, e));
-                }
-                _ => {}
-            }
-            let shadow = {
-                let (server, root, begin, cancel) =
-                    (self.cfg.server.clone(), shadow_root.clone(), show.begin_wal.clone(), ctx.cancel.clone());
-                tokio::task::spawn_blocking(move || {
-                    shadow::build(&ini, &server, &root, begin.as_deref(), &|| cancel.is_cancelled())
-                })
-                .await
-                .map_err(|e| source_err("building the shadow of Barman's catalog failed").with_source(e))??
-            };
-            // Barman writes as its own user: hand it the empty folders for the copy and the shadow.
-            let handover = if me.is_root() {
-                let name = self.barman_user();
-                let (uid, gid) = user_ids(&name).ok_or_else(|| Error::Tooling {
-                    what: format!("Barman's OS user {name:?} (barman_user) does not exist"),
-                    hint: "install Barman's package (it creates the user) or set barman_user in barman.conf".into(),
-                    source: None,
-                })?;
-                if uid == 0 {
-                    None
-                } else {
-                    let user = OsUser { name, uid, gid, switched: true };
-                    user.chown_tree(&shadow.root)?;
-                    let h = Handover::give(&user, &[&req.data_dir, &req.tablespace_dir, &staging, &shadow.root])?;
-                    Some(h)
-                }
-            } else {
-                None
-            };
+            let handed = [req.data_dir.as_path(), req.tablespace_dir.as_path(), staging.as_path()];
+            let (shadow, handover) = self.shadow_for(ctx, &req.scratch_dir, show.begin_wal.clone(), &handed).await?;
             (Some(shadow.config.clone()), Some(shadow), handover)
         };
 

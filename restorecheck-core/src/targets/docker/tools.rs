@@ -317,29 +317,23 @@ impl ContainerTools {
             .start_exec(&exec.id, Some(StartExecOptions { detach: true, tty: false, output_capacity: None }))
             .await
             .map_err(|e| err(format!("starting a process in the tools container of {}", key.image)).with_source(e))?;
-        // The engine reports the host pid once the process runs.
+        // The engine reports the host pid once the process runs (0: it has ended already).
         for _ in 0..100 {
             let i = self.docker.inspect_exec(&exec.id).await.map_err(|e| err("inspecting a process").with_source(e))?;
-            match (i.pid, i.running) {
-                (Some(pid), _) if pid > 0 => {
-                    let pid = i32::try_from(pid).map_err(|_| err(format!("odd process id {pid}")))?;
-                    return Ok(DetachedProcess {
-                        docker: self.docker.clone(),
-                        exec_id: exec.id,
-                        pid,
-                        container_id: c.id().to_string(),
-                    });
+            let pid = match (i.pid, i.running) {
+                (Some(pid), _) if pid > 0 => i32::try_from(pid).map_err(|_| err(format!("odd process id {pid}")))?,
+                (_, Some(false)) => 0,
+                _ => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
                 }
-                (_, Some(false)) => {
-                    return Ok(DetachedProcess {
-                        docker: self.docker.clone(),
-                        exec_id: exec.id,
-                        pid: 0,
-                        container_id: c.id().to_string(),
-                    })
-                }
-                _ => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-            }
+            };
+            return Ok(DetachedProcess {
+                docker: self.docker.clone(),
+                exec_id: exec.id,
+                pid,
+                container_id: c.id().to_string(),
+            });
         }
         Err(err(format!("the process started in the tools container of {} has no pid after 1 s", key.image)))
     }
