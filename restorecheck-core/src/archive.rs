@@ -466,6 +466,7 @@ impl Read for FailedRead {
 /// Checking members against a `backup_manifest` while extracting: the manifest, and the path
 /// of the archive's root relative to the data directory (empty for `base.tar`,
 /// `pg_tblspc/<oid>` for a tablespace's tar).
+#[derive(Clone)]
 pub(crate) struct Verify<'a> {
     /// The manifest.
     pub(crate) manifest: &'a crate::postgres::manifest::Manifest,
@@ -509,6 +510,83 @@ pub(crate) fn extract_tar_from(
     extract_tar_verified(reader, what, dest, cancel, None)
 }
 
+/// A regular member this large or larger may be written by the second of two passes
+/// ([`extract_tar_split`]); smaller ones, and every other entry, by the first.
+const SPLIT_MIN: u64 = 8 << 20;
+
+/// Which pass of [`extract_tar_split`] this extraction is: `(pass, passes)`.
+type Pass = (usize, usize);
+
+/// Decides, identically in every pass (they read the same headers in the same order), which
+/// pass writes each entry: regular members of at least [`SPLIT_MIN`] bytes go to the pass with
+/// the fewest bytes so far, everything else to pass 0.
+struct Split {
+    bytes: Vec<u64>,
+}
+
+impl Split {
+    fn new(passes: usize) -> Self {
+        Split { bytes: vec![0; passes.max(1)] }
+    }
+
+    fn owner(&mut self, is_file: bool, size: u64) -> usize {
+        if !is_file || size < SPLIT_MIN || self.bytes.len() < 2 {
+            return 0;
+        }
+        let (i, _) = self.bytes.iter().enumerate().min_by_key(|(_, b)| **b).unwrap_or((0, &0));
+        self.bytes[i] += size;
+        i
+    }
+}
+
+/// Extracts one tar archive in two passes at once, each reading the whole stream from its own
+/// `open(pass)` and writing about half of the large members, so that two threads fill the page
+/// cache instead of one: on a host where writing is what bounds extraction (one core busy in
+/// the kernel while decompression idles), that is up to twice as fast. Meant for archives whose
+/// decompression is cheap next to writing (zstd, lz4) and that are cheap to read twice (local
+/// files). Directories, links and small files are all written by pass 0, in archive order.
+/// The first error of either pass stops both and is the one returned; everything else is as
+/// [`extract_tar_verified`].
+pub(crate) fn extract_tar_split(
+    open: &(dyn Fn(usize) -> Result<Box<dyn Read + Send>> + Sync),
+    what: &str,
+    dest: &Path,
+    cancel: tokio_util::sync::CancellationToken,
+    verify: Option<Verify<'_>>,
+) -> Result<Extracted> {
+    let pair = cancel.child_token();
+    let run = |pass: usize| {
+        let r = open(pass).and_then(|reader| {
+            extract_tar_pass(reader, what, dest, Some(pair.clone()), verify.clone(), Some((pass, 2)))
+        });
+        if r.is_err() {
+            pair.cancel();
+        }
+        r
+    };
+    let (first, second) = std::thread::scope(|scope| {
+        let second = std::thread::Builder::new().name("restorecheck-extract-2".into()).spawn_scoped(scope, || run(1));
+        let first = run(0);
+        let second = match second {
+            Ok(h) => {
+                h.join().unwrap_or_else(|_| Err(Error::defect(format!("{what}: the second extraction pass panicked"))))
+            }
+            Err(e) => Err(Error::io("starting an extraction thread for", dest, e)),
+        };
+        (first, second)
+    });
+    // A pass stopped because the other failed reports the other's error.
+    let (mut a, b) = match (first, second) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(Error::Cancelled { .. }), Err(e)) if !cancel.is_cancelled() => return Err(e),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    a.bytes += b.bytes;
+    a.entries += b.entries;
+    a.verified.add(&b.verified);
+    Ok(a)
+}
+
 /// [`extract_tar_from`], checking every regular member the manifest lists against its size and
 /// checksum while it is written: the first mismatch stops the extraction at once, naming the
 /// file and the archive (the rest of the archive is not read).
@@ -519,6 +597,19 @@ pub(crate) fn extract_tar_verified(
     cancel: Option<tokio_util::sync::CancellationToken>,
     verify: Option<Verify<'_>>,
 ) -> Result<Extracted> {
+    extract_tar_pass(reader, what, dest, cancel, verify, None)
+}
+
+/// [`extract_tar_verified`], writing only the entries `pass` owns ([`Split`]) when given.
+fn extract_tar_pass(
+    reader: Box<dyn Read + Send>,
+    what: &str,
+    dest: &Path,
+    cancel: Option<tokio_util::sync::CancellationToken>,
+    verify: Option<Verify<'_>>,
+    pass: Option<Pass>,
+) -> Result<Extracted> {
+    let mut split = Split::new(pass.map_or(1, |(_, n)| n));
     let slot: TapSlot = Default::default();
     let mut ar = tar::Archive::new(Tap { inner: HeaderGuard::new(reader), slot: slot.clone() });
     ar.set_preserve_permissions(true);
@@ -536,6 +627,10 @@ pub(crate) fn extract_tar_verified(
             continue;
         }
         let size = entry.header().size().unwrap_or(0);
+        let owner = split.owner(entry.header().entry_type().is_file(), size);
+        if pass.is_some_and(|(me, _)| me != owner) {
+            continue;
+        }
         stats.bytes += size;
         stats.entries += 1;
         let check = match &verify {
@@ -566,7 +661,7 @@ pub(crate) fn extract_tar_verified(
     // decompressor verify its trailer (gzip CRC, zstd frame end), so a truncated stream fails.
     let mut rest = ar.into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(defect)?;
-    if stats.entries == 0 {
+    if stats.entries == 0 && pass.is_none_or(|(me, _)| me == 0) {
         return Err(Error::defect(format!("{what} holds no files")));
     }
     Ok(stats)
@@ -676,6 +771,154 @@ mod tests {
         std::fs::create_dir(d.path().join("dest")).unwrap();
         let r = extract_tar_from(Box::new(io::Cursor::new(t)), "base.tar", &d.path().join("dest"), None);
         (d, r)
+    }
+
+    /// A zstd tar with directories, a link, a small file and three members large enough to be
+    /// shared between passes (a: 9 MiB → pass 0, b: 10 MiB → pass 1, c: 9 MiB → pass 0).
+    fn split_archive() -> (Vec<u8>, Vec<(&'static str, Vec<u8>)>) {
+        let files: Vec<(&str, Vec<u8>)> = vec![
+            ("PG_VERSION", b"15\n".to_vec()),
+            ("base/1/a", (0..9u32 << 20).map(|i| (i % 251) as u8).collect()),
+            ("base/1/b", (0..10u32 << 20).map(|i| (i % 241) as u8).collect()),
+            ("base/1/c", (0..9u32 << 20).map(|i| (i % 239) as u8).collect()),
+        ];
+        let mut b = tar::Builder::new(Vec::new());
+        for dir in ["base", "base/1"] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o700);
+            h.set_size(0);
+            b.append_data(&mut h, dir, io::empty()).unwrap();
+        }
+        for (name, data) in &files {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o600);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, name, data.as_slice()).unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "current", "base").unwrap();
+        let tar = b.into_inner().unwrap();
+        (zstd::encode_all(tar.as_slice(), 3).unwrap(), files)
+    }
+
+    fn open_zst(zst: &[u8]) -> impl Fn(usize) -> Result<Box<dyn Read + Send>> + Sync + '_ {
+        move |_| decompress(Box::new(io::Cursor::new(zst.to_vec())), Compression::Zstd, "base.tar.zst")
+    }
+
+    #[test]
+    fn large_members_are_shared_by_bytes_and_everything_else_stays_in_the_first_pass() {
+        let mut s = Split::new(2);
+        let mib = 1 << 20;
+        let owners: Vec<usize> = [
+            (false, 0),
+            (true, 3),
+            (true, 9 * mib),
+            (true, 10 * mib),
+            (true, 9 * mib),
+            (true, 7 * mib),
+            (true, 20 * mib),
+        ]
+        .iter()
+        .map(|&(file, size)| s.owner(file, size))
+        .collect();
+        // 9 → 0; 10 → 1; 9 → 0 (9 < 10); 7 MiB is below the minimum → 0; 20 → 1 (10 < 18).
+        assert_eq!(owners, vec![0, 0, 0, 1, 0, 0, 1]);
+        assert_eq!(Split::new(1).owner(true, 100 * mib), 0);
+    }
+
+    #[test]
+    fn two_passes_write_the_same_tree_as_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let (zst, files) = split_archive();
+        let d = tempfile::tempdir().unwrap();
+        let (one, two) = (d.path().join("one"), d.path().join("two"));
+        std::fs::create_dir(&one).unwrap();
+        std::fs::create_dir(&two).unwrap();
+        let reader = decompress(Box::new(io::Cursor::new(zst.clone())), Compression::Zstd, "x").unwrap();
+        let a = extract_tar_from(reader, "base.tar.zst", &one, None).unwrap();
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let b = extract_tar_split(&open_zst(&zst), "base.tar.zst", &two, cancel, None).unwrap();
+        assert_eq!((a.bytes, a.entries), (b.bytes, b.entries));
+        for (name, data) in &files {
+            assert_eq!(&std::fs::read(two.join(name)).unwrap(), data, "{name}");
+            let mode = std::fs::metadata(two.join(name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
+        assert_eq!(std::fs::metadata(two.join("base/1")).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(std::fs::read_link(two.join("current")).unwrap(), Path::new("base"));
+    }
+
+    #[test]
+    fn a_mismatch_in_the_second_pass_stops_both_and_names_the_file() {
+        let (zst, files) = split_archive();
+        let d = tempfile::tempdir().unwrap();
+        let entries: Vec<String> = files
+            .iter()
+            .map(|(name, data)| {
+                // base/1/b, which the second pass writes, with a wrong checksum.
+                let sum = if *name == "base/1/b" { 0xdeadbeef } else { crc32c::crc32c(data) };
+                format!(
+                    r#"{{ "Path": "{name}", "Size": {}, "Last-Modified": "2026-12-01 10:00:00 GMT", "Checksum-Algorithm": "CRC32C", "Checksum": "{:08x}" }}"#,
+                    data.len(),
+                    sum.swap_bytes()
+                )
+            })
+            .collect();
+        let text = format!(
+            r#"{{ "PostgreSQL-Backup-Manifest-Version": 1, "Files": [{}], "Manifest-Checksum": "00" }}"#,
+            entries.join(",")
+        );
+        std::fs::write(d.path().join("backup_manifest"), text).unwrap();
+        let m = crate::postgres::manifest::Manifest::read(&d.path().join("backup_manifest")).unwrap();
+        let dest = d.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        let verify = || Some(Verify { manifest: &m, prefix: PathBuf::new() });
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let e = extract_tar_split(&open_zst(&zst), "base.tar.zst", &dest, cancel.clone(), verify()).unwrap_err();
+        assert!(matches!(e, Error::BackupDefect { .. }), "{e:?}");
+        assert!(e.to_string().contains("base/1/b"), "{e}");
+        assert!(!cancel.is_cancelled(), "only the pair's own token is cancelled");
+
+        // The other files' checksums are right: with b's fixed, both passes verify theirs.
+        let text = std::fs::read_to_string(d.path().join("backup_manifest")).unwrap();
+        let good = format!("{:08x}", crc32c::crc32c(&files[2].1).swap_bytes());
+        std::fs::write(
+            d.path().join("backup_manifest"),
+            text.replace(&format!("{:08x}", 0xdeadbeefu32.swap_bytes()), &good),
+        )
+        .unwrap();
+        let m = crate::postgres::manifest::Manifest::read(&d.path().join("backup_manifest")).unwrap();
+        let dest = d.path().join("dest2");
+        std::fs::create_dir(&dest).unwrap();
+        let verify = Some(Verify { manifest: &m, prefix: PathBuf::new() });
+        let x = extract_tar_split(&open_zst(&zst), "base.tar.zst", &dest, cancel, verify).unwrap();
+        assert_eq!(x.verified.files, files.len() as u64, "{:?}", x.verified);
+    }
+
+    #[test]
+    fn when_the_second_pass_cannot_start_its_error_is_the_one_reported() {
+        let (zst, _) = split_archive();
+        let d = tempfile::tempdir().unwrap();
+        let open = |pass: usize| -> Result<Box<dyn Read + Send>> {
+            if pass == 1 {
+                return Err(Error::defect("base.tar.zst: opening it a second time failed"));
+            }
+            open_zst(&zst)(pass)
+        };
+        let e = extract_tar_split(&open, "base.tar.zst", d.path(), tokio_util::sync::CancellationToken::new(), None)
+            .unwrap_err();
+        assert!(e.to_string().contains("second time"), "{e}");
+        // A truncated stream fails in both passes: a defect either way.
+        let cut = &zst[..zst.len() / 2];
+        let dest = d.path().join("cut");
+        std::fs::create_dir(&dest).unwrap();
+        let e =
+            extract_tar_split(&open_zst(cut), "base.tar.zst", &dest, tokio_util::sync::CancellationToken::new(), None)
+                .unwrap_err();
+        assert!(matches!(e, Error::BackupDefect { .. }), "{e:?}");
     }
 
     #[test]
