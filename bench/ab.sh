@@ -12,25 +12,15 @@ set -euo pipefail
 [[ $# -eq 5 ]] || { sed -n 2,10p "$0" >&2; exit 2; }
 s=$1 f=$2 n=$3 a=$4 b=$5
 CACHE=${CACHE:-/var/cache/restorecheck/bench}
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 [[ -d $CACHE/s$s/$f ]] || { echo "no backup in $CACHE/s$s/$f: run bench/scale.sh first" >&2; exit 1; }
 for t in jq "$a" "$b"; do command -v "$t" >/dev/null || { echo "$t missing" >&2; exit 1; }; done
 T=$(mktemp -d /var/tmp/restorecheck-ab.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 mkdir -p "$T/work"
 chmod 0755 "$T" "$T/work"
-cat >"$T/cfg.toml" <<EOT
-work_dir = "$T/work"
-[[check]]
-name = "bench"
-database = "bench"
-timeout = "2h"
-[check.source]
-kind = "basebackup"
-path = "$CACHE/s$s/$f"
-[[check.assert]]
-sql = "select count(*) from pgbench_accounts"
-equals = $((s * 100000))
-EOT
+bench_config "$T/work" "$CACHE/s$s/$f" "$s" >"$T/cfg.toml"
 declare -A WALL FETCH
 for ((i = 1; i <= n; i++)); do
     for who in A B; do

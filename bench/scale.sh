@@ -31,6 +31,8 @@ CACHE=${CACHE:-/var/cache/restorecheck/bench}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RESTORECHECK=${RESTORECHECK:-$REPO/target/release/restorecheck}
+# shellcheck source=bench/common.sh
+source "$REPO/bench/common.sh"
 PGUSER_OS=postgres
 SRC_PORT=5442
 SHELL_PORT=5443
@@ -89,19 +91,7 @@ make_backups() {
 # run_rc SCALE FMT TAG -> RC_WALL, RC_RSS_KB; report in $T/reports/TAG.json
 run_rc() {
     local dir=$CACHE/s$1/$2 tag=$3 cfg=$T/cfg-$2-$1.toml json=$T/reports/$3.json err=$T/reports/$3.err t0 t1
-    cat >"$cfg" <<EOF
-work_dir = "$T/rcwork"
-[[check]]
-name = "bench"
-database = "bench"
-timeout = "2h"
-[check.source]
-kind = "basebackup"
-path = "$dir"
-[[check.assert]]
-sql = "select count(*) from pgbench_accounts"
-equals = $(($1 * 100000))
-EOF
+    bench_config "$T/rcwork" "$dir" "$1" >"$cfg"
     t0=$EPOCHREALTIME
     "$RESTORECHECK" -v run -c "$cfg" --no-history --format json >"$json" 2>"$err" \
         || { tail -n 30 "$err" >&2; cat "$json" >&2; die "restorecheck failed ($tag)"; }
