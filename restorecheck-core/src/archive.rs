@@ -375,6 +375,9 @@ fn tar_size(field: &[u8]) -> Option<u64> {
 /// Statistics of one extraction.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Extracted {
+    /// CRC32C over every entry's header and path, written or not: two passes over one archive
+    /// ([`extract_tar_split`]) saw the same archive when theirs agree.
+    headers: u32,
     /// Bytes of file content written.
     pub(crate) bytes: u64,
     /// Entries unpacked.
@@ -581,6 +584,17 @@ pub(crate) fn extract_tar_split(
         (Err(Error::Cancelled { .. }), Err(e)) if !cancel.is_cancelled() => return Err(e),
         (Err(e), _) | (_, Err(e)) => return Err(e),
     };
+    if a.headers != b.headers {
+        // Rewritten or replaced between the two opens: the passes split different archives.
+        return Err(Error::Source {
+            source_kind: "basebackup",
+            message: format!(
+                "{what} changed while restorecheck read it (two passes saw different entries); run the check again \
+                 once nothing writes the backup"
+            ),
+            source: None,
+        });
+    }
     a.bytes += b.bytes;
     a.entries += b.entries;
     a.verified.add(&b.verified);
@@ -623,6 +637,10 @@ fn extract_tar_pass(
             return Err(Error::Cancelled { phase: crate::report::Phase::Fetch });
         }
         let mut entry = entry.map_err(defect)?;
+        if pass.is_some() {
+            stats.headers = crc32c::crc32c_append(stats.headers, entry.header().as_bytes());
+            stats.headers = crc32c::crc32c_append(stats.headers, &entry.path_bytes());
+        }
         if !entry_is_safe(&entry, what)? {
             continue;
         }
@@ -896,6 +914,30 @@ mod tests {
         let verify = Some(Verify { manifest: &m, prefix: PathBuf::new() });
         let x = extract_tar_split(&open_zst(&zst), "base.tar.zst", &dest, cancel, verify).unwrap();
         assert_eq!(x.verified.files, files.len() as u64, "{:?}", x.verified);
+    }
+
+    #[test]
+    fn an_archive_that_changes_between_the_two_opens_is_an_error() {
+        let (zst, _) = split_archive();
+        // The same archive with one more small file: the second pass reads this one.
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o600);
+        h.set_size(2);
+        b.append_data(&mut h, "extra", &b"x\n"[..]).unwrap();
+        let mut first = zstd::decode_all(zst.as_slice()).unwrap();
+        first.truncate(first.len() - 1024); // drop the end-of-archive blocks
+        first.extend_from_slice(&b.into_inner().unwrap());
+        let other = zstd::encode_all(first.as_slice(), 3).unwrap();
+        let open = |pass: usize| -> Result<Box<dyn Read + Send>> {
+            let bytes = if pass == 0 { zst.clone() } else { other.clone() };
+            decompress(Box::new(io::Cursor::new(bytes)), Compression::Zstd, "base.tar.zst")
+        };
+        let d = tempfile::tempdir().unwrap();
+        let e = extract_tar_split(&open, "base.tar.zst", d.path(), tokio_util::sync::CancellationToken::new(), None)
+            .unwrap_err();
+        assert!(matches!(e, Error::Source { .. }), "{e:?}");
+        assert!(e.to_string().contains("changed while restorecheck read it"), "{e}");
     }
 
     #[test]
