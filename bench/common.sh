@@ -1,4 +1,4 @@
-# common.sh — shared by bench/scale.sh and bench/ab.sh (sourced, not run).
+# common.sh — shared by the scripts in bench/ (sourced, not run).
 
 # bench_config WORK_DIR BACKUP_DIR SCALE: restorecheck's default configuration for one cached
 # pgbench backup, with the count of pgbench_accounts as the one assertion.

@@ -32,6 +32,8 @@ KEEP=${KEEP:-0}
 SHELL_FAST=${SHELL_FAST:-0}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/common.sh
+source "$REPO/bench/common.sh"
 RESTORECHECK=${RESTORECHECK:-$REPO/target/release/restorecheck}
 PGUSER_OS=postgres
 SRC_PORT=5440
@@ -121,22 +123,7 @@ BACKUP_BYTES=$(du -sb "$BDIR" | cut -f1)
 
 # ---------------------------------------------------------------- 2a. restorecheck contender
 CFG=$T/cfg.toml
-cat >"$CFG" <<EOF
-work_dir = "$RCWORK"
-
-[[check]]
-name = "bench"
-database = "bench"
-timeout = "30m"
-
-[check.source]
-kind = "basebackup"
-path = "$BACKUPS"
-
-[[check.assert]]
-sql = "select count(*) from pgbench_accounts"
-min = 1
-EOF
+bench_config "$RCWORK" "$BACKUPS" "$SCALE" >"$CFG"
 
 # run_restorecheck TAG -> sets RC_WALL, RC_RSS_KB; report in $T/reports/TAG.json
 run_restorecheck() {
